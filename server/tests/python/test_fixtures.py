@@ -1,0 +1,106 @@
+"""Checks on the fixture models themselves; these need no server.
+
+Every reference.json was computed without ONNX Runtime (numpy, scikit-learn), so
+agreement with ONNX Runtime here means the models and their references can be trusted
+when the server's answers are compared against them.
+"""
+
+import filecmp
+import subprocess
+import sys
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import onnx
+from onnx import TensorProto, helper
+
+from fixture_models import (
+    GENERATOR,
+    MODELS_DIR,
+    REFERENCE_CASES,
+    assert_tensor_matches,
+    load_reference,
+    to_numpy,
+)
+
+
+def bfloat16_as_float(model):
+    """Give the model float32 inputs and outputs wherever it has bfloat16 ones.
+
+    ONNX Runtime's Python API cannot pass bfloat16 arrays, so Cast nodes convert at
+    the edges; the reference's bfloat16 values are exact in float32 both ways.
+    """
+    graph = model.graph
+    casts_in, casts_out = [], []
+    for value in graph.input:
+        if value.type.tensor_type.elem_type == TensorProto.BFLOAT16:
+            value.type.tensor_type.elem_type = TensorProto.FLOAT
+            original, value.name = value.name, f"{value.name}_float"
+            casts_in.append(helper.make_node("Cast", [value.name], [original], to=TensorProto.BFLOAT16))
+    for value in graph.output:
+        if value.type.tensor_type.elem_type == TensorProto.BFLOAT16:
+            value.type.tensor_type.elem_type = TensorProto.FLOAT
+            inner = f"{value.name}_bfloat16"
+            for node in graph.node:
+                node.output[:] = [inner if out == value.name else out for out in node.output]
+            casts_out.append(helper.make_node("Cast", [inner], [value.name], to=TensorProto.FLOAT))
+    nodes = casts_in + list(graph.node) + casts_out
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return model
+
+
+def run_onnxruntime(model, version, reference):
+    """Run a model on its reference inputs with ONNX Runtime; outputs by name."""
+    path = MODELS_DIR / model / version / "model.onnx"
+    proto = bfloat16_as_float(onnx.load(path))
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    feeds = {}
+    for name, tensor in reference["inputs"].items():
+        if tensor["datatype"] == "BF16":
+            feeds[f"{name}_float"] = np.array(tensor["data"], dtype=np.float32).reshape(tensor["shape"])
+        elif tensor["datatype"] == "BYTES":
+            feeds[name] = np.array(tensor["data"], dtype=object).reshape(tensor["shape"])
+        else:
+            feeds[name] = to_numpy(tensor)
+    names = [output.name for output in session.get_outputs()]
+    return dict(zip(names, session.run(names, feeds)))
+
+
+@pytest.mark.parametrize("model,version", REFERENCE_CASES)
+def test_onnxruntime_agrees_with_reference(model, version):
+    reference = load_reference(model, version)
+    results = run_onnxruntime(model, version, reference)
+    assert set(results) == set(reference["outputs"])
+    for name, expected in reference["outputs"].items():
+        assert_tensor_matches(model, name, results[name], expected)
+
+
+def test_mlp_versions_differ():
+    """The version tests can only tell versions apart if their answers differ."""
+    v1 = to_numpy(load_reference("mlp", "1")["outputs"]["logits"])
+    v2 = to_numpy(load_reference("mlp", "2")["outputs"]["logits"])
+    assert not np.allclose(v1, v2, atol=1e-2)
+
+
+def test_broken_model_does_not_load():
+    with pytest.raises(Exception):
+        ort.InferenceSession(str(MODELS_DIR / "broken" / "1" / "model.onnx"))
+
+
+def test_generator_is_deterministic(tmp_path):
+    """A fresh run writes exactly the files in the repository the server tests use."""
+    subprocess.run(
+        [sys.executable, str(GENERATOR), "--out", str(tmp_path)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    fresh = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
+    served = sorted(p.relative_to(MODELS_DIR) for p in MODELS_DIR.rglob("*") if p.is_file())
+    assert fresh == served, "file lists differ; rerun server/fixtures/generate.py"
+    _, mismatch, errors = filecmp.cmpfiles(tmp_path, MODELS_DIR, fresh, shallow=False)
+    assert not mismatch and not errors, (
+        f"{mismatch + errors} differ from a fresh run: the generator is not deterministic "
+        "or server/fixtures/models is stale (rerun server/fixtures/generate.py)"
+    )
