@@ -1,0 +1,45 @@
+# Sluice: `make up` runs the main job, `make test` runs every test CI runs.
+SHELL := /bin/bash
+REPO_ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
+SLUICE_CACHE ?= $(HOME)/.cache/sluice
+VENV := $(SLUICE_CACHE)/venv
+PYTHON := $(VENV)/bin/python
+CARGO ?= cargo
+export SLUICE_CACHE
+
+.PHONY: deps build test lint test-rust test-python bench up fmt
+
+## deps: install the ONNX Runtime library, Python tools and fixture models (cached)
+deps:
+	@scripts/deps.sh
+
+## build: release binaries in target/release (sluice-server finds ONNX Runtime beside itself)
+build: deps
+	$(CARGO) build --release --workspace --bins
+
+## lint: formatting and clippy with warnings as errors
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+test-rust: deps
+	$(CARGO) test --workspace
+
+test-python: build
+	SLUICE_SERVER_BIN=$(REPO_ROOT)/target/release/sluice-server $(PYTHON) -m pytest -q server/tests/python
+
+## test: everything CI runs
+test: lint test-rust test-python
+
+## bench: server overhead and throughput against raw ONNX Runtime (prints figures)
+bench: build
+	$(CARGO) run --release -p sluice-server --example bench
+
+## up: the main job: serve the sample model and print one prediction
+up: build
+	@scripts/up.sh
+
+fmt:
+	$(CARGO) fmt --all
+
+-include mk/*.mk

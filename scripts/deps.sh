@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs what building and testing Sluice needs, caching it under
+# $SLUICE_CACHE (default ~/.cache/sluice) so that only the first run is slow:
+#   - a Python virtual environment with scripts/requirements.txt (ONNX Runtime,
+#     fixture generators, third-party protocol clients);
+#   - the ONNX Runtime shared library from the onnxruntime wheel, copied beside
+#     the server binaries in target/{debug,release}/ where sluice-server finds it;
+#   - the fixture models (server/fixtures/generate.py).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cache=${SLUICE_CACHE:-$HOME/.cache/sluice}
+venv=$cache/venv
+requirements=scripts/requirements.txt
+wanted=$(sha256sum "$requirements" | cut -d' ' -f1)
+
+if [ ! -x "$venv/bin/python" ] || [ "$(cat "$venv/.requirements" 2>/dev/null)" != "$wanted" ]; then
+  echo "deps: installing Python packages into $venv"
+  mkdir -p "$cache"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --upgrade pip
+  "$venv/bin/pip" install --quiet -r "$requirements"
+  echo "$wanted" > "$venv/.requirements"
+fi
+
+library=$("$venv/bin/python" - <<'PY'
+import glob, os, onnxruntime
+capi = os.path.join(os.path.dirname(onnxruntime.__file__), "capi")
+print(sorted(glob.glob(os.path.join(capi, "libonnxruntime.so*")))[0])
+PY
+)
+for profile in debug release; do
+  mkdir -p "target/$profile"
+  if ! cmp -s "$library" "target/$profile/libonnxruntime.so"; then
+    cp "$library" "target/$profile/libonnxruntime.so"
+  fi
+done
+
+models=server/fixtures/models
+if [ ! -f "$models/.generated" ] || [ server/fixtures/generate.py -nt "$models/.generated" ]; then
+  echo "deps: generating fixture models into $models"
+  "$venv/bin/python" server/fixtures/generate.py --out "$models"
+  touch "$models/.generated"
+fi

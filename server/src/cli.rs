@@ -1,0 +1,105 @@
+//! Command-line interface: `sluice-server serve ...`.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::serve::{ServeOptions, serve};
+
+/// Sluice's model server.
+#[derive(Debug, Parser)]
+#[command(name = "sluice-server", version, about)]
+pub struct Cli {
+    /// Log format.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "SLUICE_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve every model in a model repository over REST and gRPC.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Model repository: DIR/<model>/<version>/model.onnx, optional DIR/<model>/config.yaml.
+    #[arg(long, env = "SLUICE_MODEL_REPOSITORY")]
+    model_repository: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0", env = "SLUICE_HOST")]
+    host: IpAddr,
+    /// REST port.
+    #[arg(long, default_value_t = 8080, env = "SLUICE_HTTP_PORT")]
+    http_port: u16,
+    /// gRPC port.
+    #[arg(long, default_value_t = 8081, env = "SLUICE_GRPC_PORT")]
+    grpc_port: u16,
+    /// Largest request body (REST) or message (gRPC) in bytes.
+    #[arg(long, default_value_t = 64 * 1024 * 1024, env = "SLUICE_MAX_BODY_BYTES")]
+    max_body_bytes: usize,
+    /// Seconds between SIGTERM (readiness turns false) and closing the listeners.
+    #[arg(long, default_value_t = 0.0, env = "SLUICE_SHUTDOWN_DELAY_SECONDS")]
+    shutdown_delay_seconds: f64,
+    /// Seconds in-flight requests may take to finish after the listeners close.
+    #[arg(long, default_value_t = 20.0, env = "SLUICE_DRAIN_TIMEOUT_SECONDS")]
+    drain_timeout_seconds: f64,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,ort=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(value)
+        .map_err(|_| anyhow::anyhow!("--{flag} must be a non-negative number of seconds"))
+}
+
+/// Parses the command line and runs the chosen command.
+pub fn run() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match cli.command {
+        Command::Serve(args) => {
+            let options = ServeOptions {
+                model_repository: args.model_repository,
+                host: args.host,
+                http_port: args.http_port,
+                grpc_port: args.grpc_port,
+                max_body_bytes: args.max_body_bytes,
+                shutdown_delay: seconds(args.shutdown_delay_seconds, "shutdown-delay-seconds")?,
+                drain_timeout: seconds(args.drain_timeout_seconds, "drain-timeout-seconds")?,
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(serve(options))?;
+            Ok(())
+        }
+    }
+}

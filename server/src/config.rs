@@ -1,0 +1,201 @@
+//! A model's optional `config.yaml`: batching, queueing, warm-up, threads, device
+//! and input limits. Every field has a safe default, and unknown fields are
+//! rejected so that a typo is reported instead of silently ignored.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Where a model runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Device {
+    /// ONNX Runtime's CPU execution provider.
+    #[default]
+    Cpu,
+    /// The CUDA execution provider (needs the `onnxruntime-gpu` library).
+    Cuda,
+}
+
+/// Per-model serving configuration, read from `DIR/<model>/config.yaml`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Largest number of rows combined into one run; 0 or 1 turns batching off.
+    pub max_batch_size: usize,
+    /// How long the oldest queued request may wait for a batch to fill. 0 (the
+    /// default) dispatches at once and batches only what queued during a run.
+    pub max_queue_delay_ms: u64,
+    /// Requests waiting beyond this are refused at once (HTTP 429, gRPC RESOURCE_EXHAUSTED).
+    pub max_queue_size: usize,
+    /// A request that has not finished after this long fails (HTTP 504, gRPC DEADLINE_EXCEEDED).
+    pub request_timeout_ms: u64,
+    /// Intra-op threads for ONNX Runtime; 0 lets ONNX Runtime choose.
+    pub intra_op_threads: usize,
+    /// Execution device.
+    pub device: Device,
+    /// With `device: cuda`, run on the CPU instead of failing when CUDA is unavailable.
+    pub cpu_fallback: bool,
+    /// Warm-up runs before the model reports ready.
+    pub warmup: WarmupConfig,
+    /// Limits on what one request may carry.
+    pub limits: InputLimits,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            max_batch_size: 32,
+            max_queue_delay_ms: 0,
+            max_queue_size: 1024,
+            request_timeout_ms: 30_000,
+            intra_op_threads: 0,
+            device: Device::Cpu,
+            cpu_fallback: false,
+            warmup: WarmupConfig::default(),
+            limits: InputLimits::default(),
+        }
+    }
+}
+
+/// Warm-up: runs before readiness so that the first real request is not slow.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WarmupConfig {
+    /// Run warm-up at all.
+    pub enabled: bool,
+    /// How many times each warm-up input is run.
+    pub iterations: usize,
+    /// Explicit warm-up inputs in the protocol's JSON form (`name`, `datatype`,
+    /// `shape`, `data`). When empty, inputs are synthesized from the model's
+    /// metadata: zeros, one row and a full batch.
+    pub inputs: Vec<serde_json::Value>,
+}
+
+impl Default for WarmupConfig {
+    fn default() -> Self {
+        WarmupConfig {
+            enabled: true,
+            iterations: 1,
+            inputs: Vec::new(),
+        }
+    }
+}
+
+/// Limits that keep one request from exhausting the server.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InputLimits {
+    /// Most elements in one input tensor.
+    pub max_elements: usize,
+    /// Most rows (first dimension) in one request.
+    pub max_rows: usize,
+}
+
+impl Default for InputLimits {
+    fn default() -> Self {
+        InputLimits {
+            max_elements: 16 * 1024 * 1024,
+            max_rows: 4096,
+        }
+    }
+}
+
+/// Why a `config.yaml` could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid {path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+impl ModelConfig {
+    /// Reads `config.yaml` in `model_dir`, or the defaults when there is none.
+    pub fn load(model_dir: &Path) -> Result<ModelConfig, ConfigError> {
+        let path = model_dir.join("config.yaml");
+        let shown = path.display().to_string();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => ModelConfig::parse(&text).map_err(|message| ConfigError::Invalid {
+                path: shown,
+                message,
+            }),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                Ok(ModelConfig::default())
+            }
+            Err(source) => Err(ConfigError::Read {
+                path: shown,
+                source,
+            }),
+        }
+    }
+
+    /// Parses the YAML text of a model configuration.
+    pub fn parse(text: &str) -> Result<ModelConfig, String> {
+        if text.trim().is_empty() {
+            return Ok(ModelConfig::default());
+        }
+        let config: ModelConfig = serde_saphyr::from_str(text).map_err(|e| e.to_string())?;
+        if config.max_queue_size == 0 {
+            return Err("max_queue_size must be at least 1".to_string());
+        }
+        if config.request_timeout_ms == 0 {
+            return Err("request_timeout_ms must be at least 1".to_string());
+        }
+        Ok(config)
+    }
+
+    /// The request timeout as a duration.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// The batching delay as a duration.
+    pub fn max_queue_delay(&self) -> Duration {
+        Duration::from_millis(self.max_queue_delay_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_or_missing_fields_take_defaults() {
+        assert_eq!(ModelConfig::parse("").unwrap(), ModelConfig::default());
+        let config = ModelConfig::parse("max_batch_size: 8\n").unwrap();
+        assert_eq!(config.max_batch_size, 8);
+        assert_eq!(config.max_queue_size, 1024);
+        assert!(config.warmup.enabled);
+    }
+
+    #[test]
+    fn nested_sections_and_device_parse() {
+        let config = ModelConfig::parse(
+            "device: cuda\ncpu_fallback: true\nwarmup:\n  iterations: 3\nlimits:\n  max_rows: 10\n",
+        )
+        .unwrap();
+        assert_eq!(config.device, Device::Cuda);
+        assert!(config.cpu_fallback);
+        assert_eq!(config.warmup.iterations, 3);
+        assert_eq!(config.limits.max_rows, 10);
+        assert_eq!(
+            config.limits.max_elements,
+            InputLimits::default().max_elements
+        );
+    }
+
+    #[test]
+    fn typos_and_bad_values_are_named() {
+        let error = ModelConfig::parse("max_bach_size: 8\n").unwrap_err();
+        assert!(error.contains("max_bach_size"), "{error}");
+        let error = ModelConfig::parse("device: tpu\n").unwrap_err();
+        assert!(error.contains("tpu"), "{error}");
+        let error = ModelConfig::parse("max_queue_size: 0\n").unwrap_err();
+        assert!(error.contains("max_queue_size"), "{error}");
+    }
+}

@@ -1,0 +1,14 @@
+//! Sluice's model server: ONNX Runtime behind the Open Inference Protocol
+//! (REST and gRPC) with dynamic batching, warm-up and Prometheus metrics.
+
+pub mod batcher;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod model;
+pub mod protocol;
+pub mod repository;
+pub mod runtime;
+pub mod serve;
+pub mod tensor;

@@ -1,0 +1,5 @@
+//! The `sluice-server` binary.
+
+fn main() -> anyhow::Result<()> {
+    sluice_server::cli::run()
+}

@@ -1,0 +1,223 @@
+//! Prometheus metrics under the names DESIGN.md fixes. Every series carries
+//! `model` and `version`, plus `isvc` and `revision` from `SLUICE_ISVC` and
+//! `SLUICE_REVISION` when the operator sets them.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Latency buckets from 100 microseconds to 30 seconds.
+const LATENCY_BUCKETS: [f64; 17] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0,
+];
+
+/// Batch-size buckets: powers of two up to 1024 rows.
+const BATCH_BUCKETS: [f64; 11] = [
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+];
+
+const MODEL_LABELS: [&str; 2] = ["model", "version"];
+
+/// All of the server's metric families, registered in one registry.
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    request_duration: HistogramVec,
+    queue_duration: HistogramVec,
+    compute_duration: HistogramVec,
+    batch_size: HistogramVec,
+    queue_depth: IntGaugeVec,
+    model_ready: IntGaugeVec,
+    model_load_seconds: GaugeVec,
+}
+
+impl Metrics {
+    /// Creates the metric families, labelled from the process environment.
+    pub fn new() -> Metrics {
+        let mut constant = HashMap::new();
+        for (label, variable) in [("isvc", "SLUICE_ISVC"), ("revision", "SLUICE_REVISION")] {
+            if let Ok(value) = std::env::var(variable)
+                && !value.is_empty()
+            {
+                constant.insert(label.to_string(), value);
+            }
+        }
+        let registry = Registry::new_custom(None, Some(constant)).expect("valid constant labels");
+        let histogram = |name: &str, help: &str, buckets: &[f64]| {
+            let vec = HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+                &MODEL_LABELS,
+            )
+            .expect("valid histogram");
+            registry
+                .register(Box::new(vec.clone()))
+                .expect("unique metric");
+            vec
+        };
+        let request_duration = histogram(
+            "sluice_inference_request_duration_seconds",
+            "Whole inference request inside the server, from receipt to response.",
+            &LATENCY_BUCKETS,
+        );
+        let queue_duration = histogram(
+            "sluice_inference_queue_duration_seconds",
+            "Time a request waited in its model's queue before its batch ran.",
+            &LATENCY_BUCKETS,
+        );
+        let compute_duration = histogram(
+            "sluice_inference_compute_duration_seconds",
+            "Time ONNX Runtime spent running one batch.",
+            &LATENCY_BUCKETS,
+        );
+        let batch_size = histogram(
+            "sluice_inference_batch_size",
+            "Rows in each batch run by ONNX Runtime.",
+            &BATCH_BUCKETS,
+        );
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "sluice_inference_requests_total",
+                "Inference requests by outcome (HTTP status code).",
+            ),
+            &["model", "version", "code"],
+        )
+        .expect("valid counter");
+        let queue_depth = IntGaugeVec::new(
+            Opts::new(
+                "sluice_inference_queue_depth",
+                "Requests waiting in the model's queue.",
+            ),
+            &MODEL_LABELS,
+        )
+        .expect("valid gauge");
+        let model_ready = IntGaugeVec::new(
+            Opts::new(
+                "sluice_model_ready",
+                "1 when the model version is loaded, warmed up and serving.",
+            ),
+            &MODEL_LABELS,
+        )
+        .expect("valid gauge");
+        let model_load_seconds = GaugeVec::new(
+            Opts::new(
+                "sluice_model_load_seconds",
+                "Cold start: seconds from the start of loading to ready, warm-up included.",
+            ),
+            &MODEL_LABELS,
+        )
+        .expect("valid gauge");
+        for collector in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(queue_depth.clone()),
+            Box::new(model_ready.clone()),
+            Box::new(model_load_seconds.clone()),
+        ] {
+            registry.register(collector).expect("unique metric");
+        }
+        Metrics {
+            registry,
+            requests,
+            request_duration,
+            queue_duration,
+            compute_duration,
+            batch_size,
+            queue_depth,
+            model_ready,
+            model_load_seconds,
+        }
+    }
+
+    /// The series of one model version, resolved once so that the hot path does
+    /// no label lookups.
+    pub fn for_version(&self, model: &str, version: u64) -> VersionMetrics {
+        let version = version.to_string();
+        let labels = [model, version.as_str()];
+        VersionMetrics {
+            model: model.to_string(),
+            version: version.clone(),
+            requests: self.requests.clone(),
+            request_duration: self.request_duration.with_label_values(&labels),
+            queue_duration: self.queue_duration.with_label_values(&labels),
+            compute_duration: self.compute_duration.with_label_values(&labels),
+            batch_size: self.batch_size.with_label_values(&labels),
+            queue_depth: self.queue_depth.with_label_values(&labels),
+            ready: self.model_ready.with_label_values(&labels),
+            load_seconds: self.model_load_seconds.with_label_values(&labels),
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buffer)
+            .expect("text encoding never fails");
+        String::from_utf8(buffer).expect("text exposition is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// The metric series of one model version.
+#[derive(Clone)]
+pub struct VersionMetrics {
+    model: String,
+    version: String,
+    requests: IntCounterVec,
+    request_duration: Histogram,
+    /// Time each request waited in the queue.
+    pub queue_duration: Histogram,
+    /// Time each batch spent in ONNX Runtime.
+    pub compute_duration: Histogram,
+    /// Rows per batch.
+    pub batch_size: Histogram,
+    /// Requests currently queued.
+    pub queue_depth: IntGauge,
+    /// 1 while the version serves.
+    pub ready: IntGauge,
+    /// Cold-start seconds.
+    pub load_seconds: Gauge,
+}
+
+impl VersionMetrics {
+    /// Records one finished request: its outcome and its whole duration.
+    pub fn observe_request(&self, status: u16, duration: Duration) {
+        let code = status.to_string();
+        self.requests
+            .with_label_values(&[self.model.as_str(), self.version.as_str(), code.as_str()])
+            .inc();
+        self.request_duration.observe(duration.as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_the_contract_names_with_model_labels() {
+        let metrics = Metrics::new();
+        let version = metrics.for_version("mlp", 2);
+        version.observe_request(200, Duration::from_millis(3));
+        version.ready.set(1);
+        let text = metrics.render();
+        for name in [
+            "sluice_inference_requests_total{code=\"200\",model=\"mlp\",version=\"2\"} 1",
+            "sluice_inference_request_duration_seconds_bucket",
+            "sluice_model_ready{model=\"mlp\",version=\"2\"} 1",
+            "sluice_inference_queue_depth",
+            "sluice_model_load_seconds",
+        ] {
+            assert!(text.contains(name), "missing {name} in\n{text}");
+        }
+    }
+}

@@ -1,0 +1,424 @@
+//! One version of one model: loading it (with warm-up), its state, checking
+//! requests against its inputs, and queueing them for its executor.
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use tokio::sync::oneshot;
+
+use crate::batcher::{self, BatchPolicy, Job, JobQueue};
+use crate::config::ModelConfig;
+use crate::error::InferError;
+use crate::metrics::VersionMetrics;
+use crate::protocol::json::InputTensorJson;
+use crate::runtime::{OnnxModel, RuntimeError, TensorSpec};
+use crate::tensor::{Tensor, TensorData, element_count};
+
+/// A named input tensor as a client sent it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamedTensor {
+    /// The input or output name.
+    pub name: String,
+    /// Its value.
+    pub tensor: Tensor,
+}
+
+/// What a loaded version offers to requests.
+pub struct Serving {
+    /// Inputs in graph order.
+    pub inputs: Vec<TensorSpec>,
+    /// Outputs in graph order.
+    pub outputs: Vec<TensorSpec>,
+    queue: JobQueue,
+}
+
+/// One version of a model in the repository.
+pub struct ModelVersion {
+    /// The model's name (its folder).
+    pub name: String,
+    /// The version number (its sub-folder).
+    pub version: u64,
+    /// The model's configuration.
+    pub config: ModelConfig,
+    /// The version's metric series.
+    pub metrics: VersionMetrics,
+    path: PathBuf,
+    state: OnceLock<Result<Serving, String>>,
+}
+
+impl ModelVersion {
+    /// A version that has not been loaded yet.
+    pub fn new(
+        name: &str,
+        version: u64,
+        path: PathBuf,
+        config: ModelConfig,
+        metrics: VersionMetrics,
+    ) -> ModelVersion {
+        ModelVersion {
+            name: name.to_string(),
+            version,
+            config,
+            metrics,
+            path,
+            state: OnceLock::new(),
+        }
+    }
+
+    /// A version that can never load, with the reason.
+    pub fn failed(
+        name: &str,
+        version: u64,
+        reason: String,
+        metrics: VersionMetrics,
+    ) -> ModelVersion {
+        let model = ModelVersion::new(
+            name,
+            version,
+            PathBuf::new(),
+            ModelConfig::default(),
+            metrics,
+        );
+        model.state.set(Err(reason)).ok();
+        model
+    }
+
+    /// Whether loading has finished, successfully or not.
+    pub fn is_settled(&self) -> bool {
+        self.state.get().is_some()
+    }
+
+    /// The loaded version, or why it cannot serve.
+    pub fn serving(&self) -> Result<&Serving, InferError> {
+        match self.state.get() {
+            Some(Ok(serving)) => Ok(serving),
+            Some(Err(reason)) => Err(InferError::NotReady(format!(
+                "model '{}' version {} failed to load: {reason}",
+                self.name, self.version
+            ))),
+            None => Err(InferError::NotReady(format!(
+                "model '{}' version {} is still loading",
+                self.name, self.version
+            ))),
+        }
+    }
+
+    /// Why loading failed, if it did.
+    pub fn failure(&self) -> Option<&str> {
+        match self.state.get() {
+            Some(Err(reason)) => Some(reason),
+            _ => None,
+        }
+    }
+
+    /// Loads, warms up and starts serving this version on a thread of its own,
+    /// which then runs the executor loop for as long as the server runs.
+    pub fn spawn_loader(self: &Arc<Self>) {
+        let model = Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name(format!("model-{}-{}", self.name, self.version))
+            .spawn(move || model.load_and_serve());
+        if let Err(error) = spawned {
+            self.state
+                .set(Err(format!("cannot start a thread: {error}")))
+                .ok();
+        }
+    }
+
+    fn load_and_serve(&self) {
+        let started = Instant::now();
+        let mut onnx = match OnnxModel::load(&self.path, &self.config) {
+            Ok(onnx) => onnx,
+            Err(error) => return self.fail(error.to_string()),
+        };
+        let policy = BatchPolicy {
+            batchable: onnx.inputs().iter().all(TensorSpec::has_dynamic_batch)
+                && onnx.outputs().iter().all(TensorSpec::has_dynamic_batch),
+            max_batch_size: self.config.max_batch_size,
+            max_queue_delay: self.config.max_queue_delay(),
+        };
+        if let Err(error) = self.warm_up(&mut onnx, policy) {
+            return self.fail(format!("warm-up failed: {error}"));
+        }
+        let (queue, receiver) =
+            JobQueue::bounded(self.config.max_queue_size, &self.name, self.metrics.clone());
+        let serving = Serving {
+            inputs: onnx.inputs().to_vec(),
+            outputs: onnx.outputs().to_vec(),
+            queue,
+        };
+        let seconds = started.elapsed().as_secs_f64();
+        self.metrics.load_seconds.set(seconds);
+        self.metrics.ready.set(1);
+        tracing::info!(
+            model = %self.name,
+            version = self.version,
+            seconds,
+            device = ?onnx.device(),
+            batchable = policy.batchable,
+            "model ready"
+        );
+        self.state.set(Ok(serving)).ok();
+        batcher::run_executor(&mut onnx, receiver, policy, &self.metrics);
+    }
+
+    fn fail(&self, reason: String) {
+        tracing::error!(model = %self.name, version = self.version, %reason, "model failed to load");
+        self.state.set(Err(reason)).ok();
+    }
+
+    /// Runs the configured warm-up inputs, or synthesized zeros at one row and
+    /// at a full batch, so that the first real request finds everything allocated.
+    fn warm_up(&self, onnx: &mut OnnxModel, policy: BatchPolicy) -> Result<(), String> {
+        let warmup = &self.config.warmup;
+        if !warmup.enabled {
+            return Ok(());
+        }
+        let batches: Vec<Vec<Tensor>> = if warmup.inputs.is_empty() {
+            let mut rows = vec![1];
+            if policy.batchable && policy.max_batch_size > 1 {
+                rows.push(policy.max_batch_size);
+            }
+            rows.into_iter()
+                .map(|rows| synthesize_inputs(onnx.inputs(), rows))
+                .collect::<Result<_, _>>()?
+        } else {
+            let named = warmup
+                .inputs
+                .iter()
+                .map(|value| {
+                    InputTensorJson::from_value(value)
+                        .map_err(|e| format!("invalid warm-up input: {e}"))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            vec![
+                order_inputs(&self.name, onnx.inputs(), named, &self.config)
+                    .map_err(|e| e.to_string())?,
+            ]
+        };
+        for _ in 0..warmup.iterations.max(1) {
+            for inputs in &batches {
+                let refs: Vec<&Tensor> = inputs.iter().collect();
+                onnx.run(&refs).map_err(|e: RuntimeError| e.to_string())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks a request's inputs against the model and queues it; resolves with
+    /// every output of the model, in graph order.
+    pub async fn infer(&self, inputs: Vec<NamedTensor>) -> Result<Vec<Tensor>, InferError> {
+        let serving = self.serving()?;
+        let ordered = order_inputs(&self.name, &serving.inputs, inputs, &self.config)?;
+        let (reply, result) = oneshot::channel();
+        serving.queue.submit(Job {
+            inputs: ordered,
+            enqueued: Instant::now(),
+            reply,
+        })?;
+        match tokio::time::timeout(self.config.request_timeout(), result).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => Err(InferError::ShuttingDown),
+            Err(_) => Err(InferError::Timeout(self.config.request_timeout_ms)),
+        }
+    }
+}
+
+/// Zero-filled inputs with `rows` in every dynamic first dimension and 1 in
+/// every other dynamic dimension.
+fn synthesize_inputs(specs: &[TensorSpec], rows: usize) -> Result<Vec<Tensor>, String> {
+    specs
+        .iter()
+        .map(|spec| {
+            let shape: Vec<i64> = spec
+                .shape
+                .iter()
+                .enumerate()
+                .map(|(axis, dim)| match (axis, *dim) {
+                    (0, -1) => rows as i64,
+                    (_, -1) => 1,
+                    (_, dim) => dim,
+                })
+                .collect();
+            let count = element_count(&shape).map_err(|e| e.to_string())?;
+            Tensor::new(shape, TensorData::zeros(spec.datatype, count)).map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
+/// Matches named inputs to the model's inputs and checks each one's datatype,
+/// shape and size; returns the tensors in the model's order.
+pub fn order_inputs(
+    model: &str,
+    specs: &[TensorSpec],
+    inputs: Vec<NamedTensor>,
+    config: &ModelConfig,
+) -> Result<Vec<Tensor>, InferError> {
+    let invalid = InferError::InvalidInput;
+    let mut slots: Vec<Option<Tensor>> = vec![None; specs.len()];
+    for input in inputs {
+        let Some(index) = specs.iter().position(|spec| spec.name == input.name) else {
+            let expected: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+            return Err(invalid(format!(
+                "model '{model}' has no input named '{}'; its inputs are {expected:?}",
+                input.name
+            )));
+        };
+        if slots[index].is_some() {
+            return Err(invalid(format!("input '{}' is given twice", input.name)));
+        }
+        check_input(&specs[index], &input.tensor, config)?;
+        slots[index] = Some(input.tensor);
+    }
+    let missing: Vec<&str> = specs
+        .iter()
+        .zip(&slots)
+        .filter(|(_, slot)| slot.is_none())
+        .map(|(spec, _)| spec.name.as_str())
+        .collect();
+    if !missing.is_empty() {
+        return Err(invalid(format!(
+            "missing inputs {missing:?} for model '{model}'"
+        )));
+    }
+    let ordered: Vec<Tensor> = slots
+        .into_iter()
+        .map(|slot| slot.expect("checked"))
+        .collect();
+    if ordered.len() > 1 && specs.iter().all(TensorSpec::has_dynamic_batch) {
+        let rows = ordered[0].rows();
+        if ordered.iter().any(|t| t.rows() != rows) {
+            return Err(invalid(
+                "all inputs must have the same number of rows (first dimension)".to_string(),
+            ));
+        }
+    }
+    Ok(ordered)
+}
+
+fn check_input(spec: &TensorSpec, tensor: &Tensor, config: &ModelConfig) -> Result<(), InferError> {
+    let name = &spec.name;
+    if tensor.datatype() != spec.datatype {
+        return Err(InferError::InvalidInput(format!(
+            "input '{name}' must be {}, got {}",
+            spec.datatype,
+            tensor.datatype()
+        )));
+    }
+    let fits = tensor.shape.len() == spec.shape.len()
+        && tensor
+            .shape
+            .iter()
+            .zip(&spec.shape)
+            .all(|(given, declared)| *declared == -1 || given == declared);
+    if !fits {
+        return Err(InferError::InvalidInput(format!(
+            "input '{name}' has shape {:?}, but the model expects {:?} (-1 is any size)",
+            tensor.shape, spec.shape
+        )));
+    }
+    if tensor.data.len() > config.limits.max_elements {
+        return Err(InferError::InvalidInput(format!(
+            "input '{name}' has {} elements, over the limit of {} (limits.max_elements)",
+            tensor.data.len(),
+            config.limits.max_elements
+        )));
+    }
+    if spec.has_dynamic_batch() && tensor.rows() > config.limits.max_rows {
+        return Err(InferError::InvalidInput(format!(
+            "input '{name}' has {} rows, over the limit of {} (limits.max_rows)",
+            tensor.rows(),
+            config.limits.max_rows
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tensor::DataType;
+
+    fn spec(name: &str, datatype: DataType, shape: &[i64]) -> TensorSpec {
+        TensorSpec {
+            name: name.to_string(),
+            datatype,
+            shape: shape.to_vec(),
+        }
+    }
+
+    fn input(name: &str, shape: Vec<i64>) -> NamedTensor {
+        let count = element_count(&shape).unwrap();
+        NamedTensor {
+            name: name.to_string(),
+            tensor: Tensor::new(shape, TensorData::zeros(DataType::Fp32, count)).unwrap(),
+        }
+    }
+
+    #[test]
+    fn inputs_are_reordered_to_the_graph_order() {
+        let specs = [
+            spec("a", DataType::Fp32, &[-1, 2]),
+            spec("b", DataType::Fp32, &[-1, 3]),
+        ];
+        let ordered = order_inputs(
+            "m",
+            &specs,
+            vec![input("b", vec![1, 3]), input("a", vec![1, 2])],
+            &ModelConfig::default(),
+        )
+        .unwrap();
+        assert_eq!(ordered[0].shape, vec![1, 2]);
+        assert_eq!(ordered[1].shape, vec![1, 3]);
+    }
+
+    #[test]
+    fn mismatches_are_named() {
+        let specs = [spec("a", DataType::Fp32, &[-1, 2])];
+        let config = ModelConfig::default();
+        let cases = [
+            (vec![input("x", vec![1, 2])], "no input named 'x'"),
+            (vec![input("a", vec![1, 3])], "expects [-1, 2]"),
+            (vec![input("a", vec![2])], "has shape [2]"),
+            (vec![], "missing inputs [\"a\"]"),
+            (
+                vec![input("a", vec![1, 2]), input("a", vec![1, 2])],
+                "given twice",
+            ),
+        ];
+        for (inputs, message) in cases {
+            let error = order_inputs("m", &specs, inputs, &config).unwrap_err();
+            assert!(
+                error.to_string().contains(message),
+                "{error} lacks {message}"
+            );
+        }
+        let specs = [spec("a", DataType::Int64, &[-1, 2])];
+        let error = order_inputs("m", &specs, vec![input("a", vec![1, 2])], &config).unwrap_err();
+        assert!(
+            error.to_string().contains("must be INT64, got FP32"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn limits_are_enforced_with_their_names() {
+        let specs = [spec("a", DataType::Fp32, &[-1, 2])];
+        let mut config = ModelConfig::default();
+        config.limits.max_rows = 2;
+        let error = order_inputs("m", &specs, vec![input("a", vec![3, 2])], &config).unwrap_err();
+        assert!(error.to_string().contains("limits.max_rows"), "{error}");
+        config.limits.max_elements = 3;
+        let error = order_inputs("m", &specs, vec![input("a", vec![2, 2])], &config).unwrap_err();
+        assert!(error.to_string().contains("limits.max_elements"), "{error}");
+    }
+
+    #[test]
+    fn synthesized_warmup_fills_dynamic_dimensions() {
+        let specs = [spec("a", DataType::Bytes, &[-1, -1, 3])];
+        let tensors = synthesize_inputs(&specs, 4).unwrap();
+        assert_eq!(tensors[0].shape, vec![4, 1, 3]);
+        assert_eq!(tensors[0].data.len(), 12);
+    }
+}

@@ -1,0 +1,231 @@
+//! The Open Inference Protocol over gRPC (`inference.GRPCInferenceService`).
+//! Inputs come as typed `contents` or as `raw_input_contents`; outputs always go
+//! back as `raw_output_contents`, as Triton and its clients expect.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tonic::{Request, Response, Status};
+
+use super::{EXTENSIONS, PLATFORM, SERVER_NAME, ServerState, select_outputs};
+use crate::error::InferError;
+use crate::model::{ModelVersion, NamedTensor};
+use crate::tensor::{DataType, Tensor, TensorData};
+
+/// The code generated from `proto/grpc_predict_v2.proto`.
+#[allow(missing_docs, clippy::all)]
+pub mod pb {
+    tonic::include_proto!("inference");
+}
+
+use pb::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServiceServer};
+use pb::model_infer_request::InferInputTensor;
+use pb::model_infer_response::InferOutputTensor;
+use pb::model_metadata_response::TensorMetadata;
+
+/// The gRPC service over the shared server state.
+pub struct InferenceService {
+    state: Arc<ServerState>,
+}
+
+impl InferenceService {
+    /// The tonic service, ready to add to a server, accepting messages up to
+    /// the server's body limit.
+    pub fn server(state: Arc<ServerState>) -> GrpcInferenceServiceServer<InferenceService> {
+        let limit = state.max_body_bytes;
+        GrpcInferenceServiceServer::new(InferenceService { state })
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(usize::MAX)
+    }
+
+    fn resolve(&self, name: &str, version: &str) -> Result<&Arc<ModelVersion>, InferError> {
+        self.state.repository.resolve(name, Some(version))
+    }
+}
+
+#[tonic::async_trait]
+impl GrpcInferenceService for InferenceService {
+    async fn server_live(
+        &self,
+        _: Request<pb::ServerLiveRequest>,
+    ) -> Result<Response<pb::ServerLiveResponse>, Status> {
+        Ok(Response::new(pb::ServerLiveResponse { live: true }))
+    }
+
+    async fn server_ready(
+        &self,
+        _: Request<pb::ServerReadyRequest>,
+    ) -> Result<Response<pb::ServerReadyResponse>, Status> {
+        Ok(Response::new(pb::ServerReadyResponse {
+            ready: self.state.is_ready(),
+        }))
+    }
+
+    async fn model_ready(
+        &self,
+        request: Request<pb::ModelReadyRequest>,
+    ) -> Result<Response<pb::ModelReadyResponse>, Status> {
+        let request = request.into_inner();
+        let model = self.resolve(&request.name, &request.version)?;
+        Ok(Response::new(pb::ModelReadyResponse {
+            ready: model.serving().is_ok(),
+        }))
+    }
+
+    async fn server_metadata(
+        &self,
+        _: Request<pb::ServerMetadataRequest>,
+    ) -> Result<Response<pb::ServerMetadataResponse>, Status> {
+        Ok(Response::new(pb::ServerMetadataResponse {
+            name: SERVER_NAME.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            extensions: EXTENSIONS.iter().map(ToString::to_string).collect(),
+        }))
+    }
+
+    async fn model_metadata(
+        &self,
+        request: Request<pb::ModelMetadataRequest>,
+    ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
+        let request = request.into_inner();
+        let model = self.resolve(&request.name, &request.version)?;
+        let serving = model.serving()?;
+        let describe = |specs: &[crate::runtime::TensorSpec]| {
+            specs
+                .iter()
+                .map(|s| TensorMetadata {
+                    name: s.name.clone(),
+                    datatype: s.datatype.as_str().to_string(),
+                    shape: s.shape.clone(),
+                })
+                .collect()
+        };
+        let versions = self
+            .state
+            .repository
+            .models()
+            .find(|(name, _)| *name == request.name)
+            .map(|(_, numbers)| numbers.iter().map(u64::to_string).collect())
+            .unwrap_or_default();
+        Ok(Response::new(pb::ModelMetadataResponse {
+            name: request.name,
+            versions,
+            platform: PLATFORM.to_string(),
+            inputs: describe(&serving.inputs),
+            outputs: describe(&serving.outputs),
+        }))
+    }
+
+    async fn model_infer(
+        &self,
+        request: Request<pb::ModelInferRequest>,
+    ) -> Result<Response<pb::ModelInferResponse>, Status> {
+        let started = Instant::now();
+        let request = request.into_inner();
+        let model = Arc::clone(self.resolve(&request.model_name, &request.model_version)?);
+        let result = run_inference(&model, request).await;
+        let status = match &result {
+            Ok(_) => 200,
+            Err(error) => error.http_status(),
+        };
+        model.metrics.observe_request(status, started.elapsed());
+        Ok(Response::new(result?))
+    }
+}
+
+async fn run_inference(
+    model: &ModelVersion,
+    request: pb::ModelInferRequest,
+) -> Result<pb::ModelInferResponse, InferError> {
+    let raw = request.raw_input_contents;
+    if !raw.is_empty() && raw.len() != request.inputs.len() {
+        return Err(InferError::InvalidInput(format!(
+            "raw_input_contents has {} entries for {} inputs",
+            raw.len(),
+            request.inputs.len()
+        )));
+    }
+    let inputs = request
+        .inputs
+        .into_iter()
+        .enumerate()
+        .map(|(index, input)| decode_input(input, raw.get(index).map(Vec::as_slice)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let serving = model.serving()?;
+    let names: Vec<&str> = request.outputs.iter().map(|o| o.name.as_str()).collect();
+    let selected = select_outputs(&model.name, &serving.outputs, &names)?;
+    let outputs = model.infer(inputs).await?;
+    let (tensors, raw_output_contents) = selected
+        .iter()
+        .map(|index| {
+            let tensor = &outputs[*index];
+            let metadata = InferOutputTensor {
+                name: serving.outputs[*index].name.clone(),
+                datatype: tensor.datatype().as_str().to_string(),
+                shape: tensor.shape.clone(),
+                ..Default::default()
+            };
+            (metadata, tensor.data.to_le_bytes())
+        })
+        .unzip();
+    Ok(pb::ModelInferResponse {
+        model_name: model.name.clone(),
+        model_version: model.version.to_string(),
+        id: request.id,
+        outputs: tensors,
+        raw_output_contents,
+        ..Default::default()
+    })
+}
+
+/// Decodes one input from its raw bytes or its typed contents.
+fn decode_input(input: InferInputTensor, raw: Option<&[u8]>) -> Result<NamedTensor, InferError> {
+    let name = input.name;
+    let named = |message: String| InferError::InvalidInput(format!("input '{name}': {message}"));
+    let datatype = DataType::parse(&input.datatype).map_err(|e| named(e.to_string()))?;
+    let data = match raw {
+        Some(bytes) => TensorData::from_le_bytes(datatype, &input.shape, bytes)
+            .map_err(|e| named(e.to_string()))?,
+        None => from_contents(datatype, input.contents.unwrap_or_default()).map_err(named)?,
+    };
+    let tensor = Tensor::new(input.shape, data).map_err(|e| named(e.to_string()))?;
+    Ok(NamedTensor { name, tensor })
+}
+
+/// Takes the typed contents field that carries `datatype`, narrowing integers
+/// with a range check.
+fn from_contents(
+    datatype: DataType,
+    contents: pb::InferTensorContents,
+) -> Result<TensorData, String> {
+    fn narrow<S: Copy + std::fmt::Display, T: TryFrom<S>>(
+        values: Vec<S>,
+        datatype: DataType,
+    ) -> Result<Vec<T>, String> {
+        values
+            .into_iter()
+            .map(|v| {
+                T::try_from(v).map_err(|_| format!("value {v} is out of range for {datatype}"))
+            })
+            .collect()
+    }
+    Ok(match datatype {
+        DataType::Bool => TensorData::Bool(contents.bool_contents),
+        DataType::Int8 => TensorData::Int8(narrow(contents.int_contents, datatype)?),
+        DataType::Int16 => TensorData::Int16(narrow(contents.int_contents, datatype)?),
+        DataType::Int32 => TensorData::Int32(contents.int_contents),
+        DataType::Int64 => TensorData::Int64(contents.int64_contents),
+        DataType::Uint8 => TensorData::Uint8(narrow(contents.uint_contents, datatype)?),
+        DataType::Uint16 => TensorData::Uint16(narrow(contents.uint_contents, datatype)?),
+        DataType::Uint32 => TensorData::Uint32(contents.uint_contents),
+        DataType::Uint64 => TensorData::Uint64(contents.uint64_contents),
+        DataType::Fp32 => TensorData::Fp32(contents.fp32_contents),
+        DataType::Fp64 => TensorData::Fp64(contents.fp64_contents),
+        DataType::Bytes => TensorData::Bytes(contents.bytes_contents),
+        DataType::Fp16 | DataType::Bf16 => {
+            return Err(format!(
+                "{datatype} has no typed contents field; send it in raw_input_contents"
+            ));
+        }
+    })
+}

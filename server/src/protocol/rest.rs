@@ -1,0 +1,283 @@
+//! The Open Inference Protocol over HTTP/JSON, with the binary tensor extension,
+//! plus `GET /metrics`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+
+use super::json::{InferRequestJson, ResponseOutput, encode_response};
+use super::{EXTENSIONS, PLATFORM, SERVER_NAME, ServerState, select_outputs};
+use crate::error::InferError;
+use crate::model::ModelVersion;
+
+/// The header that splits a binary request or response into JSON and tensor bytes.
+pub const HEADER_LENGTH: &str = "inference-header-content-length";
+
+type SharedState = Arc<ServerState>;
+
+/// The REST routes.
+pub fn router(state: SharedState) -> Router {
+    Router::new()
+        .route("/v2/health/live", get(live))
+        .route("/v2/health/ready", get(ready))
+        .route("/v2", get(server_metadata))
+        .route("/v2/models/{name}", get(model_metadata))
+        .route(
+            "/v2/models/{name}/versions/{version}",
+            get(model_version_metadata),
+        )
+        .route("/v2/models/{name}/ready", get(model_ready))
+        .route(
+            "/v2/models/{name}/versions/{version}/ready",
+            get(model_version_ready),
+        )
+        .route("/v2/models/{name}/infer", post(infer))
+        .route(
+            "/v2/models/{name}/versions/{version}/infer",
+            post(infer_version),
+        )
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+fn error_response(error: &InferError) -> Response {
+    let status =
+        StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, axum::Json(json!({ "error": error.to_string() }))).into_response()
+}
+
+async fn not_found() -> Response {
+    error_response(&InferError::NotFound(
+        "no such endpoint; see the Open Inference Protocol's /v2 routes".to_string(),
+    ))
+}
+
+async fn live() -> Response {
+    axum::Json(json!({ "live": true })).into_response()
+}
+
+async fn ready(State(state): State<SharedState>) -> Response {
+    let ready = state.is_ready();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(json!({ "ready": ready }))).into_response()
+}
+
+async fn server_metadata() -> Response {
+    axum::Json(json!({
+        "name": SERVER_NAME,
+        "version": env!("CARGO_PKG_VERSION"),
+        "extensions": EXTENSIONS,
+    }))
+    .into_response()
+}
+
+async fn model_metadata(State(state): State<SharedState>, Path(name): Path<String>) -> Response {
+    metadata_response(&state, &name, None)
+}
+
+async fn model_version_metadata(
+    State(state): State<SharedState>,
+    Path((name, version)): Path<(String, String)>,
+) -> Response {
+    metadata_response(&state, &name, Some(&version))
+}
+
+fn metadata_response(state: &ServerState, name: &str, version: Option<&str>) -> Response {
+    let model = match state.repository.resolve(name, version) {
+        Ok(model) => model,
+        Err(error) => return error_response(&error),
+    };
+    let versions: Vec<String> = state
+        .repository
+        .models()
+        .find(|(model_name, _)| *model_name == name)
+        .map(|(_, numbers)| numbers.iter().map(u64::to_string).collect())
+        .unwrap_or_default();
+    let describe = |specs: &[crate::runtime::TensorSpec]| -> Vec<serde_json::Value> {
+        specs
+            .iter()
+            .map(|s| json!({ "name": s.name, "datatype": s.datatype.as_str(), "shape": s.shape }))
+            .collect()
+    };
+    let mut body = json!({
+        "name": name,
+        "versions": versions,
+        "platform": PLATFORM,
+        "inputs": [],
+        "outputs": [],
+    });
+    match model.serving() {
+        Ok(serving) => {
+            body["inputs"] = describe(&serving.inputs).into();
+            body["outputs"] = describe(&serving.outputs).into();
+            body["ready"] = true.into();
+        }
+        Err(error) => {
+            body["ready"] = false.into();
+            body["reason"] = error.to_string().into();
+        }
+    }
+    axum::Json(body).into_response()
+}
+
+async fn model_ready(State(state): State<SharedState>, Path(name): Path<String>) -> Response {
+    ready_response(&state, &name, None)
+}
+
+async fn model_version_ready(
+    State(state): State<SharedState>,
+    Path((name, version)): Path<(String, String)>,
+) -> Response {
+    ready_response(&state, &name, Some(&version))
+}
+
+fn ready_response(state: &ServerState, name: &str, version: Option<&str>) -> Response {
+    match state
+        .repository
+        .resolve(name, version)
+        .and_then(|m| m.serving().map(|_| m))
+    {
+        Ok(model) => axum::Json(json!({
+            "name": name,
+            "version": model.version.to_string(),
+            "ready": true,
+        }))
+        .into_response(),
+        Err(error) => error_response(&error),
+    }
+}
+
+async fn metrics(State(state): State<SharedState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn infer(
+    State(state): State<SharedState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    infer_response(state, &name, None, headers, body).await
+}
+
+async fn infer_version(
+    State(state): State<SharedState>,
+    Path((name, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    infer_response(state, &name, Some(&version), headers, body).await
+}
+
+async fn infer_response(
+    state: SharedState,
+    name: &str,
+    version: Option<&str>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let model = match state.repository.resolve(name, version) {
+        Ok(model) => Arc::clone(model),
+        Err(error) => return error_response(&error),
+    };
+    let response = match run_inference(&state, &model, &headers, body).await {
+        Ok(response) => response,
+        Err(error) => error_response(&error),
+    };
+    model
+        .metrics
+        .observe_request(response.status().as_u16(), started.elapsed());
+    response
+}
+
+/// Reads, decodes, runs and encodes one inference request.
+async fn run_inference(
+    state: &ServerState,
+    model: &ModelVersion,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, InferError> {
+    let limit = state.max_body_bytes;
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        InferError::InvalidInput(format!(
+            "request body is larger than the limit of {limit} bytes (--max-body-bytes)"
+        ))
+    })?;
+    let header_length = match headers.get(HEADER_LENGTH) {
+        None => bytes.len(),
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .filter(|length| *length <= bytes.len())
+            .ok_or_else(|| {
+                InferError::InvalidInput(format!(
+                    "{HEADER_LENGTH} must be a byte count no larger than the body ({} bytes)",
+                    bytes.len()
+                ))
+            })?,
+    };
+    let (json_part, binary_part) = bytes.split_at(header_length);
+    let mut request: InferRequestJson = serde_json::from_slice(json_part)
+        .map_err(|e| InferError::InvalidInput(format!("malformed inference request: {e}")))?;
+    let inputs = request.take_inputs(binary_part)?;
+    let serving = model.serving()?;
+    let binary_default = request.binary_output_default();
+    let requested: Vec<(&str, bool)> = request
+        .outputs
+        .iter()
+        .flatten()
+        .map(|o| (o.name.as_str(), o.binary(binary_default)))
+        .collect();
+    let names: Vec<&str> = requested.iter().map(|(name, _)| *name).collect();
+    let selected = select_outputs(&model.name, &serving.outputs, &names)?;
+    let outputs = model.infer(inputs).await?;
+    let response_outputs: Vec<ResponseOutput> = selected
+        .iter()
+        .enumerate()
+        .map(|(position, index)| ResponseOutput {
+            name: &serving.outputs[*index].name,
+            tensor: &outputs[*index],
+            binary: requested
+                .get(position)
+                .map_or(binary_default, |(_, binary)| *binary),
+        })
+        .collect();
+    let (body, header_length) = encode_response(
+        &model.name,
+        model.version,
+        request.id.as_deref(),
+        &response_outputs,
+    );
+    let mut response = Response::new(Body::from(body));
+    let content_type = match header_length {
+        Some(length) => {
+            response
+                .headers_mut()
+                .insert(HEADER_LENGTH, HeaderValue::from(length));
+            "application/octet-stream"
+        }
+        None => "application/json",
+    };
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    Ok(response)
+}
