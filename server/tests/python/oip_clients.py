@@ -57,7 +57,6 @@ def grpc_infer(client, model, reference, version="", outputs=None, request_id=""
     )
     response = result.get_response()
     decoded = {
-        output.name: (output.datatype, result.as_numpy(output.name))
-        for output in response.outputs
+        output.name: (output.datatype, result.as_numpy(output.name)) for output in response.outputs
     }
     return response, decoded

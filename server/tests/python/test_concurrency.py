@@ -48,19 +48,25 @@ def run_together(count, send):
 
 def http_json_infer(server, rows, request_id):
     """POST rows to mlp version 1 as JSON; returns (status, parsed body)."""
-    body = json.dumps({
-        "id": request_id,
-        "inputs": [{
-            "name": "input",
-            "datatype": "FP32",
-            "shape": list(rows.shape),
-            "data": rows.reshape(-1).tolist(),
-        }],
-    })
+    body = json.dumps(
+        {
+            "id": request_id,
+            "inputs": [
+                {
+                    "name": "input",
+                    "datatype": "FP32",
+                    "shape": list(rows.shape),
+                    "data": rows.reshape(-1).tolist(),
+                }
+            ],
+        }
+    )
     connection = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=30)
     try:
         connection.request(
-            "POST", "/v2/models/mlp/versions/1/infer", body=body,
+            "POST",
+            "/v2/models/mlp/versions/1/infer",
+            body=body,
             headers={"Content-Type": "application/json"},
         )
         response = connection.getresponse()
@@ -71,7 +77,7 @@ def http_json_infer(server, rows, request_id):
 
 def assert_http_answers(server, mlp_v1, requests):
     answers = run_together(len(requests), lambda i: http_json_infer(server, requests[i], str(i)))
-    for index, (rows, (status, body)) in enumerate(zip(requests, answers)):
+    for index, (rows, (status, body)) in enumerate(zip(requests, answers, strict=True)):
         assert status == 200, body
         assert body.get("id") == str(index)
         (output,) = body["outputs"]
@@ -98,6 +104,8 @@ def test_grpc_single_rows_concurrently(grpc_client, mlp_v1):
         infer_input.set_data_from_numpy(requests[index])
         return grpc_client.infer("mlp", [infer_input], model_version="1").as_numpy("logits")
 
-    for index, (rows, logits) in enumerate(zip(requests, run_together(len(requests), send))):
+    for index, (rows, logits) in enumerate(
+        zip(requests, run_together(len(requests), send), strict=True)
+    ):
         expected = mlp_v1.run(None, {"input": rows})[0]
         np.testing.assert_allclose(logits, expected, err_msg=f"request {index}", **TOLERANCE)

@@ -44,14 +44,18 @@ def error_message(response):
 
 def binary_request(declared_size, actual_bytes):
     """An mlp request whose binary input declares declared_size bytes."""
-    header = json.dumps({
-        "inputs": [{
-            "name": "input",
-            "datatype": "FP32",
-            "shape": [1, 16],
-            "parameters": {"binary_data_size": declared_size},
-        }]
-    }).encode()
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input",
+                    "datatype": "FP32",
+                    "shape": [1, 16],
+                    "parameters": {"binary_data_size": declared_size},
+                }
+            ]
+        }
+    ).encode()
     headers = {"Inference-Header-Content-Length": str(len(header))}
     return header + actual_bytes, headers
 
@@ -60,37 +64,108 @@ SHORT_BINARY_BODY, SHORT_BINARY_HEADERS = binary_request(64, bytes(10))
 
 # (test id, path, body, extra headers, expected statuses, text the message must contain)
 HTTP_ERROR_CASES = [
-    ("unknown-model", "/v2/models/no_such_model/infer",
-     {"inputs": [mlp_input()]}, None, {404}, "no_such_model"),
-    ("unknown-version", "/v2/models/mlp/versions/99/infer",
-     {"inputs": [mlp_input()]}, None, {400, 404}, None),
+    (
+        "unknown-model",
+        "/v2/models/no_such_model/infer",
+        {"inputs": [mlp_input()]},
+        None,
+        {404},
+        "no_such_model",
+    ),
+    (
+        "unknown-version",
+        "/v2/models/mlp/versions/99/infer",
+        {"inputs": [mlp_input()]},
+        None,
+        {400, 404},
+        None,
+    ),
     ("malformed-json", "/v2/models/mlp/infer", b'{"inputs": [', None, {400}, None),
     ("not-an-object", "/v2/models/mlp/infer", b"[1, 2, 3]", None, {400}, None),
     ("missing-inputs", "/v2/models/mlp/infer", {"outputs": []}, None, {400}, None),
-    ("wrong-input-name", "/v2/models/mlp/infer",
-     {"inputs": [mlp_input(name="not_an_input")]}, None, {400}, "not_an_input"),
-    ("element-count-mismatch", "/v2/models/mlp/infer",
-     {"inputs": [mlp_input(data=[0.5] * 15)]}, None, {400}, None),
-    ("wrong-inner-dimension", "/v2/models/mlp/infer",
-     {"inputs": [mlp_input(shape=(1, 8))]}, None, {400}, None),
-    ("wrong-rank", "/v2/models/mlp/infer",
-     {"inputs": [mlp_input(shape=(16,))]}, None, {400}, None),
-    ("fixed-dimension-exceeded", "/v2/models/fixed_batch/infer",
-     {"inputs": [{"name": "x", "datatype": "FP32", "shape": [2, 4], "data": [1.0] * 8}]},
-     None, {400}, None),
-    ("wrong-datatype", "/v2/models/mlp/infer",
-     {"inputs": [mlp_input(datatype="FP64")]}, None, {400}, None),
-    ("data-not-numbers", "/v2/models/mlp/infer",
-     {"inputs": [mlp_input(data=["a"] * 16)]}, None, {400}, None),
-    ("missing-second-input", "/v2/models/two_inputs/infer",
-     {"inputs": [{"name": "a", "datatype": "FP32", "shape": [1, 4], "data": [1.0] * 4}]},
-     None, {400}, None),
-    ("unknown-output", "/v2/models/iris/infer",
-     {"inputs": [{"name": "float_input", "datatype": "FP32", "shape": [1, 4],
-                  "data": [5.1, 3.5, 1.4, 0.2]}],
-      "outputs": [{"name": "not_an_output"}]}, None, {400}, "not_an_output"),
-    ("binary-data-too-short", "/v2/models/mlp/infer",
-     SHORT_BINARY_BODY, SHORT_BINARY_HEADERS, {400}, None),
+    (
+        "wrong-input-name",
+        "/v2/models/mlp/infer",
+        {"inputs": [mlp_input(name="not_an_input")]},
+        None,
+        {400},
+        "not_an_input",
+    ),
+    (
+        "element-count-mismatch",
+        "/v2/models/mlp/infer",
+        {"inputs": [mlp_input(data=[0.5] * 15)]},
+        None,
+        {400},
+        None,
+    ),
+    (
+        "wrong-inner-dimension",
+        "/v2/models/mlp/infer",
+        {"inputs": [mlp_input(shape=(1, 8))]},
+        None,
+        {400},
+        None,
+    ),
+    ("wrong-rank", "/v2/models/mlp/infer", {"inputs": [mlp_input(shape=(16,))]}, None, {400}, None),
+    (
+        "fixed-dimension-exceeded",
+        "/v2/models/fixed_batch/infer",
+        {"inputs": [{"name": "x", "datatype": "FP32", "shape": [2, 4], "data": [1.0] * 8}]},
+        None,
+        {400},
+        None,
+    ),
+    (
+        "wrong-datatype",
+        "/v2/models/mlp/infer",
+        {"inputs": [mlp_input(datatype="FP64")]},
+        None,
+        {400},
+        None,
+    ),
+    (
+        "data-not-numbers",
+        "/v2/models/mlp/infer",
+        {"inputs": [mlp_input(data=["a"] * 16)]},
+        None,
+        {400},
+        None,
+    ),
+    (
+        "missing-second-input",
+        "/v2/models/two_inputs/infer",
+        {"inputs": [{"name": "a", "datatype": "FP32", "shape": [1, 4], "data": [1.0] * 4}]},
+        None,
+        {400},
+        None,
+    ),
+    (
+        "unknown-output",
+        "/v2/models/iris/infer",
+        {
+            "inputs": [
+                {
+                    "name": "float_input",
+                    "datatype": "FP32",
+                    "shape": [1, 4],
+                    "data": [5.1, 3.5, 1.4, 0.2],
+                }
+            ],
+            "outputs": [{"name": "not_an_output"}],
+        },
+        None,
+        {400},
+        "not_an_output",
+    ),
+    (
+        "binary-data-too-short",
+        "/v2/models/mlp/infer",
+        SHORT_BINARY_BODY,
+        SHORT_BINARY_HEADERS,
+        {400},
+        None,
+    ),
 ]
 
 

@@ -11,6 +11,7 @@ import sys
 
 import numpy as np
 import onnxruntime as ort
+from onnxruntime.capi.onnxruntime_pybind11_state import InvalidProtobuf
 import pytest
 import onnx
 from onnx import TensorProto, helper
@@ -37,7 +38,9 @@ def bfloat16_as_float(model):
         if value.type.tensor_type.elem_type == TensorProto.BFLOAT16:
             value.type.tensor_type.elem_type = TensorProto.FLOAT
             original, value.name = value.name, f"{value.name}_float"
-            casts_in.append(helper.make_node("Cast", [value.name], [original], to=TensorProto.BFLOAT16))
+            casts_in.append(
+                helper.make_node("Cast", [value.name], [original], to=TensorProto.BFLOAT16)
+            )
     for value in graph.output:
         if value.type.tensor_type.elem_type == TensorProto.BFLOAT16:
             value.type.tensor_type.elem_type = TensorProto.FLOAT
@@ -59,13 +62,15 @@ def run_onnxruntime(model, version, reference):
     feeds = {}
     for name, tensor in reference["inputs"].items():
         if tensor["datatype"] == "BF16":
-            feeds[f"{name}_float"] = np.array(tensor["data"], dtype=np.float32).reshape(tensor["shape"])
+            feeds[f"{name}_float"] = np.array(tensor["data"], dtype=np.float32).reshape(
+                tensor["shape"]
+            )
         elif tensor["datatype"] == "BYTES":
             feeds[name] = np.array(tensor["data"], dtype=object).reshape(tensor["shape"])
         else:
             feeds[name] = to_numpy(tensor)
     names = [output.name for output in session.get_outputs()]
-    return dict(zip(names, session.run(names, feeds)))
+    return dict(zip(names, session.run(names, feeds), strict=True))
 
 
 @pytest.mark.parametrize("model,version", REFERENCE_CASES)
@@ -85,7 +90,7 @@ def test_mlp_versions_differ():
 
 
 def test_broken_model_does_not_load():
-    with pytest.raises(Exception):
+    with pytest.raises(InvalidProtobuf):
         ort.InferenceSession(str(MODELS_DIR / "broken" / "1" / "model.onnx"))
 
 

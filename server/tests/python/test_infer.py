@@ -27,9 +27,7 @@ def assert_outputs_match(model, reference, decoded):
 @pytest.mark.parametrize("model,version", REFERENCE_CASES)
 def test_infer_matches_reference(protocol, http_client, grpc_client, model, version):
     reference = load_reference(model, version)
-    response, decoded = infer(
-        protocol, http_client, grpc_client, model, reference, version=version
-    )
+    response, decoded = infer(protocol, http_client, grpc_client, model, reference, version=version)
     assert_outputs_match(model, reference, decoded)
     model_name, model_version = (
         (response.model_name, response.model_version)
@@ -68,7 +66,9 @@ def test_only_requested_outputs_are_returned(protocol, http_client, grpc_client)
     )
     assert list(decoded) == ["probabilities"]
     datatype, array = decoded["probabilities"]
-    assert_tensor_matches("iris", "probabilities", array, reference["outputs"]["probabilities"], datatype)
+    assert_tensor_matches(
+        "iris", "probabilities", array, reference["outputs"]["probabilities"], datatype
+    )
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)

@@ -29,7 +29,8 @@ def scrape(server):
 def mlp_requests_total(samples):
     """Sum of sluice_inference_requests_total over every series of model mlp."""
     return sum(
-        value for name, labels, value in samples
+        value
+        for name, labels, value in samples
         if name == "sluice_inference_requests_total" and labels.get("model") == "mlp"
     )
 
@@ -43,7 +44,8 @@ def test_request_counter_counts_mlp_traffic(server, http_client):
     assert mlp_requests_total(samples) >= before + 3
     assert any(
         name == "sluice_inference_requests_total"
-        and labels.get("model") == "mlp" and "code" in labels
+        and labels.get("model") == "mlp"
+        and "code" in labels
         for name, labels, _ in samples
     ), "sluice_inference_requests_total has no code label"
 
@@ -51,7 +53,8 @@ def test_request_counter_counts_mlp_traffic(server, http_client):
 def test_model_ready_gauge(server):
     samples = scrape(server)
     mlp_ready = [
-        value for name, labels, value in samples
+        value
+        for name, labels, value in samples
         if name == "sluice_model_ready" and labels.get("model") == "mlp"
     ]
     assert mlp_ready, "no sluice_model_ready series for mlp"
