@@ -1,0 +1,41 @@
+//! `sluice-node-agent`: the node of Sluice's local cluster.
+
+mod agent;
+mod app;
+mod cli;
+mod context;
+mod env;
+mod error;
+mod fields;
+mod image;
+mod ipam;
+mod launch;
+mod network;
+mod node;
+mod probe;
+mod process;
+mod refs;
+mod status;
+mod volumes;
+mod worker;
+
+use clap::Parser;
+
+fn main() -> anyhow::Result<()> {
+    let cli = cli::Cli::parse();
+    match cli.command {
+        // The launcher must stay single-threaded: setns and unshare act on the
+        // calling thread, and exec replaces the whole process.
+        cli::Command::Launch { spec } => match launch::launch(&spec)? {},
+        cli::Command::Run(args) => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "info".into()),
+                )
+                .init();
+            let runtime = tokio::runtime::Runtime::new()?;
+            Ok(runtime.block_on(app::run(args))?)
+        }
+    }
+}
