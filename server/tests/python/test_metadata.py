@@ -140,6 +140,15 @@ def test_broken_model_is_not_ready_over_http(server):
     assert response.status in (400, 404, 503), response
 
 
+def test_broken_model_metadata_does_not_claim_ready(server):
+    """Metadata of a model that failed to load is an error or says it is not ready."""
+    response = server.request("GET", "/v2/models/broken")
+    if response.status == 200:
+        assert json.loads(response.body).get("ready") is False, response.body
+    else:
+        assert 400 <= response.status < 600, response
+
+
 def test_broken_model_is_not_ready_over_grpc(grpc_client):
     try:
         ready = grpc_client.is_model_ready("broken")
