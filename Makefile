@@ -7,6 +7,10 @@ PYTHON := $(VENV)/bin/python
 CARGO ?= cargo
 export SLUICE_CACHE
 
+# Each mk/*.mk fragment adds its own targets and appends its test targets to
+# TEST_TARGETS, which `make test` runs after the server's tests.
+TEST_TARGETS :=
+-include mk/*.mk
 .PHONY: deps build test lint test-rust test-python bench up fmt
 
 ## deps: install the ONNX Runtime library, Python tools and fixture models (cached)
@@ -29,11 +33,12 @@ test-python: build
 	SLUICE_SERVER_BIN=$(REPO_ROOT)/target/release/sluice-server $(PYTHON) -m pytest -q server/tests/python
 
 ## test: everything CI runs
-test: lint test-rust test-python
+test: lint test-rust test-python $(TEST_TARGETS)
 
 ## bench: server overhead and throughput against raw ONNX Runtime (prints figures)
 bench: build
-	$(CARGO) run --release -p sluice-server --example bench
+	$(CARGO) build --release -p sluice-server --examples
+	taskset -c 1 target/release/examples/bench
 
 ## up: the main job: serve the sample model and print one prediction
 up: build
@@ -42,4 +47,3 @@ up: build
 fmt:
 	$(CARGO) fmt --all
 
--include mk/*.mk

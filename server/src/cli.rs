@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::fetch::fetch;
 use crate::serve::{ServeOptions, serve};
 
 /// Sluice's model server.
@@ -35,6 +36,24 @@ enum LogFormat {
 enum Command {
     /// Serve every model in a model repository over REST and gRPC.
     Serve(ServeArgs),
+    /// Download a model to DEST/model.onnx, verifying its sha256 (for init containers).
+    Fetch(FetchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct FetchArgs {
+    /// Where the model is: file://, http://, https:// or s3://bucket/key.
+    #[arg(long)]
+    uri: String,
+    /// Folder to write model.onnx into (created if missing).
+    #[arg(long)]
+    dest: PathBuf,
+    /// Expected SHA-256 digest (hex, optionally prefixed with `sha256:`); a mismatch writes nothing.
+    #[arg(long)]
+    sha256: Option<String>,
+    /// Give up on a download after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    timeout_seconds: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -99,6 +118,25 @@ pub fn run() -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             runtime.block_on(serve(options))?;
+            Ok(())
+        }
+        Command::Fetch(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let fetched = runtime.block_on(fetch(
+                &args.uri,
+                &args.dest,
+                args.sha256.as_deref(),
+                Duration::from_secs(args.timeout_seconds),
+            ))?;
+            tracing::info!(
+                uri = %args.uri,
+                path = %fetched.path.display(),
+                bytes = fetched.bytes,
+                sha256 = %fetched.sha256,
+                "model fetched"
+            );
             Ok(())
         }
     }

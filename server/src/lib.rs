@@ -5,6 +5,7 @@ pub mod batcher;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod fetch;
 pub mod metrics;
 pub mod model;
 pub mod protocol;

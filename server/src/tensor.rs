@@ -394,7 +394,9 @@ impl TensorData {
         json: &str,
     ) -> Result<TensorData, TensorError> {
         let count = element_count(shape)?;
-        let mut data = TensorData::with_capacity(datatype, count);
+        // Every element takes at least one character, so the text bounds what a
+        // (possibly hostile) shape may make us allocate.
+        let mut data = TensorData::with_capacity(datatype, count.min(json.len()));
         let mut deserializer = serde_json::Deserializer::from_str(json);
         FlattenSeed { data: &mut data }
             .deserialize(&mut deserializer)
@@ -698,6 +700,11 @@ mod tests {
             }
         );
         assert!(TensorData::from_json(DataType::Fp32, &[-1], "[]").is_err());
+        let error = TensorData::from_json(DataType::Fp32, &[1 << 40, 1 << 20], "[1]").unwrap_err();
+        assert!(
+            matches!(error, TensorError::ElementCount { actual: 1, .. }),
+            "{error}"
+        );
     }
 
     #[test]

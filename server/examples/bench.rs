@@ -1,0 +1,306 @@
+//! `make bench`: how much sluice-server costs and gains over raw ONNX Runtime and
+//! over a naive server, measured in one run on the fixture MLP. Prints figures;
+//! asserts nothing.
+//!
+//! The servers run pinned to CPU 0 (`taskset -c 0`) with one intra-op thread; this
+//! process (the load generator and the raw in-process runs) should be pinned to
+//! another CPU, as `make bench` does.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use sluice_server::config::ModelConfig;
+use sluice_server::runtime::OnnxModel;
+use sluice_server::tensor::{Tensor, TensorData};
+
+const FEATURES: usize = 16;
+const MAX_BATCH: usize = 32;
+const MEASURE: Duration = Duration::from_secs(5);
+const WARM: Duration = Duration::from_secs(1);
+
+/// Latency percentiles and throughput of one measurement.
+struct Figures {
+    p50: Duration,
+    p99: Duration,
+    per_second: f64,
+}
+
+impl Figures {
+    fn from_latencies(mut latencies: Vec<Duration>, elapsed: Duration, units: f64) -> Figures {
+        latencies.sort();
+        let at = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q) as usize];
+        Figures {
+            p50: at(0.50),
+            p99: at(0.99),
+            per_second: units / elapsed.as_secs_f64(),
+        }
+    }
+
+    fn print(&self, label: &str, unit: &str) {
+        println!(
+            "{label:<40} p50 {:>9.1} us   p99 {:>9.1} us   {:>10.0} {unit}/s",
+            self.p50.as_secs_f64() * 1e6,
+            self.p99.as_secs_f64() * 1e6,
+            self.per_second
+        );
+    }
+}
+
+fn rows(count: usize) -> Tensor {
+    let data = (0..count * FEATURES)
+        .map(|i| (i % 7) as f32 * 0.25 - 0.5)
+        .collect();
+    Tensor::new(vec![count as i64, FEATURES as i64], TensorData::Fp32(data)).expect("valid tensor")
+}
+
+fn bench_config() -> ModelConfig {
+    ModelConfig {
+        max_batch_size: MAX_BATCH,
+        intra_op_threads: 1,
+        ..ModelConfig::default()
+    }
+}
+
+/// Raw in-process `session.run`: single rows, then full batches.
+fn raw(model_path: &Path) -> anyhow::Result<(Figures, Figures)> {
+    let mut model = OnnxModel::load(model_path, &bench_config())?;
+    let one = rows(1);
+    let batch = rows(MAX_BATCH);
+    let mut measure = |input: &Tensor, units: f64| -> anyhow::Result<Figures> {
+        let warm_until = Instant::now() + WARM;
+        while Instant::now() < warm_until {
+            model.run(&[input])?;
+        }
+        let mut latencies = Vec::new();
+        let started = Instant::now();
+        while started.elapsed() < MEASURE {
+            let t = Instant::now();
+            model.run(&[input])?;
+            latencies.push(t.elapsed());
+        }
+        let count = latencies.len() as f64;
+        Ok(Figures::from_latencies(
+            latencies,
+            started.elapsed(),
+            count * units,
+        ))
+    };
+    Ok((measure(&one, 1.0)?, measure(&batch, MAX_BATCH as f64)?))
+}
+
+/// A server process that is killed when dropped.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn pinned(program: &Path) -> Command {
+    let mut command = Command::new("taskset");
+    command
+        .arg("-c")
+        .arg("0")
+        .arg(program)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    command
+}
+
+async fn wait_until_ok(client: &reqwest::Client, url: &str, method_post: Option<&str>) -> Duration {
+    let started = Instant::now();
+    loop {
+        let request = match method_post {
+            Some(body) => client.post(url).body(body.to_string()),
+            None => client.get(url),
+        };
+        if let Ok(response) = request.send().await
+            && response.status().is_success()
+        {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{url} never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+fn start_sluice(binary: &Path, repository: &Path, port: u16) -> anyhow::Result<Server> {
+    let child = pinned(binary)
+        .args(["serve", "--model-repository"])
+        .arg(repository)
+        .args(["--host", "127.0.0.1", "--http-port", &port.to_string()])
+        .args(["--grpc-port", &(port + 1).to_string()])
+        .spawn()
+        .context("start sluice-server")?;
+    Ok(Server(child))
+}
+
+/// Closed-loop load: `concurrency` callers, each sending its next request when the
+/// last one answers, for `MEASURE` after `WARM`.
+async fn load(client: &reqwest::Client, url: &str, body: &str, concurrency: usize) -> Figures {
+    let run = |duration: Duration| {
+        let tasks: Vec<_> = (0..concurrency)
+            .map(|_| {
+                let client = client.clone();
+                let url = url.to_string();
+                let body = body.to_string();
+                tokio::spawn(async move {
+                    let mut latencies = Vec::new();
+                    let started = Instant::now();
+                    while started.elapsed() < duration {
+                        let t = Instant::now();
+                        let response = client.post(&url).body(body.clone()).send().await;
+                        let ok = match response {
+                            Ok(response) => {
+                                response.status().is_success() && response.bytes().await.is_ok()
+                            }
+                            Err(_) => false,
+                        };
+                        assert!(ok, "request to {url} failed");
+                        latencies.push(t.elapsed());
+                    }
+                    latencies
+                })
+            })
+            .collect();
+        async move {
+            let started = Instant::now();
+            let mut all = Vec::new();
+            for task in tasks {
+                all.extend(task.await.expect("load task"));
+            }
+            (all, started.elapsed())
+        }
+    };
+    run(WARM).await;
+    let (latencies, elapsed) = run(MEASURE).await;
+    let count = latencies.len() as f64;
+    Figures::from_latencies(latencies, elapsed, count)
+}
+
+fn request_body() -> String {
+    let values: Vec<String> = rows(1)
+        .data
+        .to_le_bytes()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")).to_string())
+        .collect();
+    format!(
+        r#"{{"inputs":[{{"name":"input","datatype":"FP32","shape":[1,{FEATURES}],"data":[{}]}}]}}"#,
+        values.join(",")
+    )
+}
+
+fn main() -> anyhow::Result<()> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let exe = std::env::current_exe()?;
+    let examples = exe.parent().context("bench has a folder")?;
+    let server_binary = examples.join("../sluice-server");
+    let naive_binary = examples.join("naive_server");
+    let model_source = root.join("server/fixtures/models/mlp/1/model.onnx");
+    anyhow::ensure!(
+        model_source.exists(),
+        "run `make deps` first: {} is missing",
+        model_source.display()
+    );
+
+    let repository = std::env::temp_dir().join(format!("sluice-bench-{}", std::process::id()));
+    std::fs::create_dir_all(repository.join("mlp/1"))?;
+    std::fs::copy(&model_source, repository.join("mlp/1/model.onnx"))?;
+    std::fs::write(
+        repository.join("mlp/config.yaml"),
+        format!("max_batch_size: {MAX_BATCH}\nintra_op_threads: 1\n"),
+    )?;
+
+    println!("sluice bench: fixture MLP (16 -> 32 -> 4), one intra-op thread, servers on CPU 0");
+    println!();
+    let (raw_one, raw_batch) = raw(&repository.join("mlp/1/model.onnx"))?;
+    raw_one.print("raw session.run, 1 row", "runs");
+    raw_batch.print(&format!("raw session.run, {MAX_BATCH}-row batches"), "rows");
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(256)
+            .build()?;
+        let body = request_body();
+
+        let mut cold_starts = Vec::new();
+        for attempt in 0..5u16 {
+            let port = 19100 + attempt * 2;
+            let started = Instant::now();
+            let _server = start_sluice(&server_binary, &repository, port)?;
+            wait_until_ok(
+                &client,
+                &format!("http://127.0.0.1:{port}/v2/health/ready"),
+                None,
+            )
+            .await;
+            cold_starts.push(started.elapsed());
+        }
+        cold_starts.sort();
+
+        let _sluice = start_sluice(&server_binary, &repository, 19000)?;
+        let _naive = Server(
+            pinned(&naive_binary)
+                .arg(repository.join("mlp/1/model.onnx"))
+                .arg("19010")
+                .spawn()
+                .context("start naive_server")?,
+        );
+        let sluice_url = "http://127.0.0.1:19000/v2/models/mlp/infer";
+        let naive_url = "http://127.0.0.1:19010/v2/models/mlp/infer";
+        wait_until_ok(&client, sluice_url, Some(&body)).await;
+        wait_until_ok(&client, naive_url, Some(&body)).await;
+
+        println!();
+        let mut results = Vec::new();
+        for concurrency in [1, 16, 64] {
+            let naive = load(&client, naive_url, &body, concurrency).await;
+            naive.print(&format!("naive server, concurrency {concurrency}"), "req");
+            let sluice = load(&client, sluice_url, &body, concurrency).await;
+            sluice.print(&format!("sluice-server, concurrency {concurrency}"), "req");
+            results.push((concurrency, naive, sluice));
+        }
+
+        let (_, naive_1, sluice_1) = &results[0];
+        let (_, naive_16, sluice_16) = &results[1];
+        let (_, _, sluice_64) = &results[2];
+        let micros = |d: Duration| d.as_secs_f64() * 1e6;
+        println!();
+        println!(
+            "cold start (spawn to ready), median of 5: {:.1} ms",
+            cold_starts[2].as_secs_f64() * 1e3
+        );
+        println!(
+            "p50 overhead beyond raw session.run at concurrency 1: {:.1} us (naive: {:.1} us)",
+            micros(sluice_1.p50) - micros(raw_one.p50),
+            micros(naive_1.p50) - micros(raw_one.p50)
+        );
+        println!(
+            "p50 at concurrency 1, sluice / naive: {:.2}",
+            sluice_1.p50.as_secs_f64() / naive_1.p50.as_secs_f64()
+        );
+        println!(
+            "throughput at concurrency 16, sluice / naive: {:.2}x",
+            sluice_16.per_second / naive_16.per_second
+        );
+        println!(
+            "saturation (concurrency 64) throughput / raw batched rows: {:.0}%",
+            100.0 * sluice_64.per_second / raw_batch.per_second
+        );
+        anyhow::Ok(())
+    })?;
+    std::fs::remove_dir_all(&repository)?;
+    Ok(())
+}

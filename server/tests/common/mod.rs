@@ -1,0 +1,175 @@
+//! Starting real `sluice-server` processes on temporary model repositories built
+//! from the generated fixtures (`make deps` generates them).
+
+#![allow(dead_code)] // each test file uses its own part of this module
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// The generated fixture repository.
+pub fn fixtures() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/models");
+    assert!(
+        dir.join("mlp/1/model.onnx").exists(),
+        "run `make deps` to generate {}",
+        dir.display()
+    );
+    dir
+}
+
+/// A temporary model repository.
+pub struct Repository {
+    pub dir: PathBuf,
+}
+
+impl Repository {
+    /// An empty repository in a fresh temporary folder.
+    pub fn new(name: &str) -> Repository {
+        let dir = std::env::temp_dir().join(format!("sluice-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Repository { dir }
+    }
+
+    /// Adds fixture model `fixture` version 1 as `name` with `config` as its config.yaml.
+    pub fn with_model(self, name: &str, fixture: &str, config: &str) -> Repository {
+        let target = self.dir.join(name).join("1");
+        std::fs::create_dir_all(&target).unwrap();
+        std::fs::copy(
+            fixtures().join(fixture).join("1/model.onnx"),
+            target.join("model.onnx"),
+        )
+        .unwrap();
+        std::fs::write(self.dir.join(name).join("config.yaml"), config).unwrap();
+        self
+    }
+}
+
+impl Drop for Repository {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running server, killed when dropped.
+pub struct Server {
+    child: Child,
+    pub http: String,
+    pub grpc: String,
+    log: PathBuf,
+}
+
+impl Server {
+    /// Starts the server on `repository` and waits until it is ready.
+    pub async fn start(repository: &Path, extra: &[&str]) -> Server {
+        let (http_port, grpc_port) = (free_port(), free_port());
+        let log = repository.with_extension(format!("{http_port}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_sluice-server"))
+            .args(["serve", "--host", "127.0.0.1", "--model-repository"])
+            .arg(repository)
+            .args([
+                "--http-port",
+                &http_port.to_string(),
+                "--grpc-port",
+                &grpc_port.to_string(),
+            ])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start sluice-server");
+        let server = Server {
+            child,
+            http: format!("http://127.0.0.1:{http_port}"),
+            grpc: format!("http://127.0.0.1:{grpc_port}"),
+            log,
+        };
+        server.wait_ready().await;
+        server
+    }
+
+    async fn wait_ready(&self) {
+        let client = reqwest::Client::new();
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(30) {
+            if let Ok(response) = client
+                .get(format!("{}/v2/health/ready", self.http))
+                .send()
+                .await
+                && response.status() == 200
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("server never became ready:\n{}", self.log());
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit, up to `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                started.elapsed() < limit,
+                "server did not exit within {limit:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// A JSON inference request for one FP32 input.
+pub fn fp32_request(input: &str, shape: &[i64], data: &[f32]) -> serde_json::Value {
+    serde_json::json!({"inputs": [{"name": input, "datatype": "FP32", "shape": shape, "data": data}]})
+}
+
+/// Posts an inference request and returns the status and JSON body.
+pub async fn infer(
+    client: &reqwest::Client,
+    url: &str,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let response = client
+        .post(url)
+        .json(body)
+        .send()
+        .await
+        .expect("request sent");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("JSON body"))
+}

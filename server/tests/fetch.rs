@@ -1,0 +1,249 @@
+//! `sluice-server fetch` against real sources: local files, an HTTP server, and
+//! an S3-compatible server (moto, from the test virtual environment).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+fn model_bytes() -> Vec<u8> {
+    std::fs::read(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/models/mlp/1/model.onnx"),
+    )
+    .expect("run `make deps` to generate the fixtures")
+}
+
+fn digest(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sluice-fetch-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn fetch(uri: &str, dest: &Path, sha256: Option<&str>, env: &[(&str, String)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sluice-server"));
+    command.args(["fetch", "--uri", uri, "--dest"]).arg(dest);
+    if let Some(sha256) = sha256 {
+        command.args(["--sha256", sha256]);
+    }
+    command
+        .envs(env.iter().map(|(key, value)| (key, value)))
+        .output()
+        .expect("run sluice-server fetch")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn a_local_file_is_copied_and_verified() {
+    let bytes = model_bytes();
+    let dir = scratch("file");
+    std::fs::write(dir.join("source.onnx"), &bytes).unwrap();
+    let uri = format!("file://{}", dir.join("source.onnx").display());
+    let dest = dir.join("models/fraud/1");
+    let output = fetch(&uri, &dest, Some(&digest(&bytes)), &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(std::fs::read(dest.join("model.onnx")).unwrap(), bytes);
+    assert_eq!(
+        std::fs::read_dir(&dest).unwrap().count(),
+        1,
+        "no partial file is left behind"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_digest_mismatch_writes_nothing_and_fails() {
+    let bytes = model_bytes();
+    let dir = scratch("mismatch");
+    std::fs::write(dir.join("source.onnx"), &bytes).unwrap();
+    let uri = format!("file://{}", dir.join("source.onnx").display());
+    let dest = dir.join("out");
+    let output = fetch(&uri, &dest, Some(&"0".repeat(64)), &[]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("sha256 mismatch"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(!dest.join("model.onnx").exists());
+    assert_eq!(
+        std::fs::read_dir(&dest).unwrap().count(),
+        0,
+        "the partial file is removed"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn bad_uris_and_digests_are_refused_with_a_reason() {
+    let dir = scratch("refuse");
+    for (uri, sha, message) in [
+        ("ftp://host/model.onnx", None, "unsupported storage URI"),
+        ("pvc://claim/model.onnx", None, "unsupported storage URI"),
+        ("model.onnx", None, "unsupported storage URI"),
+        (
+            "file:///nonexistent/model.onnx",
+            None,
+            "cannot read /nonexistent/model.onnx",
+        ),
+        ("file:///dev/null", Some("xyz"), "invalid sha256"),
+        ("s3://bucket-only", None, "expected s3://bucket/key"),
+    ] {
+        let output = fetch(uri, &dir, sha, &[]);
+        assert!(!output.status.success(), "{uri} was accepted");
+        assert!(
+            stderr(&output).contains(message),
+            "{uri}: {}",
+            stderr(&output)
+        );
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Serves `bytes` at `/model.onnx` and 404 elsewhere, on a free loopback port.
+async fn http_server(bytes: Vec<u8>) -> String {
+    let app = axum::Router::new().route(
+        "/model.onnx",
+        axum::routing::get(move || async move { bytes.clone() }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{address}")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http_download_is_verified_and_http_errors_are_reported() {
+    let bytes = model_bytes();
+    let base = http_server(bytes.clone()).await;
+    let dir = scratch("http");
+    let sha = digest(&bytes);
+    let (ok, missing) = {
+        let (dir, base, sha) = (dir.clone(), base.clone(), sha.clone());
+        tokio::task::spawn_blocking(move || {
+            (
+                fetch(&format!("{base}/model.onnx"), &dir, Some(&sha), &[]),
+                fetch(
+                    &format!("{base}/absent.onnx"),
+                    &dir.join("absent"),
+                    None,
+                    &[],
+                ),
+            )
+        })
+        .await
+        .unwrap()
+    };
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    assert_eq!(std::fs::read(dir.join("model.onnx")).unwrap(), bytes);
+    assert!(!missing.status.success());
+    assert!(
+        stderr(&missing).contains("HTTP 404"),
+        "{}",
+        stderr(&missing)
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A moto S3 server from the test virtual environment, killed when dropped.
+struct S3Server(std::process::Child);
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_s3_object_is_fetched_with_signed_requests() {
+    let cache = std::env::var("SLUICE_CACHE")
+        .unwrap_or_else(|_| format!("{}/.cache/sluice", std::env::var("HOME").unwrap()));
+    let moto = PathBuf::from(cache).join("venv/bin/moto_server");
+    assert!(
+        moto.exists(),
+        "{} is missing: run `make deps`",
+        moto.display()
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _server = S3Server(
+        Command::new(&moto)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    while client.get(&endpoint).send().await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "moto never started"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let bytes = model_bytes();
+    client
+        .put(format!("{endpoint}/models"))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+    client
+        .put(format!("{endpoint}/models/fraud/3/model.onnx"))
+        .body(bytes.clone())
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+
+    let dir = scratch("s3");
+    let sha = digest(&bytes);
+    let env = [
+        ("AWS_ENDPOINT_URL", endpoint.clone()),
+        ("AWS_ACCESS_KEY_ID", "testing".to_string()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".to_string()),
+        ("AWS_REGION", "us-east-1".to_string()),
+    ];
+    let (ok, missing) = {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || {
+            (
+                fetch("s3://models/fraud/3/model.onnx", &dir, Some(&sha), &env),
+                fetch(
+                    "s3://models/fraud/9/model.onnx",
+                    &dir.join("absent"),
+                    None,
+                    &env,
+                ),
+            )
+        })
+        .await
+        .unwrap()
+    };
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    assert_eq!(std::fs::read(dir.join("model.onnx")).unwrap(), bytes);
+    assert!(!missing.status.success());
+    assert!(
+        stderr(&missing).contains("HTTP 404"),
+        "{}",
+        stderr(&missing)
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
