@@ -24,6 +24,8 @@ if complete; then
     echo "$out"
     exit 0
 fi
+# --cached: report only; never build.
+[[ ${1:-} == --cached ]] && exit 1
 
 command -v go >/dev/null || { echo "build-bins: go is required (https://go.dev/dl)" >&2; exit 1; }
 

@@ -317,7 +317,7 @@ impl TensorData {
             check_count(shape, count, elements.len())?;
             return Ok(TensorData::Bytes(elements));
         };
-        let expected = count.checked_mul(size).unwrap_or(usize::MAX);
+        let expected = count.saturating_mul(size);
         if bytes.len() != expected {
             return Err(TensorError::ByteCount {
                 datatype,
@@ -591,7 +591,10 @@ impl<'de> Visitor<'de> for FlattenSeed<'_> {
 
     fn visit_bool<E: de::Error>(self, value: bool) -> Result<(), E> {
         match self.data {
-            TensorData::Bool(v) => Ok(v.push(value)),
+            TensorData::Bool(v) => {
+                v.push(value);
+                Ok(())
+            }
             other => Err(wrong_kind("a boolean", other.datatype())),
         }
     }
@@ -647,7 +650,10 @@ impl<'de> Visitor<'de> for FlattenSeed<'_> {
 
     fn visit_str<E: de::Error>(self, value: &str) -> Result<(), E> {
         match self.data {
-            TensorData::Bytes(v) => Ok(v.push(value.as_bytes().to_vec())),
+            TensorData::Bytes(v) => {
+                v.push(value.as_bytes().to_vec());
+                Ok(())
+            }
             other => Err(wrong_kind("a string", other.datatype())),
         }
     }
