@@ -1,0 +1,642 @@
+//! The pure middle of the pipeline: `validate` checks what the schema cannot, and
+//! `build` turns an InferenceService into the objects that serve it. Neither touches
+//! the API server, so both are tested from YAML fixtures.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvFromSource, EnvVar, HTTPGetAction, PersistentVolumeClaimVolumeSource, PodSecurityContext,
+    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretEnvSource,
+    SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::config::BuildConfig;
+use crate::crd::{Device, InferenceService, InferenceServiceSpec};
+use crate::{Error, Result};
+
+/// Label on every object and pod of an InferenceService: its name.
+pub const ISVC_LABEL: &str = "serving.sluice.dev/inferenceservice";
+/// Label on pods and ConfigMaps: the revision they serve.
+pub const REVISION_LABEL: &str = "serving.sluice.dev/revision";
+/// Annotation holding the hash of the object as last applied; equal hashes mean
+/// there is nothing to write.
+pub const APPLIED_HASH_ANNOTATION: &str = "serving.sluice.dev/applied-hash";
+/// Port of the Open Inference Protocol over REST (and `/metrics`).
+pub const HTTP_PORT: i32 = 8080;
+/// Port of the Open Inference Protocol over gRPC.
+pub const GRPC_PORT: i32 = 8081;
+/// Where model repositories live inside the pod.
+pub const MODEL_REPOSITORY: &str = "/models";
+/// Where a `pvc://` claim is mounted (read-only) in the fetcher.
+pub const PVC_MOUNT: &str = "/mnt/pvc";
+/// Seconds the server keeps serving after SIGTERM while endpoints are removed.
+pub const SHUTDOWN_DELAY_SECONDS: i64 = 5;
+/// Seconds in-flight requests may take to finish after the listeners close.
+pub const DRAIN_TIMEOUT_SECONDS: i64 = 20;
+/// Environment variables the operator sets itself; a spec may not override them.
+pub const RESERVED_ENV: [&str; 2] = ["SLUICE_ISVC", "SLUICE_REVISION"];
+const UID: i64 = 65532;
+
+/// Everything that serves one InferenceService, as the operator wants it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Desired {
+    /// Hash of what defines the serving pods.
+    pub revision: String,
+    /// In-cluster base URL.
+    pub url: String,
+    /// The server's `config.yaml`, one immutable ConfigMap per revision.
+    pub config_map: ConfigMap,
+    /// Pods running `sluice-server`.
+    pub deployment: Deployment,
+    /// REST and gRPC in front of the ready pods.
+    pub service: Service,
+    /// Present when `minReplicas` allows a disruption (two or more).
+    pub pdb: Option<PodDisruptionBudget>,
+}
+
+/// Checks what the CRD schema cannot express (or an older CRD may not enforce);
+/// each message names the field.
+pub fn validate(isvc: &InferenceService) -> Result<(), String> {
+    let name = isvc.name_any();
+    let dns_label = name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.ends_with('-');
+    if !dns_label {
+        return Err(format!(
+            "metadata.name {name:?} must be a DNS-1035 label (at most 63 lowercase letters, digits and '-', starting with a letter) because it names the Service"
+        ));
+    }
+    let spec = &isvc.spec;
+    StorageUri::parse(&spec.model.storage_uri)
+        .map_err(|e| format!("spec.model.storageUri: {e}"))?;
+    if let Some(digest) = &spec.model.sha256
+        && !(digest.len() == 64
+            && digest
+                .chars()
+                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)))
+    {
+        return Err("spec.model.sha256 must be 64 lowercase hexadecimal digits".into());
+    }
+    if spec.min_replicas < 1 {
+        return Err("spec.minReplicas must be at least 1".into());
+    }
+    if let Some(max) = spec.max_replicas
+        && spec.min_replicas > max
+    {
+        return Err(format!(
+            "spec.minReplicas ({}) must not be above spec.maxReplicas ({max})",
+            spec.min_replicas
+        ));
+    }
+    if let Some(env) = spec
+        .runtime
+        .env
+        .iter()
+        .find(|e| RESERVED_ENV.contains(&e.name.as_str()))
+    {
+        return Err(format!(
+            "spec.runtime.env: {} is set by the operator",
+            env.name
+        ));
+    }
+    Ok(())
+}
+
+/// A parsed `storageUri`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StorageUri {
+    /// Fetched by the init container as given (`http(s)://`, `s3://`, `file://`).
+    Remote(String),
+    /// A path inside a PersistentVolumeClaim, mounted read-only.
+    Pvc {
+        /// Claim name.
+        claim: String,
+        /// Path inside the claim.
+        path: String,
+    },
+}
+
+impl StorageUri {
+    /// Parses and checks the scheme and shape of a `storageUri`.
+    pub fn parse(uri: &str) -> Result<Self, String> {
+        let (scheme, rest) = uri.split_once("://").ok_or_else(|| {
+            format!("{uri:?} has no scheme; use http(s)://, s3://, pvc:// or file://")
+        })?;
+        match scheme {
+            "http" | "https" | "s3" | "file" if !rest.is_empty() => {
+                Ok(Self::Remote(uri.to_owned()))
+            }
+            "pvc" => match rest.split_once('/') {
+                Some((claim, path)) if !claim.is_empty() && !path.is_empty() => Ok(Self::Pvc {
+                    claim: claim.to_owned(),
+                    path: path.trim_start_matches('/').to_owned(),
+                }),
+                _ => Err(format!("{uri:?} must be pvc://<claim-name>/<path>")),
+            },
+            "http" | "https" | "s3" | "file" => Err(format!("{uri:?} names no location")),
+            other => Err(format!(
+                "unsupported scheme {other:?}; use http(s)://, s3://, pvc:// or file://"
+            )),
+        }
+    }
+}
+
+/// The revision: a short hash of everything that defines the serving pods (the
+/// model, the runtime and the server image actually used).
+pub fn revision(spec: &InferenceServiceSpec, cfg: &BuildConfig) -> Result<String> {
+    let image = server_image(spec, cfg);
+    let bytes = serde_json::to_vec(&(&spec.model, &spec.runtime, image))?;
+    Ok(short_hash(&bytes))
+}
+
+fn short_hash(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    digest.iter().take(5).map(|b| format!("{b:02x}")).collect()
+}
+
+fn server_image<'a>(spec: &'a InferenceServiceSpec, cfg: &'a BuildConfig) -> &'a str {
+    match (&spec.runtime.image, spec.runtime.device) {
+        (Some(image), _) => image,
+        (None, Device::Cpu) => &cfg.server_image,
+        (None, Device::Cuda) => &cfg.server_cuda_image,
+    }
+}
+
+/// Builds every object that serves `isvc`. Pure: same input, same output.
+pub fn build(isvc: &InferenceService, cfg: &BuildConfig) -> Result<Desired> {
+    let name = isvc
+        .metadata
+        .name
+        .clone()
+        .ok_or(Error::MissingObjectKey("metadata.name"))?;
+    let namespace = isvc
+        .metadata
+        .namespace
+        .clone()
+        .ok_or(Error::MissingObjectKey("metadata.namespace"))?;
+    let owner = isvc
+        .controller_owner_ref(&())
+        .ok_or(Error::MissingObjectKey("metadata.uid"))?;
+    let revision = revision(&isvc.spec, cfg)?;
+    let labels = common_labels(&name);
+    let meta = |object_name: String, extra: &[(&str, &str)]| {
+        let mut labels = labels.clone();
+        labels.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        ObjectMeta {
+            name: Some(object_name),
+            namespace: Some(namespace.clone()),
+            labels: Some(labels),
+            owner_references: Some(vec![owner.clone()]),
+            ..ObjectMeta::default()
+        }
+    };
+
+    let config_map = ConfigMap {
+        metadata: meta(
+            config_map_name(&name, &revision),
+            &[(REVISION_LABEL, &revision)],
+        ),
+        data: Some(BTreeMap::from([(
+            "config.yaml".to_string(),
+            server_config(&isvc.spec)?,
+        )])),
+        immutable: Some(true),
+        ..ConfigMap::default()
+    };
+    let mut deployment = Deployment {
+        metadata: meta(name.clone(), &[]),
+        spec: Some(deployment_spec(&name, &revision, &isvc.spec, cfg)),
+        ..Deployment::default()
+    };
+    deployment
+        .annotations_mut()
+        .insert(REVISION_LABEL.into(), revision.clone());
+    let service = Service {
+        metadata: meta(name.clone(), &[]),
+        spec: Some(ServiceSpec {
+            selector: Some(selector(&name)),
+            ports: Some(vec![
+                service_port("http", HTTP_PORT, "http"),
+                service_port("grpc", GRPC_PORT, "kubernetes.io/h2c"),
+            ]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    };
+    let pdb = (isvc.spec.min_replicas >= 2).then(|| PodDisruptionBudget {
+        metadata: meta(name.clone(), &[]),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector {
+                match_labels: Some(selector(&name)),
+                ..LabelSelector::default()
+            }),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        status: None,
+    });
+
+    Ok(Desired {
+        url: format!(
+            "http://{name}.{namespace}.svc.{}:{HTTP_PORT}",
+            cfg.cluster_domain
+        ),
+        config_map: stamp(config_map)?,
+        deployment: stamp(deployment)?,
+        service: stamp(service)?,
+        pdb: pdb.map(stamp).transpose()?,
+        revision,
+    })
+}
+
+/// Name of the ConfigMap holding a revision's `config.yaml`.
+pub fn config_map_name(isvc: &str, revision: &str) -> String {
+    format!("{isvc}-{revision}")
+}
+
+/// Labels selecting every serving pod of an InferenceService (all revisions).
+pub fn selector(name: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([(ISVC_LABEL.to_string(), name.to_string())])
+}
+
+/// The selector as a `key=value` string.
+pub fn selector_string(name: &str) -> String {
+    format!("{ISVC_LABEL}={name}")
+}
+
+fn common_labels(name: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".into(), "sluice-server".into()),
+        ("app.kubernetes.io/instance".into(), name.into()),
+        ("app.kubernetes.io/component".into(), "predictor".into()),
+        (
+            "app.kubernetes.io/managed-by".into(),
+            "sluice-operator".into(),
+        ),
+        (ISVC_LABEL.into(), name.into()),
+    ])
+}
+
+/// Records the hash of `object` (without the hash itself) in its annotations.
+fn stamp<K: Resource + Serialize>(mut object: K) -> Result<K> {
+    object
+        .meta_mut()
+        .annotations
+        .get_or_insert_default()
+        .remove(APPLIED_HASH_ANNOTATION);
+    let hash = short_hash(&serde_json::to_vec(&object)?);
+    object
+        .meta_mut()
+        .annotations
+        .get_or_insert_default()
+        .insert(APPLIED_HASH_ANNOTATION.into(), hash);
+    Ok(object)
+}
+
+/// The hash `build` recorded in an object, if any.
+pub fn applied_hash<K: Resource>(object: &K) -> Option<&str> {
+    object
+        .meta()
+        .annotations
+        .as_ref()?
+        .get(APPLIED_HASH_ANNOTATION)
+        .map(String::as_str)
+}
+
+fn service_port(name: &str, port: i32, app_protocol: &str) -> ServicePort {
+    ServicePort {
+        name: Some(name.into()),
+        port,
+        target_port: Some(IntOrString::String(name.into())),
+        protocol: Some("TCP".into()),
+        app_protocol: Some(app_protocol.into()),
+        ..ServicePort::default()
+    }
+}
+
+/// The model server's `config.yaml` (see docs/model-server.md).
+fn server_config(spec: &InferenceServiceSpec) -> Result<String> {
+    #[derive(Serialize)]
+    struct ServerConfig {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        max_batch_size: Option<u32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        max_queue_delay_ms: Option<u32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        max_queue_size: Option<u32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        intra_op_threads: Option<u32>,
+        device: &'static str,
+    }
+    let batching = spec.runtime.batching.clone().unwrap_or_default();
+    let config = ServerConfig {
+        max_batch_size: batching.max_batch_size,
+        max_queue_delay_ms: batching.max_queue_delay_ms,
+        max_queue_size: batching.max_queue_size,
+        intra_op_threads: spec
+            .runtime
+            .threads
+            .or_else(|| cpu_limit_threads(&resources(spec))),
+        device: match spec.runtime.device {
+            Device::Cpu => "cpu",
+            Device::Cuda => "cuda",
+        },
+    };
+    serde_saphyr::to_string(&config).map_err(|e| Error::ConfigYaml(e.to_string()))
+}
+
+/// Whole CPUs in the container's CPU limit, rounded up: a thread budget that does not
+/// oversubscribe the limit.
+fn cpu_limit_threads(resources: &ResourceRequirements) -> Option<u32> {
+    let limit = resources.limits.as_ref()?.get("cpu")?.0.trim();
+    let cores = match limit.strip_suffix('m') {
+        Some(milli) => milli.parse::<f64>().ok()? / 1000.0,
+        None => limit.parse::<f64>().ok()?,
+    };
+    (cores > 0.0).then(|| cores.ceil().max(1.0) as u32)
+}
+
+/// The server container's resources: the spec's, else safe defaults; CUDA adds a GPU.
+fn resources(spec: &InferenceServiceSpec) -> ResourceRequirements {
+    let mut resources = spec
+        .runtime
+        .resources
+        .clone()
+        .unwrap_or_else(|| ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".into(), Quantity("500m".into())),
+                ("memory".into(), Quantity("512Mi".into())),
+            ])),
+            limits: Some(BTreeMap::from([("memory".into(), Quantity("2Gi".into()))])),
+            ..ResourceRequirements::default()
+        });
+    if spec.runtime.device == Device::Cuda {
+        resources
+            .limits
+            .get_or_insert_default()
+            .entry("nvidia.com/gpu".into())
+            .or_insert_with(|| Quantity("1".into()));
+    }
+    resources
+}
+
+fn deployment_spec(
+    name: &str,
+    revision: &str,
+    spec: &InferenceServiceSpec,
+    cfg: &BuildConfig,
+) -> DeploymentSpec {
+    let mut pod_labels = common_labels(name);
+    pod_labels.insert(REVISION_LABEL.into(), revision.into());
+    let pod_annotations = BTreeMap::from([
+        ("prometheus.io/scrape".to_string(), "true".to_string()),
+        ("prometheus.io/port".to_string(), HTTP_PORT.to_string()),
+        ("prometheus.io/path".to_string(), "/metrics".to_string()),
+    ]);
+    let version_dir = format!("{MODEL_REPOSITORY}/{name}/1");
+    let image = server_image(spec, cfg).to_string();
+    let resources = resources(spec);
+
+    let mut volumes = vec![
+        Volume {
+            name: "model".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        },
+        Volume {
+            name: "config".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: config_map_name(name, revision),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        Volume {
+            name: "tmp".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        },
+    ];
+    let mut fetch_mounts = vec![
+        mount("model", &version_dir, false, None),
+        mount("tmp", "/tmp", false, None),
+    ];
+    let uri = match StorageUri::parse(&spec.model.storage_uri) {
+        Ok(StorageUri::Pvc { claim, path }) => {
+            volumes.push(Volume {
+                name: "pvc".into(),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name: claim,
+                    read_only: Some(true),
+                }),
+                ..Volume::default()
+            });
+            fetch_mounts.push(mount("pvc", PVC_MOUNT, true, None));
+            format!("file://{PVC_MOUNT}/{path}")
+        }
+        // `validate` ran first; an unparsable URI is passed through for the fetcher
+        // to refuse with its own message.
+        Ok(StorageUri::Remote(_)) | Err(_) => spec.model.storage_uri.clone(),
+    };
+    let mut fetch_args = vec![
+        "fetch".to_string(),
+        "--uri".into(),
+        uri,
+        "--dest".into(),
+        version_dir.clone(),
+    ];
+    if let Some(digest) = &spec.model.sha256 {
+        fetch_args.extend(["--sha256".into(), digest.clone()]);
+    }
+    let mut fetch_resources = resources.clone();
+    for list in [&mut fetch_resources.limits, &mut fetch_resources.requests]
+        .into_iter()
+        .flatten()
+    {
+        list.remove("nvidia.com/gpu");
+    }
+    let fetch = Container {
+        name: "fetch-model".into(),
+        image: Some(image.clone()),
+        image_pull_policy: Some("IfNotPresent".into()),
+        args: Some(fetch_args),
+        env_from: spec.model.credentials_secret.as_ref().map(|secret| {
+            vec![EnvFromSource {
+                secret_ref: Some(SecretEnvSource {
+                    name: secret.clone(),
+                    optional: Some(false),
+                }),
+                ..EnvFromSource::default()
+            }]
+        }),
+        resources: Some(fetch_resources),
+        security_context: Some(container_security()),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        volume_mounts: Some(fetch_mounts),
+        ..Container::default()
+    };
+
+    let mut env = vec![
+        env_var("SLUICE_ISVC", name),
+        env_var("SLUICE_REVISION", revision),
+    ];
+    env.extend(spec.runtime.env.iter().cloned());
+    let probe = |path: String, period: i32, failures: i32| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path),
+            port: IntOrString::String("http".into()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        timeout_seconds: Some(2),
+        failure_threshold: Some(failures),
+        ..Probe::default()
+    };
+    let server = Container {
+        name: "server".into(),
+        image: Some(image),
+        image_pull_policy: Some("IfNotPresent".into()),
+        args: Some(
+            [
+                "serve",
+                "--model-repository",
+                MODEL_REPOSITORY,
+                "--http-port",
+                &HTTP_PORT.to_string(),
+                "--grpc-port",
+                &GRPC_PORT.to_string(),
+                "--shutdown-delay-seconds",
+                &SHUTDOWN_DELAY_SECONDS.to_string(),
+                "--drain-timeout-seconds",
+                &DRAIN_TIMEOUT_SECONDS.to_string(),
+                "--log-format",
+                "json",
+            ]
+            .map(String::from)
+            .to_vec(),
+        ),
+        env: Some(env),
+        ports: Some(vec![
+            container_port("http", HTTP_PORT),
+            container_port("grpc", GRPC_PORT),
+        ]),
+        readiness_probe: Some(probe(format!("/v2/models/{name}/ready"), 5, 3)),
+        liveness_probe: Some(probe("/v2/health/live".into(), 10, 3)),
+        resources: Some(resources),
+        security_context: Some(container_security()),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        volume_mounts: Some(vec![
+            mount("model", &version_dir, true, None),
+            mount(
+                "config",
+                &format!("{MODEL_REPOSITORY}/{name}/config.yaml"),
+                true,
+                Some("config.yaml"),
+            ),
+            mount("tmp", "/tmp", false, None),
+        ]),
+        ..Container::default()
+    };
+
+    DeploymentSpec {
+        replicas: Some(spec.min_replicas),
+        revision_history_limit: Some(3),
+        selector: LabelSelector {
+            match_labels: Some(selector(name)),
+            ..LabelSelector::default()
+        },
+        strategy: Some(DeploymentStrategy {
+            type_: Some("RollingUpdate".into()),
+            rolling_update: Some(RollingUpdateDeployment {
+                max_surge: Some(IntOrString::Int(1)),
+                max_unavailable: Some(IntOrString::Int(0)),
+            }),
+        }),
+        template: PodTemplateSpec {
+            metadata: Some(ObjectMeta {
+                labels: Some(pod_labels),
+                annotations: Some(pod_annotations),
+                ..ObjectMeta::default()
+            }),
+            spec: Some(PodSpec {
+                init_containers: Some(vec![fetch]),
+                containers: vec![server],
+                volumes: Some(volumes),
+                automount_service_account_token: Some(false),
+                enable_service_links: Some(false),
+                termination_grace_period_seconds: Some(
+                    SHUTDOWN_DELAY_SECONDS + DRAIN_TIMEOUT_SECONDS + 5,
+                ),
+                security_context: Some(PodSecurityContext {
+                    run_as_non_root: Some(true),
+                    run_as_user: Some(UID),
+                    run_as_group: Some(UID),
+                    fs_group: Some(UID),
+                    seccomp_profile: Some(SeccompProfile {
+                        type_: "RuntimeDefault".into(),
+                        ..SeccompProfile::default()
+                    }),
+                    ..PodSecurityContext::default()
+                }),
+                ..PodSpec::default()
+            }),
+        },
+        ..DeploymentSpec::default()
+    }
+}
+
+fn container_security() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        privileged: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Capabilities::default()
+        }),
+        ..SecurityContext::default()
+    }
+}
+
+fn container_port(name: &str, port: i32) -> ContainerPort {
+    ContainerPort {
+        name: Some(name.into()),
+        container_port: port,
+        protocol: Some("TCP".into()),
+        ..ContainerPort::default()
+    }
+}
+
+fn env_var(name: &str, value: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        ..EnvVar::default()
+    }
+}
+
+fn mount(volume: &str, path: &str, read_only: bool, sub_path: Option<&str>) -> VolumeMount {
+    VolumeMount {
+        name: volume.into(),
+        mount_path: path.into(),
+        read_only: read_only.then_some(true),
+        sub_path: sub_path.map(String::from),
+        ..VolumeMount::default()
+    }
+}

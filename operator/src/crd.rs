@@ -1,0 +1,312 @@
+//! The `InferenceService` custom resource (`serving.sluice.dev/v1alpha1`).
+//!
+//! Field names follow KServe's where the concept is the same (`storageUri`,
+//! `minReplicas`, `maxReplicas`). Validation lives in the schema (enums, bounds) and
+//! in CEL rules, so the API server itself rejects a bad manifest with a message that
+//! names the field.
+
+use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// API group of every Sluice resource.
+pub const GROUP: &str = "serving.sluice.dev";
+
+/// Desired state of an InferenceService: one ONNX model served by `sluice-server`.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "serving.sluice.dev",
+    version = "v1alpha1",
+    kind = "InferenceService",
+    plural = "inferenceservices",
+    shortname = "isvc",
+    category = "sluice",
+    namespaced,
+    status = "InferenceServiceStatus",
+    derive = "PartialEq",
+    doc = "An ONNX model served by sluice-server over the Open Inference Protocol (REST and gRPC).",
+    scale(
+        spec_replicas_path = ".spec.minReplicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(name = "URL", type_ = "string", json_path = ".status.url"),
+    printcolumn(name = "Revision", type_ = "string", json_path = ".status.revision"),
+    printcolumn(
+        name = "Replicas",
+        type_ = "integer",
+        json_path = ".status.readyReplicas"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        priority = 1,
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    )
+)]
+#[x_kube(validation = Rule::new(
+    "!has(self.maxReplicas) || self.minReplicas <= self.maxReplicas"
+).message("spec.minReplicas must not be above spec.maxReplicas").field_path(".minReplicas"))]
+#[serde(rename_all = "camelCase")]
+pub struct InferenceServiceSpec {
+    /// The model to serve.
+    pub model: ModelSpec,
+    /// How the model server runs. Every field has a default.
+    #[serde(default, skip_serializing_if = "RuntimeSpec::is_default")]
+    pub runtime: RuntimeSpec,
+    /// The fewest serving pods, also the replica count while no autoscaler runs.
+    /// The default, 2, is the high-availability floor: one pod can be disrupted
+    /// (a node drain, a rolling update) while another serves.
+    #[serde(default = "default_min_replicas")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub min_replicas: i32,
+    /// The most serving pods an autoscaler may run; unbounded when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_replicas: Option<i32>,
+}
+
+fn default_min_replicas() -> i32 {
+    2
+}
+
+/// Where the model comes from and how to check it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelSpec {
+    /// Location of the ONNX file: `https://`, `http://`, `s3://bucket/key`,
+    /// `pvc://<claim>/<path>` (mounted read-only) or, for local clusters, `file:///path`.
+    #[x_kube(validation = Rule::new(
+        "self.matches('^(https?|s3|pvc|file)://.+')"
+    ).message("storageUri must start with http://, https://, s3://, pvc:// or file://"))]
+    #[x_kube(validation = Rule::new(
+        "!self.startsWith('pvc://') || self.matches('^pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?/.+')"
+    ).message("storageUri pvc:// must be pvc://<claim-name>/<path>"))]
+    #[schemars(length(max = 2048))]
+    pub storage_uri: String,
+    /// Serialization format of the model. Only `onnx` is supported.
+    #[serde(default)]
+    pub format: ModelFormat,
+    /// A version label for humans and dashboards (for example a registry version or
+    /// a git tag); it is part of the revision, so changing it rolls the pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
+    pub version: Option<String>,
+    /// Expected SHA-256 of the model file, 64 lowercase hex digits. The fetcher
+    /// refuses a file whose digest differs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new("self.matches('^[0-9a-f]{64}$')")
+        .message("sha256 must be 64 lowercase hexadecimal digits"))]
+    pub sha256: Option<String>,
+    /// Name of a Secret in the same namespace whose keys become the model fetcher's
+    /// environment (for example `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+    /// `AWS_REGION`, `AWS_ENDPOINT_URL` for `s3://`). Only the init container sees it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<String>,
+}
+
+/// Serialization format of a model.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelFormat {
+    /// ONNX, served through ONNX Runtime.
+    #[default]
+    Onnx,
+}
+
+/// How `sluice-server` runs.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RuntimeSpec {
+    /// Server image; the operator's default (CPU or CUDA by `device`) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Where inference runs: `cpu` or `cuda` (requests one `nvidia.com/gpu`).
+    #[serde(default)]
+    pub device: Device,
+    /// Compute resources of the server container. Defaults: requests 500m CPU and
+    /// 512Mi memory, memory limit 2Gi.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Dynamic batching.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batching: Option<BatchingSpec>,
+    /// ONNX Runtime intra-op threads. When absent, the CPU limit (rounded up) if one
+    /// is set, else ONNX Runtime's own choice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 256))]
+    pub threads: Option<u32>,
+    /// Extra environment variables of the server container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+}
+
+impl RuntimeSpec {
+    fn is_default(&self) -> bool {
+        self == &Self::default()
+    }
+}
+
+/// Where inference runs.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Device {
+    /// CPU execution provider.
+    #[default]
+    Cpu,
+    /// CUDA execution provider on one GPU.
+    Cuda,
+}
+
+/// Dynamic batching settings of the model server.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchingSpec {
+    /// Most rows in one run; 0 or 1 turns batching off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 65536))]
+    pub max_batch_size: Option<u32>,
+    /// How long the oldest request may wait for a batch to fill, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 10000))]
+    pub max_queue_delay_ms: Option<u32>,
+    /// Queued requests beyond this are refused at once (HTTP 429).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000000))]
+    pub max_queue_size: Option<u32>,
+}
+
+/// Observed state of an InferenceService.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct InferenceServiceStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready` plus the finer `Reconciled`, `ModelFetched` and `Available`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// `Pending`, `Progressing`, `Ready` or `Failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// Why the service is in its phase, for humans.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// In-cluster base URL; clients call `POST <url>/v2/models/<name>/infer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Hash of everything that defines the serving pods of the current spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// The last revision that was fully rolled out and ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_revision: Option<String>,
+    /// Serving pods (all revisions).
+    #[serde(default)]
+    pub replicas: i32,
+    /// Serving pods that pass their readiness probe.
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// Label selector of the serving pods (for the scale subresource).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+}
+
+/// Coarse lifecycle phase of an InferenceService.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Objects are being created; no pod has been observed yet.
+    Pending,
+    /// Pods of the current revision are starting or rolling out.
+    Progressing,
+    /// The current revision serves on enough ready pods.
+    Ready,
+    /// The spec cannot be served, or pods fail (fetch errors, crash loops).
+    Failed,
+}
+
+/// Renders a CRD as the YAML checked in under `crds/`, with a header saying how it
+/// was made.
+pub fn crd_yaml(
+    crd: &k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+) -> Result<String, serde_saphyr::SerializeError> {
+    let body = serde_saphyr::to_string(crd)?;
+    Ok(format!(
+        "# Generated by `make crdgen` (cargo run -p sluice-operator --bin crdgen); do not edit.\n{body}"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::CustomResourceExt;
+
+    #[test]
+    fn minimal_manifest_from_design_is_valid_and_defaults_safely() {
+        let yaml = r#"
+apiVersion: serving.sluice.dev/v1alpha1
+kind: InferenceService
+metadata: {name: fraud, namespace: ml}
+spec:
+  model:
+    storageUri: s3://models/fraud/3/model.onnx
+"#;
+        let isvc: InferenceService = serde_saphyr::from_str(yaml).unwrap();
+        assert_eq!(isvc.spec.min_replicas, 2);
+        assert_eq!(isvc.spec.max_replicas, None);
+        assert_eq!(isvc.spec.model.format, ModelFormat::Onnx);
+        assert_eq!(isvc.spec.runtime, RuntimeSpec::default());
+    }
+
+    #[test]
+    fn crd_names_and_subresources() {
+        let crd = InferenceService::crd();
+        assert_eq!(
+            crd.metadata.name.as_deref(),
+            Some("inferenceservices.serving.sluice.dev")
+        );
+        assert_eq!(crd.spec.names.short_names, Some(vec!["isvc".to_string()]));
+        let v = &crd.spec.versions[0];
+        let sub = v.subresources.as_ref().unwrap();
+        assert!(sub.status.is_some());
+        assert_eq!(
+            sub.scale.as_ref().unwrap().spec_replicas_path,
+            ".spec.minReplicas"
+        );
+        let cols: Vec<_> = v
+            .additional_printer_columns
+            .iter()
+            .flatten()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(
+            cols,
+            ["Ready", "URL", "Revision", "Replicas", "Age", "Reason"]
+        );
+    }
+
+    #[test]
+    fn schema_carries_cel_rules_that_name_fields() {
+        let json = serde_json::to_string(&InferenceService::crd()).unwrap();
+        for message in [
+            "spec.minReplicas must not be above spec.maxReplicas",
+            "storageUri must start with",
+            "sha256 must be 64 lowercase hexadecimal digits",
+        ] {
+            assert!(json.contains(message), "missing rule message {message:?}");
+        }
+    }
+}

@@ -1,0 +1,354 @@
+//! Pure status computation: from the spec, what `apply` did and what the cluster
+//! shows (the Deployment and the serving pods) to `status` and to the condition
+//! transitions that become Events.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::ResourceExt;
+
+use crate::build::{REVISION_LABEL, selector_string};
+use crate::crd::{InferenceService, InferenceServiceStatus, Phase};
+
+/// Condition: everything below holds and the current revision is fully rolled out.
+pub const READY: &str = "Ready";
+/// Condition: the spec was valid and every object was applied.
+pub const RECONCILED: &str = "Reconciled";
+/// Condition: the current revision's init container fetched and verified the model.
+pub const MODEL_FETCHED: &str = "ModelFetched";
+/// Condition: at least `minReplicas` serving pods are ready.
+pub const AVAILABLE: &str = "Available";
+/// Name of the init container that fetches the model.
+pub const FETCH_CONTAINER: &str = "fetch-model";
+
+/// What the reconcile did before computing status.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// The objects could not be applied: `reason` is `InvalidSpec` (from `validate`,
+    /// the message names the field) or `ApplyFailed`.
+    Refused {
+        /// CamelCase reason.
+        reason: &'static str,
+        /// Human message.
+        message: String,
+    },
+    /// The objects of `revision` are applied.
+    Applied {
+        /// The revision now desired.
+        revision: String,
+        /// The in-cluster URL.
+        url: String,
+    },
+}
+
+/// One condition as computed, before timestamps.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    /// `True`, `False` or `Unknown`.
+    pub status: &'static str,
+    /// CamelCase reason.
+    pub reason: &'static str,
+    /// Human message.
+    pub message: String,
+}
+
+impl Verdict {
+    fn new(status: &'static str, reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            reason,
+            message: message.into(),
+        }
+    }
+    fn is_true(&self) -> bool {
+        self.status == "True"
+    }
+}
+
+/// Computes the new status. `now` stamps conditions whose status changed; the others
+/// keep their transition time, so an unchanged world yields an identical status.
+pub fn compute(
+    isvc: &InferenceService,
+    outcome: &Outcome,
+    deployment: Option<&Deployment>,
+    pods: &[Pod],
+    now: Time,
+) -> InferenceServiceStatus {
+    let old = isvc.status.clone().unwrap_or_default();
+    let generation = isvc.metadata.generation;
+    let min = isvc.spec.min_replicas;
+    let (replicas, ready_replicas) = deployment
+        .and_then(|d| d.status.as_ref())
+        .map(|s| (s.replicas.unwrap_or(0), s.ready_replicas.unwrap_or(0)))
+        .unwrap_or((0, 0));
+
+    let (reconciled, fetched, available, rolled_out, revision, url) = match outcome {
+        Outcome::Refused { reason, message } => {
+            let unknown = || Verdict::new("Unknown", reason, "the objects could not be applied");
+            (
+                Verdict::new("False", reason, message.clone()),
+                unknown(),
+                unknown(),
+                false,
+                old.revision.clone(),
+                old.url.clone(),
+            )
+        }
+        Outcome::Applied { revision, url } => {
+            let current: Vec<&Pod> = pods
+                .iter()
+                .filter(|p| p.labels().get(REVISION_LABEL) == Some(revision))
+                .collect();
+            (
+                Verdict::new("True", "Applied", format!("revision {revision} is applied")),
+                model_fetched(&current),
+                availability(&current, ready_replicas, min),
+                rolled_out(deployment, revision),
+                Some(revision.clone()),
+                Some(url.clone()),
+            )
+        }
+    };
+    let ready = if !reconciled.is_true() {
+        Verdict::new("False", reconciled.reason, reconciled.message.clone())
+    } else if fetched.status == "False" {
+        Verdict::new("False", fetched.reason, fetched.message.clone())
+    } else if !available.is_true() {
+        Verdict::new("False", available.reason, available.message.clone())
+    } else if !rolled_out {
+        Verdict::new(
+            "False",
+            "RollingOut",
+            format!(
+                "revision {} is rolling out",
+                revision.as_deref().unwrap_or("?")
+            ),
+        )
+    } else {
+        Verdict::new(
+            "True",
+            "Ready",
+            format!(
+                "revision {} serves on {ready_replicas} ready pods",
+                revision.as_deref().unwrap_or("?")
+            ),
+        )
+    };
+
+    let failed =
+        !reconciled.is_true() || fetched.status == "False" || available.reason == "CrashLooping";
+    let phase = if ready.is_true() {
+        Phase::Ready
+    } else if failed {
+        Phase::Failed
+    } else if deployment.is_none() || replicas == 0 {
+        Phase::Pending
+    } else {
+        Phase::Progressing
+    };
+    let conditions = [
+        (READY, &ready),
+        (RECONCILED, &reconciled),
+        (MODEL_FETCHED, &fetched),
+        (AVAILABLE, &available),
+    ]
+    .into_iter()
+    .map(|(type_, verdict)| condition(&old.conditions, type_, verdict, generation, &now))
+    .collect();
+
+    InferenceServiceStatus {
+        observed_generation: generation,
+        conditions,
+        phase: Some(phase),
+        message: Some(ready.message.clone()),
+        url,
+        stable_revision: if ready.is_true() {
+            revision.clone()
+        } else {
+            old.stable_revision.clone()
+        },
+        revision,
+        replicas,
+        ready_replicas,
+        selector: Some(selector_string(&isvc.name_any())),
+    }
+}
+
+fn condition(
+    old: &[Condition],
+    type_: &str,
+    verdict: &Verdict,
+    generation: Option<i64>,
+    now: &Time,
+) -> Condition {
+    let previous = old.iter().find(|c| c.type_ == type_);
+    let last_transition_time = match previous {
+        Some(c) if c.status == verdict.status => c.last_transition_time.clone(),
+        _ => now.clone(),
+    };
+    Condition {
+        type_: type_.into(),
+        status: verdict.status.into(),
+        reason: verdict.reason.into(),
+        message: verdict.message.clone(),
+        observed_generation: generation,
+        last_transition_time,
+    }
+}
+
+/// Whether the Deployment runs only `revision`, on all its desired replicas.
+pub fn rolled_out(deployment: Option<&Deployment>, revision: &str) -> bool {
+    let Some(d) = deployment else { return false };
+    let (Some(spec), Some(status)) = (&d.spec, &d.status) else {
+        return false;
+    };
+    let want = spec.replicas.unwrap_or(1);
+    d.annotations().get(REVISION_LABEL).map(String::as_str) == Some(revision)
+        && status.observed_generation >= d.metadata.generation
+        && status.updated_replicas.unwrap_or(0) >= want
+        && status.replicas.unwrap_or(0) == status.updated_replicas.unwrap_or(0)
+        && status.available_replicas.unwrap_or(0) >= want
+}
+
+fn init_status<'a>(pod: &'a Pod) -> Option<&'a ContainerStatus> {
+    pod.status
+        .as_ref()?
+        .init_container_statuses
+        .as_ref()?
+        .iter()
+        .find(|s| s.name == FETCH_CONTAINER)
+}
+
+/// The exit code and message of the fetcher's latest failed run, if it failed.
+fn fetch_failure(status: &ContainerStatus) -> Option<String> {
+    let failed = |t: &k8s_openapi::api::core::v1::ContainerStateTerminated| {
+        (t.exit_code != 0).then(|| {
+            let detail = t
+                .message
+                .as_deref()
+                .or(t.reason.as_deref())
+                .unwrap_or("no message")
+                .trim();
+            format!("exit code {}: {}", t.exit_code, last_line(detail))
+        })
+    };
+    let current = status.state.as_ref().and_then(|s| s.terminated.as_ref());
+    let last = status
+        .last_state
+        .as_ref()
+        .and_then(|s| s.terminated.as_ref());
+    match current {
+        Some(t) if t.exit_code == 0 => None,
+        Some(t) => failed(t),
+        None => last.and_then(failed),
+    }
+}
+
+fn last_line(text: &str) -> &str {
+    text.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or(text)
+        .trim()
+}
+
+fn model_fetched(pods: &[&Pod]) -> Verdict {
+    if let Some((pod, message)) = pods
+        .iter()
+        .find_map(|p| fetch_failure(init_status(p)?).map(|m| (p, m)))
+    {
+        let lower = message.to_ascii_lowercase();
+        let reason = if lower.contains("mismatch")
+            && (lower.contains("sha256") || lower.contains("digest"))
+        {
+            "DigestMismatch"
+        } else {
+            "FetchFailed"
+        };
+        return Verdict::new(
+            "False",
+            reason,
+            format!("pod {}: {message}", pod.name_any()),
+        );
+    }
+    let done = pods.iter().any(|p| {
+        init_status(p)
+            .and_then(|s| s.state.as_ref()?.terminated.as_ref())
+            .is_some_and(|t| t.exit_code == 0)
+    });
+    if done {
+        Verdict::new("True", "Fetched", "the model was fetched and verified")
+    } else {
+        Verdict::new(
+            "Unknown",
+            "Pending",
+            "no pod of this revision has fetched the model yet",
+        )
+    }
+}
+
+fn availability(pods: &[&Pod], ready: i32, min: i32) -> Verdict {
+    let crash = pods.iter().find_map(|p| {
+        let statuses = p.status.as_ref()?.container_statuses.as_ref()?;
+        statuses.iter().find_map(|s| {
+            let waiting = s.state.as_ref()?.waiting.as_ref()?;
+            (waiting.reason.as_deref() == Some("CrashLoopBackOff")).then(|| {
+                let last = s
+                    .last_state
+                    .as_ref()
+                    .and_then(|l| l.terminated.as_ref())
+                    .map(|t| {
+                        let detail = t.message.as_deref().or(t.reason.as_deref()).unwrap_or("");
+                        format!(" (last exit code {}: {})", t.exit_code, last_line(detail))
+                    })
+                    .unwrap_or_default();
+                format!(
+                    "pod {} container {} is crash-looping after {} restarts{last}",
+                    p.name_any(),
+                    s.name,
+                    s.restart_count
+                )
+            })
+        })
+    });
+    if let Some(message) = crash {
+        return Verdict::new("False", "CrashLooping", message);
+    }
+    if ready >= min {
+        Verdict::new(
+            "True",
+            "MinimumReplicasAvailable",
+            format!("{ready} of {min} pods are ready"),
+        )
+    } else {
+        Verdict::new(
+            "False",
+            "ReplicasUnavailable",
+            format!("{ready} of {min} pods are ready"),
+        )
+    }
+}
+
+/// A condition change worth an Event: `(warning, reason, message)`.
+pub type Transition = (bool, String, String);
+
+/// Conditions (other than `Ready`'s mirror of them) whose status or reason changed
+/// between `old` and `new`. `False` transitions are warnings.
+pub fn transitions(
+    old: Option<&InferenceServiceStatus>,
+    new: &InferenceServiceStatus,
+) -> Vec<Transition> {
+    let old_conditions = old.map(|s| s.conditions.as_slice()).unwrap_or_default();
+    new.conditions
+        .iter()
+        .filter(|c| c.status != "Unknown")
+        .filter(|c| {
+            !old_conditions
+                .iter()
+                .any(|o| o.type_ == c.type_ && o.status == c.status && o.reason == c.reason)
+        })
+        // A False Ready repeats the failing condition's reason; report it once.
+        .filter(|c| c.type_ != READY || c.status == "True")
+        .map(|c| (c.status == "False", c.reason.clone(), c.message.clone()))
+        .collect()
+}

@@ -1,0 +1,398 @@
+//! `validate` and `build` from the YAML fixtures in `tests/fixtures/build/`: each
+//! fixture's objects must equal its golden file (`SLUICE_BLESS=1` rewrites them after
+//! a deliberate change), and every fixture must satisfy the serving invariants.
+
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::{Container, EnvVar};
+use sluice_operator::build::{self, Desired};
+use sluice_operator::config::BuildConfig;
+use sluice_operator::crd::InferenceService;
+
+fn fixtures() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/build");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "yaml")
+                && !p.to_string_lossy().ends_with(".objects.yaml")
+        })
+        .collect();
+    files.sort();
+    assert!(files.len() >= 4, "fixtures missing in {}", dir.display());
+    files
+}
+
+fn load(path: &Path) -> InferenceService {
+    serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn fixture(name: &str) -> InferenceService {
+    load(&Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/build/{name}.yaml")))
+}
+
+fn built(isvc: &InferenceService) -> Desired {
+    build::validate(isvc).expect("fixture is valid");
+    build::build(isvc, &BuildConfig::default()).unwrap()
+}
+
+fn containers(d: &Desired) -> (Container, Container) {
+    let pod = d
+        .deployment
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap();
+    let init = pod.init_containers.as_ref().unwrap()[0].clone();
+    (init, pod.containers[0].clone())
+}
+
+fn env(c: &Container, name: &str) -> Option<String> {
+    c.env
+        .iter()
+        .flatten()
+        .find(|e| e.name == name)
+        .and_then(|e| e.value.clone())
+}
+
+#[test]
+fn objects_match_golden_files() {
+    let bless = std::env::var_os("SLUICE_BLESS").is_some();
+    for path in fixtures() {
+        let got = serde_saphyr::to_string(&built(&load(&path))).unwrap();
+        let golden = path.with_extension("objects.yaml");
+        if bless {
+            std::fs::write(&golden, &got).unwrap();
+        }
+        let want = std::fs::read_to_string(&golden)
+            .unwrap_or_else(|_| panic!("{} missing; run with SLUICE_BLESS=1", golden.display()));
+        assert_eq!(
+            got,
+            want,
+            "{} differs from its golden file (SLUICE_BLESS=1 to accept)",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn every_fixture_builds_a_secure_observable_deployment() {
+    for path in fixtures() {
+        let isvc = load(&path);
+        let name = isvc.metadata.name.clone().unwrap();
+        let d = built(&isvc);
+        let ctx = path.display().to_string();
+        let dep = d.deployment.spec.as_ref().unwrap();
+        let template = &dep.template;
+        let pod = template.spec.as_ref().unwrap();
+        let (init, server) = containers(&d);
+
+        assert_eq!(dep.replicas, Some(isvc.spec.min_replicas), "{ctx}");
+        let labels = template.metadata.as_ref().unwrap().labels.as_ref().unwrap();
+        assert_eq!(labels.get(build::ISVC_LABEL), Some(&name), "{ctx}");
+        assert_eq!(
+            labels.get(build::REVISION_LABEL),
+            Some(&d.revision),
+            "{ctx}"
+        );
+        let annotations = template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .annotations
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            annotations.get("prometheus.io/scrape").map(String::as_str),
+            Some("true")
+        );
+        assert_eq!(
+            annotations.get("prometheus.io/port").map(String::as_str),
+            Some("8080")
+        );
+        assert_eq!(
+            annotations.get("prometheus.io/path").map(String::as_str),
+            Some("/metrics")
+        );
+
+        for c in [&init, &server] {
+            let sc = c.security_context.as_ref().unwrap();
+            assert_eq!(
+                sc.allow_privilege_escalation,
+                Some(false),
+                "{ctx} {}",
+                c.name
+            );
+            assert_eq!(sc.read_only_root_filesystem, Some(true), "{ctx} {}", c.name);
+            assert_eq!(sc.run_as_non_root, Some(true), "{ctx} {}", c.name);
+            assert!(
+                c.command.is_none(),
+                "{ctx}: the image's entrypoint runs sluice-server"
+            );
+        }
+        assert_eq!(
+            pod.security_context.as_ref().unwrap().run_as_non_root,
+            Some(true)
+        );
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        assert!(
+            pod.termination_grace_period_seconds.unwrap()
+                > build::SHUTDOWN_DELAY_SECONDS + build::DRAIN_TIMEOUT_SECONDS
+        );
+
+        // The fetcher CLI, exactly: fetch --uri URI --dest /models/<name>/1 [--sha256 HEX].
+        let args = init.args.clone().unwrap();
+        assert_eq!(args[0], "fetch");
+        assert_eq!(
+            args[3..5],
+            ["--dest".to_string(), format!("/models/{name}/1")]
+        );
+        match &isvc.spec.model.sha256 {
+            Some(h) => assert_eq!(args[5..], ["--sha256".to_string(), h.clone()]),
+            None => assert_eq!(args.len(), 5),
+        }
+        let server_args = server.args.clone().unwrap();
+        assert_eq!(server_args[..3], ["serve", "--model-repository", "/models"]);
+        assert_eq!(env(&server, "SLUICE_ISVC"), Some(name.clone()));
+        assert_eq!(env(&server, "SLUICE_REVISION"), Some(d.revision.clone()));
+        let ready = server
+            .readiness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            ready.path.as_deref(),
+            Some(format!("/v2/models/{name}/ready").as_str())
+        );
+        let live = server
+            .liveness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap();
+        assert_eq!(live.path.as_deref(), Some("/v2/health/live"));
+        assert!(
+            server.resources.as_ref().unwrap().requests.is_some(),
+            "{ctx}"
+        );
+
+        let ports: Vec<_> = d
+            .service
+            .spec
+            .as_ref()
+            .unwrap()
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| p.port)
+            .collect();
+        assert_eq!(ports, [8080, 8081]);
+        assert_eq!(d.pdb.is_some(), isvc.spec.min_replicas >= 2, "{ctx}");
+        assert_eq!(
+            d.url,
+            format!(
+                "http://{name}.{}.svc.cluster.local:8080",
+                isvc.metadata.namespace.clone().unwrap()
+            )
+        );
+
+        let mut owned = vec![
+            &d.deployment.metadata,
+            &d.service.metadata,
+            &d.config_map.metadata,
+        ];
+        owned.extend(d.pdb.as_ref().map(|p| &p.metadata));
+        for meta in owned {
+            let owner = &meta.owner_references.as_ref().unwrap()[0];
+            assert_eq!(
+                (owner.kind.as_str(), owner.controller),
+                ("InferenceService", Some(true))
+            );
+            assert!(
+                meta.annotations
+                    .as_ref()
+                    .unwrap()
+                    .contains_key(build::APPLIED_HASH_ANNOTATION)
+            );
+        }
+        assert_eq!(built(&isvc), d, "{ctx}: build is deterministic");
+    }
+}
+
+#[test]
+fn revision_follows_what_defines_the_pods_only() {
+    let base = fixture("minimal");
+    let rev = |i: &InferenceService| built(i).revision;
+    let mut scaled = base.clone();
+    scaled.spec.min_replicas = 5;
+    assert_eq!(
+        rev(&base),
+        rev(&scaled),
+        "replica counts do not change the pods"
+    );
+    let mut new_model = base.clone();
+    new_model.spec.model.storage_uri = "s3://models/fraud/4/model.onnx".into();
+    assert_ne!(rev(&base), rev(&new_model));
+    let mut new_env = base.clone();
+    new_env.spec.runtime.env.push(EnvVar {
+        name: "X".into(),
+        value: Some("1".into()),
+        ..EnvVar::default()
+    });
+    assert_ne!(rev(&base), rev(&new_env));
+    let other_image = BuildConfig {
+        server_image: "example.com/sluice-server:9".into(),
+        ..BuildConfig::default()
+    };
+    assert_ne!(
+        rev(&base),
+        build::build(&base, &other_image).unwrap().revision,
+        "the default image is part of the revision"
+    );
+    // Hashes of unchanged objects stay put, so a no-op reconcile writes nothing.
+    assert_eq!(
+        build::applied_hash(&built(&base).service),
+        build::applied_hash(&built(&scaled).service)
+    );
+}
+
+#[test]
+fn pvc_models_are_mounted_read_only_and_fetched_as_files() {
+    let d = built(&fixture("pvc-single"));
+    let (init, _) = containers(&d);
+    let args = init.args.unwrap();
+    assert_eq!(args[1..3], ["--uri", "file:///mnt/pvc/churn/7/model.onnx"]);
+    let pod = d.deployment.spec.unwrap().template.spec.unwrap();
+    let pvc = pod
+        .volumes
+        .unwrap()
+        .into_iter()
+        .find_map(|v| v.persistent_volume_claim)
+        .unwrap();
+    assert_eq!(
+        (pvc.claim_name.as_str(), pvc.read_only),
+        ("model-store", Some(true))
+    );
+    let mount = init
+        .volume_mounts
+        .unwrap()
+        .into_iter()
+        .find(|m| m.name == "pvc")
+        .unwrap();
+    assert_eq!(
+        (mount.mount_path.as_str(), mount.read_only),
+        ("/mnt/pvc", Some(true))
+    );
+    assert!(
+        d.pdb.is_none(),
+        "one replica cannot afford a disruption budget"
+    );
+}
+
+#[test]
+fn cuda_gets_a_gpu_the_cuda_image_and_its_config() {
+    let d = built(&fixture("cuda"));
+    let (init, server) = containers(&d);
+    assert_eq!(
+        server.image.as_deref(),
+        Some(sluice_operator::config::DEFAULT_SERVER_CUDA_IMAGE)
+    );
+    let limits = server.resources.unwrap().limits.unwrap();
+    assert_eq!(
+        limits.get("nvidia.com/gpu").map(|q| q.0.as_str()),
+        Some("1")
+    );
+    assert!(
+        !init
+            .resources
+            .unwrap()
+            .limits
+            .unwrap()
+            .contains_key("nvidia.com/gpu"),
+        "the fetcher needs no GPU"
+    );
+    let config = &d.config_map.data.as_ref().unwrap()["config.yaml"];
+    assert!(
+        config.contains("device: cuda") && config.contains("intra_op_threads: 4"),
+        "{config}"
+    );
+}
+
+#[test]
+fn thread_budget_follows_the_cpu_limit_and_batching_reaches_the_server() {
+    let d = built(&fixture("full"));
+    let config = &d.config_map.data.as_ref().unwrap()["config.yaml"];
+    for line in [
+        "max_batch_size: 32",
+        "max_queue_delay_ms: 2",
+        "max_queue_size: 512",
+        "intra_op_threads: 2",
+        "device: cpu",
+    ] {
+        assert!(config.contains(line), "{line:?} missing from {config}");
+    }
+    let (init, server) = containers(&d);
+    assert_eq!(
+        server.image.as_deref(),
+        Some("registry.example.com/sluice-server:1.2.3")
+    );
+    assert_eq!(env(&server, "RUST_LOG").as_deref(), Some("debug"));
+    let secret = init.env_from.unwrap()[0].secret_ref.clone().unwrap();
+    assert_eq!(secret.name, "model-store");
+    assert!(
+        server.env_from.is_none(),
+        "credentials reach the fetcher only"
+    );
+}
+
+#[test]
+fn validate_names_the_field_at_fault() {
+    let base = fixture("minimal");
+    let cases: Vec<(Box<dyn Fn(&mut InferenceService)>, &str)> = vec![
+        (
+            Box::new(|i| i.spec.model.storage_uri = "ftp://x/model.onnx".into()),
+            "spec.model.storageUri",
+        ),
+        (
+            Box::new(|i| i.spec.model.storage_uri = "pvc://claim-only".into()),
+            "pvc://<claim-name>/<path>",
+        ),
+        (
+            Box::new(|i| i.spec.model.sha256 = Some("ABC".into())),
+            "spec.model.sha256",
+        ),
+        (
+            Box::new(|i| i.spec.max_replicas = Some(1)),
+            "spec.minReplicas (2) must not be above spec.maxReplicas (1)",
+        ),
+        (
+            Box::new(|i| i.metadata.name = Some("9lives".into())),
+            "metadata.name",
+        ),
+        (
+            Box::new(|i| {
+                i.spec.runtime.env.push(EnvVar {
+                    name: "SLUICE_REVISION".into(),
+                    ..EnvVar::default()
+                })
+            }),
+            "spec.runtime.env",
+        ),
+    ];
+    for (mutate, expected) in cases {
+        let mut isvc = base.clone();
+        mutate(&mut isvc);
+        let message = build::validate(&isvc).expect_err(expected);
+        assert!(
+            message.contains(expected),
+            "{message:?} should mention {expected:?}"
+        );
+    }
+}
