@@ -11,12 +11,18 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
 use sluice_server::config::ModelConfig;
 use sluice_server::runtime::OnnxModel;
 use sluice_server::tensor::{Tensor, TensorData};
 
 const FEATURES: usize = 16;
-const MAX_BATCH: usize = 32;
+/// The server's `max_batch_size`, and the raw baseline's largest batch.
+const MAX_BATCH: usize = 256;
+/// Rows per request in the large-request scenario (binary tensor extension).
+const LARGE_REQUEST_ROWS: usize = 32;
 const MEASURE: Duration = Duration::from_secs(5);
 const WARM: Duration = Duration::from_secs(1);
 
@@ -63,11 +69,9 @@ fn bench_config() -> ModelConfig {
     }
 }
 
-/// Raw in-process `session.run`: single rows, then full batches.
-fn raw(model_path: &Path) -> anyhow::Result<(Figures, Figures)> {
+/// Raw in-process `session.run` at each of `batch_rows`.
+fn raw(model_path: &Path, batch_rows: &[usize]) -> anyhow::Result<Vec<Figures>> {
     let mut model = OnnxModel::load(model_path, &bench_config())?;
-    let one = rows(1);
-    let batch = rows(MAX_BATCH);
     let mut measure = |input: &Tensor, units: f64| -> anyhow::Result<Figures> {
         let warm_until = Instant::now() + WARM;
         while Instant::now() < warm_until {
@@ -87,7 +91,10 @@ fn raw(model_path: &Path) -> anyhow::Result<(Figures, Figures)> {
             count * units,
         ))
     };
-    Ok((measure(&one, 1.0)?, measure(&batch, MAX_BATCH as f64)?))
+    batch_rows
+        .iter()
+        .map(|count| measure(&rows(*count), *count as f64))
+        .collect()
 }
 
 /// A server process that is killed when dropped.
@@ -115,7 +122,10 @@ async fn wait_until_ok(client: &reqwest::Client, url: &str, method_post: Option<
     let started = Instant::now();
     loop {
         let request = match method_post {
-            Some(body) => client.post(url).body(body.to_string()),
+            Some(body) => client
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body.to_string()),
             None => client.get(url),
         };
         if let Ok(response) = request.send().await
@@ -142,28 +152,94 @@ fn start_sluice(binary: &Path, repository: &Path, port: u16) -> anyhow::Result<S
     Ok(Server(child))
 }
 
-/// Closed-loop load: `concurrency` callers, each sending its next request when the
-/// last one answers, for `MEASURE` after `WARM`.
-async fn load(client: &reqwest::Client, url: &str, body: &str, concurrency: usize) -> Figures {
+/// One prepared request body, JSON or binary-extension.
+#[derive(Clone)]
+struct Payload {
+    body: Vec<u8>,
+    /// `Inference-Header-Content-Length` for binary payloads.
+    header_length: Option<usize>,
+    rows: usize,
+}
+
+impl Payload {
+    /// A JSON request of `count` rows.
+    fn json(count: usize) -> Payload {
+        let values: Vec<String> = match rows(count).data {
+            TensorData::Fp32(values) => values.iter().map(f32::to_string).collect(),
+            _ => unreachable!("rows are FP32"),
+        };
+        let body = format!(
+            r#"{{"inputs":[{{"name":"input","datatype":"FP32","shape":[{count},{FEATURES}],"data":[{}]}}]}}"#,
+            values.join(",")
+        );
+        Payload {
+            body: body.into_bytes(),
+            header_length: None,
+            rows: count,
+        }
+    }
+
+    /// A binary-extension request of `count` rows asking for binary outputs.
+    fn binary(count: usize) -> Payload {
+        let tensor = rows(count).data.to_le_bytes();
+        let header = format!(
+            r#"{{"inputs":[{{"name":"input","datatype":"FP32","shape":[{count},{FEATURES}],"parameters":{{"binary_data_size":{}}}}}],"parameters":{{"binary_data_output":true}}}}"#,
+            tensor.len()
+        );
+        let header_length = header.len();
+        let mut body = header.into_bytes();
+        body.extend_from_slice(&tensor);
+        Payload {
+            body,
+            header_length: Some(header_length),
+            rows: count,
+        }
+    }
+
+    fn request(&self, path: &str) -> hyper::Request<Full<Bytes>> {
+        let mut request = hyper::Request::post(path)
+            .header("host", "127.0.0.1")
+            .header("content-type", "application/json");
+        if let Some(length) = self.header_length {
+            request = request.header("inference-header-content-length", length);
+        }
+        request
+            .body(Full::new(Bytes::from(self.body.clone())))
+            .expect("valid request")
+    }
+}
+
+/// Closed-loop load over `concurrency` keep-alive HTTP/1.1 connections, each
+/// sending its next request when the last one answers, for `MEASURE` after
+/// `WARM`. Throughput counts rows. The client is hyper without a pool, so that
+/// it costs far less CPU than the servers it measures.
+async fn load(port: u16, path: &str, payload: &Payload, concurrency: usize) -> Figures {
     let run = |duration: Duration| {
         let tasks: Vec<_> = (0..concurrency)
             .map(|_| {
-                let client = client.clone();
-                let url = url.to_string();
-                let body = body.to_string();
+                let path = path.to_string();
+                let payload = payload.clone();
                 tokio::spawn(async move {
+                    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                        .await
+                        .expect("connect");
+                    stream.set_nodelay(true).expect("nodelay");
+                    let (mut sender, connection) =
+                        hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                            .await
+                            .expect("handshake");
+                    tokio::spawn(connection);
                     let mut latencies = Vec::new();
                     let started = Instant::now();
                     while started.elapsed() < duration {
                         let t = Instant::now();
-                        let response = client.post(&url).body(body.clone()).send().await;
-                        let ok = match response {
-                            Ok(response) => {
-                                response.status().is_success() && response.bytes().await.is_ok()
-                            }
-                            Err(_) => false,
-                        };
-                        assert!(ok, "request to {url} failed");
+                        let response = sender
+                            .send_request(payload.request(&path))
+                            .await
+                            .expect("response");
+                        let status = response.status();
+                        response.into_body().collect().await.expect("body");
+                        assert!(status.is_success(), "{path} answered {status}");
                         latencies.push(t.elapsed());
                     }
                     latencies
@@ -181,21 +257,8 @@ async fn load(client: &reqwest::Client, url: &str, body: &str, concurrency: usiz
     };
     run(WARM).await;
     let (latencies, elapsed) = run(MEASURE).await;
-    let count = latencies.len() as f64;
-    Figures::from_latencies(latencies, elapsed, count)
-}
-
-fn request_body() -> String {
-    let values: Vec<String> = rows(1)
-        .data
-        .to_le_bytes()
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")).to_string())
-        .collect();
-    format!(
-        r#"{{"inputs":[{{"name":"input","datatype":"FP32","shape":[1,{FEATURES}],"data":[{}]}}]}}"#,
-        values.join(",")
-    )
+    let rows = (latencies.len() * payload.rows) as f64;
+    Figures::from_latencies(latencies, elapsed, rows)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -220,32 +283,34 @@ fn main() -> anyhow::Result<()> {
     )?;
 
     println!("sluice bench: fixture MLP (16 -> 32 -> 4), one intra-op thread, servers on CPU 0");
+    println!("throughput is in rows/s (one row per request unless stated)");
     println!();
-    let (raw_one, raw_batch) = raw(&repository.join("mlp/1/model.onnx"))?;
-    raw_one.print("raw session.run, 1 row", "runs");
-    raw_batch.print(&format!("raw session.run, {MAX_BATCH}-row batches"), "rows");
+    let raw_figures = raw(
+        &repository.join("mlp/1/model.onnx"),
+        &[1, LARGE_REQUEST_ROWS, MAX_BATCH],
+    )?;
+    let (raw_one, raw_large, raw_max) = (&raw_figures[0], &raw_figures[1], &raw_figures[2]);
+    raw_one.print("raw session.run, 1 row", "rows");
+    raw_large.print(
+        &format!("raw session.run, {LARGE_REQUEST_ROWS}-row batches"),
+        "rows",
+    );
+    raw_max.print(&format!("raw session.run, {MAX_BATCH}-row batches"), "rows");
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(256)
-            .build()?;
-        let body = request_body();
+        let client = reqwest::Client::builder().pool_max_idle_per_host(256).build()?;
+        let single = Payload::json(1);
 
         let mut cold_starts = Vec::new();
         for attempt in 0..5u16 {
             let port = 19100 + attempt * 2;
             let started = Instant::now();
             let _server = start_sluice(&server_binary, &repository, port)?;
-            wait_until_ok(
-                &client,
-                &format!("http://127.0.0.1:{port}/v2/health/ready"),
-                None,
-            )
-            .await;
+            wait_until_ok(&client, &format!("http://127.0.0.1:{port}/v2/health/ready"), None).await;
             cold_starts.push(started.elapsed());
         }
         cold_starts.sort();
@@ -258,24 +323,31 @@ fn main() -> anyhow::Result<()> {
                 .spawn()
                 .context("start naive_server")?,
         );
-        let sluice_url = "http://127.0.0.1:19000/v2/models/mlp/infer";
-        let naive_url = "http://127.0.0.1:19010/v2/models/mlp/infer";
-        wait_until_ok(&client, sluice_url, Some(&body)).await;
-        wait_until_ok(&client, naive_url, Some(&body)).await;
+        let path = "/v2/models/mlp/infer";
+        let (sluice_port, naive_port) = (19000, 19010);
+        let probe = String::from_utf8(single.body.clone())?;
+        for port in [sluice_port, naive_port] {
+            wait_until_ok(&client, &format!("http://127.0.0.1:{port}{path}"), Some(&probe)).await;
+        }
 
         println!();
         let mut results = Vec::new();
         for concurrency in [1, 16, 64] {
-            let naive = load(&client, naive_url, &body, concurrency).await;
-            naive.print(&format!("naive server, concurrency {concurrency}"), "req");
-            let sluice = load(&client, sluice_url, &body, concurrency).await;
-            sluice.print(&format!("sluice-server, concurrency {concurrency}"), "req");
-            results.push((concurrency, naive, sluice));
+            let naive = load(naive_port, path, &single, concurrency).await;
+            naive.print(&format!("naive server, concurrency {concurrency}"), "rows");
+            let sluice = load(sluice_port, path, &single, concurrency).await;
+            sluice.print(&format!("sluice-server, concurrency {concurrency}"), "rows");
+            results.push((naive, sluice));
         }
+        let large = load(sluice_port, path, &Payload::binary(LARGE_REQUEST_ROWS), 16).await;
+        large.print(
+            &format!("sluice-server, {LARGE_REQUEST_ROWS}-row binary, conc. 16"),
+            "rows",
+        );
 
-        let (_, naive_1, sluice_1) = &results[0];
-        let (_, naive_16, sluice_16) = &results[1];
-        let (_, _, sluice_64) = &results[2];
+        let (naive_1, sluice_1) = &results[0];
+        let (naive_16, sluice_16) = &results[1];
+        let (_, sluice_64) = &results[2];
         let micros = |d: Duration| d.as_secs_f64() * 1e6;
         println!();
         println!(
@@ -283,7 +355,7 @@ fn main() -> anyhow::Result<()> {
             cold_starts[2].as_secs_f64() * 1e3
         );
         println!(
-            "p50 overhead beyond raw session.run at concurrency 1: {:.1} us (naive: {:.1} us)",
+            "p50 overhead beyond raw session.run at concurrency 1: {:.1} us (naive server: {:.1} us)",
             micros(sluice_1.p50) - micros(raw_one.p50),
             micros(naive_1.p50) - micros(raw_one.p50)
         );
@@ -296,8 +368,12 @@ fn main() -> anyhow::Result<()> {
             sluice_16.per_second / naive_16.per_second
         );
         println!(
-            "saturation (concurrency 64) throughput / raw batched rows: {:.0}%",
-            100.0 * sluice_64.per_second / raw_batch.per_second
+            "saturation, single-row JSON (concurrency 64): {:.1}% of raw {MAX_BATCH}-row session.run",
+            100.0 * sluice_64.per_second / raw_max.per_second
+        );
+        println!(
+            "saturation, {LARGE_REQUEST_ROWS}-row binary requests: {:.1}% of raw {MAX_BATCH}-row session.run",
+            100.0 * large.per_second / raw_max.per_second
         );
         anyhow::Ok(())
     })?;
