@@ -5,7 +5,6 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 need=()
-command -v prometheus >/dev/null || need+=(prometheus)
 command -v iptables >/dev/null || need+=(iptables)
 command -v nft >/dev/null || need+=(nftables)
 command -v ip >/dev/null || need+=(iproute2)
@@ -17,7 +16,6 @@ if ((${#need[@]})); then
     echo "cluster-deps: installing ${need[*]}" >&2
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    # --no-install-recommends keeps prometheus from pulling in its exporters.
     apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
