@@ -1,0 +1,595 @@
+//! Integration tests against a real kube-apiserver and etcd (see `support`): the
+//! committed CRD installs and rejects bad manifests, and the controller creates,
+//! updates, reports on and deletes what serves an InferenceService, writing nothing
+//! when nothing changed.
+//!
+//! One control plane serves every scenario (each in its own namespace), so this
+//! test has its own `main` (`harness = false`) that starts it once and stops it last.
+
+mod support;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
+};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+use sluice_operator::build::{ISVC_LABEL, REVISION_LABEL};
+use sluice_operator::config::BuildConfig;
+use sluice_operator::crd::InferenceService;
+use sluice_operator::leader::LeaseLock;
+use sluice_operator::metrics::Metrics;
+use sluice_operator::reconcile::Context;
+use support::ApiServer;
+use tokio::sync::oneshot;
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+fn main() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = ApiServer::start();
+    let failures = runtime.block_on(async {
+        let client = server.client().await;
+        install_crd(&client).await;
+        let metrics = Metrics::default();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let ctx = Arc::new(Context {
+            client: client.clone(),
+            config: BuildConfig::default(),
+            recorder: Recorder::new(
+                client.clone(),
+                Reporter {
+                    controller: "sluice-operator".into(),
+                    instance: Some("test".into()),
+                },
+            ),
+            metrics: metrics.clone(),
+        });
+        let controller = tokio::spawn(sluice_operator::controller::run(ctx, async {
+            let _ = stopped.await;
+        }));
+
+        let mut failures = Vec::new();
+        let scenarios: Vec<(&str, std::pin::Pin<Box<dyn Future<Output = ()> + Send>>)> = vec![
+            (
+                "invalid manifests are rejected with the field named",
+                Box::pin(invalid_manifests(client.clone())),
+            ),
+            (
+                "create, no-op, update, ready, scale down, delete",
+                Box::pin(lifecycle(client.clone(), metrics.clone())),
+            ),
+            (
+                "fetch failures and crash loops become conditions and events",
+                Box::pin(pod_failures(client.clone())),
+            ),
+            (
+                "leader election has one holder at a time",
+                Box::pin(leader_election(client.clone())),
+            ),
+        ];
+        for (name, scenario) in scenarios {
+            let started = Instant::now();
+            match tokio::spawn(scenario).await {
+                Ok(()) => println!(
+                    "test {name} ... ok ({:.1}s)",
+                    started.elapsed().as_secs_f64()
+                ),
+                Err(e) => {
+                    println!("test {name} ... FAILED: {e}");
+                    failures.push(name);
+                }
+            }
+        }
+        let _ = stop.send(());
+        tokio::time::timeout(Duration::from_secs(10), controller)
+            .await
+            .expect("the controller shuts down gracefully")
+            .unwrap();
+        failures
+    });
+    drop(server);
+    if !failures.is_empty() {
+        eprintln!("{} scenario(s) failed: {failures:?}", failures.len());
+        std::process::exit(1);
+    }
+    println!("\ntest result: ok. 4 passed");
+}
+
+async fn install_crd(client: &Client) {
+    let path = support::repo_root().join("crds/serving.sluice.dev_inferenceservices.yaml");
+    let crd: CustomResourceDefinition =
+        serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    api.patch(
+        &crd.name_any(),
+        &PatchParams::apply("sluice-test").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .unwrap();
+    eventually("the CRD is established", || async {
+        let crd = api.get(&crd.name_any()).await.ok()?;
+        let established = crd
+            .status?
+            .conditions?
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True");
+        established.then_some(())
+    })
+    .await;
+}
+
+async fn namespace(client: &Client, name: &str) {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+    api.create(&PostParams::default(), &ns).await.unwrap();
+}
+
+/// Polls `check` until it returns `Some`, or panics naming `what`.
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn dynamic(client: &Client, ns: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(
+        client.clone(),
+        ns,
+        &ApiResource::erase::<InferenceService>(&()),
+    )
+}
+
+fn manifest(name: &str, spec: Value) -> DynamicObject {
+    serde_json::from_value(json!({
+        "apiVersion": "serving.sluice.dev/v1alpha1",
+        "kind": "InferenceService",
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+fn condition(isvc: &InferenceService, type_: &str) -> Option<(String, String, String)> {
+    let c = isvc
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)?;
+    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+async fn events(client: &Client, ns: &str, name: &str) -> Vec<(String, String, String)> {
+    let api: Api<Event> = Api::namespaced(client.clone(), ns);
+    api.list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .map(|e| {
+            (
+                e.type_.unwrap_or_default(),
+                e.reason.unwrap_or_default(),
+                e.note.unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+async fn invalid_manifests(client: Client) {
+    let ns = "invalid";
+    namespace(&client, ns).await;
+    let api = dynamic(&client, ns);
+    let uri = "s3://models/fraud/3/model.onnx";
+    let cases = [
+        (
+            json!({"model": {"storageUri": uri}, "minReplicas": 3, "maxReplicas": 2}),
+            "spec.minReplicas must not be above spec.maxReplicas",
+        ),
+        (
+            json!({"model": {"storageUri": "ftp://models/fraud.onnx"}}),
+            "spec.model.storageUri",
+        ),
+        (
+            json!({"model": {"storageUri": "pvc://claim-without-path"}}),
+            "pvc://<claim-name>/<path>",
+        ),
+        (
+            json!({"model": {"storageUri": uri, "sha256": "not-a-digest"}}),
+            "spec.model.sha256",
+        ),
+        (
+            json!({"model": {"storageUri": uri, "format": "pytorch"}}),
+            "spec.model.format",
+        ),
+        (
+            json!({"model": {"storageUri": uri}, "runtime": {"device": "tpu"}}),
+            "spec.runtime.device",
+        ),
+        (
+            json!({"model": {"storageUri": uri}, "minReplicas": 0}),
+            "spec.minReplicas",
+        ),
+        (json!({"minReplicas": 2}), "spec.model"),
+    ];
+    for (i, (spec, expected)) in cases.into_iter().enumerate() {
+        let err = api
+            .create(
+                &PostParams::default(),
+                &manifest(&format!("bad-{i}"), spec.clone()),
+            )
+            .await
+            .expect_err(&format!("{spec} must be rejected"));
+        let message = err.to_string();
+        assert!(
+            message.contains(expected),
+            "rejection of {spec} says {message:?}, which does not name {expected:?}"
+        );
+    }
+    // DESIGN.md's minimal manifest stays valid.
+    let minimal = "apiVersion: serving.sluice.dev/v1alpha1\nkind: InferenceService\nmetadata: {name: fraud, namespace: invalid}\nspec:\n  model:\n    storageUri: s3://models/fraud/3/model.onnx\n";
+    let object: DynamicObject = serde_saphyr::from_str(minimal).unwrap();
+    let created = api
+        .create(
+            &PostParams {
+                dry_run: true,
+                ..PostParams::default()
+            },
+            &object,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        created.data["spec"]["minReplicas"], 2,
+        "minReplicas defaults to the HA floor"
+    );
+}
+
+async fn lifecycle(client: Client, metrics: Metrics) {
+    let ns = "lifecycle";
+    namespace(&client, ns).await;
+    let isvcs: Api<InferenceService> = Api::namespaced(client.clone(), ns);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), ns);
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let uri1 = "file:///models/iris/1/model.onnx";
+    dynamic(&client, ns)
+        .create(
+            &PostParams::default(),
+            &manifest("iris", json!({"model": {"storageUri": uri1}})),
+        )
+        .await
+        .unwrap();
+
+    // Create: every object appears, owned by the InferenceService, and status says why it is not ready.
+    let deployment = eventually("the Deployment exists", || async {
+        deployments.get_opt("iris").await.ok()?
+    })
+    .await;
+    let isvc = eventually("status reports the revision", || async {
+        let i = isvcs.get("iris").await.ok()?;
+        i.status.as_ref()?.revision.as_ref()?;
+        Some(i)
+    })
+    .await;
+    let status = isvc.status.clone().unwrap();
+    let revision1 = status.revision.clone().unwrap();
+    assert_eq!(status.observed_generation, isvc.metadata.generation);
+    assert_eq!(
+        status.url.as_deref(),
+        Some("http://iris.lifecycle.svc.cluster.local:8080")
+    );
+    assert_eq!(condition(&isvc, "Reconciled").unwrap().0, "True");
+    assert_eq!(condition(&isvc, "Ready").unwrap().0, "False");
+    assert!(
+        isvc.finalizers()
+            .contains(&"serving.sluice.dev/cleanup".to_string())
+    );
+    let owner = &deployment.owner_references()[0];
+    assert_eq!(
+        (owner.uid.as_str(), owner.controller),
+        (isvc.uid().unwrap().as_str(), Some(true))
+    );
+    assert_eq!(deployment.spec.as_ref().unwrap().replicas, Some(2));
+    assert!(services.get_opt("iris").await.unwrap().is_some());
+    assert!(
+        pdbs.get_opt("iris").await.unwrap().is_some(),
+        "two replicas get a PodDisruptionBudget"
+    );
+    assert!(
+        config_maps
+            .get_opt(&format!("iris-{revision1}"))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let managers: Vec<_> = deployment
+        .managed_fields()
+        .iter()
+        .filter_map(|m| m.manager.clone())
+        .collect();
+    assert_eq!(managers, ["sluice-operator"], "one field manager");
+    eventually("a Created event is published", || async {
+        events(&client, ns, "iris")
+            .await
+            .iter()
+            .any(|e| e.1 == "Created")
+            .then_some(())
+    })
+    .await;
+
+    // No-op: reconciles run (an annotation triggers one, and so does time) but write nothing.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (writes, reconciles) = (metrics.total_writes(), metrics.reconciliations.get());
+    let unchanged_version = deployment.resource_version();
+    for i in 0..3 {
+        isvcs
+            .patch(
+                "iris",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": {"poke": i.to_string()}}})),
+            )
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    assert!(
+        metrics.reconciliations.get() >= reconciles + 3,
+        "the annotations triggered reconciles"
+    );
+    assert_eq!(
+        metrics.total_writes(),
+        writes,
+        "a no-op reconcile writes nothing"
+    );
+    assert_eq!(
+        deployments.get("iris").await.unwrap().resource_version(),
+        unchanged_version
+    );
+
+    // Update: a new model is a new revision, rolled through the same Deployment.
+    let uri2 = "file:///models/iris/2/model.onnx";
+    isvcs
+        .patch(
+            "iris",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"model": {"storageUri": uri2}}})),
+        )
+        .await
+        .unwrap();
+    let revision2 = eventually("status moves to a new revision", || async {
+        let r = isvcs.get("iris").await.ok()?.status?.revision?;
+        (r != revision1).then_some(r)
+    })
+    .await;
+    let deployment = deployments.get("iris").await.unwrap();
+    let template = deployment.spec.as_ref().unwrap().template.clone();
+    assert_eq!(
+        template.metadata.unwrap().labels.unwrap()[REVISION_LABEL],
+        revision2
+    );
+    let args = template.spec.unwrap().init_containers.unwrap()[0]
+        .args
+        .clone()
+        .unwrap();
+    assert_eq!(args[1..3], ["--uri".to_string(), uri2.to_string()]);
+    eventually("a RolloutStarted event is published", || async {
+        events(&client, ns, "iris")
+            .await
+            .iter()
+            .any(|e| e.1 == "RolloutStarted" && e.2.contains(&revision2))
+            .then_some(())
+    })
+    .await;
+
+    // Ready: once the Deployment reports the new revision available (as the
+    // controller manager would), the InferenceService turns Ready and the old
+    // revision's ConfigMap goes.
+    let generation = deployment.metadata.generation;
+    deployments
+        .patch_status(
+            "iris",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"observedGeneration": generation, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 2, "availableReplicas": 2}})),
+        )
+        .await
+        .unwrap();
+    let isvc = eventually("the InferenceService is Ready", || async {
+        let i = isvcs.get("iris").await.ok()?;
+        (condition(&i, "Ready")?.0 == "True").then_some(i)
+    })
+    .await;
+    let status = isvc.status.unwrap();
+    assert_eq!((status.replicas, status.ready_replicas), (2, 2));
+    assert_eq!(status.stable_revision.as_deref(), Some(revision2.as_str()));
+    eventually("the old revision's ConfigMap is deleted", || async {
+        config_maps
+            .get_opt(&format!("iris-{revision1}"))
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+
+    // One replica cannot afford a disruption budget.
+    isvcs
+        .patch(
+            "iris",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"minReplicas": 1}})),
+        )
+        .await
+        .unwrap();
+    eventually("the PodDisruptionBudget is deleted", || async {
+        pdbs.get_opt("iris").await.ok()?.is_none().then_some(())
+    })
+    .await;
+
+    // Delete: the finalizer removes every object, then the InferenceService goes.
+    isvcs
+        .delete("iris", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the InferenceService is gone", || async {
+        isvcs.get_opt("iris").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    assert!(deployments.get_opt("iris").await.unwrap().is_none());
+    assert!(services.get_opt("iris").await.unwrap().is_none());
+    let left = config_maps
+        .list(&ListParams::default().labels(&format!("{ISVC_LABEL}=iris")))
+        .await
+        .unwrap();
+    assert!(left.items.is_empty(), "ConfigMaps left behind");
+}
+
+async fn pod_failures(client: Client) {
+    let ns = "failures";
+    namespace(&client, ns).await;
+    let isvcs: Api<InferenceService> = Api::namespaced(client.clone(), ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    dynamic(&client, ns)
+        .create(
+            &PostParams::default(),
+            &manifest("fraud", json!({"model": {"storageUri": "file:///models/fraud.onnx", "sha256": "0".repeat(64)}})),
+        )
+        .await
+        .unwrap();
+    let revision = eventually("status reports the revision", || async {
+        isvcs.get("fraud").await.ok()?.status?.revision
+    })
+    .await;
+    // A pod of that revision whose fetcher refused the file, as the kubelet reports it.
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "fraud-1", "labels": {ISVC_LABEL: "fraud", REVISION_LABEL: revision}},
+        "spec": {"containers": [{"name": "server", "image": "sluice-server"}]},
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let failed_fetch = json!({"status": {"initContainerStatuses": [{
+        "name": "fetch-model", "image": "sluice-server", "imageID": "", "ready": false, "restartCount": 2,
+        "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+        "lastState": {"terminated": {"exitCode": 1, "reason": "Error",
+            "message": "fetching file:///models/fraud.onnx\nerror: sha256 mismatch: expected 0000, got 1234"}}
+    }]}});
+    pods.patch_status(
+        "fraud-1",
+        &PatchParams::default(),
+        &Patch::Merge(failed_fetch),
+    )
+    .await
+    .unwrap();
+    let (_, reason, message) = eventually("ModelFetched turns False", || async {
+        let c = condition(&isvcs.get("fraud").await.ok()?, "ModelFetched")?;
+        (c.0 == "False").then_some(c)
+    })
+    .await;
+    assert_eq!(reason, "DigestMismatch");
+    assert!(message.contains("sha256 mismatch"), "{message}");
+    let isvc = isvcs.get("fraud").await.unwrap();
+    assert_eq!(condition(&isvc, "Ready").unwrap().1, "DigestMismatch");
+    assert_eq!(
+        isvc.status.unwrap().phase,
+        Some(sluice_operator::crd::Phase::Failed)
+    );
+    eventually("a DigestMismatch warning is published", || async {
+        events(&client, ns, "fraud")
+            .await
+            .iter()
+            .any(|e| e.0 == "Warning" && e.1 == "DigestMismatch")
+            .then_some(())
+    })
+    .await;
+
+    // The fetch succeeds, then the server crash-loops.
+    let crashing = json!({"status": {
+        "initContainerStatuses": [{"name": "fetch-model", "image": "sluice-server", "imageID": "", "ready": true, "restartCount": 2,
+            "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}],
+        "containerStatuses": [{"name": "server", "image": "sluice-server", "imageID": "", "ready": false, "restartCount": 4,
+            "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+            "lastState": {"terminated": {"exitCode": 101, "reason": "Error", "message": "model failed to load"}}}]
+    }});
+    pods.patch_status("fraud-1", &PatchParams::default(), &Patch::Merge(crashing))
+        .await
+        .unwrap();
+    let (_, reason, message) = eventually("Available reports the crash loop", || async {
+        let c = condition(&isvcs.get("fraud").await.ok()?, "Available")?;
+        (c.1 == "CrashLooping").then_some(c)
+    })
+    .await;
+    assert!(
+        message.contains("fraud-1") && message.contains("model failed to load"),
+        "{reason}: {message}"
+    );
+    assert_eq!(
+        condition(&isvcs.get("fraud").await.unwrap(), "ModelFetched")
+            .unwrap()
+            .0,
+        "True"
+    );
+    eventually("a CrashLooping warning is published", || async {
+        events(&client, ns, "fraud")
+            .await
+            .iter()
+            .any(|e| e.0 == "Warning" && e.1 == "CrashLooping")
+            .then_some(())
+    })
+    .await;
+}
+
+async fn leader_election(client: Client) {
+    let ns = "leases";
+    namespace(&client, ns).await;
+    let a = LeaseLock::new(
+        client.clone(),
+        ns,
+        "sluice-operator",
+        "a",
+        Duration::from_secs(15),
+    );
+    let b = LeaseLock::new(
+        client.clone(),
+        ns,
+        "sluice-operator",
+        "b",
+        Duration::from_secs(15),
+    );
+    assert!(
+        a.try_acquire_or_renew().await.unwrap(),
+        "a free Lease is acquired"
+    );
+    assert!(
+        !b.try_acquire_or_renew().await.unwrap(),
+        "a held Lease is not"
+    );
+    assert!(a.try_acquire_or_renew().await.unwrap(), "the holder renews");
+    a.release().await.unwrap();
+    assert!(
+        b.try_acquire_or_renew().await.unwrap(),
+        "a released Lease is taken over"
+    );
+    assert!(!a.try_acquire_or_renew().await.unwrap());
+}
