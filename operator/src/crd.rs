@@ -32,29 +32,12 @@ pub const GROUP: &str = "serving.sluice.dev";
         status_replicas_path = ".status.replicas",
         label_selector_path = ".status.selector"
     ),
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
-    ),
-    printcolumn(name = "URL", type_ = "string", json_path = ".status.url"),
-    printcolumn(name = "Revision", type_ = "string", json_path = ".status.revision"),
-    printcolumn(
-        name = "Replicas",
-        type_ = "integer",
-        json_path = ".status.readyReplicas"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    ),
-    printcolumn(
-        name = "Reason",
-        type_ = "string",
-        priority = 1,
-        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
-    )
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"URL","type":"string","jsonPath":".status.url"}"#,
+    printcolumn = r#"{"name":"Revision","type":"string","jsonPath":".status.revision"}"#,
+    printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".status.readyReplicas"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#
 )]
 #[x_kube(validation = Rule::new(
     "!has(self.maxReplicas) || self.minReplicas <= self.maxReplicas"
@@ -269,6 +252,19 @@ spec:
         assert_eq!(isvc.spec.max_replicas, None);
         assert_eq!(isvc.spec.model.format, ModelFormat::Onnx);
         assert_eq!(isvc.spec.runtime, RuntimeSpec::default());
+    }
+
+    #[test]
+    fn checked_in_crd_is_current() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../crds/serving.sluice.dev_inferenceservices.yaml"
+        );
+        let checked_in = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            checked_in == crd_yaml(&InferenceService::crd()).unwrap(),
+            "{path} is stale: run `make crdgen` and commit the result"
+        );
     }
 
     #[test]

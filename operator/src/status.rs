@@ -210,7 +210,7 @@ pub fn rolled_out(deployment: Option<&Deployment>, revision: &str) -> bool {
         && status.available_replicas.unwrap_or(0) >= want
 }
 
-fn init_status<'a>(pod: &'a Pod) -> Option<&'a ContainerStatus> {
+fn init_status(pod: &Pod) -> Option<&ContainerStatus> {
     pod.status
         .as_ref()?
         .init_container_statuses

@@ -59,7 +59,8 @@ fn main() {
         }));
 
         let mut failures = Vec::new();
-        let scenarios: Vec<(&str, std::pin::Pin<Box<dyn Future<Output = ()> + Send>>)> = vec![
+        type Scenario = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+        let scenarios: Vec<(&str, Scenario)> = vec![
             (
                 "invalid manifests are rejected with the field named",
                 Box::pin(invalid_manifests(client.clone())),

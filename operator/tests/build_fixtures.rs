@@ -355,7 +355,8 @@ fn thread_budget_follows_the_cpu_limit_and_batching_reaches_the_server() {
 #[test]
 fn validate_names_the_field_at_fault() {
     let base = fixture("minimal");
-    let cases: Vec<(Box<dyn Fn(&mut InferenceService)>, &str)> = vec![
+    type Mutation = Box<dyn Fn(&mut InferenceService)>;
+    let cases: Vec<(Mutation, &str)> = vec![
         (
             Box::new(|i| i.spec.model.storage_uri = "ftp://x/model.onnx".into()),
             "spec.model.storageUri",

@@ -1,0 +1,37 @@
+# The operator (operator/): CRD generation, its staleness check, tests, and the
+# local-cluster main job. Included by the root Makefile.
+
+OPERATOR_CRD := $(REPO_ROOT)/crds/serving.sluice.dev_inferenceservices.yaml
+
+TEST_TARGETS += check-crds test-operator
+.PHONY: crdgen check-crds test-operator test-operator-e2e up-cluster scale-operator
+
+## crdgen: regenerate crds/ from the Rust types
+crdgen:
+	$(CARGO) run -q -p sluice-operator --bin crdgen > $(OPERATOR_CRD).tmp
+	mv $(OPERATOR_CRD).tmp $(OPERATOR_CRD)
+	cp $(OPERATOR_CRD) $(REPO_ROOT)/config/crd/bases/
+	cp $(OPERATOR_CRD) $(REPO_ROOT)/charts/sluice/crds/
+
+## check-crds: fail when crds/ (or its copies in config/ and charts/) is stale
+check-crds:
+	@$(CARGO) run -q -p sluice-operator --bin crdgen | diff -u $(OPERATOR_CRD) - \
+		|| { echo "crds/ is stale: run 'make crdgen' and commit" >&2; exit 1; }
+	@diff -q $(OPERATOR_CRD) $(REPO_ROOT)/config/crd/bases/$(notdir $(OPERATOR_CRD))
+	@diff -q $(OPERATOR_CRD) $(REPO_ROOT)/charts/sluice/crds/$(notdir $(OPERATOR_CRD))
+
+## test-operator: operator unit, fixture and API-server integration tests
+test-operator:
+	$(CARGO) test -p sluice-operator
+
+## test-operator-e2e: kubectl apply a sample on the local cluster, infer, delete
+test-operator-e2e: build
+	@$(REPO_ROOT)/e2e/operator/e2e.sh
+
+## up-cluster: local cluster, CRDs, operator, a sample InferenceService, one prediction
+up-cluster: build
+	@$(REPO_ROOT)/scripts/up-cluster.sh
+
+## scale-operator: operator memory and reconcile p50 with 200 InferenceServices
+scale-operator:
+	$(CARGO) run --release -p sluice-operator --example scale
