@@ -15,6 +15,7 @@ use tokio::sync::oneshot;
 
 use crate::error::InferError;
 use crate::metrics::VersionMetrics;
+use crate::monitoring::Monitor;
 use crate::runtime::OnnxModel;
 use crate::tensor::Tensor;
 
@@ -27,6 +28,8 @@ pub struct Job {
     pub inputs: Vec<Tensor>,
     /// When the request entered the queue.
     pub enqueued: Instant,
+    /// The request's id, kept when the monitor logs predictions for feedback.
+    pub id: Option<String>,
     /// Where the result goes; a closed channel means the caller gave up.
     pub reply: oneshot::Sender<JobResult>,
 }
@@ -99,6 +102,7 @@ pub fn run_executor(
     receiver: Receiver<Job>,
     policy: BatchPolicy,
     metrics: &VersionMetrics,
+    monitor: Option<&Monitor>,
 ) {
     let mut deferred: VecDeque<Job> = VecDeque::new();
     loop {
@@ -118,7 +122,7 @@ pub fn run_executor(
         } else {
             vec![first]
         };
-        execute(model, batch, metrics);
+        execute(model, batch, metrics, monitor);
     }
 }
 
@@ -179,8 +183,13 @@ fn collect_batch(
     batch
 }
 
-/// Runs one batch and sends each job its share of the outputs.
-fn execute(model: &mut OnnxModel, batch: Vec<Job>, metrics: &VersionMetrics) {
+/// Runs one batch, shows it to the monitor and sends each job its share of the outputs.
+fn execute(
+    model: &mut OnnxModel,
+    batch: Vec<Job>,
+    metrics: &VersionMetrics,
+    monitor: Option<&Monitor>,
+) {
     let started = Instant::now();
     for job in &batch {
         metrics
@@ -189,23 +198,32 @@ fn execute(model: &mut OnnxModel, batch: Vec<Job>, metrics: &VersionMetrics) {
     }
     let rows: Vec<usize> = batch.iter().map(Job::rows).collect();
     let total_rows: usize = rows.iter().sum();
-    let result = if let [job] = batch.as_slice() {
-        let inputs: Vec<&Tensor> = job.inputs.iter().collect();
-        run_guarded(model, &inputs)
-    } else {
-        let stacked: Vec<Tensor> = (0..batch[0].inputs.len())
+    let stacked: Option<Vec<Tensor>> = (batch.len() > 1).then(|| {
+        (0..batch[0].inputs.len())
             .map(|input| {
                 let parts: Vec<&Tensor> = batch.iter().map(|job| &job.inputs[input]).collect();
                 Tensor::concat_rows(&parts)
             })
-            .collect();
-        let inputs: Vec<&Tensor> = stacked.iter().collect();
-        run_guarded(model, &inputs)
+            .collect()
+    });
+    let inputs: Vec<&Tensor> = match &stacked {
+        Some(stacked) => stacked.iter().collect(),
+        None => batch[0].inputs.iter().collect(),
     };
+    let result = run_guarded(model, &inputs);
     metrics
         .compute_duration
         .observe(started.elapsed().as_secs_f64());
     metrics.batch_size.observe(total_rows as f64);
+    if let (Some(monitor), Ok(outputs)) = (monitor, &result) {
+        let requests = batch
+            .iter()
+            .zip(&rows)
+            .map(|(job, rows)| (job.id.clone(), *rows))
+            .collect();
+        monitor.observe(&inputs, outputs, requests);
+    }
+    drop(inputs);
 
     match result {
         Ok(outputs) if batch.len() == 1 => {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::fetch::fetch;
+use crate::monitoring::profile::{ProfileRequest, TrainingData, build};
 use crate::serve::{ServeOptions, serve};
 
 /// Sluice's model server.
@@ -38,6 +39,30 @@ enum Command {
     Serve(ServeArgs),
     /// Download a model to DEST/model.onnx, verifying its sha256 (for init containers).
     Fetch(FetchArgs),
+    /// Write a reference profile of training data and the model's answers to it.
+    Profile(ProfileArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ProfileArgs {
+    /// The ONNX model (one input of shape [-1, features]).
+    #[arg(long)]
+    model: PathBuf,
+    /// Training data: CSV with a header row, or a 2-D NumPy .npy array.
+    #[arg(long)]
+    data: PathBuf,
+    /// Where to write the profile (JSON).
+    #[arg(long)]
+    output: PathBuf,
+    /// CSV column holding the true label or value (excluded from the features).
+    #[arg(long)]
+    label_column: Option<String>,
+    /// Features whose values are category codes.
+    #[arg(long, value_delimiter = ',')]
+    categorical: Vec<String>,
+    /// Most values kept per numeric column.
+    #[arg(long, default_value_t = 10_000)]
+    sample_size: usize,
 }
 
 #[derive(Debug, clap::Args)]
@@ -118,6 +143,27 @@ pub fn run() -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             runtime.block_on(serve(options))?;
+            Ok(())
+        }
+        Command::Profile(args) => {
+            let data = match args.data.extension().and_then(|e| e.to_str()) {
+                Some("npy") => TrainingData::from_npy(&args.data)?,
+                _ => TrainingData::from_csv(&args.data, args.label_column.as_deref())?,
+            };
+            let request = ProfileRequest {
+                data: &data,
+                categorical: &args.categorical,
+                sample_size: args.sample_size,
+            };
+            let profile = build(&args.model, &request)?;
+            profile.save(&args.output)?;
+            tracing::info!(
+                output = %args.output.display(),
+                rows = profile.rows,
+                features = profile.features.len(),
+                outputs = profile.outputs.len(),
+                "profile written"
+            );
             Ok(())
         }
         Command::Fetch(args) => {

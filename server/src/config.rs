@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::monitoring::MonitoringConfig;
+
 /// Where a model runs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -41,6 +43,8 @@ pub struct ModelConfig {
     pub warmup: WarmupConfig,
     /// Limits on what one request may carry.
     pub limits: InputLimits,
+    /// Drift and quality monitoring against a reference profile.
+    pub monitoring: Option<MonitoringConfig>,
 }
 
 impl Default for ModelConfig {
@@ -55,6 +59,7 @@ impl Default for ModelConfig {
             cpu_fallback: false,
             warmup: WarmupConfig::default(),
             limits: InputLimits::default(),
+            monitoring: None,
         }
     }
 }
@@ -186,6 +191,23 @@ mod tests {
         assert_eq!(
             config.limits.max_elements,
             InputLimits::default().max_elements
+        );
+    }
+
+    #[test]
+    fn monitoring_takes_defaults_beside_its_profile() {
+        let config = ModelConfig::parse(
+            "monitoring:\n  profile: profile.json\n  feedback:\n    output: label\n    task: classification\n",
+        )
+        .unwrap();
+        let monitoring = config.monitoring.unwrap();
+        assert_eq!(monitoring.profile, "profile.json");
+        assert_eq!(monitoring.window, 1000);
+        let feedback = monitoring.feedback.unwrap();
+        assert_eq!(feedback.retention, 10_000);
+        assert!(
+            ModelConfig::parse("monitoring:\n  window: 5\n").is_err(),
+            "the profile is required"
         );
     }
 

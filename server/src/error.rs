@@ -12,6 +12,9 @@ pub enum InferError {
     /// The request is malformed or does not match the model.
     #[error("{0}")]
     InvalidInput(String),
+    /// The request conflicts with what was already done (feedback given twice).
+    #[error("{0}")]
+    Conflict(String),
     /// The model's queue is full.
     #[error("model '{0}' is overloaded: its queue is full, retry later")]
     QueueFull(String),
@@ -33,6 +36,7 @@ impl InferError {
             InferError::NotFound(_) => 404,
             InferError::NotReady(_) => 503,
             InferError::InvalidInput(_) => 400,
+            InferError::Conflict(_) => 409,
             InferError::QueueFull(_) => 429,
             InferError::Timeout(_) => 504,
             InferError::ShuttingDown => 503,
@@ -46,6 +50,7 @@ impl InferError {
             InferError::NotFound(_) => tonic::Code::NotFound,
             InferError::NotReady(_) | InferError::ShuttingDown => tonic::Code::Unavailable,
             InferError::InvalidInput(_) => tonic::Code::InvalidArgument,
+            InferError::Conflict(_) => tonic::Code::AlreadyExists,
             InferError::QueueFull(_) => tonic::Code::ResourceExhausted,
             InferError::Timeout(_) => tonic::Code::DeadlineExceeded,
             InferError::Internal(_) => tonic::Code::Internal,

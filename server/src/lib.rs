@@ -8,6 +8,7 @@ pub mod error;
 pub mod fetch;
 pub mod metrics;
 pub mod model;
+pub mod monitoring;
 pub mod protocol;
 pub mod repository;
 pub mod runtime;

@@ -6,9 +6,11 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
+
+use crate::monitoring::stats::TestResult;
 
 /// Latency buckets from 100 microseconds to 30 seconds.
 const LATENCY_BUCKETS: [f64; 17] = [
@@ -34,6 +36,88 @@ pub struct Metrics {
     queue_depth: IntGaugeVec,
     model_ready: IntGaugeVec,
     model_load_seconds: GaugeVec,
+    monitoring: MonitoringFamilies,
+}
+
+/// The drift and quality metric families.
+#[derive(Clone)]
+struct MonitoringFamilies {
+    feature_drift_score: GaugeVec,
+    feature_drift_pvalue: GaugeVec,
+    prediction_drift_score: GaugeVec,
+    missing_value_ratio: GaugeVec,
+    accuracy: GaugeVec,
+    mae: GaugeVec,
+    baseline_accuracy: GaugeVec,
+    baseline_mae: GaugeVec,
+    dropped_rows: IntCounterVec,
+}
+
+impl MonitoringFamilies {
+    fn register(registry: &Registry) -> MonitoringFamilies {
+        let gauge = |name: &str, help: &str, extra: &[&str]| {
+            let labels: Vec<&str> = MODEL_LABELS.iter().chain(extra).copied().collect();
+            let vec = GaugeVec::new(Opts::new(name, help), &labels).expect("valid gauge");
+            registry
+                .register(Box::new(vec.clone()))
+                .expect("unique metric");
+            vec
+        };
+        let dropped_rows = IntCounterVec::new(
+            Opts::new(
+                "sluice_monitoring_dropped_rows_total",
+                "Rows the drift monitor skipped because it had fallen behind.",
+            ),
+            &MODEL_LABELS,
+        )
+        .expect("valid counter");
+        registry
+            .register(Box::new(dropped_rows.clone()))
+            .expect("unique metric");
+        MonitoringFamilies {
+            feature_drift_score: gauge(
+                "sluice_feature_drift_score",
+                "Drift of an input feature from the reference profile: the test's statistic.",
+                &["feature", "test"],
+            ),
+            feature_drift_pvalue: gauge(
+                "sluice_feature_drift_pvalue",
+                "p-value of the drift test of an input feature (ks, chi2).",
+                &["feature", "test"],
+            ),
+            prediction_drift_score: gauge(
+                "sluice_prediction_drift_score",
+                "Shift of an output's distribution from the reference profile.",
+                &["output", "test"],
+            ),
+            missing_value_ratio: gauge(
+                "sluice_missing_value_ratio",
+                "Share of missing (NaN) values of a feature in the current window.",
+                &["feature"],
+            ),
+            accuracy: gauge(
+                "sluice_model_accuracy",
+                "Share of correct predictions over the feedback window.",
+                &[],
+            ),
+            mae: gauge(
+                "sluice_model_mean_absolute_error",
+                "Mean absolute error over the feedback window.",
+                &[],
+            ),
+            baseline_accuracy: gauge(
+                "sluice_model_baseline_accuracy",
+                "Accuracy on the training data, from the reference profile.",
+                &[],
+            ),
+            baseline_mae: gauge(
+                "sluice_model_baseline_mean_absolute_error",
+                "Mean absolute error on the training data, from the reference profile.",
+                &[],
+            ),
+            dropped_rows,
+        }
+    }
 }
 
 impl Metrics {
@@ -119,7 +203,9 @@ impl Metrics {
         ] {
             registry.register(collector).expect("unique metric");
         }
+        let monitoring = MonitoringFamilies::register(&registry);
         Metrics {
+            monitoring,
             registry,
             requests,
             request_duration,
@@ -148,6 +234,12 @@ impl Metrics {
             queue_depth: self.queue_depth.with_label_values(&labels),
             ready: self.model_ready.with_label_values(&labels),
             load_seconds: self.model_load_seconds.with_label_values(&labels),
+            accuracy: self.monitoring.accuracy.with_label_values(&labels),
+            mae: self.monitoring.mae.with_label_values(&labels),
+            baseline_accuracy: self.monitoring.baseline_accuracy.with_label_values(&labels),
+            baseline_mae: self.monitoring.baseline_mae.with_label_values(&labels),
+            monitoring_dropped_rows: self.monitoring.dropped_rows.with_label_values(&labels),
+            monitoring: self.monitoring.clone(),
         }
     }
 
@@ -186,6 +278,17 @@ pub struct VersionMetrics {
     pub ready: IntGauge,
     /// Cold-start seconds.
     pub load_seconds: Gauge,
+    /// Accuracy over the feedback window.
+    pub accuracy: Gauge,
+    /// Mean absolute error over the feedback window.
+    pub mae: Gauge,
+    /// Accuracy on the training data.
+    pub baseline_accuracy: Gauge,
+    /// Mean absolute error on the training data.
+    pub baseline_mae: Gauge,
+    /// Rows the monitor skipped.
+    pub monitoring_dropped_rows: IntCounter,
+    monitoring: MonitoringFamilies,
 }
 
 impl VersionMetrics {
@@ -196,6 +299,38 @@ impl VersionMetrics {
             .with_label_values(&[self.model.as_str(), self.version.as_str(), code.as_str()])
             .inc();
         self.request_duration.observe(duration.as_secs_f64());
+    }
+
+    /// The missing-value ratio gauge of a feature.
+    pub fn missing_ratio(&self, feature: &str) -> Gauge {
+        self.monitoring.missing_value_ratio.with_label_values(&[
+            self.model.as_str(),
+            self.version.as_str(),
+            feature,
+        ])
+    }
+
+    /// Publishes a feature's drift test result.
+    pub fn feature_drift(&self, feature: &str, test: &str, result: TestResult) {
+        let labels = [self.model.as_str(), self.version.as_str(), feature, test];
+        self.monitoring
+            .feature_drift_score
+            .with_label_values(&labels)
+            .set(result.statistic);
+        if let Some(pvalue) = result.pvalue {
+            self.monitoring
+                .feature_drift_pvalue
+                .with_label_values(&labels)
+                .set(pvalue);
+        }
+    }
+
+    /// Publishes an output's distribution shift.
+    pub fn prediction_drift(&self, output: &str, test: &str, score: f64) {
+        self.monitoring
+            .prediction_drift_score
+            .with_label_values(&[self.model.as_str(), self.version.as_str(), output, test])
+            .set(score);
     }
 }
 

@@ -1,7 +1,7 @@
 //! One version of one model: loading it (with warm-up), its state, checking
 //! requests against its inputs, and queueing them for its executor.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -11,6 +11,7 @@ use crate::batcher::{self, BatchPolicy, Job, JobQueue};
 use crate::config::ModelConfig;
 use crate::error::InferError;
 use crate::metrics::VersionMetrics;
+use crate::monitoring::Monitor;
 use crate::protocol::json::InputTensorJson;
 use crate::runtime::{OnnxModel, RuntimeError, TensorSpec};
 use crate::tensor::{Tensor, TensorData, element_count};
@@ -31,6 +32,7 @@ pub struct Serving {
     /// Outputs in graph order.
     pub outputs: Vec<TensorSpec>,
     queue: JobQueue,
+    monitor: Option<Arc<Monitor>>,
 }
 
 /// One version of a model in the repository.
@@ -141,12 +143,35 @@ impl ModelVersion {
         if let Err(error) = self.warm_up(&mut onnx, policy) {
             return self.fail(format!("warm-up failed: {error}"));
         }
+        let monitor = match &self.config.monitoring {
+            Some(config) => {
+                let model_dir = self
+                    .path
+                    .parent()
+                    .and_then(Path::parent)
+                    .unwrap_or(Path::new("."));
+                match Monitor::start(
+                    config,
+                    model_dir,
+                    onnx.inputs(),
+                    onnx.outputs(),
+                    &self.metrics,
+                ) {
+                    Ok(monitor) => Some(Arc::new(monitor)),
+                    Err(error) => {
+                        return self.fail(format!("invalid monitoring configuration: {error}"));
+                    }
+                }
+            }
+            None => None,
+        };
         let (queue, receiver) =
             JobQueue::bounded(self.config.max_queue_size, &self.name, self.metrics.clone());
         let serving = Serving {
             inputs: onnx.inputs().to_vec(),
             outputs: onnx.outputs().to_vec(),
             queue,
+            monitor: monitor.clone(),
         };
         let seconds = started.elapsed().as_secs_f64();
         self.metrics.load_seconds.set(seconds);
@@ -160,7 +185,13 @@ impl ModelVersion {
             "model ready"
         );
         self.state.set(Ok(serving)).ok();
-        batcher::run_executor(&mut onnx, receiver, policy, &self.metrics);
+        batcher::run_executor(
+            &mut onnx,
+            receiver,
+            policy,
+            &self.metrics,
+            monitor.as_deref(),
+        );
     }
 
     fn fail(&self, reason: String) {
@@ -207,14 +238,21 @@ impl ModelVersion {
     }
 
     /// Checks a request's inputs against the model and queues it; resolves with
-    /// every output of the model, in graph order.
-    pub async fn infer(&self, inputs: Vec<NamedTensor>) -> Result<Vec<Tensor>, InferError> {
+    /// every output of the model, in graph order. The request's `id` is kept
+    /// with its predictions when the model takes feedback.
+    pub async fn infer(
+        &self,
+        inputs: Vec<NamedTensor>,
+        id: Option<&str>,
+    ) -> Result<Vec<Tensor>, InferError> {
         let serving = self.serving()?;
         let ordered = order_inputs(&self.name, &serving.inputs, inputs, &self.config)?;
+        let keeps_ids = serving.monitor.as_ref().is_some_and(|m| m.keeps_ids());
         let (reply, result) = oneshot::channel();
         serving.queue.submit(Job {
             inputs: ordered,
             enqueued: Instant::now(),
+            id: id.filter(|_| keeps_ids).map(str::to_string),
             reply,
         })?;
         match tokio::time::timeout(self.config.request_timeout(), result).await {
@@ -222,6 +260,19 @@ impl ModelVersion {
             Ok(Err(_)) => Err(InferError::ShuttingDown),
             Err(_) => Err(InferError::Timeout(self.config.request_timeout_ms)),
         }
+    }
+}
+
+impl ModelVersion {
+    /// Joins ground truth to the predictions of request `id`; returns the rows scored.
+    pub async fn feedback(&self, id: String, values: Vec<f64>) -> Result<usize, InferError> {
+        let monitor = self.serving()?.monitor.as_ref().ok_or_else(|| {
+            InferError::InvalidInput(format!(
+                "model '{}' takes no feedback: its config.yaml has no monitoring.feedback",
+                self.name
+            ))
+        })?;
+        monitor.feedback(id, values).await
     }
 }
 

@@ -154,7 +154,8 @@ async fn run_inference(
     let serving = model.serving()?;
     let names: Vec<&str> = request.outputs.iter().map(|o| o.name.as_str()).collect();
     let selected = select_outputs(&model.name, &serving.outputs, &names)?;
-    let outputs = model.infer(inputs).await?;
+    let id = (!request.id.is_empty()).then_some(request.id.as_str());
+    let outputs = model.infer(inputs, id).await?;
     let (tensors, raw_output_contents) = selected
         .iter()
         .map(|index| {

@@ -43,6 +43,11 @@ pub fn router(state: SharedState) -> Router {
             "/v2/models/{name}/versions/{version}/infer",
             post(infer_version),
         )
+        .route("/v2/models/{name}/feedback", post(feedback))
+        .route(
+            "/v2/models/{name}/versions/{version}/feedback",
+            post(feedback_version),
+        )
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .with_state(state)
@@ -207,6 +212,66 @@ async fn infer_response(
     response
 }
 
+async fn feedback(
+    State(state): State<SharedState>,
+    Path(name): Path<String>,
+    body: Body,
+) -> Response {
+    feedback_response(&state, &name, None, body).await
+}
+
+async fn feedback_version(
+    State(state): State<SharedState>,
+    Path((name, version)): Path<(String, String)>,
+    body: Body,
+) -> Response {
+    feedback_response(&state, &name, Some(&version), body).await
+}
+
+/// Ground truth for an earlier request: `{"id": "...", "value": x}` for one
+/// row or `"value": [x, ...]` with one value per row.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FeedbackJson {
+    id: String,
+    value: FeedbackValue,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum FeedbackValue {
+    One(f64),
+    Rows(Vec<f64>),
+}
+
+async fn feedback_response(
+    state: &ServerState,
+    name: &str,
+    version: Option<&str>,
+    body: Body,
+) -> Response {
+    let result = async {
+        let model = state.repository.resolve(name, version)?;
+        let limit = state.max_body_bytes;
+        let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+            InferError::InvalidInput(format!("feedback body is larger than the limit of {limit} bytes"))
+        })?;
+        let feedback: FeedbackJson = serde_json::from_slice(&bytes).map_err(|e| {
+            InferError::InvalidInput(format!(
+                "malformed feedback (expected {{\"id\": \"...\", \"value\": number or [numbers]}}): {e}"
+            ))
+        })?;
+        let values = match feedback.value {
+            FeedbackValue::One(value) => vec![value],
+            FeedbackValue::Rows(values) => values,
+        };
+        let rows = model.feedback(feedback.id.clone(), values).await?;
+        Ok::<_, InferError>(axum::Json(json!({ "id": feedback.id, "rows": rows })).into_response())
+    }
+    .await;
+    result.unwrap_or_else(|error| error_response(&error))
+}
+
 /// Reads, decodes, runs and encodes one inference request.
 async fn run_inference(
     state: &ServerState,
@@ -248,7 +313,7 @@ async fn run_inference(
         .collect();
     let names: Vec<&str> = requested.iter().map(|(name, _)| *name).collect();
     let selected = select_outputs(&model.name, &serving.outputs, &names)?;
-    let outputs = model.infer(inputs).await?;
+    let outputs = model.infer(inputs, request.id.as_deref()).await?;
     let response_outputs: Vec<ResponseOutput> = selected
         .iter()
         .enumerate()
