@@ -6,6 +6,7 @@ mod cli;
 mod context;
 mod env;
 mod error;
+mod etc;
 mod fields;
 mod image;
 mod ipam;

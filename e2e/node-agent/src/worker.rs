@@ -21,13 +21,14 @@ use tracing::{info, warn};
 use crate::context::NodeContext;
 use crate::env::{EnvContext, resolve_env};
 use crate::error::{Error, Result};
+use crate::etc::write_pod_etc;
 use crate::launch::{Enter, LaunchSpec};
 use crate::network::Sandbox;
 use crate::probe::{ProbeEvent, ProbeKind, ProbeTarget, supervise};
 use crate::process::{signal_group, spawn};
 use crate::refs::PodRefs;
 use crate::status::{ContainerRuntime, PodRuntime, RunState};
-use crate::volumes::{VolumeContext, container_mounts, materialize};
+use crate::volumes::{Mount, VolumeContext, container_mounts, materialize};
 
 /// What the agent tells a pod worker.
 #[derive(Debug)]
@@ -77,6 +78,7 @@ struct Worker {
     rt: PodRuntime,
     sandbox: Option<Sandbox>,
     volumes: BTreeMap<String, PathBuf>,
+    etc_mounts: Vec<Mount>,
     refs: PodRefs,
     processes: BTreeMap<String, Process>,
     not_before: BTreeMap<String, Instant>,
@@ -115,6 +117,7 @@ impl Worker {
             rt,
             sandbox: None,
             volumes: BTreeMap::new(),
+            etc_mounts: Vec::new(),
             refs: PodRefs::default(),
             processes: BTreeMap::new(),
             not_before: BTreeMap::new(),
@@ -231,6 +234,7 @@ impl Worker {
         self.sandbox = Some(sandbox);
         let dir = self.ctx.paths.pod_dir(&self.uid);
         std::fs::create_dir_all(&dir).map_err(Error::io(format!("creating {}", dir.display())))?;
+        self.etc_mounts = write_pod_etc(&dir, ip, &self.pod.name_any())?;
         let pod = self.pod_with_status();
         let volume_ctx = VolumeContext {
             client: &self.ctx.client,
@@ -310,7 +314,12 @@ impl Worker {
             enter: Enter::Container {
                 netns: sandbox.netns_path(),
                 hostname: pod.name_any(),
-                mounts: container_mounts(container, &self.volumes)?,
+                mounts: self
+                    .etc_mounts
+                    .iter()
+                    .cloned()
+                    .chain(container_mounts(container, &self.volumes)?)
+                    .collect(),
             },
             argv,
             env: env.clone(),

@@ -214,7 +214,9 @@ mod tests {
         // scipy.stats.kstwo.sf(d, n)
         close(kolmogorov_sf(10, 0.274), 0.3715203845434957, 1e-9);
         close(kolmogorov_sf(100, 0.1), 0.2526927570063874, 1e-9);
-        close(kolmogorov_sf(1000, 0.043), 0.04811098765192656, 1e-9);
+        // For n > 140 SciPy switches to the Pelz-Good approximation; the exact
+        // method agrees with it to about 1e-8.
+        close(kolmogorov_sf(1000, 0.043), 0.04811098765192656, 1e-7);
         close(kolmogorov_sf(148, 0.5), 0.0, 1e-6);
         assert_eq!(kolmogorov_sf(50, 0.0), 1.0);
         assert_eq!(kolmogorov_sf(50, 1.0), 0.0);
