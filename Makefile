@@ -20,6 +20,7 @@ deps:
 ## build: release binaries in target/release (sluice-server finds ONNX Runtime beside itself)
 build: deps
 	$(CARGO) build --release --workspace --bins
+	@scripts/profiles.sh target/release/sluice-server
 
 ## lint: formatting and clippy with warnings as errors
 lint:
