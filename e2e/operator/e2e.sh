@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# End-to-end: kubectl apply -f config/samples/... -> sluice-server pods run -> the
+# Service answers an inference with the fixture's reference output -> kubectl delete
+# removes everything. Uses the running local cluster or starts (and stops) one.
+set -euo pipefail
+REPO_ROOT="${REPO_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
+# shellcheck source=e2e/operator/lib.sh
+source "$REPO_ROOT/e2e/operator/lib.sh"
+
+cluster_up
+cleanup() {
+    "$KUBECTL" delete -f "$SAMPLE" --ignore-not-found --wait=false >/dev/null 2>&1 || true
+    if ((STARTED_CLUSTER)); then "$REPO_ROOT/e2e/cluster/cluster.sh" down; fi
+}
+trap cleanup EXIT
+
+install_operator
+"$KUBECTL" delete -f "$SAMPLE" --ignore-not-found --wait=true >/dev/null
+seconds=$(apply_sample_and_wait)
+say "InferenceService iris Ready ${seconds}s after kubectl apply"
+"$KUBECTL" get isvc iris
+pods=$("$KUBECTL" get pods -l serving.sluice.dev/inferenceservice=iris --field-selector=status.phase=Running -o name | wc -l)
+[[ $pods -ge 2 ]] || { say "FAIL: expected 2 running sluice-server pods, found $pods"; exit 1; }
+
+url="$(service_url)/v2/models/iris/infer"
+response=$(curl -fsS --retry 5 --retry-all-errors -H 'Content-Type: application/json' -d "$(reference_request)" "$url")
+python3 - "$REPO_ROOT/server/fixtures/models/iris/1/reference.json" "$response" <<'PY'
+import json, math, sys
+ref = json.load(open(sys.argv[1]))["outputs"]
+got = {o["name"]: o for o in json.loads(sys.argv[2])["outputs"]}
+for name, want in ref.items():
+    data = got[name]["data"]
+    flat = lambda d: [y for x in d for y in flat(x)] if isinstance(d, list) else [d]
+    a, b = flat(data), flat(want["data"])
+    assert got[name]["shape"] == want["shape"], (name, got[name]["shape"], want["shape"])
+    assert all(math.isclose(x, y, rel_tol=1e-4, abs_tol=1e-5) for x, y in zip(a, b)) and len(a) == len(b), name
+print("sluice: the Service answered with the reference outputs:", ", ".join(ref), file=sys.stderr)
+PY
+
+"$KUBECTL" delete -f "$SAMPLE" --wait=true >/dev/null
+for _ in $(seq 120); do
+    left=$("$KUBECTL" get deployments,services,configmaps,poddisruptionbudgets,pods \
+        -l serving.sluice.dev/inferenceservice=iris -o name 2>/dev/null | wc -l)
+    [[ $left -eq 0 ]] && break
+    sleep 1
+done
+[[ $left -eq 0 ]] || { say "FAIL: objects left after delete:"; "$KUBECTL" get all -l serving.sluice.dev/inferenceservice=iris; exit 1; }
+say "delete removed every object and pod; e2e passed"
