@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::fetch::fetch;
+use crate::fetch::{FetchRequest, MODEL_FILE, fetch};
 use crate::monitoring::profile::{ProfileRequest, TrainingData, build};
 use crate::serve::{ServeOptions, serve};
 
@@ -70,9 +70,12 @@ struct FetchArgs {
     /// Where the model is: file://, http://, https:// or s3://bucket/key.
     #[arg(long)]
     uri: String,
-    /// Folder to write model.onnx into (created if missing).
+    /// Folder to write into (created if missing).
     #[arg(long)]
     dest: PathBuf,
+    /// Name of the file written in the folder.
+    #[arg(long, default_value = MODEL_FILE)]
+    file_name: String,
     /// Expected SHA-256 digest (hex, optionally prefixed with `sha256:`); a mismatch writes nothing.
     #[arg(long)]
     sha256: Option<String>,
@@ -170,12 +173,13 @@ pub fn run() -> anyhow::Result<()> {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            let fetched = runtime.block_on(fetch(
-                &args.uri,
-                &args.dest,
-                args.sha256.as_deref(),
-                Duration::from_secs(args.timeout_seconds),
-            ))?;
+            let fetched = runtime.block_on(fetch(FetchRequest {
+                uri: &args.uri,
+                dest: &args.dest,
+                file_name: &args.file_name,
+                sha256: args.sha256.as_deref(),
+                timeout: Duration::from_secs(args.timeout_seconds),
+            }))?;
             tracing::info!(
                 uri = %args.uri,
                 path = %fetched.path.display(),

@@ -1,5 +1,6 @@
-//! `sluice-server fetch`: downloads a model for an init container, verifies its
-//! SHA-256 digest and writes it as `DEST/model.onnx`, atomically. Nothing is
+//! `sluice-server fetch`: downloads a model (or another file beside it, such as a
+//! reference profile) for an init container, verifies its SHA-256 digest and
+//! writes it as `DEST/model.onnx` (or `DEST/<file name>`), atomically. Nothing is
 //! written unless the whole file arrived and (when a digest is given) matches.
 //!
 //! Sources: `file://` paths, `http://` and `https://` URLs, and `s3://bucket/key`
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-/// The name the model gets inside the destination folder.
+/// The name a model gets inside the destination folder by default.
 pub const MODEL_FILE: &str = "model.onnx";
 
 /// Why a model could not be fetched.
@@ -63,22 +64,24 @@ pub struct Fetched {
 /// complete and verified; removed if dropped before that.
 struct PartialFile {
     temporary: PathBuf,
+    final_path: PathBuf,
     file: std::fs::File,
     hasher: Sha256,
     bytes: u64,
 }
 
 impl PartialFile {
-    fn create(dest: &Path) -> Result<PartialFile, FetchError> {
+    fn create(dest: &Path, file_name: &str) -> Result<PartialFile, FetchError> {
         let write_error = |source| FetchError::Write {
             path: dest.display().to_string(),
             source,
         };
         std::fs::create_dir_all(dest).map_err(write_error)?;
-        let temporary = dest.join(format!(".{MODEL_FILE}.partial"));
+        let temporary = dest.join(format!(".{file_name}.partial"));
         let file = std::fs::File::create(&temporary).map_err(write_error)?;
         Ok(PartialFile {
             temporary,
+            final_path: dest.join(file_name),
             file,
             hasher: Sha256::new(),
             bytes: 0,
@@ -107,7 +110,7 @@ impl PartialFile {
                 actual,
             });
         }
-        let final_path = self.temporary.with_file_name(MODEL_FILE);
+        let final_path = self.final_path.clone();
         let write_error = |source| FetchError::Write {
             path: final_path.display().to_string(),
             source,
@@ -146,18 +149,40 @@ fn normalize_digest(digest: Option<&str>) -> Result<Option<String>, FetchError> 
     }
 }
 
-/// Fetches `uri` into `dest/model.onnx`, checking `sha256` when given.
-pub async fn fetch(
-    uri: &str,
-    dest: &Path,
-    sha256: Option<&str>,
-    timeout: Duration,
-) -> Result<Fetched, FetchError> {
+/// Where and how to fetch.
+pub struct FetchRequest<'a> {
+    /// The source URI.
+    pub uri: &'a str,
+    /// The destination folder.
+    pub dest: &'a Path,
+    /// The file name inside it.
+    pub file_name: &'a str,
+    /// The expected digest, if any.
+    pub sha256: Option<&'a str>,
+    /// Download timeout.
+    pub timeout: Duration,
+}
+
+/// Fetches `uri` into `dest/file_name`, checking `sha256` when given.
+pub async fn fetch(request: FetchRequest<'_>) -> Result<Fetched, FetchError> {
+    let FetchRequest {
+        uri,
+        dest,
+        file_name,
+        sha256,
+        timeout,
+    } = request;
+    if file_name.is_empty() || file_name.contains('/') || file_name.starts_with('.') {
+        return Err(FetchError::InvalidUri {
+            uri: uri.to_string(),
+            reason: format!("'{file_name}' is not a plain file name"),
+        });
+    }
     let expected = normalize_digest(sha256)?;
     let (scheme, rest) = uri
         .split_once("://")
         .ok_or_else(|| FetchError::UnsupportedScheme(uri.to_string()))?;
-    let mut partial = PartialFile::create(dest)?;
+    let mut partial = PartialFile::create(dest, file_name)?;
     match scheme {
         "file" => copy_file(Path::new(rest), &mut partial)?,
         "http" | "https" => download(uri, uri, &mut partial, timeout).await?,

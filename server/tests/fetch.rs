@@ -60,6 +60,42 @@ fn a_local_file_is_copied_and_verified() {
 }
 
 #[test]
+fn another_file_name_can_be_written_beside_the_model() {
+    let dir = scratch("name");
+    std::fs::write(dir.join("profile.json"), b"{}").unwrap();
+    let uri = format!("file://{}", dir.join("profile.json").display());
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sluice-server"));
+    let output = command
+        .args([
+            "fetch",
+            "--uri",
+            &uri,
+            "--file-name",
+            "reference.json",
+            "--dest",
+        ])
+        .arg(dir.join("out"))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(
+        std::fs::read(dir.join("out/reference.json")).unwrap(),
+        b"{}"
+    );
+    let output = Command::new(env!("CARGO_BIN_EXE_sluice-server"))
+        .args(["fetch", "--uri", &uri, "--file-name", "../escape", "--dest"])
+        .arg(dir.join("out"))
+        .output()
+        .unwrap();
+    assert!(
+        stderr(&output).contains("not a plain file name"),
+        "{}",
+        stderr(&output)
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
 fn a_digest_mismatch_writes_nothing_and_fails() {
     let bytes = model_bytes();
     let dir = scratch("mismatch");
