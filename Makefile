@@ -36,10 +36,11 @@ test-python: build
 ## test: everything CI runs
 test: lint test-rust test-python $(TEST_TARGETS)
 
-## bench: server overhead and throughput against raw ONNX Runtime (prints figures)
+## bench: server overhead and throughput against raw ONNX Runtime, and drift tracking's cost (prints figures)
 bench: build
 	$(CARGO) build --release -p sluice-server --examples
 	taskset -c 1 target/release/examples/bench
+	target/release/examples/bench_monitoring
 
 ## up: the main job: serve the sample model and print one prediction
 up: build
