@@ -809,7 +809,6 @@ def test_mean_absolute_error_and_retention(server, repo):
             baseline, profiles["regressor_fb"]["baseline"]["mean_absolute_error"], rel=1e-9
         )
         assert mae < 1.3 * baseline, (mae, baseline)
-        assert metrics.value("sluice_model_accuracy") is None
 
         # retention: 50 requests; the oldest of 60 newer ones has expired.
         for i in range(60):
@@ -820,3 +819,40 @@ def test_mean_absolute_error_and_retention(server, repo):
     status, payload = post_feedback(server, "regressor_fb", {"id": "old59", "value": 100.0})
     assert status == 200, payload
     record("feedback_mae_regressor", {"baseline_mae": baseline, "holdout_mae": mae})
+
+
+def absent_or_nan(value):
+    return value is None or math.isnan(value)
+
+
+def test_quality_series_only_where_they_mean_something(server, cancer_data):
+    """No accuracy before any feedback (a 0 would fire SluiceAccuracyDrop against the
+    baseline), no accuracy series for a regression model, no MAE for a classifier."""
+    _, _, _, hold_x, _ = cancer_data
+    traffic = Traffic(server, "cancer", CLASSIFIER_OUTPUTS)
+    try:
+        traffic.infer(hold_x[:1], request_id="quality-1")
+    finally:
+        traffic.close()
+    settle(INTERVAL_MS)
+    cancer = Metrics(server, "cancer")
+    assert cancer.value("sluice_model_baseline_accuracy") > 0.9
+    problems = []
+    for name in (
+        "sluice_model_accuracy",
+        "sluice_model_mean_absolute_error",
+        "sluice_model_baseline_mean_absolute_error",
+    ):
+        if not absent_or_nan(cancer.value(name)):
+            problems.append(f"cancer (no feedback yet): {name} = {cancer.value(name)}")
+    regressor = Metrics(server, "regressor_fb")
+    for name in ("sluice_model_accuracy", "sluice_model_baseline_accuracy"):
+        if not absent_or_nan(regressor.value(name)):
+            problems.append(f"regressor_fb: {name} = {regressor.value(name)}")
+    unmonitored = Metrics(server, "cancer_nofb")
+    for name in ("sluice_model_accuracy", "sluice_model_mean_absolute_error"):
+        if not absent_or_nan(unmonitored.value(name)):
+            problems.append(
+                f"cancer_nofb (no feedback section): {name} = {unmonitored.value(name)}"
+            )
+    assert not problems, "\n".join(problems)
