@@ -192,3 +192,13 @@ def test_dashboard_is_templated_by_namespace_isvc_and_model():
     ids = [p["id"] for p in dashboard["panels"]]
     assert len(ids) == len(set(ids)), "panel ids repeat"
     assert dashboard["uid"] and dashboard["title"]
+
+
+def test_helm_chart_carries_the_same_rules_and_dashboard():
+    """The chart ships copies (Helm can only read files inside the chart)."""
+    files = REPO / "charts" / "sluice" / "files"
+    copies = [(files / "sluice-rules.yaml", RULES), (files / "sluice-dashboard.json", DASHBOARD)]
+    if not any(copy.exists() for copy, _ in copies):
+        pytest.skip("charts/sluice/files has no monitoring files yet")
+    for copy, original in copies:
+        assert copy.read_bytes() == original.read_bytes(), f"{copy} differs from {original}"
