@@ -46,7 +46,7 @@ async fn main() -> anyhow::Result<()> {
         .port();
     let mut operator = Command::new(&binary)
         .env("KUBECONFIG", &server.kubeconfig)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "error")
         .args([
             "--leader-elect=false",
             &format!("--metrics-addr=127.0.0.1:{port}"),
