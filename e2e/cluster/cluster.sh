@@ -105,6 +105,9 @@ gen_pki() {
     sign apiserver "/CN=kube-apiserver" "subjectAltName=IP:127.0.0.1,IP:$KUBERNETES_SVC_IP,IP:$GATEWAY,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
 extendedKeyUsage=serverAuth"
     sign admin "/O=system:masters/CN=kubernetes-admin" "extendedKeyUsage=clientAuth"
+    # The node agent's log endpoint (kubectl logs), on the node address only.
+    sign node "/O=system:nodes/CN=system:node:$NODE_NAME" "subjectAltName=IP:$GATEWAY,DNS:$NODE_NAME
+extendedKeyUsage=serverAuth"
     openssl genrsa -out "$o/sa.key" 2048 2>/dev/null
     openssl rsa -in "$o/sa.key" -pubout -out "$o/sa.pub" 2>/dev/null
     chmod 600 "$o"/*.key
@@ -300,6 +303,8 @@ up() {
         --service-account-issuer https://kubernetes.default.svc.cluster.local \
         --service-account-key-file "$PKI/sa.pub" --service-account-signing-key-file "$PKI/sa.key" \
         --authorization-mode RBAC --allow-privileged=true --enable-priority-and-fairness=false \
+        --kubelet-client-certificate "$PKI/admin.crt" --kubelet-client-key "$PKI/admin.key" \
+        --kubelet-certificate-authority "$PKI/ca.crt" --kubelet-preferred-address-types InternalIP \
         --profiling=false --cert-dir "$PKI"
     wait_for 90 kube-apiserver "$KUBECTL" --kubeconfig "$KUBECONFIG_FILE" get --raw /readyz
 
@@ -322,6 +327,7 @@ up() {
     start node-agent env KUBECONFIG="$KUBECONFIG_FILE" RUST_LOG="${RUST_LOG:-info}" "$NODE_AGENT_BIN" run \
         --node-name "$NODE_NAME" --bridge "$BRIDGE" --pod-cidr "$POD_CIDR" \
         --state-dir "$CLUSTER_DIR/node" --log-dir "$LOGS/pods" \
+        --tls-cert "$PKI/node.crt" --tls-key "$PKI/node.key" --client-ca "$PKI/ca.crt" \
         --image-map "sluice-server=$SERVER_BIN" --image-map "sluice-operator=$OPERATOR_BIN"
     write_prometheus_config
     start prometheus "$BINS/prometheus" --config.file "$CLUSTER_DIR/prometheus/prometheus.yml" \

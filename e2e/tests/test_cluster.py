@@ -159,7 +159,7 @@ class LocalClusterTest(unittest.TestCase):
                 return reply.read().decode()
         self.assertEqual(eventually(f"http://{ip}/metrics", answers, timeout=30), METRICS)
 
-    def test_4_container_logs_are_files(self):
+    def test_4_container_logs_reach_files_and_kubectl_logs(self):
         pod = pods()[0]
         directory = os.path.join(
             LOGS, "pods", f"{NS}_{pod['metadata']['name']}_{pod['metadata']['uid']}", "http")
@@ -171,6 +171,8 @@ class LocalClusterTest(unittest.TestCase):
                     text += log.read()
             return "GET /metrics" in text
         eventually(f"http.server's request log in {directory}", logged, timeout=20)
+        via_api = kubectl("logs", "-n", NS, pod["metadata"]["name"], "-c", "http", "--tail=50")
+        self.assertIn("GET /metrics", via_api, "kubectl logs reads the same file")
 
     def test_5_killed_container_restarts(self):
         pod = pods()[0]

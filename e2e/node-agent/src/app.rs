@@ -1,12 +1,13 @@
 //! Starting the agent: settings from the command line, Node registration, the pod
 //! loop and a clean stop on SIGTERM.
 
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kube::Client;
 use tokio::signal::unix::{SignalKind, signal};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::agent;
 use crate::cli::RunArgs;
@@ -14,6 +15,7 @@ use crate::context::NodeContext;
 use crate::error::{Error, Result};
 use crate::image::ImageMap;
 use crate::ipam::{Cidr, Ipam};
+use crate::logs;
 use crate::node;
 use crate::process::Paths;
 
@@ -46,7 +48,29 @@ pub async fn run(args: RunArgs) -> Result<()> {
         memory: total_memory(),
         backoff_base: Duration::from_millis(args.restart_backoff_ms),
         backoff_max: Duration::from_secs(args.restart_backoff_max_s),
+        log_port: if args.tls_cert.is_some() {
+            args.log_port
+        } else {
+            0
+        },
     });
+    let log_server = match (args.tls_cert, args.tls_key, args.client_ca) {
+        (Some(cert), Some(key), Some(client_ca)) => {
+            let addr = SocketAddr::from((ctx.host_ip(), args.log_port));
+            let tls = logs::TlsFiles {
+                cert,
+                key,
+                client_ca,
+            };
+            let dir = ctx.paths.logs.clone();
+            Some(tokio::spawn(async move {
+                if let Err(e) = logs::serve(addr, tls, dir).await {
+                    warn!(error = %e, "log endpoint stopped");
+                }
+            }))
+        }
+        _ => None,
+    };
     let since = jiff::Timestamp::now();
     node::register(&ctx, &version, since).await?;
     info!(node = %ctx.node_name, %version, "node registered");
@@ -66,6 +90,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
     };
     agent::run(ctx, shutdown).await;
     heartbeat.abort();
+    if let Some(server) = log_server {
+        server.abort();
+    }
     info!("node agent stopped");
     Ok(())
 }

@@ -18,7 +18,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Register the node and run the pods bound to it (uses KUBECONFIG).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Internal: enter a pod's namespaces and exec a container (used by `run`).
     #[command(hide = true)]
     Launch {
@@ -52,6 +52,19 @@ pub struct RunArgs {
     /// First restart delay of a crashing container in milliseconds (doubles per restart).
     #[arg(long, default_value_t = 1000)]
     pub restart_backoff_ms: u64,
+    /// Port of the log endpoint (`kubectl logs`) on the node address; it is served
+    /// only when `--tls-cert`, `--tls-key` and `--client-ca` are given.
+    #[arg(long, default_value_t = 10250)]
+    pub log_port: u16,
+    /// Serving certificate of the log endpoint (PEM).
+    #[arg(long, requires_all = ["tls_key", "client_ca"])]
+    pub tls_cert: Option<PathBuf>,
+    /// Key of the serving certificate (PEM).
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
+    /// CA of the client certificates the log endpoint accepts (the API server's).
+    #[arg(long)]
+    pub client_ca: Option<PathBuf>,
     /// Longest restart delay in seconds.
     #[arg(long, default_value_t = 60)]
     pub restart_backoff_max_s: u64,

@@ -34,6 +34,8 @@ pub struct NodeContext {
     pub backoff_base: Duration,
     /// Longest restart delay.
     pub backoff_max: Duration,
+    /// Port of the log endpoint advertised in the Node's status (0: none).
+    pub log_port: u16,
 }
 
 impl NodeContext {

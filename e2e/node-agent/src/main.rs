@@ -11,6 +11,7 @@ mod fields;
 mod image;
 mod ipam;
 mod launch;
+mod logs;
 mod network;
 mod node;
 mod probe;
@@ -36,7 +37,7 @@ fn main() -> anyhow::Result<()> {
                 )
                 .init();
             let runtime = tokio::runtime::Runtime::new()?;
-            Ok(runtime.block_on(app::run(args))?)
+            Ok(runtime.block_on(app::run(*args))?)
         }
     }
 }

@@ -141,7 +141,9 @@ fn node_status(
             },
         ]),
         daemon_endpoints: Some(NodeDaemonEndpoints {
-            kubelet_endpoint: Some(DaemonEndpoint { port: 0 }),
+            kubelet_endpoint: Some(DaemonEndpoint {
+                port: i32::from(ctx.log_port),
+            }),
         }),
         node_info: Some(NodeSystemInfo {
             architecture: std::env::consts::ARCH.replace("x86_64", "amd64"),
