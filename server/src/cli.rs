@@ -4,9 +4,11 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::fetch::{FetchRequest, MODEL_FILE, fetch};
+use crate::loadtest;
 use crate::monitoring::profile::{ProfileRequest, TrainingData, build};
 use crate::serve::{ServeOptions, serve};
 
@@ -41,6 +43,104 @@ enum Command {
     Fetch(FetchArgs),
     /// Write a reference profile of training data and the model's answers to it.
     Profile(ProfileArgs),
+    /// Find the highest request rate a server sustains within a p99 latency objective.
+    Loadtest(LoadtestArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct LoadtestArgs {
+    /// The server, e.g. http://127.0.0.1:8080.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: reqwest::Url,
+    /// The model to call.
+    #[arg(long)]
+    model: String,
+    /// A JSON inference request body to send; synthesized from the model's metadata when absent.
+    #[arg(long)]
+    request: Option<PathBuf>,
+    /// Rows per synthesized request.
+    #[arg(long, default_value_t = 1)]
+    rows: usize,
+    /// The objective: a rate passes when its p99 latency is at most this many milliseconds.
+    #[arg(long, default_value_t = 100.0)]
+    p99_objective_ms: f64,
+    /// First rate tried, requests per second.
+    #[arg(long, default_value_t = 50.0)]
+    start_rate: f64,
+    /// Highest rate tried, requests per second.
+    #[arg(long, default_value_t = 100_000.0)]
+    max_rate: f64,
+    /// Seconds each rate is offered.
+    #[arg(long, default_value_t = 5.0)]
+    step_seconds: f64,
+    /// Connections, that is the most requests in flight.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Bisection steps after the first failing rate.
+    #[arg(long, default_value_t = 4)]
+    refinements: usize,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+async fn loadtest(args: LoadtestArgs) -> anyhow::Result<()> {
+    let host = args.url.host_str().context("--url has no host")?;
+    let port = args
+        .url
+        .port_or_known_default()
+        .context("--url has no port")?;
+    let address = tokio::net::lookup_host((host, port))
+        .await?
+        .next()
+        .with_context(|| format!("{host} does not resolve"))?;
+    let body = match &args.request {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?,
+        None => {
+            let metadata: serde_json::Value =
+                reqwest::get(args.url.join(&format!("v2/models/{}", args.model))?)
+                    .await?
+                    .error_for_status()?
+                    .json()
+                    .await?;
+            loadtest::synthesize_request(&metadata, args.rows)?
+        }
+    };
+    let target = loadtest::Target {
+        address,
+        path: format!("/v2/models/{}/infer", args.model),
+        body: body.into(),
+    };
+    let options = loadtest::SearchOptions {
+        start_rate: args.start_rate,
+        max_rate: args.max_rate,
+        p99_objective: seconds(args.p99_objective_ms / 1e3, "p99-objective-ms")?,
+        step_duration: seconds(args.step_seconds, "step-seconds")?,
+        connections: args.connections,
+        refinements: args.refinements,
+    };
+    let result = loadtest::search(&target, &options, |step| {
+        eprintln!(
+            "{:>10.1} req/s offered  {:>10.1} achieved  p50 {:>8.2} ms  p99 {:>8.2} ms  errors {:>5}  {}",
+            step.rate,
+            step.achieved,
+            step.p50_ms,
+            step.p99_ms,
+            step.errors,
+            if step.passed { "pass" } else { "FAIL" }
+        );
+    })
+    .await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+    } else {
+        println!(
+            "highest rate within p99 <= {} ms: {:.1} requests/s (p99 {:.2} ms)",
+            result.p99_objective_ms, result.max_rate, result.p99_ms
+        );
+    }
+    Ok(())
 }
 
 #[derive(Debug, clap::Args)]
@@ -147,6 +247,12 @@ pub fn run() -> anyhow::Result<()> {
                 .build()?;
             runtime.block_on(serve(options))?;
             Ok(())
+        }
+        Command::Loadtest(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(loadtest(args))
         }
         Command::Profile(args) => {
             let data = match args.data.extension().and_then(|e| e.to_str()) {

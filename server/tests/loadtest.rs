@@ -1,0 +1,59 @@
+//! `sluice-server loadtest` against a real server: the rate it finds for a model
+//! that takes tens of milliseconds per request lies below that model's capacity.
+
+mod common;
+
+use std::process::Command;
+
+use common::{Repository, Server};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn loadtest_finds_a_rate_below_the_capacity_of_a_slow_model() {
+    let repository = Repository::new("loadtest").with_model(
+        "slow",
+        "slow",
+        "max_batch_size: 1\nintra_op_threads: 1\n",
+    );
+    let server = Server::start(&repository.dir, &[]).await;
+    let url = server.http.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_sluice-server"))
+            .args(["loadtest", "--url", &url, "--model", "slow", "--json"])
+            .args([
+                "--start-rate",
+                "4",
+                "--max-rate",
+                "1000",
+                "--step-seconds",
+                "1.5",
+            ])
+            .args([
+                "--p99-objective-ms",
+                "250",
+                "--connections",
+                "16",
+                "--refinements",
+                "2",
+            ])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let result: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let max_rate = result["max_rate"].as_f64().unwrap();
+    // One run takes 15-40 ms on one thread, so one replica serves at most about
+    // 70 requests/s; it must sustain the starting rate.
+    assert!(
+        (4.0..=100.0).contains(&max_rate),
+        "found {max_rate} requests/s:\n{stderr}"
+    );
+    let steps = result["steps"].as_array().unwrap();
+    assert!(
+        steps.iter().any(|s| s["passed"] == false),
+        "the search never reached the limit: {stderr}"
+    );
+    assert!(result["p99_ms"].as_f64().unwrap() <= 250.0);
+}
