@@ -10,7 +10,8 @@ command -v nft >/dev/null || need+=(nftables)
 command -v ip >/dev/null || need+=(iproute2)
 command -v openssl >/dev/null || need+=(openssl)
 command -v nsenter >/dev/null || need+=(util-linux)
-command -v curl >/dev/null || need+=(curl)
+command -v curl >/dev/null || need+=(curl ca-certificates)
+command -v unzip >/dev/null || need+=(unzip)
 command -v python3 >/dev/null || need+=(python3)
 if ((${#need[@]})); then
     echo "cluster-deps: installing ${need[*]}" >&2
