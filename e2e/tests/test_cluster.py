@@ -116,19 +116,22 @@ MANIFESTS = {
 }
 
 
+def setUpModule():
+    kubectl("create", "namespace", NS)
+    eventually("default ServiceAccount", lambda: kubectl(
+        "get", "serviceaccount", "default", "-n", NS, check=False))
+
+
+def tearDownModule():
+    kubectl("delete", "namespace", NS, "--wait=false", check=False)
+
+
 class LocalClusterTest(unittest.TestCase):
     """In order: Available, EndpointSlice, Service, logs, restart, Prometheus, delete."""
 
     @classmethod
     def setUpClass(cls):
-        kubectl("create", "namespace", NS)
-        eventually("default ServiceAccount", lambda: kubectl(
-            "get", "serviceaccount", "default", "-n", NS, check=False))
         kubectl("apply", "-n", NS, "-f", "-", stdin=json.dumps(MANIFESTS))
-
-    @classmethod
-    def tearDownClass(cls):
-        kubectl("delete", "namespace", NS, "--wait=false", check=False)
 
     def test_1_deployment_becomes_available(self):
         def available():
@@ -215,3 +218,48 @@ class LocalClusterTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class PodFeaturesTest(unittest.TestCase):
+    """Init containers, Secret env, a shared emptyDir, the service-account token,
+    hostname and an exec readiness probe, seen from inside the container."""
+
+    def test_init_env_volumes_and_exec_probe(self):
+        pod = {
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "features"},
+            "spec": {
+                "terminationGracePeriodSeconds": 3,
+                "restartPolicy": "Never",
+                "initContainers": [{
+                    "name": "init", "image": "busybox",
+                    "command": ["sh", "-c", 'echo "init saw $TOKEN" > /work/init.txt'],
+                    "env": [{"name": "TOKEN", "valueFrom": {
+                        "secretKeyRef": {"name": "features", "key": "token"}}}],
+                    "volumeMounts": [{"name": "work", "mountPath": "/work"}]}],
+                "containers": [{
+                    "name": "main", "image": "busybox",
+                    "command": ["sh", "-c",
+                                "cat /work/init.txt; echo host=$(hostname); "
+                                "echo ns=$(cat /var/run/secrets/kubernetes.io/serviceaccount/namespace); "
+                                "exec sleep 300"],
+                    "volumeMounts": [{"name": "work", "mountPath": "/work"}],
+                    "readinessProbe": {"exec": {"command": ["test", "-f", "/work/init.txt"]},
+                                       "periodSeconds": 1}}],
+                "volumes": [{"name": "work", "emptyDir": {}}]}}
+        secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "features"},
+                  "stringData": {"token": "s3cret"}}
+        kubectl("apply", "-n", NS, "-f", "-",
+                stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": [secret, pod]}))
+
+        def ready():
+            conditions = get("pod", "features").get("status", {}).get("conditions", [])
+            return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+        eventually("pod features Ready", ready, timeout=60)
+        logs = kubectl("logs", "-n", NS, "features", "-c", "main")
+        self.assertIn("init saw s3cret", logs)
+        self.assertIn("host=features", logs)
+        self.assertIn(f"ns={NS}", logs)
+        kubectl("delete", "pod", "features", "-n", NS, "--wait=false")
+        eventually("pod features deleted",
+                   lambda: not kubectl("get", "pod", "features", "-n", NS, "--ignore-not-found"),
+                   timeout=30)

@@ -6,8 +6,12 @@ use std::ffi::CString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use nix::fcntl::{OFlag, open};
 use nix::mount::{MsFlags, mount};
 use nix::sched::{CloneFlags, setns, unshare};
+use nix::sys::stat::Mode;
 use nix::unistd::{execvpe, sethostname, setsid};
 
 use crate::error::{Error, Result};
@@ -74,8 +78,14 @@ pub fn launch(spec_path: &Path) -> Result<std::convert::Infallible> {
                 None::<&str>,
             )
             .map_err(errno("making / private"))?;
-            for m in mounts {
-                bind(m)?;
+            // Open every source before mounting anything: a volume mounted over a
+            // parent of a later source (say at /work) would otherwise hide it.
+            let sources = mounts
+                .iter()
+                .map(|m| open_path(&m.source))
+                .collect::<Result<Vec<_>>>()?;
+            for (m, source) in mounts.iter().zip(&sources) {
+                bind(m, source)?;
             }
         }
         Enter::Join { pid } => {
@@ -107,16 +117,29 @@ fn enter_namespace(path: &Path, kind: CloneFlags) -> Result<()> {
     setns(file, kind).map_err(errno("setns"))
 }
 
-fn bind(m: &Mount) -> Result<()> {
+/// An `O_PATH` handle on `path` that stays valid when `path` is covered by a mount.
+fn open_path(path: &Path) -> Result<OwnedFd> {
+    let flags = OFlag::O_PATH | OFlag::O_CLOEXEC;
+    open(path, flags, Mode::empty()).map_err(errno(&format!("opening {}", path.display())))
+}
+
+fn bind(m: &Mount, source: &OwnedFd) -> Result<()> {
     let what = format!("bind {} at {}", m.source.display(), m.target.display());
-    mount(
-        Some(&m.source),
-        &m.target,
-        None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None::<&str>,
-    )
-    .map_err(errno(&what))?;
+    // A mount point inside an earlier volume (nested mounts) is created in that volume.
+    if !m.target.exists() {
+        let created = if m.source.is_dir() {
+            std::fs::create_dir_all(&m.target)
+        } else {
+            m.target
+                .parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .and_then(|()| std::fs::write(&m.target, b""))
+        };
+        created.map_err(Error::io(what.clone()))?;
+    }
+    let source = PathBuf::from(format!("/proc/self/fd/{}", source.as_raw_fd()));
+    let flags = MsFlags::MS_BIND | MsFlags::MS_REC;
+    mount(Some(&source), &m.target, None::<&str>, flags, None::<&str>).map_err(errno(&what))?;
     if m.read_only {
         let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
         mount(None::<&str>, &m.target, None::<&str>, flags, None::<&str>).map_err(errno(&what))?;
