@@ -10,6 +10,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cache=${SLUICE_CACHE:-$HOME/.cache/sluice}
+
+# promtool (Debian's prometheus package) checks the alert rules in the tests.
+if ! command -v promtool >/dev/null 2>&1; then
+  echo "deps: installing Debian's prometheus package (promtool)"
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null
+  else
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null
+  fi
+fi
 venv=$cache/venv
 requirements=scripts/requirements.txt
 wanted=$(sha256sum "$requirements" | cut -d' ' -f1)

@@ -234,10 +234,6 @@ impl Metrics {
             queue_depth: self.queue_depth.with_label_values(&labels),
             ready: self.model_ready.with_label_values(&labels),
             load_seconds: self.model_load_seconds.with_label_values(&labels),
-            accuracy: self.monitoring.accuracy.with_label_values(&labels),
-            mae: self.monitoring.mae.with_label_values(&labels),
-            baseline_accuracy: self.monitoring.baseline_accuracy.with_label_values(&labels),
-            baseline_mae: self.monitoring.baseline_mae.with_label_values(&labels),
             monitoring_dropped_rows: self.monitoring.dropped_rows.with_label_values(&labels),
             monitoring: self.monitoring.clone(),
         }
@@ -278,14 +274,6 @@ pub struct VersionMetrics {
     pub ready: IntGauge,
     /// Cold-start seconds.
     pub load_seconds: Gauge,
-    /// Accuracy over the feedback window.
-    pub accuracy: Gauge,
-    /// Mean absolute error over the feedback window.
-    pub mae: Gauge,
-    /// Accuracy on the training data.
-    pub baseline_accuracy: Gauge,
-    /// Mean absolute error on the training data.
-    pub baseline_mae: Gauge,
     /// Rows the monitor skipped.
     pub monitoring_dropped_rows: IntCounter,
     monitoring: MonitoringFamilies,
@@ -299,6 +287,29 @@ impl VersionMetrics {
             .with_label_values(&[self.model.as_str(), self.version.as_str(), code.as_str()])
             .inc();
         self.request_duration.observe(duration.as_secs_f64());
+    }
+
+    /// Publishes the model's quality over the feedback window (accuracy or mean
+    /// absolute error, by task). Series exist only once there is something to say.
+    pub fn set_quality(&self, task: crate::monitoring::Task, value: f64) {
+        let family = match task {
+            crate::monitoring::Task::Classification => &self.monitoring.accuracy,
+            crate::monitoring::Task::Regression => &self.monitoring.mae,
+        };
+        family
+            .with_label_values(&[self.model.as_str(), self.version.as_str()])
+            .set(value);
+    }
+
+    /// Publishes the model's quality on the training data, from its profile.
+    pub fn set_baseline_quality(&self, task: crate::monitoring::Task, value: f64) {
+        let family = match task {
+            crate::monitoring::Task::Classification => &self.monitoring.baseline_accuracy,
+            crate::monitoring::Task::Regression => &self.monitoring.baseline_mae,
+        };
+        family
+            .with_label_values(&[self.model.as_str(), self.version.as_str()])
+            .set(value);
     }
 
     /// The missing-value ratio gauge of a feature.

@@ -379,18 +379,14 @@ impl State {
             }
             None => None,
         };
-        match (
-            &feedback,
-            profile.baseline.accuracy,
-            profile.baseline.mean_absolute_error,
-        ) {
-            (Some((f, ..)), Some(accuracy), _) if f.task == Task::Classification => {
-                metrics.baseline_accuracy.set(accuracy)
+        if let Some((config, ..)) = &feedback {
+            let baseline = match config.task {
+                Task::Classification => profile.baseline.accuracy,
+                Task::Regression => profile.baseline.mean_absolute_error,
+            };
+            if let Some(value) = baseline {
+                metrics.set_baseline_quality(config.task, value);
             }
-            (Some((f, ..)), _, Some(error)) if f.task == Task::Regression => {
-                metrics.baseline_mae.set(error)
-            }
-            _ => {}
         }
         Ok(State {
             window: config.window.max(1),
@@ -498,10 +494,7 @@ impl State {
             self.quality.push_back(score);
         }
         let mean = self.quality.iter().sum::<f64>() / self.quality.len() as f64;
-        match task {
-            Task::Classification => self.metrics.accuracy.set(mean),
-            Task::Regression => self.metrics.mae.set(mean),
-        }
+        self.metrics.set_quality(task, mean);
         Ok(truth.len())
     }
 

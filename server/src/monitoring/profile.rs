@@ -412,6 +412,12 @@ pub fn build(model_path: &Path, request: &ProfileRequest) -> Result<Profile, Pro
     }
 
     let mut rng = fastrand::Rng::with_seed(0x5_1u64);
+    // Summarize the values as the model sees them: live traffic arrives in the
+    // input's own precision, and a decile edge must bin it the same way.
+    let as_input = |value: &f64| match input.datatype {
+        DataType::Fp32 => f64::from(*value as f32),
+        _ => *value,
+    };
     let feature_summaries = data
         .names
         .iter()
@@ -419,7 +425,7 @@ pub fn build(model_path: &Path, request: &ProfileRequest) -> Result<Profile, Pro
         .map(|(name, values)| {
             summarize(
                 name,
-                values,
+                &values.iter().map(as_input).collect::<Vec<_>>(),
                 request.categorical.contains(name),
                 request.sample_size,
                 &mut rng,

@@ -98,10 +98,13 @@ def model_files(repository):
     """Files inside the model folders of a repository, relative to it.
 
     Top-level files (such as the stamp `make deps` leaves) are not models: the server
-    ignores them, and so does this comparison.
+    ignores them, and so does this comparison. Reference profiles are written by
+    `make build` with the server's `profile` command, not by the generator.
     """
     return sorted(
-        path.relative_to(repository) for path in repository.glob("*/**/*") if path.is_file()
+        path.relative_to(repository)
+        for path in repository.glob("*/**/*")
+        if path.is_file() and path.name != "profile.json"
     )
 
 
