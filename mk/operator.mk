@@ -21,7 +21,7 @@ check-crds:
 	@diff -q $(OPERATOR_CRD) $(REPO_ROOT)/charts/sluice/crds/$(notdir $(OPERATOR_CRD))
 
 ## test-operator: operator unit, fixture and API-server integration tests
-test-operator:
+test-operator: cluster-deps
 	$(CARGO) test -p sluice-operator
 
 ## test-operator-e2e: kubectl apply a sample on the local cluster, infer, delete
