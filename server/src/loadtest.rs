@@ -259,15 +259,7 @@ pub fn synthesize_request(
             .as_array()
             .map(|dims| dims.iter().filter_map(serde_json::Value::as_i64).collect())
             .unwrap_or_default();
-        let shape: Vec<i64> = shape
-            .iter()
-            .enumerate()
-            .map(|(axis, dim)| match (axis, *dim) {
-                (0, -1) => rows as i64,
-                (_, -1) => 1,
-                (_, dim) => dim,
-            })
-            .collect();
+        let shape = crate::tensor::concrete_shape(&shape, rows);
         let count: i64 = shape.iter().product();
         let data: Vec<serde_json::Value> = (0..count)
             .map(|i| match datatype {

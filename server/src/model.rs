@@ -14,7 +14,7 @@ use crate::metrics::VersionMetrics;
 use crate::monitoring::Monitor;
 use crate::protocol::json::InputTensorJson;
 use crate::runtime::{OnnxModel, RuntimeError, TensorSpec};
-use crate::tensor::{Tensor, TensorData, element_count};
+use crate::tensor::{Tensor, TensorData, concrete_shape, element_count};
 
 /// A named input tensor as a client sent it.
 #[derive(Debug, Clone, PartialEq)]
@@ -282,16 +282,7 @@ fn synthesize_inputs(specs: &[TensorSpec], rows: usize) -> Result<Vec<Tensor>, S
     specs
         .iter()
         .map(|spec| {
-            let shape: Vec<i64> = spec
-                .shape
-                .iter()
-                .enumerate()
-                .map(|(axis, dim)| match (axis, *dim) {
-                    (0, -1) => rows as i64,
-                    (_, -1) => 1,
-                    (_, dim) => dim,
-                })
-                .collect();
+            let shape = concrete_shape(&spec.shape, rows);
             let count = element_count(&shape).map_err(|e| e.to_string())?;
             Tensor::new(shape, TensorData::zeros(spec.datatype, count)).map_err(|e| e.to_string())
         })

@@ -419,6 +419,20 @@ pub fn element_count(shape: &[i64]) -> Result<usize, TensorError> {
     })
 }
 
+/// A declared shape made concrete: `rows` in a dynamic first dimension and 1 in
+/// every other dynamic (-1) dimension.
+pub fn concrete_shape(declared: &[i64], rows: usize) -> Vec<i64> {
+    declared
+        .iter()
+        .enumerate()
+        .map(|(axis, dim)| match (axis, *dim) {
+            (0, -1) => rows as i64,
+            (_, -1) => 1,
+            (_, dim) => dim,
+        })
+        .collect()
+}
+
 fn check_count(shape: &[i64], expected: usize, actual: usize) -> Result<(), TensorError> {
     if expected == actual {
         Ok(())
