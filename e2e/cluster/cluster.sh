@@ -284,6 +284,8 @@ up() {
         fi
     done
     local t0=$SECONDS
+    # A start that fails half-way stops what it started; the logs stay.
+    trap 'rc=$?; if ((rc != 0)); then log "start failed; stopping what was started (logs: $LOGS)"; down_inner; fi' EXIT
     mkdir -p "$PIDS" "$LOGS"
     gen_pki
     write_kubeconfig
@@ -338,6 +340,7 @@ up() {
     wait_for 60 "the default ServiceAccount" "$KUBECTL" --kubeconfig "$KUBECONFIG_FILE" get serviceaccount default -n default
     wait_for 60 prometheus curl -fsS "http://127.0.0.1:$PROMETHEUS_PORT/-/ready"
     write_env
+    trap - EXIT
     log "cluster up in $((SECONDS - t0))s: node $NODE_NAME Ready; source $CLUSTER_DIR/env"
 }
 
