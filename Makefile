@@ -11,7 +11,7 @@ export SLUICE_CACHE
 # TEST_TARGETS, which `make test` runs after the server's tests.
 TEST_TARGETS :=
 -include mk/*.mk
-.PHONY: deps build test lint test-rust test-python bench up fmt
+.PHONY: deps build test lint test-rust test-python bench up up-server fmt
 
 ## deps: install the ONNX Runtime library, Python tools and fixture models (cached)
 deps:
@@ -44,8 +44,11 @@ bench: build
 	taskset -c 1 target/release/examples/bench
 	target/release/examples/bench_monitoring
 
-## up: the main job: serve the sample model and print one prediction
-up: build
+## up: the main job: local cluster, CRDs, operator, a sample InferenceService, one prediction
+up: up-cluster
+
+## up-server: just the model server on the fixture models, one prediction, then stop
+up-server: build
 	@scripts/up.sh
 
 fmt:

@@ -3,7 +3,7 @@
 
 OPERATOR_CRD := $(REPO_ROOT)/crds/serving.sluice.dev_inferenceservices.yaml
 
-TEST_TARGETS += check-crds test-operator
+TEST_TARGETS += check-crds test-operator test-operator-e2e
 .PHONY: crdgen check-crds test-operator test-operator-e2e up-cluster scale-operator
 
 ## crdgen: regenerate crds/ from the Rust types
@@ -25,11 +25,11 @@ test-operator: cluster-deps
 	$(CARGO) test -p sluice-operator
 
 ## test-operator-e2e: kubectl apply a sample on the local cluster, infer, delete
-test-operator-e2e: build
+test-operator-e2e: build cluster-deps
 	@$(REPO_ROOT)/e2e/operator/e2e.sh
 
 ## up-cluster: local cluster, CRDs, operator, a sample InferenceService, one prediction
-up-cluster: build
+up-cluster: build cluster-deps
 	@$(REPO_ROOT)/scripts/up-cluster.sh
 
 ## scale-operator: operator memory and reconcile p50 with 200 InferenceServices

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make up`: starts sluice-server on the fixture model repository, waits until it
+# `make up-server`: starts sluice-server on the fixture model repository, waits until it
 # is ready, prints one prediction from the iris classifier over the Open Inference
 # Protocol, and shuts the server down gracefully (SIGTERM).
 set -euo pipefail

@@ -346,6 +346,9 @@ up() {
 
 down_inner() {
     local i c
+    # A controller that scripts started on the host against this cluster (the
+    # operator, by e2e/operator/lib.sh) goes first.
+    stop "$PIDS/operator" 10
     # The node agent first: it stops its pods (SIGTERM, then SIGKILL).
     for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do
         c=${COMPONENTS[i]}

@@ -21,18 +21,35 @@ cluster_up() {
     export KUBECONFIG
 }
 
-# install_operator: the CRD, RBAC and the operator Deployment (config/default); the
-# local cluster runs target/release/sluice-operator for the operator image.
+# install_operator: the CRD, and the operator itself as a host process. The local
+# cluster's API server listens on 127.0.0.1 only, out of pods' reach, so the
+# operator runs on the host with the cluster's kubeconfig (in a real cluster it is
+# the Deployment in config/manager). It is recorded in .cluster/pids, so that
+# `make cluster-down` stops it with the rest of the cluster.
+OPERATOR_METRICS_ADDR=127.0.0.1:18480
 install_operator() {
     mkdir -p "$(dirname "$MODELS_LINK")"
     ln -sfn "$REPO_ROOT/server/fixtures/models" "$MODELS_LINK"
-    "$KUBECTL" apply --server-side --force-conflicts -k "$REPO_ROOT/config/default" >/dev/null
+    "$KUBECTL" apply --server-side --force-conflicts -f "$REPO_ROOT/crds/" >/dev/null
     "$KUBECTL" wait --for=condition=Established crd/inferenceservices.serving.sluice.dev --timeout=60s >/dev/null
-    if [[ -n ${PROMETHEUS_URL:-} ]]; then
-        "$KUBECTL" -n sluice-system set env deployment/sluice-operator PROMETHEUS_URL="$PROMETHEUS_URL" >/dev/null
+    # An operator Deployment left by an earlier `kubectl apply -k config/default`
+    # could never reach this API server; remove it rather than run two operators.
+    "$KUBECTL" -n sluice-system delete deployment sluice-operator --ignore-not-found >/dev/null 2>&1 || true
+    local record="$REPO_ROOT/.cluster/pids/operator" pid _
+    if [[ -f $record ]]; then
+        read -r pid _ <"$record" || true
+        kill -TERM "$pid" 2>/dev/null && sleep 1 || true
     fi
-    "$KUBECTL" -n sluice-system rollout status deployment/sluice-operator --timeout=120s >/dev/null
-    say "operator running in sluice-system"
+    setsid "$REPO_ROOT/target/release/sluice-operator" --metrics-addr "$OPERATOR_METRICS_ADDR" \
+        --lease-namespace default >>"$REPO_ROOT/.cluster/logs/operator.log" 2>&1 </dev/null &
+    pid=$!
+    echo "$pid $(awk '{sub(/.*\) /, ""); print $20}' "/proc/$pid/stat")" >"$record"
+    for _ in $(seq 120); do
+        curl -fs "http://$OPERATOR_METRICS_ADDR/healthz" >/dev/null 2>&1 && break
+        kill -0 "$pid" 2>/dev/null || { tail -20 "$REPO_ROOT/.cluster/logs/operator.log" >&2; return 1; }
+        sleep 0.5
+    done
+    say "operator running on the host (log: .cluster/logs/operator.log)"
 }
 
 # apply_sample_and_wait: kubectl apply the iris sample; prints seconds to Ready.
