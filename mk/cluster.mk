@@ -16,8 +16,10 @@ TEST_TARGETS += test-cluster
 cluster-deps:
 	@$(CLUSTER_ENV) $(REPO_ROOT)/e2e/cluster/deps.sh
 
+# The same build as `make build`: building the agent alone would unify crate
+# features differently and rebuild half the dependency tree each time.
 cluster-agent:
-	$(CARGO) build --release -p sluice-node-agent
+	$(CARGO) build --release --workspace --bins
 
 ## cluster: start the local cluster (or reuse the running one); writes .cluster/env
 cluster: cluster-deps cluster-agent
