@@ -2,7 +2,7 @@
 # REPO_ROOT). Everything goes through kubectl against the local cluster.
 
 SAMPLE="$REPO_ROOT/config/samples/serving_v1alpha1_inferenceservice_iris.yaml"
-MODELS_LINK=/opt/sluice/models
+MODELS_DIR=/opt/sluice/models
 
 say() { echo "sluice: $*" >&2; }
 
@@ -28,8 +28,11 @@ cluster_up() {
 # `make cluster-down` stops it with the rest of the cluster.
 OPERATOR_METRICS_ADDR=127.0.0.1:18480
 install_operator() {
-    mkdir -p "$(dirname "$MODELS_LINK")"
-    ln -sfn "$REPO_ROOT/server/fixtures/models" "$MODELS_LINK"
+    # A copy, not a link into the checkout: the pods' own volumes (an emptyDir at
+    # /tmp) may hide the checkout's folder.
+    rm -rf "$MODELS_DIR"
+    mkdir -p "$MODELS_DIR"
+    cp -r "$REPO_ROOT/server/fixtures/models/." "$MODELS_DIR/"
     "$KUBECTL" apply --server-side --force-conflicts -f "$REPO_ROOT/crds/" >/dev/null
     "$KUBECTL" wait --for=condition=Established crd/inferenceservices.serving.sluice.dev --timeout=60s >/dev/null
     # An operator Deployment left by an earlier `kubectl apply -k config/default`

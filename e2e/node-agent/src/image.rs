@@ -13,8 +13,17 @@ pub struct ImageMap {
 }
 
 impl ImageMap {
-    /// Builds a map from `(image name fragment, binary)` pairs.
+    /// Builds a map from `(image name fragment, binary)` pairs. Binaries are
+    /// resolved to their real paths: a pod's volumes (an emptyDir at /tmp, say) can
+    /// hide the checkout a symlinked path goes through, but not the file itself.
     pub fn new(entries: Vec<(String, PathBuf)>) -> Self {
+        let entries = entries
+            .into_iter()
+            .map(|(fragment, binary)| {
+                let real = std::fs::canonicalize(&binary).unwrap_or(binary);
+                (fragment, real)
+            })
+            .collect();
         Self { entries }
     }
 
