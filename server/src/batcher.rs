@@ -108,9 +108,9 @@ pub fn run_executor(
     loop {
         let first = match deferred.pop_front() {
             Some(job) => job,
-            None => match next_job(&receiver) {
-                Some(job) => job,
-                None => return,
+            None => match receiver.recv() {
+                Ok(job) => job,
+                Err(_) => return,
             },
         };
         metrics.queue_depth.dec();
@@ -125,23 +125,6 @@ pub fn run_executor(
         execute(model, batch, metrics, monitor);
     }
 }
-
-/// Waits for the next job. Yields the CPU a few times before sleeping on the
-/// queue: under load the next request usually arrives within that time, and
-/// picking it up without a sleep and a wake-up saves two context switches.
-fn next_job(receiver: &Receiver<Job>) -> Option<Job> {
-    for _ in 0..IDLE_YIELDS {
-        match receiver.try_recv() {
-            Ok(job) => return Some(job),
-            Err(TryRecvError::Empty) => std::thread::yield_now(),
-            Err(TryRecvError::Disconnected) => return None,
-        }
-    }
-    receiver.recv().ok()
-}
-
-/// How many times the executor yields before it sleeps waiting for work.
-const IDLE_YIELDS: usize = 16;
 
 /// Adds to `first` every compatible job that fits, from the deferred jobs and
 /// then the queue, waiting for more only until the oldest job's delay runs out.
