@@ -144,6 +144,16 @@ fn bad_uris_and_digests_are_refused_with_a_reason() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// Checks that `ok` wrote `bytes` into `dir` and that `missing` failed with an
+/// HTTP 404, then removes `dir`.
+fn assert_fetched_and_missing(ok: &Output, missing: &Output, dir: &Path, bytes: &[u8]) {
+    assert!(ok.status.success(), "{}", stderr(ok));
+    assert_eq!(std::fs::read(dir.join("model.onnx")).unwrap(), bytes);
+    assert!(!missing.status.success());
+    assert!(stderr(missing).contains("HTTP 404"), "{}", stderr(missing));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 /// Serves `bytes` at `/model.onnx` and 404 elsewhere, on a free loopback port.
 async fn http_server(bytes: Vec<u8>) -> String {
     let app = axum::Router::new().route(
@@ -178,15 +188,7 @@ async fn an_http_download_is_verified_and_http_errors_are_reported() {
         .await
         .unwrap()
     };
-    assert!(ok.status.success(), "{}", stderr(&ok));
-    assert_eq!(std::fs::read(dir.join("model.onnx")).unwrap(), bytes);
-    assert!(!missing.status.success());
-    assert!(
-        stderr(&missing).contains("HTTP 404"),
-        "{}",
-        stderr(&missing)
-    );
-    std::fs::remove_dir_all(dir).unwrap();
+    assert_fetched_and_missing(&ok, &missing, &dir, &bytes);
 }
 
 /// A moto S3 server from the test virtual environment, killed when dropped.
@@ -273,13 +275,5 @@ async fn an_s3_object_is_fetched_with_signed_requests() {
         .await
         .unwrap()
     };
-    assert!(ok.status.success(), "{}", stderr(&ok));
-    assert_eq!(std::fs::read(dir.join("model.onnx")).unwrap(), bytes);
-    assert!(!missing.status.success());
-    assert!(
-        stderr(&missing).contains("HTTP 404"),
-        "{}",
-        stderr(&missing)
-    );
-    std::fs::remove_dir_all(dir).unwrap();
+    assert_fetched_and_missing(&ok, &missing, &dir, &bytes);
 }

@@ -6,8 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Repository, Server, fp32_request, infer};
-use futures::future::join_all;
+use common::{Repository, Server, fp32_request, infer, infer_concurrently, metrics_text};
 
 fn row(seed: usize) -> Vec<f32> {
     (0..16)
@@ -37,21 +36,12 @@ async fn concurrent_requests_are_batched_and_split_back_exactly() {
         assert_eq!(status, 200, "{body}");
         expected.push(body["outputs"][0]["data"].clone());
     }
-    let before = client
-        .get(format!("{}/metrics", server.http))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let before = metrics_text(&client, &server).await;
 
-    let requests = (0..24).map(|seed| {
-        let client = client.clone();
-        let url = url.clone();
-        async move { infer(&client, &url, &fp32_request("input", &[1, 16], &row(seed))).await }
-    });
-    let answers = join_all(requests).await;
+    let bodies = (0..24)
+        .map(|seed| fp32_request("input", &[1, 16], &row(seed)))
+        .collect();
+    let answers = infer_concurrently(&client, &url, bodies).await;
     for (seed, (status, body)) in answers.into_iter().enumerate() {
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["outputs"][0]["shape"], serde_json::json!([1, 4]));
@@ -61,14 +51,7 @@ async fn concurrent_requests_are_batched_and_split_back_exactly() {
         );
     }
 
-    let after = client
-        .get(format!("{}/metrics", server.http))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let after = metrics_text(&client, &server).await;
     let batches = metric_sum(&after, "sluice_inference_batch_size_count")
         - metric_sum(&before, "sluice_inference_batch_size_count");
     let rows = metric_sum(&after, "sluice_inference_batch_size_sum")
@@ -88,12 +71,10 @@ async fn a_full_queue_is_refused_at_once_and_the_server_recovers() {
     let client = reqwest::Client::new();
     let url = format!("{}/v2/models/slow/infer", server.http);
 
-    let requests = (0..12).map(|seed| {
-        let client = client.clone();
-        let url = url.clone();
-        async move { infer(&client, &url, &fp32_request("input", &[1, 16], &row(seed))).await }
-    });
-    let answers = join_all(requests).await;
+    let bodies = (0..12)
+        .map(|seed| fp32_request("input", &[1, 16], &row(seed)))
+        .collect();
+    let answers = infer_concurrently(&client, &url, bodies).await;
     let refused: Vec<_> = answers
         .iter()
         .filter(|(status, _)| *status == 429)
@@ -136,18 +117,13 @@ async fn a_fixed_batch_model_serves_concurrent_requests_one_by_one() {
     let server = Server::start(&repository.dir, &[]).await;
     let client = reqwest::Client::new();
     let url = format!("{}/v2/models/fixed/infer", server.http);
-    let requests = (0..16).map(|i| {
-        let client = client.clone();
-        let url = url.clone();
-        async move {
-            let x = [i as f32, 1.0, -2.0, 0.5];
-            (
-                x,
-                infer(&client, &url, &fp32_request("x", &[1, 4], &x)).await,
-            )
-        }
-    });
-    for (x, (status, body)) in join_all(requests).await {
+    let inputs: Vec<[f32; 4]> = (0..16).map(|i| [i as f32, 1.0, -2.0, 0.5]).collect();
+    let bodies = inputs
+        .iter()
+        .map(|x| fp32_request("x", &[1, 4], x))
+        .collect();
+    let answers = infer_concurrently(&client, &url, bodies).await;
+    for (x, (status, body)) in inputs.iter().zip(answers) {
         assert_eq!(status, 200, "{body}");
         let y: Vec<f64> = serde_json::from_value(body["outputs"][0]["data"].clone()).unwrap();
         let expected: Vec<f64> = x.iter().map(|v| 2.0 * *v as f64 + 1.0).collect();

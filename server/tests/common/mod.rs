@@ -173,3 +173,29 @@ pub async fn infer(
     let status = response.status().as_u16();
     (status, response.json().await.expect("JSON body"))
 }
+
+/// The server's `/metrics` text.
+pub async fn metrics_text(client: &reqwest::Client, server: &Server) -> String {
+    client
+        .get(format!("{}/metrics", server.http))
+        .send()
+        .await
+        .expect("metrics request sent")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
+/// Posts all `bodies` to `url` at once; answers in the same order.
+pub async fn infer_concurrently(
+    client: &reqwest::Client,
+    url: &str,
+    bodies: Vec<serde_json::Value>,
+) -> Vec<(u16, serde_json::Value)> {
+    let requests = bodies.into_iter().map(|body| {
+        let client = client.clone();
+        let url = url.to_string();
+        async move { infer(&client, &url, &body).await }
+    });
+    futures::future::join_all(requests).await
+}
