@@ -35,6 +35,10 @@ pub struct ModelConfig {
     pub request_timeout_ms: u64,
     /// Intra-op threads for ONNX Runtime; 0 lets ONNX Runtime choose.
     pub intra_op_threads: usize,
+    /// Where runs happen: `auto` (the default) runs a model whose full-batch
+    /// warm-up run takes at most a millisecond inline on the request runtime and a
+    /// slower one on a thread of its own; `inline` and `thread` force one.
+    pub runner: RunnerChoice,
     /// Execution device.
     pub device: Device,
     /// With `device: cuda`, run on the CPU instead of failing when CUDA is unavailable.
@@ -55,6 +59,7 @@ impl Default for ModelConfig {
             max_queue_size: 1024,
             request_timeout_ms: 30_000,
             intra_op_threads: 0,
+            runner: RunnerChoice::Auto,
             device: Device::Cpu,
             cpu_fallback: false,
             warmup: WarmupConfig::default(),
@@ -62,6 +67,18 @@ impl Default for ModelConfig {
             monitoring: None,
         }
     }
+}
+
+/// Where a model's runs happen (see `runner` in [`ModelConfig`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunnerChoice {
+    /// Inline for fast models, a thread for slow ones, by the warm-up run time.
+    Auto,
+    /// Always on the request runtime.
+    Inline,
+    /// Always on a thread of the model version's own.
+    Thread,
 }
 
 /// Warm-up: runs before readiness so that the first real request is not slow.

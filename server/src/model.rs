@@ -3,12 +3,12 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use crate::batcher::{self, BatchPolicy, Job, JobQueue};
-use crate::config::ModelConfig;
+use crate::batcher::{BatchPolicy, Batcher, INLINE_RUN_LIMIT, Job, Placement};
+use crate::config::{ModelConfig, RunnerChoice};
 use crate::error::InferError;
 use crate::metrics::VersionMetrics;
 use crate::monitoring::Monitor;
@@ -31,7 +31,7 @@ pub struct Serving {
     pub inputs: Vec<TensorSpec>,
     /// Outputs in graph order.
     pub outputs: Vec<TensorSpec>,
-    queue: JobQueue,
+    batcher: Arc<Batcher>,
     monitor: Option<Arc<Monitor>>,
 }
 
@@ -115,7 +115,8 @@ impl ModelVersion {
     }
 
     /// Loads, warms up and starts serving this version on a thread of its own,
-    /// which then runs the executor loop for as long as the server runs.
+    /// which then runs the model's batches for as long as the server runs when
+    /// the model is too slow to run inline (see [`Placement`]).
     pub fn spawn_loader(self: &Arc<Self>) {
         let model = Arc::clone(self);
         let spawned = std::thread::Builder::new()
@@ -139,10 +140,19 @@ impl ModelVersion {
                 && onnx.outputs().iter().all(TensorSpec::has_dynamic_batch),
             max_batch_size: self.config.max_batch_size,
             max_queue_delay: self.config.max_queue_delay(),
+            max_queue_size: self.config.max_queue_size,
         };
-        if let Err(error) = self.warm_up(&mut onnx, policy) {
-            return self.fail(format!("warm-up failed: {error}"));
-        }
+        let slowest_run = match self.warm_up(&mut onnx, policy) {
+            Ok(slowest_run) => slowest_run,
+            Err(error) => return self.fail(format!("warm-up failed: {error}")),
+        };
+        let placement = match (self.config.runner, slowest_run) {
+            (RunnerChoice::Inline, _) => Placement::Inline,
+            (RunnerChoice::Thread, _) => Placement::Thread,
+            (RunnerChoice::Auto, Some(slowest_run)) => Placement::for_run_time(slowest_run),
+            // Without warm-up there is no measurement: the thread is always safe.
+            (RunnerChoice::Auto, None) => Placement::Thread,
+        };
         let monitor = match &self.config.monitoring {
             Some(config) => {
                 let model_dir = self
@@ -165,13 +175,22 @@ impl ModelVersion {
             }
             None => None,
         };
-        let (queue, receiver) =
-            JobQueue::bounded(self.config.max_queue_size, &self.name, self.metrics.clone());
+        let inputs = onnx.inputs().to_vec();
+        let outputs = onnx.outputs().to_vec();
+        let device = onnx.device();
+        let batcher = Batcher::new(
+            onnx,
+            &self.name,
+            policy,
+            placement,
+            self.metrics.clone(),
+            monitor.clone(),
+        );
         let serving = Serving {
-            inputs: onnx.inputs().to_vec(),
-            outputs: onnx.outputs().to_vec(),
-            queue,
-            monitor: monitor.clone(),
+            inputs,
+            outputs,
+            batcher: Arc::clone(&batcher),
+            monitor,
         };
         let seconds = started.elapsed().as_secs_f64();
         self.metrics.load_seconds.set(seconds);
@@ -180,18 +199,16 @@ impl ModelVersion {
             model = %self.name,
             version = self.version,
             seconds,
-            device = ?onnx.device(),
+            ?device,
             batchable = policy.batchable,
+            ?placement,
+            slowest_warm_up_run = ?slowest_run,
             "model ready"
         );
         self.state.set(Ok(serving)).ok();
-        batcher::run_executor(
-            &mut onnx,
-            receiver,
-            policy,
-            &self.metrics,
-            monitor.as_deref(),
-        );
+        if placement == Placement::Thread {
+            batcher.run_thread();
+        }
     }
 
     fn fail(&self, reason: String) {
@@ -201,10 +218,15 @@ impl ModelVersion {
 
     /// Runs the configured warm-up inputs, or synthesized zeros at one row and
     /// at a full batch, so that the first real request finds everything allocated.
-    fn warm_up(&self, onnx: &mut OnnxModel, policy: BatchPolicy) -> Result<(), String> {
+    /// Returns the slowest run of the last iteration, or `None` when warm-up is off.
+    fn warm_up(
+        &self,
+        onnx: &mut OnnxModel,
+        policy: BatchPolicy,
+    ) -> Result<Option<Duration>, String> {
         let warmup = &self.config.warmup;
         if !warmup.enabled {
-            return Ok(());
+            return Ok(None);
         }
         let batches: Vec<Vec<Tensor>> = if warmup.inputs.is_empty() {
             let mut rows = vec![1];
@@ -228,13 +250,26 @@ impl ModelVersion {
                     .map_err(|e| e.to_string())?,
             ]
         };
-        for _ in 0..warmup.iterations.max(1) {
+        let run_all = |onnx: &mut OnnxModel| -> Result<Duration, String> {
+            let mut slowest = Duration::ZERO;
             for inputs in &batches {
                 let refs: Vec<&Tensor> = inputs.iter().collect();
+                let started = Instant::now();
                 onnx.run(&refs).map_err(|e: RuntimeError| e.to_string())?;
+                slowest = slowest.max(started.elapsed());
             }
+            Ok(slowest)
+        };
+        let mut slowest = Duration::ZERO;
+        for _ in 0..warmup.iterations.max(1) {
+            slowest = run_all(onnx)?;
         }
-        Ok(())
+        // A first run allocates and can be many times slower than the next ones;
+        // when it was near the inline limit, measure a warm run before choosing.
+        if warmup.iterations <= 1 && slowest > INLINE_RUN_LIMIT && slowest < 20 * INLINE_RUN_LIMIT {
+            slowest = run_all(onnx)?;
+        }
+        Ok(Some(slowest))
     }
 
     /// Checks a request's inputs against the model and queues it; resolves with
@@ -249,7 +284,7 @@ impl ModelVersion {
         let ordered = order_inputs(&self.name, &serving.inputs, inputs, &self.config)?;
         let keeps_ids = serving.monitor.as_ref().is_some_and(|m| m.keeps_ids());
         let (reply, result) = oneshot::channel();
-        serving.queue.submit(Job {
+        serving.batcher.submit(Job {
             inputs: ordered,
             enqueued: Instant::now(),
             id: id.filter(|_| keeps_ids).map(str::to_string),

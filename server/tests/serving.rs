@@ -23,8 +23,21 @@ fn metric_sum(metrics: &str, name: &str) -> f64 {
 }
 
 #[tokio::test]
-async fn concurrent_requests_are_batched_and_split_back_exactly() {
-    let repository = Repository::new("batching").with_model("slow", "slow", "max_batch_size: 16\n");
+async fn concurrent_requests_are_batched_and_split_back_exactly_on_a_thread() {
+    batches_and_splits_back_exactly("thread").await;
+}
+
+#[tokio::test]
+async fn concurrent_requests_are_batched_and_split_back_exactly_inline() {
+    batches_and_splits_back_exactly("inline").await;
+}
+
+/// 24 concurrent single-row requests to the slow model run in fewer than 24
+/// batches, and each gets its own row's result, with the runs placed by `runner`.
+async fn batches_and_splits_back_exactly(runner: &str) {
+    let config = format!("max_batch_size: 16\nrunner: {runner}\n");
+    let repository =
+        Repository::new(&format!("batching-{runner}")).with_model("slow", "slow", &config);
     let server = Server::start(&repository.dir, &[]).await;
     let client = reqwest::Client::new();
     let url = format!("{}/v2/models/slow/infer", server.http);
@@ -61,6 +74,24 @@ async fn concurrent_requests_are_batched_and_split_back_exactly() {
         batches < 24.0,
         "24 concurrent requests ran in {batches} runs: nothing was batched"
     );
+}
+
+#[tokio::test]
+async fn auto_placement_runs_a_fast_model_inline_and_a_slow_one_on_a_thread() {
+    let repository = Repository::new("placement")
+        .with_model("mlp", "mlp", "")
+        .with_model("slow", "slow", "");
+    let server = Server::start(&repository.dir, &[]).await;
+    let log = server.log();
+    let placement = |model: &str| {
+        log.lines()
+            .find(|line| line.contains("model ready") && line.contains(&format!("model={model} ")))
+            .and_then(|line| line.split("placement=").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(str::to_string)
+    };
+    assert_eq!(placement("mlp").as_deref(), Some("Inline"), "{log}");
+    assert_eq!(placement("slow").as_deref(), Some("Thread"), "{log}");
 }
 
 #[tokio::test]
