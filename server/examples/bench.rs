@@ -31,6 +31,8 @@ struct Figures {
     p50: Duration,
     p99: Duration,
     per_second: f64,
+    /// CPU time the server process spent per request, when measured.
+    cpu_per_request: Option<Duration>,
 }
 
 impl Figures {
@@ -41,17 +43,36 @@ impl Figures {
             p50: at(0.50),
             p99: at(0.99),
             per_second: units / elapsed.as_secs_f64(),
+            cpu_per_request: None,
         }
     }
 
     fn print(&self, label: &str, unit: &str) {
+        let cpu = self
+            .cpu_per_request
+            .map(|cpu| format!("   server CPU {:>6.1} us/request", cpu.as_secs_f64() * 1e6))
+            .unwrap_or_default();
         println!(
-            "{label:<40} p50 {:>9.1} us   p99 {:>9.1} us   {:>10.0} {unit}/s",
+            "{label:<40} p50 {:>9.1} us   p99 {:>9.1} us   {:>10.0} {unit}/s{cpu}",
             self.p50.as_secs_f64() * 1e6,
             self.p99.as_secs_f64() * 1e6,
             self.per_second
         );
     }
+}
+
+/// CPU time (user + system) that process `pid` has used so far, from
+/// `/proc/<pid>/stat` (fields 14 and 15, in clock ticks of 10 ms).
+fn process_cpu(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name (field 2) may hold spaces; fields after it are plain.
+    let after_name = stat.rsplit(')').next().unwrap_or("");
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|i| fields.get(*i)?.parse::<u64>().ok())
+        .sum();
+    Duration::from_millis(ticks * 10)
 }
 
 fn rows(count: usize) -> Tensor {
@@ -213,7 +234,16 @@ impl Payload {
 /// sending its next request when the last one answers, for `MEASURE` after
 /// `WARM`. Throughput counts rows. The client is hyper without a pool, so that
 /// it costs far less CPU than the servers it measures.
-async fn load(port: u16, path: &str, payload: &Payload, concurrency: usize) -> Figures {
+///
+/// The server's CPU time per request is measured too: unlike throughput it does
+/// not depend on how fast the load generator is, nor on other work on the machine.
+async fn load(
+    server: &Server,
+    port: u16,
+    path: &str,
+    payload: &Payload,
+    concurrency: usize,
+) -> Figures {
     let run = |duration: Duration| {
         let tasks: Vec<_> = (0..concurrency)
             .map(|_| {
@@ -256,9 +286,13 @@ async fn load(port: u16, path: &str, payload: &Payload, concurrency: usize) -> F
         }
     };
     run(WARM).await;
+    let cpu_before = process_cpu(server.0.id());
     let (latencies, elapsed) = run(MEASURE).await;
-    let rows = (latencies.len() * payload.rows) as f64;
-    Figures::from_latencies(latencies, elapsed, rows)
+    let cpu = process_cpu(server.0.id()) - cpu_before;
+    let requests = latencies.len();
+    let mut figures = Figures::from_latencies(latencies, elapsed, (requests * payload.rows) as f64);
+    figures.cpu_per_request = Some(cpu / requests.max(1) as u32);
+    figures
 }
 
 fn main() -> anyhow::Result<()> {
@@ -315,8 +349,8 @@ fn main() -> anyhow::Result<()> {
         }
         cold_starts.sort();
 
-        let _sluice = start_sluice(&server_binary, &repository, 19000)?;
-        let _naive = Server(
+        let sluice_server = start_sluice(&server_binary, &repository, 19000)?;
+        let naive_server = Server(
             pinned(&naive_binary)
                 .arg(repository.join("mlp/1/model.onnx"))
                 .arg("19010")
@@ -333,13 +367,22 @@ fn main() -> anyhow::Result<()> {
         println!();
         let mut results = Vec::new();
         for concurrency in [1, 16, 64] {
-            let naive = load(naive_port, path, &single, concurrency).await;
+            let naive = load(&naive_server, naive_port, path, &single, concurrency).await;
             naive.print(&format!("naive server, concurrency {concurrency}"), "rows");
-            let sluice = load(sluice_port, path, &single, concurrency).await;
+            let sluice = load(&sluice_server, sluice_port, path, &single, concurrency).await;
             sluice.print(&format!("sluice-server, concurrency {concurrency}"), "rows");
             results.push((naive, sluice));
         }
-        let large = load(sluice_port, path, &Payload::binary(LARGE_REQUEST_ROWS), 16).await;
+        let noop = load(&naive_server, naive_port, "/noop", &single, 16).await;
+        noop.print("no-op handler (ceiling), concurrency 16", "rows");
+        let large = load(
+            &sluice_server,
+            sluice_port,
+            path,
+            &Payload::binary(LARGE_REQUEST_ROWS),
+            16,
+        )
+        .await;
         large.print(
             &format!("sluice-server, {LARGE_REQUEST_ROWS}-row binary, conc. 16"),
             "rows",
@@ -367,6 +410,18 @@ fn main() -> anyhow::Result<()> {
             "throughput at concurrency 16, sluice / naive: {:.2}x",
             sluice_16.per_second / naive_16.per_second
         );
+        println!(
+            "throughput at concurrency 16, sluice / no-op handler: {:.2}",
+            sluice_16.per_second / noop.per_second
+        );
+        if let (Some(naive_cpu), Some(sluice_cpu)) =
+            (naive_16.cpu_per_request, sluice_16.cpu_per_request)
+        {
+            println!(
+                "server CPU per request at concurrency 16, naive / sluice: {:.2}x (the throughput ratio of CPU-bound servers, whatever the load generator)",
+                naive_cpu.as_secs_f64() / sluice_cpu.as_secs_f64()
+            );
+        }
         println!(
             "saturation, single-row JSON (concurrency 64): {:.1}% of raw {MAX_BATCH}-row session.run",
             100.0 * sluice_64.per_second / raw_max.per_second

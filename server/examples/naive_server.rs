@@ -1,7 +1,8 @@
 //! The benchmark's baseline: the simplest correct server one would write with the
 //! same parts, axum plus one `ort` session behind a mutex, one `session.run` per
 //! request, JSON through `serde_json::Value`. `make bench` measures sluice-server
-//! against it; it is not part of the product.
+//! against it; it is not part of the product. `POST /noop` answers `{}` without
+//! reading the request: the ceiling of any handler on this HTTP stack.
 //!
 //! Usage: `naive_server MODEL.onnx PORT`
 
@@ -66,6 +67,7 @@ async fn main() -> anyhow::Result<()> {
     });
     let app = Router::new()
         .route("/v2/models/mlp/infer", post(infer))
+        .route("/noop", post(|| async { "{}" }))
         .with_state(naive);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port.parse::<u16>()?)).await?;
     axum::serve(listener, app).await?;
