@@ -23,6 +23,9 @@ const FEATURES: usize = 16;
 const MAX_BATCH: usize = 256;
 /// Rows per request in the large-request scenario (binary tensor extension).
 const LARGE_REQUEST_ROWS: usize = 32;
+/// Closed-loop clients against the compute-bound `wide` model: enough to fill
+/// full batches while one runs.
+const WIDE_CONCURRENCY: usize = 2 * MAX_BATCH;
 const MEASURE: Duration = Duration::from_secs(5);
 const WARM: Duration = Duration::from_secs(1);
 
@@ -50,7 +53,7 @@ impl Figures {
     fn print(&self, label: &str, unit: &str) {
         let cpu = self
             .cpu_per_request
-            .map(|cpu| format!("   server CPU {:>6.1} us/request", cpu.as_secs_f64() * 1e6))
+            .map(|cpu| format!("   CPU {:>8.1} us/request", cpu.as_secs_f64() * 1e6))
             .unwrap_or_default();
         println!(
             "{label:<40} p50 {:>9.1} us   p99 {:>9.1} us   {:>10.0} {unit}/s{cpu}",
@@ -61,10 +64,19 @@ impl Figures {
     }
 }
 
-/// CPU time (user + system) that process `pid` has used so far, from
-/// `/proc/<pid>/stat` (fields 14 and 15, in clock ticks of 10 ms).
+/// CPU time (user + system) that process `pid` has used so far.
 fn process_cpu(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    cpu_time(&format!("/proc/{pid}/stat"))
+}
+
+/// CPU time (user + system) that the calling thread has used so far.
+fn thread_cpu() -> Duration {
+    cpu_time("/proc/thread-self/stat")
+}
+
+/// Fields 14 and 15 of a `/proc/.../stat` file, in clock ticks of 10 ms.
+fn cpu_time(stat_path: &str) -> Duration {
+    let stat = std::fs::read_to_string(stat_path).unwrap_or_default();
     // The command name (field 2) may hold spaces; fields after it are plain.
     let after_name = stat.rsplit(')').next().unwrap_or("");
     let fields: Vec<&str> = after_name.split_whitespace().collect();
@@ -99,18 +111,20 @@ fn raw(model_path: &Path, batch_rows: &[usize]) -> anyhow::Result<Vec<Figures>> 
             model.run(&[input])?;
         }
         let mut latencies = Vec::new();
+        let cpu_before = thread_cpu();
         let started = Instant::now();
         while started.elapsed() < MEASURE {
             let t = Instant::now();
             model.run(&[input])?;
             latencies.push(t.elapsed());
         }
-        let count = latencies.len() as f64;
-        Ok(Figures::from_latencies(
-            latencies,
-            started.elapsed(),
-            count * units,
-        ))
+        let cpu = thread_cpu() - cpu_before;
+        let runs = latencies.len();
+        let mut figures =
+            Figures::from_latencies(latencies, started.elapsed(), runs as f64 * units);
+        // With one intra-op thread ONNX Runtime runs on the calling thread.
+        figures.cpu_per_request = Some(cpu / runs.max(1) as u32);
+        Ok(figures)
     };
     batch_rows
         .iter()
@@ -315,6 +329,16 @@ fn main() -> anyhow::Result<()> {
         repository.join("mlp/config.yaml"),
         format!("max_batch_size: {MAX_BATCH}\nintra_op_threads: 1\n"),
     )?;
+    // The compute-bound model gets a repository (and a server) of its own, so
+    // that the cold start above measures the fixture MLP alone.
+    let wide_repository = repository.join("wide-only");
+    let wide_source = root.join("server/fixtures/models/wide/1/model.onnx");
+    std::fs::create_dir_all(wide_repository.join("wide/1"))?;
+    std::fs::copy(&wide_source, wide_repository.join("wide/1/model.onnx"))?;
+    std::fs::write(
+        wide_repository.join("wide/config.yaml"),
+        format!("max_batch_size: {MAX_BATCH}\nintra_op_threads: 1\n"),
+    )?;
 
     println!("sluice bench: fixture MLP (16 -> 32 -> 4), one intra-op thread, servers on CPU 0");
     println!("throughput is in rows/s (one row per request unless stated)");
@@ -330,6 +354,12 @@ fn main() -> anyhow::Result<()> {
         "rows",
     );
     raw_max.print(&format!("raw session.run, {MAX_BATCH}-row batches"), "rows");
+    let raw_wide = raw(&wide_repository.join("wide/1/model.onnx"), &[1, MAX_BATCH])?;
+    raw_wide[0].print("raw session.run, wide model, 1 row", "rows");
+    raw_wide[1].print(
+        &format!("raw session.run, wide model, {MAX_BATCH}-row"),
+        "rows",
+    );
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -388,6 +418,24 @@ fn main() -> anyhow::Result<()> {
             "rows",
         );
 
+        drop(sluice_server);
+        drop(naive_server);
+        let wide_port = 19020;
+        let wide_server = start_sluice(&server_binary, &wide_repository, wide_port)?;
+        wait_until_ok(&client, &format!("http://127.0.0.1:{wide_port}/v2/health/ready"), None).await;
+        let wide = load(
+            &wide_server,
+            wide_port,
+            "/v2/models/wide/infer",
+            &single,
+            WIDE_CONCURRENCY,
+        )
+        .await;
+        wide.print(
+            &format!("sluice-server, wide model, conc. {WIDE_CONCURRENCY}"),
+            "rows",
+        );
+
         let (naive_1, sluice_1) = &results[0];
         let (naive_16, sluice_16) = &results[1];
         let (_, sluice_64) = &results[2];
@@ -429,6 +477,24 @@ fn main() -> anyhow::Result<()> {
         println!(
             "saturation, {LARGE_REQUEST_ROWS}-row binary requests: {:.1}% of raw {MAX_BATCH}-row session.run",
             100.0 * large.per_second / raw_max.per_second
+        );
+        println!(
+            "saturation, compute-bound wide model, single-row JSON (concurrency {WIDE_CONCURRENCY}): {:.1}% of raw {MAX_BATCH}-row session.run",
+            100.0 * wide.per_second / raw_wide[1].per_second
+        );
+        // The same fractions from CPU time, which other work on the machine does
+        // not distort: raw CPU per row over the server's CPU per row.
+        let cpu_fraction = |raw: &Figures, raw_rows: usize, server: &Figures, rows: usize| {
+            let per_row = |figures: &Figures, rows: usize| {
+                figures.cpu_per_request.unwrap_or_default().as_secs_f64() / rows as f64
+            };
+            100.0 * per_row(raw, raw_rows) / per_row(server, rows)
+        };
+        println!(
+            "by CPU time: single-row JSON {:.1}%, {LARGE_REQUEST_ROWS}-row binary {:.1}%, wide model {:.1}% of raw {MAX_BATCH}-row session.run",
+            cpu_fraction(raw_max, MAX_BATCH, sluice_64, 1),
+            cpu_fraction(raw_max, MAX_BATCH, &large, LARGE_REQUEST_ROWS),
+            cpu_fraction(&raw_wide[1], MAX_BATCH, &wide, 1)
         );
         anyhow::Ok(())
     })?;
