@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::fetch::{FetchRequest, MODEL_FILE, fetch};
 use crate::loadtest;
 use crate::monitoring::profile::{ProfileRequest, TrainingData, build};
+use crate::security::flags::SecurityArgs;
 use crate::serve::{ServeOptions, serve};
 
 /// Sluice's model server.
@@ -38,7 +39,7 @@ enum LogFormat {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve every model in a model repository over REST and gRPC.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Download a model to DEST/model.onnx, verifying its sha256 (for init containers).
     Fetch(FetchArgs),
     /// Write a reference profile of training data and the model's answers to it.
@@ -207,6 +208,8 @@ struct ServeArgs {
     /// Seconds in-flight requests may take to finish after the listeners close.
     #[arg(long, default_value_t = 20.0, env = "SLUICE_DRAIN_TIMEOUT_SECONDS")]
     drain_timeout_seconds: f64,
+    #[command(flatten)]
+    security: SecurityArgs,
 }
 
 fn init_logging(format: LogFormat) {
@@ -241,6 +244,7 @@ pub fn run() -> anyhow::Result<()> {
                 max_body_bytes: args.max_body_bytes,
                 shutdown_delay: seconds(args.shutdown_delay_seconds, "shutdown-delay-seconds")?,
                 drain_timeout: seconds(args.drain_timeout_seconds, "drain-timeout-seconds")?,
+                security: args.security.options().map_err(anyhow::Error::msg)?,
             };
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

@@ -13,5 +13,6 @@ pub mod monitoring;
 pub mod protocol;
 pub mod repository;
 pub mod runtime;
+pub mod security;
 pub mod serve;
 pub mod tensor;

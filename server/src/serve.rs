@@ -8,11 +8,15 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_stream::StreamExt;
 
 use crate::metrics::Metrics;
 use crate::protocol::grpc::InferenceService;
 use crate::protocol::{ServerState, rest};
 use crate::repository::{Repository, RepositoryError};
+use crate::security::http::{Peer, guarded};
+use crate::security::tls::{TlsListener, accept_tls};
+use crate::security::{Security, SecurityError, SecurityOptions};
 
 /// How to serve.
 #[derive(Debug, Clone)]
@@ -32,6 +36,8 @@ pub struct ServeOptions {
     pub shutdown_delay: Duration,
     /// After listeners close, how long in-flight requests may take to finish.
     pub drain_timeout: Duration,
+    /// Authentication, rate limits, request limits, audit log and TLS.
+    pub security: SecurityOptions,
 }
 
 /// Why the server could not start or stopped abnormally.
@@ -39,6 +45,8 @@ pub struct ServeOptions {
 pub enum ServeError {
     #[error(transparent)]
     Repository(#[from] RepositoryError),
+    #[error(transparent)]
+    Security(#[from] SecurityError),
     #[error("cannot listen on {address}: {source}")]
     Bind {
         address: SocketAddr,
@@ -69,12 +77,15 @@ async fn termination_signal() {
 
 /// Serves until a termination signal, then drains and returns.
 pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
+    let security = Arc::new(Security::load(&options.security).await?);
+    security.spawn_reloader();
     let metrics = Arc::new(Metrics::new());
     let repository = Repository::load(&options.model_repository, &metrics)?;
     let state = Arc::new(ServerState::new(
         repository,
         metrics,
         options.max_body_bytes,
+        Arc::clone(&security),
     ));
 
     let http = bind(options.host, options.http_port).await?;
@@ -83,6 +94,8 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         http = %http.local_addr().map_err(ServeError::Http)?,
         grpc = %grpc.local_addr().map_err(ServeError::Http)?,
         repository = %options.model_repository.display(),
+        tls = security.tls.is_some(),
+        authentication = security.authentication_required(),
         "listening"
     );
 
@@ -90,14 +103,44 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     let until_stopped = |mut receiver: watch::Receiver<bool>| async move {
         let _ = receiver.wait_for(|stop| *stop).await;
     };
-    let http_server = axum::serve(http, rest::router(Arc::clone(&state)))
-        .with_graceful_shutdown(until_stopped(stopped.clone()));
-    let grpc_server = tonic::transport::Server::builder()
-        .add_service(InferenceService::server(Arc::clone(&state)))
-        .serve_with_incoming_shutdown(
+    let app = guarded(rest::router(Arc::clone(&state)), Arc::clone(&state))
+        .into_make_service_with_connect_info::<Peer>();
+    let http_server: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> =
+        match &security.tls {
+            Some(tls) => Box::pin(
+                axum::serve(
+                    TlsListener::new(http, Arc::clone(&tls.rest)).map_err(ServeError::Http)?,
+                    app,
+                )
+                .with_graceful_shutdown(until_stopped(stopped.clone()))
+                .into_future(),
+            ),
+            None => Box::pin(
+                axum::serve(http, app)
+                    .with_graceful_shutdown(until_stopped(stopped.clone()))
+                    .into_future(),
+            ),
+        };
+    let grpc_builder = tonic::transport::Server::builder()
+        .add_service(InferenceService::server(Arc::clone(&state)));
+    let grpc_server: std::pin::Pin<
+        Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>,
+    > = match &security.tls {
+        Some(tls) => Box::pin(
+            grpc_builder.serve_with_incoming_shutdown(
+                tokio_stream::wrappers::ReceiverStream::new(accept_tls(
+                    grpc,
+                    Arc::clone(&tls.grpc),
+                ))
+                .map(|(stream, _)| Ok::<_, std::io::Error>(stream)),
+                until_stopped(stopped.clone()),
+            ),
+        ),
+        None => Box::pin(grpc_builder.serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(grpc),
             until_stopped(stopped.clone()),
-        );
+        )),
+    };
     let servers = async {
         let (http_result, grpc_result) = tokio::join!(http_server, grpc_server);
         http_result.map_err(ServeError::Http)?;

@@ -10,6 +10,7 @@ use tonic::{Request, Response, Status};
 use super::{EXTENSIONS, PLATFORM, SERVER_NAME, ServerState, select_outputs};
 use crate::error::InferError;
 use crate::model::{ModelVersion, NamedTensor};
+use crate::security::limits::RequestLimits;
 use crate::tensor::{DataType, Tensor, TensorData};
 
 /// The code generated from `proto/grpc_predict_v2.proto`.
@@ -65,29 +66,80 @@ impl GrpcInferenceService for InferenceService {
         &self,
         request: Request<pb::ModelReadyRequest>,
     ) -> Result<Response<pb::ModelReadyResponse>, Status> {
+        let call = self.state.security.admit_grpc(
+            &request,
+            "ModelReady",
+            Some(&request.get_ref().name),
+        )?;
         let request = request.into_inner();
-        let model = self.resolve(&request.name, &request.version)?;
-        Ok(Response::new(pb::ModelReadyResponse {
-            ready: model.serving().is_ok(),
-        }))
+        let result = self
+            .resolve(&request.name, &request.version)
+            .map(|model| {
+                Response::new(pb::ModelReadyResponse {
+                    ready: model.serving().is_ok(),
+                })
+            })
+            .map_err(Status::from);
+        call.finish(&result, Some(&request.version));
+        result
     }
 
     async fn server_metadata(
         &self,
-        _: Request<pb::ServerMetadataRequest>,
+        request: Request<pb::ServerMetadataRequest>,
     ) -> Result<Response<pb::ServerMetadataResponse>, Status> {
-        Ok(Response::new(pb::ServerMetadataResponse {
+        let call = self
+            .state
+            .security
+            .admit_grpc(&request, "ServerMetadata", None)?;
+        let result = Ok(Response::new(pb::ServerMetadataResponse {
             name: SERVER_NAME.to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             extensions: EXTENSIONS.iter().map(ToString::to_string).collect(),
-        }))
+        }));
+        call.finish(&result, None);
+        result
     }
 
     async fn model_metadata(
         &self,
         request: Request<pb::ModelMetadataRequest>,
     ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
-        let request = request.into_inner();
+        let call = self.state.security.admit_grpc(
+            &request,
+            "ModelMetadata",
+            Some(&request.get_ref().name),
+        )?;
+        let version = request.get_ref().version.clone();
+        let result = self.model_metadata_response(request.into_inner());
+        call.finish(&result, Some(&version));
+        result
+    }
+
+    async fn model_infer(
+        &self,
+        request: Request<pb::ModelInferRequest>,
+    ) -> Result<Response<pb::ModelInferResponse>, Status> {
+        let call = self.state.security.admit_grpc(
+            &request,
+            "ModelInfer",
+            Some(&request.get_ref().model_name),
+        )?;
+        let result = self.model_infer_response(request.into_inner()).await;
+        let version = result
+            .as_ref()
+            .ok()
+            .map(|r| r.get_ref().model_version.clone());
+        call.finish(&result, version.as_deref());
+        result
+    }
+}
+
+impl InferenceService {
+    fn model_metadata_response(
+        &self,
+        request: pb::ModelMetadataRequest,
+    ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
         let model = self.resolve(&request.name, &request.version)?;
         let serving = model.serving()?;
         let describe = |specs: &[crate::runtime::TensorSpec]| {
@@ -116,14 +168,13 @@ impl GrpcInferenceService for InferenceService {
         }))
     }
 
-    async fn model_infer(
+    async fn model_infer_response(
         &self,
-        request: Request<pb::ModelInferRequest>,
+        request: pb::ModelInferRequest,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
         let started = Instant::now();
-        let request = request.into_inner();
         let model = Arc::clone(self.resolve(&request.model_name, &request.model_version)?);
-        let result = run_inference(&model, request).await;
+        let result = run_inference(&model, request, &self.state.security.limits).await;
         let status = match &result {
             Ok(_) => 200,
             Err(error) => error.http_status(),
@@ -136,6 +187,7 @@ impl GrpcInferenceService for InferenceService {
 async fn run_inference(
     model: &ModelVersion,
     request: pb::ModelInferRequest,
+    limits: &RequestLimits,
 ) -> Result<pb::ModelInferResponse, InferError> {
     let raw = request.raw_input_contents;
     if !raw.is_empty() && raw.len() != request.inputs.len() {
@@ -151,6 +203,7 @@ async fn run_inference(
         .enumerate()
         .map(|(index, input)| decode_input(input, raw.get(index).map(Vec::as_slice)))
         .collect::<Result<Vec<_>, _>>()?;
+    limits.check_inputs(&inputs)?;
     let serving = model.serving()?;
     let names: Vec<&str> = request.outputs.iter().map(|o| o.name.as_str()).collect();
     let selected = select_outputs(&model.name, &serving.outputs, &names)?;

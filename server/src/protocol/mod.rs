@@ -11,6 +11,7 @@ use crate::error::InferError;
 use crate::metrics::Metrics;
 use crate::repository::Repository;
 use crate::runtime::TensorSpec;
+use crate::security::Security;
 
 /// The protocol extensions this server implements, as server metadata lists them.
 pub const EXTENSIONS: [&str; 1] = ["binary_tensor_data"];
@@ -29,6 +30,8 @@ pub struct ServerState {
     pub metrics: Arc<Metrics>,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Authentication, rate limits, request limits and the audit log.
+    pub security: Arc<Security>,
     draining: AtomicBool,
 }
 
@@ -38,11 +41,13 @@ impl ServerState {
         repository: Repository,
         metrics: Arc<Metrics>,
         max_body_bytes: usize,
+        security: Arc<Security>,
     ) -> ServerState {
         ServerState {
             repository,
             metrics,
             max_body_bytes,
+            security,
             draining: AtomicBool::new(false),
         }
     }

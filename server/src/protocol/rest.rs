@@ -303,6 +303,7 @@ async fn run_inference(
     let mut request: InferRequestJson = serde_json::from_slice(json_part)
         .map_err(|e| InferError::InvalidInput(format!("malformed inference request: {e}")))?;
     let inputs = request.take_inputs(binary_part)?;
+    state.security.limits.check_inputs(&inputs)?;
     let serving = model.serving()?;
     let binary_default = request.binary_output_default();
     let requested: Vec<(&str, bool)> = request

@@ -71,6 +71,23 @@ pub struct Server {
 impl Server {
     /// Starts the server on `repository` and waits until it is ready.
     pub async fn start(repository: &Path, extra: &[&str]) -> Server {
+        Server::start_with(
+            repository,
+            extra,
+            "http://127.0.0.1",
+            &reqwest::Client::new(),
+        )
+        .await
+    }
+
+    /// Starts the server, reaching it at `base` (e.g. `https://localhost`) with
+    /// `client` (which may carry a CA and client certificate) to wait until it is ready.
+    pub async fn start_with(
+        repository: &Path,
+        extra: &[&str],
+        base: &str,
+        client: &reqwest::Client,
+    ) -> Server {
         let (http_port, grpc_port) = (free_port(), free_port());
         let log = repository.with_extension(format!("{http_port}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_sluice-server"))
@@ -89,16 +106,15 @@ impl Server {
             .expect("start sluice-server");
         let server = Server {
             child,
-            http: format!("http://127.0.0.1:{http_port}"),
-            grpc: format!("http://127.0.0.1:{grpc_port}"),
+            http: format!("{base}:{http_port}"),
+            grpc: format!("{base}:{grpc_port}"),
             log,
         };
-        server.wait_ready().await;
+        server.wait_ready(client).await;
         server
     }
 
-    async fn wait_ready(&self) {
-        let client = reqwest::Client::new();
+    async fn wait_ready(&self, client: &reqwest::Client) {
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(30) {
             if let Ok(response) = client

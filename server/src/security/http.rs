@@ -1,0 +1,217 @@
+//! The REST side of the guard: an axum middleware in front of every route but
+//! the health probes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::{Body, HttpBody};
+use axum::extract::connect_info::{ConnectInfo, Connected};
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::serve::IncomingStream;
+use serde_json::json;
+
+use super::Denial;
+use super::audit::{AuditRecord, millis};
+use super::auth::{Credentials, Principal};
+use super::tls::TlsListener;
+use crate::protocol::ServerState;
+
+/// Paths that never need credentials: the probes.
+const OPEN_PATHS: [&str; 2] = ["/v2/health/live", "/v2/health/ready"];
+
+/// The request id header, echoed in responses.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// The peer address of a REST connection, plain or TLS.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub SocketAddr);
+
+impl Connected<IncomingStream<'_, tokio::net::TcpListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, tokio::net::TcpListener>) -> Peer {
+        Peer(*stream.remote_addr())
+    }
+}
+
+impl Connected<IncomingStream<'_, TlsListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Peer {
+        Peer(*stream.remote_addr())
+    }
+}
+
+/// Puts the guard in front of `router` when anything needs guarding.
+pub fn guarded(router: Router, state: Arc<ServerState>) -> Router {
+    if !state.security.guards_requests() {
+        return router;
+    }
+    router.layer(axum::middleware::from_fn_with_state(state, guard))
+}
+
+/// The model and version a path names, e.g. `/v2/models/m/versions/2/infer`.
+pub fn model_in_path(path: &str) -> Option<(&str, Option<&str>)> {
+    let rest = path.strip_prefix("/v2/models/")?;
+    let mut segments = rest.split('/');
+    let name = segments.next().filter(|name| !name.is_empty())?;
+    let version = match segments.next() {
+        Some("versions") => segments.next(),
+        _ => None,
+    };
+    Some((name, version))
+}
+
+async fn guard(State(state): State<Arc<ServerState>>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let path = request.uri().path();
+    let security = &state.security;
+    if OPEN_PATHS.contains(&path) || (path == "/metrics" && !security.metrics_need_credentials()) {
+        return next.run(request).await;
+    }
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<Peer>>()
+        .map(|info| info.0.0);
+    let operation = format!("{} {path}", request.method());
+    let target =
+        model_in_path(path).map(|(name, version)| (name.to_string(), version.map(str::to_string)));
+    let model = target.as_ref().map(|(name, _)| name.as_str());
+    let request_id = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .map_or_else(|| format!("{:016x}", fastrand::u64(..)), str::to_string);
+    let request_bytes = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse().ok());
+    let audit = |principal: Option<&Principal>,
+                 status: u16,
+                 error: Option<&str>,
+                 response_bytes,
+                 payload| {
+        if let Some(log) = security.audit() {
+            let version = target.as_ref().and_then(|(name, version)| match version {
+                Some(version) => Some(version.clone()),
+                None => state
+                    .repository
+                    .resolve(name, None)
+                    .ok()
+                    .map(|m| m.version.to_string()),
+            });
+            log.record(&AuditRecord {
+                protocol: "rest",
+                request_id: &request_id,
+                client: principal.map(|p| &*p.id),
+                auth: principal.map(|p| p.method),
+                remote: peer.map(|p| p.to_string()),
+                operation: &operation,
+                model,
+                version: version.as_deref(),
+                status,
+                latency_ms: millis(started.elapsed()),
+                request_bytes,
+                response_bytes,
+                error,
+                payload,
+            });
+        }
+    };
+
+    let headers = request.headers();
+    let admitted = security
+        .limits
+        .check_headers(
+            headers
+                .iter()
+                .map(|(name, value)| (name.as_str().len(), value.len())),
+        )
+        .map_err(|denial| (denial, None))
+        .and_then(|()| {
+            let credentials =
+                Credentials::from_headers(|name| headers.get(name).and_then(|v| v.to_str().ok()));
+            security.admit(&credentials, peer.map(|p| p.ip()), model)
+        });
+    let admission = match admitted {
+        Ok(admission) => admission,
+        Err((denial, principal)) => {
+            let message = denial.to_string();
+            audit(
+                principal.as_deref(),
+                denial.http_status(),
+                Some(&message),
+                None,
+                None,
+            );
+            return with_request_id(denial_response(&denial), &request_id);
+        }
+    };
+
+    let (request, payload) = match security.audit() {
+        Some(log) if log.sample_payload() => {
+            let (parts, body) = request.into_parts();
+            let bytes = axum::body::to_bytes(body, state.max_body_bytes)
+                .await
+                .unwrap_or_default();
+            let payload = match std::str::from_utf8(&bytes) {
+                Ok(text) => text.to_string(),
+                Err(_) => format!("hex:{}", hex::encode(&bytes)),
+            };
+            (Request::from_parts(parts, Body::from(bytes)), Some(payload))
+        }
+        _ => (request, None),
+    };
+    let response = next.run(request).await;
+    drop(admission.permit);
+    let response_bytes = response.body().size_hint().exact();
+    let status = response.status().as_u16();
+    audit(
+        Some(&admission.principal),
+        status,
+        None,
+        response_bytes,
+        payload.as_deref(),
+    );
+    with_request_id(response, &request_id)
+}
+
+fn with_request_id(mut response: Response, request_id: &str) -> Response {
+    if let Ok(value) = HeaderValue::from_str(request_id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    response
+}
+
+/// The JSON error response for a denial, with `Retry-After` or `WWW-Authenticate`.
+pub fn denial_response(denial: &Denial) -> Response {
+    let status = StatusCode::from_u16(denial.http_status()).unwrap_or(StatusCode::FORBIDDEN);
+    let mut response = (status, axum::Json(json!({ "error": denial.to_string() }))).into_response();
+    let headers = response.headers_mut();
+    if let Some(seconds) = denial.retry_after() {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    if matches!(denial, Denial::Unauthenticated(_)) {
+        headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_name_their_model_and_version() {
+        assert_eq!(model_in_path("/v2/models/m/infer"), Some(("m", None)));
+        assert_eq!(model_in_path("/v2/models/m"), Some(("m", None)));
+        assert_eq!(
+            model_in_path("/v2/models/m/versions/3/infer"),
+            Some(("m", Some("3")))
+        );
+        assert_eq!(model_in_path("/v2/models/"), None);
+        assert_eq!(model_in_path("/v2"), None);
+        assert_eq!(model_in_path("/metrics"), None);
+    }
+}

@@ -1,0 +1,303 @@
+//! Security of the serving path: who may call (API keys, JWT bearer tokens),
+//! which models they may call, how fast and how many at once (token buckets and a
+//! concurrency limit per client, token buckets per model), request limits, TLS,
+//! and one audit line per request.
+//!
+//! The protocol code calls in at two places: [`http::guard`] wraps the REST
+//! router, and [`Security::admit_grpc`] starts every guarded gRPC call. Secrets
+//! and certificates are re-read by [`Security::spawn_reloader`], which swaps
+//! the new state in behind an `ArcSwap`, so requests never take a lock for it.
+
+pub mod audit;
+pub mod auth;
+pub mod flags;
+pub mod grpc;
+pub mod http;
+pub mod jwt;
+pub mod keys;
+pub mod limits;
+pub mod ratelimit;
+pub mod tls;
+pub mod watch;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use self::audit::{AuditLog, AuditOptions};
+use self::auth::{Authenticator, Credentials, Principal};
+use self::jwt::JwtOptions;
+use self::limits::RequestLimits;
+use self::ratelimit::{Permit, Rate, RateLimits};
+use self::tls::{TlsConfigs, TlsFiles};
+
+/// Everything the operator of a server configures about its security.
+#[derive(Debug, Clone, Default)]
+pub struct SecurityOptions {
+    /// A YAML file of hashed API keys (see [`keys`]).
+    pub api_keys_file: Option<PathBuf>,
+    /// JWT bearer token validation.
+    pub jwt: Option<JwtOptions>,
+    /// Serve `/metrics` without credentials even when authentication is on.
+    pub open_metrics: bool,
+    /// Token bucket per client identity.
+    pub client_rate: Option<Rate>,
+    /// Token bucket per model.
+    pub model_rate: Option<Rate>,
+    /// Most requests one client may have in flight.
+    pub max_concurrent_per_client: Option<usize>,
+    /// Size limits on requests.
+    pub limits: RequestLimits,
+    /// Where audit lines go, if anywhere.
+    pub audit: Option<AuditOptions>,
+    /// Certificate, key and optional client CA for TLS on both listeners.
+    pub tls: Option<TlsFiles>,
+    /// How often key, JWKS and certificate files are checked for changes.
+    pub reload_interval: Duration,
+}
+
+/// Why the security configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum SecurityError {
+    /// A file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The API key file is malformed.
+    #[error("API key file {path}: {message}")]
+    Keys {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The JWKS could not be loaded or parsed.
+    #[error("JWKS from {source_name}: {message}")]
+    Jwks {
+        /// The file or URL.
+        source_name: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The certificate, key or client CA is unusable.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The audit log cannot be opened.
+    #[error("audit log {path}: {source}")]
+    Audit {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Why a request was refused before it reached a model.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Denial {
+    /// No credentials, or credentials that do not check out.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// Valid credentials that do not cover this model.
+    #[error("{0}")]
+    Forbidden(String),
+    /// A token bucket is empty.
+    #[error("rate limit exceeded: {what}; retry after {} s", retry_after_seconds(*.retry_after))]
+    RateLimited {
+        /// Which limit, e.g. "client 'key:team-a' is limited to 10 requests/s (burst 20)".
+        what: String,
+        /// When the bucket has a token again.
+        retry_after: Duration,
+    },
+    /// The client already has its most requests in flight.
+    #[error(
+        "client '{client}' already has {limit} requests in flight (--max-concurrent-per-client)"
+    )]
+    TooManyInFlight {
+        /// The client identity.
+        client: Arc<str>,
+        /// The limit.
+        limit: usize,
+    },
+    /// The request headers are larger than allowed.
+    #[error(
+        "request headers are {size} bytes, over the limit of {limit} bytes (--max-header-bytes)"
+    )]
+    HeadersTooLarge {
+        /// Their size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+}
+
+/// Whole seconds to wait, rounded up, at least 1 (the `Retry-After` value).
+pub fn retry_after_seconds(wait: Duration) -> u64 {
+    (wait.as_secs_f64().ceil() as u64).max(1)
+}
+
+impl Denial {
+    /// The HTTP status for this denial.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Denial::Unauthenticated(_) => 401,
+            Denial::Forbidden(_) => 403,
+            Denial::RateLimited { .. } | Denial::TooManyInFlight { .. } => 429,
+            Denial::HeadersTooLarge { .. } => 431,
+        }
+    }
+
+    /// The gRPC code for this denial.
+    pub fn grpc_code(&self) -> tonic::Code {
+        match self {
+            Denial::Unauthenticated(_) => tonic::Code::Unauthenticated,
+            Denial::Forbidden(_) => tonic::Code::PermissionDenied,
+            Denial::RateLimited { .. }
+            | Denial::TooManyInFlight { .. }
+            | Denial::HeadersTooLarge { .. } => tonic::Code::ResourceExhausted,
+        }
+    }
+
+    /// Seconds after which a retry may succeed, for `Retry-After`.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            Denial::RateLimited { retry_after, .. } => Some(retry_after_seconds(*retry_after)),
+            Denial::TooManyInFlight { .. } => Some(1),
+            _ => None,
+        }
+    }
+}
+
+/// The security state every protocol handler consults.
+pub struct Security {
+    authenticator: Option<Authenticator>,
+    open_metrics: bool,
+    rates: RateLimits,
+    /// Size limits on requests.
+    pub limits: RequestLimits,
+    audit: Option<AuditLog>,
+    /// The TLS configurations of the two listeners, when TLS is on.
+    pub tls: Option<TlsConfigs>,
+    reload_interval: Duration,
+}
+
+/// An admitted request: who it is, and its concurrency slot until dropped.
+pub struct Admission<'a> {
+    /// The caller.
+    pub principal: Arc<Principal>,
+    /// The concurrency slot, freed when dropped.
+    pub permit: Permit<'a>,
+}
+
+impl Security {
+    /// Loads keys, JWKS, certificates and opens the audit log.
+    pub async fn load(options: &SecurityOptions) -> Result<Security, SecurityError> {
+        let authenticator =
+            Authenticator::load(options.api_keys_file.as_deref(), options.jwt.as_ref()).await?;
+        let audit = options.audit.as_ref().map(AuditLog::open).transpose()?;
+        let tls = options.tls.as_ref().map(TlsConfigs::load).transpose()?;
+        Ok(Security {
+            authenticator,
+            open_metrics: options.open_metrics,
+            rates: RateLimits::new(
+                options.client_rate,
+                options.model_rate,
+                options.max_concurrent_per_client,
+            ),
+            limits: options.limits,
+            audit,
+            tls,
+            reload_interval: options.reload_interval,
+        })
+    }
+
+    /// No authentication, no rate limits, no audit, no TLS: the defaults.
+    pub fn disabled() -> Security {
+        Security {
+            authenticator: None,
+            open_metrics: true,
+            rates: RateLimits::new(None, None, None),
+            limits: RequestLimits::default(),
+            audit: None,
+            tls: None,
+            reload_interval: Duration::from_secs(5),
+        }
+    }
+
+    /// Whether requests must carry credentials.
+    pub fn authentication_required(&self) -> bool {
+        self.authenticator.is_some()
+    }
+
+    /// Whether any check applies to requests (otherwise the guard is left out).
+    pub fn guards_requests(&self) -> bool {
+        self.authenticator.is_some()
+            || self.rates.is_active()
+            || self.audit.is_some()
+            || self.limits.max_header_bytes.is_some()
+    }
+
+    /// Whether `/metrics` needs credentials.
+    pub fn metrics_need_credentials(&self) -> bool {
+        self.authenticator.is_some() && !self.open_metrics
+    }
+
+    /// The audit log, when one is configured.
+    pub fn audit(&self) -> Option<&AuditLog> {
+        self.audit.as_ref()
+    }
+
+    /// Authenticates the caller, checks it may call `model` (when the request
+    /// names one), then takes a concurrency slot and a token from its bucket and
+    /// the model's.
+    pub fn admit(
+        &self,
+        credentials: &Credentials<'_>,
+        peer: Option<IpAddr>,
+        model: Option<&str>,
+    ) -> Result<Admission<'_>, (Denial, Option<Arc<Principal>>)> {
+        let principal = match &self.authenticator {
+            Some(authenticator) => authenticator
+                .authenticate(credentials)
+                .map_err(|denial| (denial, None))?,
+            None => Principal::anonymous(peer),
+        };
+        let checks = || {
+            if let Some(model) = model {
+                principal.authorize(model)?;
+            }
+            self.rates.admit(&principal.id, model)
+        };
+        match checks() {
+            Ok(permit) => Ok(Admission { principal, permit }),
+            Err(denial) => Err((denial, Some(principal))),
+        }
+    }
+
+    /// Re-reads changed key, JWKS and certificate files every reload interval,
+    /// and forgets idle rate-limit buckets.
+    pub fn spawn_reloader(self: &Arc<Self>) {
+        let security = Arc::downgrade(self);
+        let interval = self.reload_interval;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(interval).await;
+                let Some(security) = security.upgrade() else {
+                    return;
+                };
+                if let Some(authenticator) = &security.authenticator {
+                    authenticator.reload().await;
+                }
+                if let Some(tls) = &security.tls {
+                    tls.reload();
+                }
+                security.rates.forget_idle();
+            }
+        });
+    }
+}
