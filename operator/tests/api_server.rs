@@ -74,6 +74,10 @@ fn main() {
                 Box::pin(pod_failures(client.clone())),
             ),
             (
+                "a named HTTPRoute gets per-revision weights",
+                Box::pin(route_weights(client.clone())),
+            ),
+            (
                 "leader election has one holder at a time",
                 Box::pin(leader_election(client.clone())),
             ),
@@ -103,7 +107,7 @@ fn main() {
         eprintln!("{} scenario(s) failed: {failures:?}", failures.len());
         std::process::exit(1);
     }
-    println!("\ntest result: ok. 4 passed");
+    println!("\ntest result: ok. 5 passed");
 }
 
 async fn install_crd(client: &Client) {
@@ -548,6 +552,146 @@ async fn lifecycle(client: Client, metrics: Metrics) {
         .await
         .unwrap();
     assert!(left.items.is_empty(), "ConfigMaps left behind");
+}
+
+/// The Gateway API's HTTPRoute CRD from its Go module (`e2e/gateway-api`), installed
+/// and Established.
+async fn install_httproute_crd(client: &Client) {
+    let out =
+        std::process::Command::new(support::repo_root().join("e2e/gateway-api/httproute-crd.sh"))
+            .output()
+            .expect("running e2e/gateway-api/httproute-crd.sh");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = String::from_utf8(out.stdout).unwrap();
+    let crd: CustomResourceDefinition =
+        serde_saphyr::from_str(&std::fs::read_to_string(path.trim()).unwrap()).unwrap();
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.create(&PostParams::default(), &crd).await.unwrap();
+    eventually("the HTTPRoute CRD is established", || async {
+        let crd = crds
+            .get("httproutes.gateway.networking.k8s.io")
+            .await
+            .ok()?;
+        crd.status?
+            .conditions?
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True")
+            .then_some(())
+    })
+    .await;
+}
+
+async fn route_weights(client: Client) {
+    let ns = "routed";
+    namespace(&client, ns).await;
+    install_httproute_crd(&client).await;
+    let routes: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        ns,
+        &ApiResource::from_gvk_with_plural(
+            &kube::api::GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute"),
+            "httproutes",
+        ),
+    );
+    let route: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "web", "namespace": ns},
+        "spec": {
+            "parentRefs": [{"name": "gateway"}],
+            "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/v2"}}], "backendRefs": [{"name": "placeholder", "port": 8080}]}],
+        },
+    }))
+    .unwrap();
+    routes.create(&PostParams::default(), &route).await.unwrap();
+    let isvcs: Api<InferenceService> = Api::namespaced(client.clone(), ns);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let spec =
+        |uri: &str| json!({"model": {"storageUri": uri}, "rollout": {"route": {"name": "web"}}});
+    dynamic(&client, ns)
+        .create(
+            &PostParams::default(),
+            &manifest("routed", spec("file:///models/a.onnx")),
+        )
+        .await
+        .unwrap();
+    let backends = || async {
+        let route = routes.get("web").await.ok()?;
+        let refs = route
+            .data
+            .pointer("/spec/rules/0/backendRefs")?
+            .as_array()?
+            .clone();
+        let matches = route.data.pointer("/spec/rules/0/matches")?.clone();
+        assert_eq!(
+            matches[0]["path"]["value"], "/v2",
+            "the rule's matches are kept"
+        );
+        Some(
+            refs.iter()
+                .map(|r| {
+                    (
+                        r["name"].as_str().unwrap_or("").to_string(),
+                        r["weight"].as_i64().unwrap_or(-1),
+                    )
+                })
+                .collect::<Vec<_>>(),
+        )
+    };
+    let revision1 = eventually("the first revision is in status", || async {
+        isvcs.get("routed").await.ok()?.status?.revision
+    })
+    .await;
+    let name1 = format!("routed-{revision1}");
+    eventually(
+        "the route sends everything to the first revision",
+        || async { (backends().await? == [(name1.clone(), 100)]).then_some(()) },
+    )
+    .await;
+    eventually("the first revision's Deployment exists", || async {
+        deployments.get_opt(&name1).await.ok()?
+    })
+    .await;
+    mark_ready(&deployments, &name1, 2).await;
+    eventually("the first revision is stable", || async {
+        let s = isvcs.get("routed").await.ok()?.status?;
+        (s.stable_revision? == revision1).then_some(())
+    })
+    .await;
+    isvcs
+        .patch(
+            "routed",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"model": {"storageUri": "file:///models/b.onnx"}}})),
+        )
+        .await
+        .unwrap();
+    let revision2 = eventually("the canary is in status", || async {
+        let s = isvcs.get("routed").await.ok()?.status?;
+        s.canary_revision
+    })
+    .await;
+    let name2 = format!("routed-{revision2}");
+    let canary = eventually("the canary's Deployment exists", || async {
+        deployments.get_opt(&name2).await.ok()?
+    })
+    .await;
+    assert_eq!(
+        canary.spec.unwrap().replicas,
+        Some(1),
+        "25% of 2 pods, rounded up"
+    );
+    mark_ready(&deployments, &name2, 1).await;
+    eventually("the route carries the first step's weights", || async {
+        (backends().await? == [(name1.clone(), 75), (name2.clone(), 25)]).then_some(())
+    })
+    .await;
+    let status = isvcs.get("routed").await.unwrap().status.unwrap();
+    assert_eq!(status.canary_weight, Some(25), "exact with a route");
 }
 
 /// Reports `ready` pods of a Deployment's current generation, as the controller
