@@ -47,6 +47,9 @@ pub const DRAIN_TIMEOUT_SECONDS: i64 = 20;
 /// Environment variables the operator sets itself; a spec may not override them.
 pub const RESERVED_ENV: [&str; 2] = ["SLUICE_ISVC", "SLUICE_REVISION"];
 const UID: i64 = 65532;
+/// Longest InferenceService name: `<name>-<revision>` (11 more characters) names
+/// Services, which are DNS-1035 labels of at most 63.
+pub const MAX_NAME_LENGTH: usize = 52;
 
 /// Everything that serves one InferenceService, as the operator wants it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -58,19 +61,46 @@ pub struct Desired {
     pub url: String,
     /// The server's `config.yaml`, one immutable ConfigMap per revision.
     pub config_map: ConfigMap,
-    /// Pods running `sluice-server`.
+    /// Pods running `sluice-server` for this revision, `<name>-<revision>`.
     pub deployment: Deployment,
-    /// REST and gRPC in front of the ready pods.
+    /// REST and gRPC in front of the ready pods of every revision (or of the
+    /// active one during a blue-green rollout).
     pub service: Service,
-    /// Present when `minReplicas` allows a disruption (two or more).
+    /// REST and gRPC in front of this revision's pods only, `<name>-<revision>`
+    /// (blue-green previews, HTTPRoute backends, per-revision checks).
+    pub revision_service: Service,
+    /// Present when the total replicas allow a disruption (two or more).
     pub pdb: Option<PodDisruptionBudget>,
+}
+
+/// Where the rollout puts the current spec's revision: its pod count, the total
+/// count across revisions and which revision the main Service selects.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Layout {
+    /// Pods of the current spec's revision.
+    pub replicas: i32,
+    /// Serving pods needed in total ([`crate::rollout::total_replicas`]).
+    pub total: i32,
+    /// The only revision the main Service selects; every revision when absent.
+    pub active: Option<String>,
+}
+
+impl Layout {
+    /// The current revision alone at `total` pods.
+    pub fn alone(total: i32) -> Self {
+        Self {
+            replicas: total,
+            total,
+            active: None,
+        }
+    }
 }
 
 /// Checks what the CRD schema cannot express (or an older CRD may not enforce);
 /// each message names the field.
 pub fn validate(isvc: &InferenceService) -> Result<(), String> {
     let name = isvc.name_any();
-    let dns_label = name.len() <= 63
+    let dns_label = name.len() <= MAX_NAME_LENGTH
         && name.starts_with(|c: char| c.is_ascii_lowercase())
         && name
             .chars()
@@ -78,7 +108,7 @@ pub fn validate(isvc: &InferenceService) -> Result<(), String> {
         && !name.ends_with('-');
     if !dns_label {
         return Err(format!(
-            "metadata.name {name:?} must be a DNS-1035 label (at most 63 lowercase letters, digits and '-', starting with a letter) because it names the Service"
+            "metadata.name {name:?} must be a DNS-1035 label of at most {MAX_NAME_LENGTH} lowercase letters, digits and '-', starting with a letter, because it names the Services (`<name>-<revision>` must fit 63)"
         ));
     }
     let spec = &isvc.spec;
@@ -103,6 +133,7 @@ pub fn validate(isvc: &InferenceService) -> Result<(), String> {
             spec.min_replicas
         ));
     }
+    crate::rollout::spec::validate(&spec.rollout)?;
     if let Some(env) = spec
         .runtime
         .env
@@ -177,8 +208,9 @@ fn server_image<'a>(spec: &'a InferenceServiceSpec, cfg: &'a BuildConfig) -> &'a
     }
 }
 
-/// Builds every object that serves `isvc`. Pure: same input, same output.
-pub fn build(isvc: &InferenceService, cfg: &BuildConfig) -> Result<Desired> {
+/// Builds every object that serves the current spec's revision of `isvc`, placed as
+/// `layout` says. Pure: same input, same output.
+pub fn build(isvc: &InferenceService, cfg: &BuildConfig, layout: &Layout) -> Result<Desired> {
     let name = isvc
         .metadata
         .name
@@ -219,17 +251,26 @@ pub fn build(isvc: &InferenceService, cfg: &BuildConfig) -> Result<Desired> {
         ..ConfigMap::default()
     };
     let mut deployment = Deployment {
-        metadata: meta(name.clone(), &[]),
-        spec: Some(deployment_spec(&name, &revision, &isvc.spec, cfg)),
+        metadata: meta(
+            revision_object_name(&name, &revision),
+            &[(REVISION_LABEL, &revision)],
+        ),
+        spec: Some(deployment_spec(
+            &name,
+            &revision,
+            &isvc.spec,
+            cfg,
+            layout.replicas,
+        )),
         ..Deployment::default()
     };
     deployment
         .annotations_mut()
         .insert(REVISION_LABEL.into(), revision.clone());
-    let service = Service {
-        metadata: meta(name.clone(), &[]),
+    let service_for = |object_name: String, extra: &[(&str, &str)], selector| Service {
+        metadata: meta(object_name, extra),
         spec: Some(ServiceSpec {
-            selector: Some(selector(&name)),
+            selector: Some(selector),
             ports: Some(vec![
                 service_port("http", HTTP_PORT, "http"),
                 service_port("grpc", GRPC_PORT, "kubernetes.io/h2c"),
@@ -238,7 +279,20 @@ pub fn build(isvc: &InferenceService, cfg: &BuildConfig) -> Result<Desired> {
         }),
         ..Service::default()
     };
-    let pdb = (isvc.spec.min_replicas >= 2).then(|| PodDisruptionBudget {
+    let service = service_for(
+        name.clone(),
+        &[],
+        match &layout.active {
+            Some(active) => revision_selector(&name, active),
+            None => selector(&name),
+        },
+    );
+    let revision_service = service_for(
+        revision_object_name(&name, &revision),
+        &[(REVISION_LABEL, &revision)],
+        revision_selector(&name, &revision),
+    );
+    let pdb = (layout.total >= 2).then(|| PodDisruptionBudget {
         metadata: meta(name.clone(), &[]),
         spec: Some(PodDisruptionBudgetSpec {
             max_unavailable: Some(IntOrString::Int(1)),
@@ -259,6 +313,7 @@ pub fn build(isvc: &InferenceService, cfg: &BuildConfig) -> Result<Desired> {
         config_map: stamp(config_map)?,
         deployment: stamp(deployment)?,
         service: stamp(service)?,
+        revision_service: stamp(revision_service)?,
         pdb: pdb.map(stamp).transpose()?,
         revision,
     })
@@ -266,7 +321,20 @@ pub fn build(isvc: &InferenceService, cfg: &BuildConfig) -> Result<Desired> {
 
 /// Name of the ConfigMap holding a revision's `config.yaml`.
 pub fn config_map_name(isvc: &str, revision: &str) -> String {
+    revision_object_name(isvc, revision)
+}
+
+/// Name of a revision's Deployment and Service, `<name>-<revision>`.
+pub fn revision_object_name(isvc: &str, revision: &str) -> String {
     format!("{isvc}-{revision}")
+}
+
+/// Labels selecting one revision's pods.
+pub fn revision_selector(name: &str, revision: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (ISVC_LABEL.to_string(), name.to_string()),
+        (REVISION_LABEL.to_string(), revision.to_string()),
+    ])
 }
 
 /// Labels selecting every serving pod of an InferenceService (all revisions).
@@ -400,6 +468,7 @@ fn deployment_spec(
     revision: &str,
     spec: &InferenceServiceSpec,
     cfg: &BuildConfig,
+    replicas: i32,
 ) -> DeploymentSpec {
     let mut pod_labels = common_labels(name);
     pod_labels.insert(REVISION_LABEL.into(), revision.into());
@@ -554,10 +623,10 @@ fn deployment_spec(
     };
 
     DeploymentSpec {
-        replicas: Some(spec.min_replicas),
-        revision_history_limit: Some(3),
+        replicas: Some(replicas),
+        revision_history_limit: Some(1),
         selector: LabelSelector {
-            match_labels: Some(selector(name)),
+            match_labels: Some(revision_selector(name, revision)),
             ..LabelSelector::default()
         },
         strategy: Some(DeploymentStrategy {

@@ -11,6 +11,8 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::rollout::{HistoryEntry, RolloutSpec, RolloutStatus};
+
 /// API group of every Sluice resource.
 pub const GROUP: &str = "serving.sluice.dev";
 
@@ -35,6 +37,9 @@ pub const GROUP: &str = "serving.sluice.dev";
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"URL","type":"string","jsonPath":".status.url"}"#,
     printcolumn = r#"{"name":"Revision","type":"string","jsonPath":".status.revision"}"#,
+    printcolumn = r#"{"name":"Stable","type":"string","priority":1,"jsonPath":".status.stableRevision"}"#,
+    printcolumn = r#"{"name":"Canary","type":"integer","jsonPath":".status.canaryWeight"}"#,
+    printcolumn = r#"{"name":"Rollout","type":"string","jsonPath":".status.rollout.phase"}"#,
     printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".status.readyReplicas"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#
@@ -59,6 +64,9 @@ pub struct InferenceServiceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1000))]
     pub max_replicas: Option<i32>,
+    /// How a new revision replaces the stable one: a careful canary by default.
+    #[serde(default, skip_serializing_if = "RolloutSpec::is_default")]
+    pub rollout: RolloutSpec,
 }
 
 fn default_min_replicas() -> i32 {
@@ -197,6 +205,19 @@ pub struct InferenceServiceStatus {
     /// The last revision that was fully rolled out and ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stable_revision: Option<String>,
+    /// The revision being rolled out, while a rollout runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_revision: Option<String>,
+    /// Percent of traffic on `canaryRevision`, while a rollout runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_weight: Option<i32>,
+    /// The rollout in progress, or the last one: step, counters and the latest
+    /// analysis (each check's query, value, threshold and verdict).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutStatus>,
+    /// One entry per finished rollout, oldest first, at most `spec.rollout.historyLimit`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<HistoryEntry>,
     /// Serving pods (all revisions).
     #[serde(default)]
     pub replicas: i32,
@@ -290,7 +311,10 @@ spec:
             .collect();
         assert_eq!(
             cols,
-            ["Ready", "URL", "Revision", "Replicas", "Age", "Reason"]
+            [
+                "Ready", "URL", "Revision", "Stable", "Canary", "Rollout", "Replicas", "Age",
+                "Reason"
+            ]
         );
     }
 

@@ -15,6 +15,7 @@ pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod reconcile;
+pub mod rollout;
 pub mod run;
 pub mod status;
 pub mod telemetry;

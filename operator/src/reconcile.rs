@@ -6,6 +6,7 @@
 //! finds nothing to change writes nothing: applied objects carry the hash of what was
 //! applied, status is written only when it differs, and Events mark transitions only.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,22 +15,27 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as Finalized, finalizer};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde_json::json;
 use tracing::{info, warn};
 
-use crate::build::{
-    self, APPLIED_HASH_ANNOTATION, Desired, ISVC_LABEL, REVISION_LABEL, applied_hash,
-};
+use crate::build::{self, APPLIED_HASH_ANNOTATION, Desired, Layout, REVISION_LABEL, applied_hash};
 use crate::config::BuildConfig;
 use crate::crd::InferenceService;
 use crate::metrics::Metrics;
-use crate::status::{self, Outcome};
+use crate::rollout::analysis::{self, Target};
+use crate::rollout::control::{self, Command};
+use crate::rollout::machine::{self, Decision, Input};
+use crate::rollout::{self, prometheus, traffic};
+use crate::status::{self, Outcome, RolloutView};
 use crate::{Error, Result};
 
 /// Field manager of every server-side apply the operator makes.
@@ -45,23 +51,43 @@ pub struct Context {
     pub config: BuildConfig,
     /// Publishes Kubernetes Events.
     pub recorder: Recorder,
+    /// Who publishes: rollout Events go through a fresh Recorder each, because a
+    /// shared one folds Events of one reason into a series that keeps the first
+    /// message, and every analysis must say its own values.
+    pub reporter: Reporter,
     /// The operator's metrics.
     pub metrics: Metrics,
+    /// Prometheus, for rollout analysis; without it rollouts hold at their first
+    /// analysis (never promote) until promoted by hand.
+    pub prometheus: Option<prometheus_http_query::Client>,
 }
 
 /// What the cluster holds for one InferenceService.
 #[derive(Clone, Debug, Default)]
 pub struct Observed {
-    /// The serving Deployment.
-    pub deployment: Option<Deployment>,
-    /// The Service.
-    pub service: Option<Service>,
+    /// The Deployments of every revision.
+    pub deployments: Vec<Deployment>,
+    /// The main Service and the per-revision ones.
+    pub services: Vec<Service>,
     /// The PodDisruptionBudget.
     pub pdb: Option<PodDisruptionBudget>,
     /// `config.yaml` ConfigMaps of every revision still around.
     pub config_maps: Vec<ConfigMap>,
     /// Serving pods of every revision.
     pub pods: Vec<Pod>,
+}
+
+impl Observed {
+    /// Ready pods per revision.
+    pub fn ready(&self) -> BTreeMap<String, i32> {
+        let mut ready = BTreeMap::new();
+        for d in &self.deployments {
+            if let Some(revision) = d.labels().get(REVISION_LABEL) {
+                *ready.entry(revision.clone()).or_default() += status::ready_pods(d);
+            }
+        }
+        ready
+    }
 }
 
 /// Reconciles one InferenceService, behind the cleanup finalizer.
@@ -84,34 +110,198 @@ pub async fn reconcile(isvc: Arc<InferenceService>, ctx: Arc<Context>) -> Result
 
 async fn serve(isvc: &InferenceService, ctx: &Context) -> Result<Action> {
     let observed = dereference(isvc, &ctx.client).await?;
-    let outcome = match build::validate(isvc) {
-        Err(message) => Outcome::Refused {
+    if let Err(message) = build::validate(isvc) {
+        let outcome = Outcome::Refused {
             reason: "InvalidSpec",
             message,
+        };
+        update_status(isvc, &outcome, &observed, ctx).await?;
+        return Ok(Action::await_change());
+    }
+    let command = match isvc.annotations().get(control::ANNOTATION) {
+        None => None,
+        Some(value) => match Command::parse(value) {
+            Ok(command) => Some(command),
+            Err(message) => {
+                publish(ctx, isvc, EventType::Warning, "InvalidCommand", message).await;
+                clear_command(isvc, ctx).await?;
+                None
+            }
         },
-        Ok(()) => {
-            let desired = build::build(isvc, &ctx.config)?;
-            if let Err(error) = apply(isvc, &desired, &observed, ctx).await {
-                let outcome = Outcome::Refused {
-                    reason: "ApplyFailed",
-                    message: error.to_string(),
-                };
-                // The apply error is what matters; a status write failing too adds nothing.
-                let _ = update_status(isvc, &outcome, &observed, ctx).await;
-                return Err(error);
-            }
-            Outcome::Applied {
-                revision: desired.revision,
-                url: desired.url,
-            }
-        }
+    };
+    if command == Some(Command::Rollback) {
+        rollback(isvc, ctx).await?;
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    let decision = decide(isvc, ctx, &observed, command).await?;
+    let layout = Layout {
+        replicas: decision
+            .replicas
+            .get(&build::revision(&isvc.spec, &ctx.config)?)
+            .copied()
+            .unwrap_or(0),
+        total: rollout::total_replicas(&isvc.spec),
+        active: decision.active.clone(),
+    };
+    let desired = build::build(isvc, &ctx.config, &layout)?;
+    if let Err(error) = apply(isvc, &desired, &decision, &observed, ctx).await {
+        let outcome = Outcome::Refused {
+            reason: "ApplyFailed",
+            message: error.to_string(),
+        };
+        // The apply error is what matters; a status write failing too adds nothing.
+        let _ = update_status(isvc, &outcome, &observed, ctx).await;
+        return Err(error);
+    }
+    if command.is_some() {
+        clear_command(isvc, ctx).await?;
+    }
+    for note in &decision.notes {
+        let type_ = if note.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        info!(isvc = %isvc.name_any(), reason = note.reason, message = %note.message, "rollout");
+        publish_with(
+            &Recorder::new(ctx.client.clone(), ctx.reporter.clone()),
+            ctx,
+            isvc,
+            type_,
+            note.reason,
+            note.message.clone(),
+        )
+        .await;
+    }
+    let outcome = Outcome::Applied {
+        revision: desired.revision,
+        url: desired.url,
+        rollout: Box::new(RolloutView {
+            stable: decision.stable,
+            rollout: decision.rollout,
+            canary_weight: decision.canary_weight,
+            history: decision.history,
+        }),
     };
     let ready = update_status(isvc, &outcome, &observed, ctx).await?;
-    Ok(match (&outcome, ready) {
-        (Outcome::Refused { .. }, _) => Action::await_change(),
-        (_, true) => Action::requeue(Duration::from_secs(300)),
-        (_, false) => Action::requeue(Duration::from_secs(30)),
-    })
+    Ok(Action::requeue(if ready {
+        decision.requeue
+    } else {
+        decision.requeue.min(Duration::from_secs(30))
+    }))
+}
+
+/// Runs the analysis when one is due, then the rollout state machine.
+async fn decide(
+    isvc: &InferenceService,
+    ctx: &Context,
+    observed: &Observed,
+    command: Option<Command>,
+) -> Result<Decision> {
+    let spec = &isvc.spec;
+    let revision = build::revision(spec, &ctx.config)?;
+    let status = isvc.status.clone().unwrap_or_default();
+    let now = Timestamp::now();
+    let analysis = match &status.rollout {
+        Some(r)
+            if command.is_none()
+                && machine::analysis_due(&spec.rollout, Some(r), &revision, now) =>
+        {
+            let namespace = isvc.namespace().unwrap_or_default();
+            let name = isvc.name_any();
+            let plan = analysis::plan(
+                &spec.rollout.analysis,
+                &Target {
+                    isvc: &name,
+                    namespace: &namespace,
+                    revision: &r.revision,
+                    stable: r.stable.as_deref().unwrap_or_default(),
+                },
+            );
+            Some(prometheus::run(ctx.prometheus.as_ref(), &plan).await)
+        }
+        _ => None,
+    };
+    let ready = observed.ready();
+    Ok(machine::decide(&Input {
+        spec: &spec.rollout,
+        desired: &revision,
+        model: &spec.model,
+        runtime: &spec.runtime,
+        total: rollout::total_replicas(spec),
+        routed: spec.rollout.route.is_some(),
+        previous: status.rollout.as_ref(),
+        stable: status.stable_revision.as_deref(),
+        history: &status.history,
+        ready: &ready,
+        analysis: analysis.as_ref(),
+        command,
+        now,
+    }))
+}
+
+/// Removes the manual-command annotation once it was acted on.
+async fn clear_command(isvc: &InferenceService, ctx: &Context) -> Result<()> {
+    let api: Api<InferenceService> =
+        Api::namespaced(ctx.client.clone(), &isvc.namespace().unwrap_or_default());
+    api.patch(
+        &isvc.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {control::ANNOTATION: null}}})),
+    )
+    .await?;
+    ctx.metrics.write("InferenceService", "annotation");
+    Ok(())
+}
+
+/// The `rollback` command: puts the previous stable revision's model and runtime
+/// back into the spec (which starts a rollout to it) and removes the annotation.
+async fn rollback(isvc: &InferenceService, ctx: &Context) -> Result<()> {
+    let status = isvc.status.clone().unwrap_or_default();
+    let target = match control::rollback_target(&status.history, status.stable_revision.as_deref())
+    {
+        Ok(target) => target,
+        Err(message) => {
+            publish(ctx, isvc, EventType::Warning, "RollbackRefused", message).await;
+            return clear_command(isvc, ctx).await;
+        }
+    };
+    let api: Api<InferenceService> =
+        Api::namespaced(ctx.client.clone(), &isvc.namespace().unwrap_or_default());
+    let mut replacement = json!({
+        "metadata": {"annotations": {control::ANNOTATION: null}},
+        "spec": {"model": null, "runtime": null},
+    });
+    // A merge patch merges objects; null first, then the whole value, replaces them.
+    api.patch(
+        &isvc.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&replacement),
+    )
+    .await?;
+    replacement["spec"]["model"] = serde_json::to_value(&target.model)?;
+    replacement["spec"]["runtime"] =
+        serde_json::to_value(target.runtime.clone().unwrap_or_default())?;
+    replacement["metadata"] = json!({});
+    api.patch(
+        &isvc.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&replacement),
+    )
+    .await?;
+    ctx.metrics.write("InferenceService", "rollback");
+    publish(
+        ctx,
+        isvc,
+        EventType::Normal,
+        "RollbackRequested",
+        format!(
+            "spec.model set back to revision {} ({}); it rolls out like any new revision",
+            target.revision, target.model.storage_uri
+        ),
+    )
+    .await;
+    Ok(())
 }
 
 /// Reads what the cluster holds for `isvc`: its objects and its serving pods.
@@ -126,28 +316,31 @@ pub async fn dereference(isvc: &InferenceService, client: &Client) -> Result<Obs
     let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), &namespace);
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
-    let (deployment, service, pdb, config_maps, pods) = futures::try_join!(
-        deployments.get_opt(&name),
-        services.get_opt(&name),
+    let (deployments, services, pdb, config_maps, pods) = futures::try_join!(
+        deployments.list(&labelled),
+        services.list(&labelled),
         pdbs.get_opt(&name),
         config_maps.list(&labelled),
         pods.list(&labelled),
     )?;
     Ok(Observed {
-        deployment,
-        service,
+        deployments: owned(deployments.items, isvc),
+        services: owned(services.items, isvc),
         pdb,
-        config_maps: config_maps.items,
+        config_maps: owned(config_maps.items, isvc),
         pods: pods.items,
     })
 }
 
 /// Server-side applies every desired object whose applied hash differs from what
-/// the cluster holds, removes a PodDisruptionBudget no longer wanted and ConfigMaps
-/// of revisions no pod runs any more. Returns how many writes it made.
+/// the cluster holds, scales the other revisions as the rollout decided, deletes
+/// revisions that no longer have pods (with their Service and ConfigMap), removes
+/// a PodDisruptionBudget no longer wanted, and sets the HTTPRoute's weights.
+/// Returns how many writes it made.
 pub async fn apply(
     isvc: &InferenceService,
     desired: &Desired,
+    decision: &Decision,
     observed: &Observed,
     ctx: &Context,
 ) -> Result<usize> {
@@ -156,38 +349,28 @@ pub async fn apply(
         .ok_or(Error::MissingObjectKey("metadata.namespace"))?;
     let client = &ctx.client;
     let mut written = Vec::new();
-
-    let config_map = observed
-        .config_maps
-        .iter()
-        .find(|c| c.metadata.name == desired.config_map.metadata.name);
-    if apply_one(client, &namespace, &desired.config_map, config_map, ctx).await? {
-        written.push("ConfigMap");
+    let runs = decision
+        .replicas
+        .get(&desired.revision)
+        .copied()
+        .unwrap_or(0)
+        > 0;
+    if runs {
+        let config_map = by_name(&observed.config_maps, &desired.config_map);
+        if apply_one(client, &namespace, &desired.config_map, config_map, ctx).await? {
+            written.push("ConfigMap");
+        }
+        let deployment = by_name(&observed.deployments, &desired.deployment);
+        if apply_one(client, &namespace, &desired.deployment, deployment, ctx).await? {
+            written.push("Deployment");
+        }
+        let service = by_name(&observed.services, &desired.revision_service);
+        if apply_one(client, &namespace, &desired.revision_service, service, ctx).await? {
+            written.push("Service (revision)");
+        }
     }
-    let previous_revision = observed
-        .deployment
-        .as_ref()
-        .and_then(|d| d.annotations().get(REVISION_LABEL).cloned());
-    if apply_one(
-        client,
-        &namespace,
-        &desired.deployment,
-        observed.deployment.as_ref(),
-        ctx,
-    )
-    .await?
-    {
-        written.push("Deployment");
-    }
-    if apply_one(
-        client,
-        &namespace,
-        &desired.service,
-        observed.service.as_ref(),
-        ctx,
-    )
-    .await?
-    {
+    let service = by_name(&observed.services, &desired.service);
+    if apply_one(client, &namespace, &desired.service, service, ctx).await? {
         written.push("Service");
     }
     match (&desired.pdb, &observed.pdb) {
@@ -206,38 +389,132 @@ pub async fn apply(
         (None, _) => {}
     }
 
-    // Old revisions' ConfigMaps go once the Deployment runs only the current one.
-    if status::rolled_out(observed.deployment.as_ref(), &desired.revision) {
-        let api: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
-        for stale in observed.config_maps.iter().filter(|c| {
-            c.labels().get(REVISION_LABEL) != Some(&desired.revision) && owned_by(*c, isvc)
-        }) {
-            api.delete(&stale.name_any(), &DeleteParams::default())
-                .await?;
+    // Other revisions: scaled as decided, or removed with their Service and ConfigMap.
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
+    let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
+    let params = DeleteParams::background();
+    for d in &observed.deployments {
+        let Some(revision) = d.labels().get(REVISION_LABEL) else {
+            continue;
+        };
+        if revision == &desired.revision && runs {
+            continue;
+        }
+        match decision.replicas.get(revision).copied().filter(|n| *n > 0) {
+            Some(n) => {
+                if d.spec.as_ref().and_then(|s| s.replicas) != Some(n) {
+                    deployments
+                        .patch(
+                            &d.name_any(),
+                            &PatchParams::default(),
+                            &Patch::Merge(json!({"spec": {"replicas": n}})),
+                        )
+                        .await?;
+                    ctx.metrics.write("Deployment", "scale");
+                    written.push("Deployment (scaled)");
+                }
+            }
+            None => {
+                deployments.delete(&d.name_any(), &params).await?;
+                ctx.metrics.write("Deployment", "delete");
+                written.push("Deployment (deleted)");
+            }
+        }
+    }
+    let keep = |revision: Option<&String>| {
+        revision.is_none_or(|r| {
+            decision.replicas.get(r).copied().unwrap_or(0) > 0 || (r == &desired.revision && runs)
+        })
+    };
+    for service in &observed.services {
+        if !keep(service.labels().get(REVISION_LABEL)) {
+            services.delete(&service.name_any(), &params).await?;
+            ctx.metrics.write("Service", "delete");
+        }
+    }
+    // A ConfigMap goes once no pod of its revision is left.
+    for cm in &observed.config_maps {
+        let revision = cm.labels().get(REVISION_LABEL);
+        let has_pods = observed
+            .pods
+            .iter()
+            .any(|p| p.labels().get(REVISION_LABEL) == revision);
+        if !keep(revision) && !has_pods {
+            config_maps.delete(&cm.name_any(), &params).await?;
             ctx.metrics.write("ConfigMap", "delete");
         }
     }
+    if let Some(route) = &isvc.spec.rollout.route
+        && set_route_weights(isvc, &namespace, &route.name, &decision.route_weights, ctx).await?
+    {
+        written.push("HTTPRoute");
+    }
 
     if !written.is_empty() {
-        let (reason, note) = match previous_revision {
-            Some(previous) if previous != desired.revision => (
-                "RolloutStarted",
-                format!("rolling out revision {} (was {previous})", desired.revision),
-            ),
-            None => (
+        let (reason, note) = if observed.deployments.is_empty() {
+            (
                 "Created",
                 format!(
                     "created revision {}: {}",
                     desired.revision,
                     written.join(", ")
                 ),
-            ),
-            Some(_) => ("Updated", format!("updated {}", written.join(", "))),
+            )
+        } else {
+            ("Updated", format!("updated {}", written.join(", ")))
         };
         info!(isvc = %isvc.name_any(), %namespace, reason, note, "applied");
         publish(ctx, isvc, EventType::Normal, reason, note).await;
     }
     Ok(written.len())
+}
+
+fn by_name<'a, K: Resource>(list: &'a [K], desired: &K) -> Option<&'a K> {
+    list.iter().find(|o| o.meta().name == desired.meta().name)
+}
+
+/// The Gateway API HTTPRoute kind.
+fn http_route() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute"),
+        "httproutes",
+    )
+}
+
+/// Points every rule of the named HTTPRoute at the per-revision Services with the
+/// rollout's weights. Returns whether it wrote.
+async fn set_route_weights(
+    isvc: &InferenceService,
+    namespace: &str,
+    route: &str,
+    weights: &[(String, i32)],
+    ctx: &Context,
+) -> Result<bool> {
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(ctx.client.clone(), namespace, &http_route());
+    let Some(current) = api.get_opt(route).await? else {
+        publish(
+            ctx,
+            isvc,
+            EventType::Warning,
+            "RouteNotFound",
+            format!("spec.rollout.route: HTTPRoute {route} not found in {namespace}; traffic splits by replica ratio"),
+        )
+        .await;
+        return Ok(false);
+    };
+    let Some(rules) = traffic::route_rules(&current.data, &isvc.name_any(), weights) else {
+        return Ok(false);
+    };
+    api.patch(
+        route,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"rules": rules}})),
+    )
+    .await?;
+    ctx.metrics.write("HTTPRoute", "patch");
+    Ok(true)
 }
 
 /// Applies `desired` unless `current` already carries its hash. Returns whether it wrote.
@@ -281,6 +558,10 @@ where
     Ok(true)
 }
 
+fn owned<K: Resource>(items: Vec<K>, isvc: &InferenceService) -> Vec<K> {
+    items.into_iter().filter(|o| owned_by(o, isvc)).collect()
+}
+
 fn owned_by<K: Resource>(object: &K, isvc: &InferenceService) -> bool {
     let uid = isvc.metadata.uid.as_deref();
     object
@@ -302,7 +583,7 @@ pub async fn update_status(
     let new = status::compute(
         isvc,
         outcome,
-        observed.deployment.as_ref(),
+        &observed.deployments,
         &observed.pods,
         Time(Timestamp::now()),
     );
@@ -347,18 +628,24 @@ async fn cleanup(isvc: &InferenceService, ctx: &Context) -> Result<Action> {
     let name = isvc.name_any();
     let client = &ctx.client;
     let params = DeleteParams::background();
-    delete_owned::<Deployment>(client, &namespace, &name, isvc, &params, ctx).await?;
-    delete_owned::<Service>(client, &namespace, &name, isvc, &params, ctx).await?;
-    delete_owned::<PodDisruptionBudget>(client, &namespace, &name, isvc, &params, ctx).await?;
+    let observed = dereference(isvc, client).await?;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
+    for d in &observed.deployments {
+        deployments.delete(&d.name_any(), &params).await?;
+        ctx.metrics.write("Deployment", "delete");
+    }
+    let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
+    for service in &observed.services {
+        services.delete(&service.name_any(), &params).await?;
+        ctx.metrics.write("Service", "delete");
+    }
+    if let Some(pdb) = observed.pdb.as_ref().filter(|p| owned_by(*p, isvc)) {
+        let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), &namespace);
+        pdbs.delete(&pdb.name_any(), &params).await?;
+        ctx.metrics.write("PodDisruptionBudget", "delete");
+    }
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
-    let labelled = ListParams::default().labels(&format!("{ISVC_LABEL}={name}"));
-    for cm in config_maps
-        .list(&labelled)
-        .await?
-        .items
-        .iter()
-        .filter(|c| owned_by(*c, isvc))
-    {
+    for cm in &observed.config_maps {
         config_maps.delete(&cm.name_any(), &params).await?;
         ctx.metrics.write("ConfigMap", "delete");
     }
@@ -374,32 +661,19 @@ async fn cleanup(isvc: &InferenceService, ctx: &Context) -> Result<Action> {
     Ok(Action::await_change())
 }
 
-async fn delete_owned<K>(
-    client: &Client,
-    namespace: &str,
-    name: &str,
-    isvc: &InferenceService,
-    params: &DeleteParams,
-    ctx: &Context,
-) -> Result<()>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + DeserializeOwned
-        + Clone
-        + std::fmt::Debug,
-{
-    let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    if let Some(object) = api.get_opt(name).await?
-        && owned_by(&object, isvc)
-    {
-        api.delete(name, params).await?;
-        ctx.metrics.write(&K::kind(&()), "delete");
-    }
-    Ok(())
-}
-
 /// Publishes an Event about `isvc`; a failure to publish is logged, never fatal.
 pub async fn publish(
+    ctx: &Context,
+    isvc: &InferenceService,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    publish_with(&ctx.recorder, ctx, isvc, type_, reason, note).await
+}
+
+async fn publish_with(
+    recorder: &Recorder,
     ctx: &Context,
     isvc: &InferenceService,
     type_: EventType,
@@ -413,7 +687,7 @@ pub async fn publish(
         action: "Reconcile".into(),
         secondary: None,
     };
-    match ctx.recorder.publish(&event, &isvc.object_ref(&())).await {
+    match recorder.publish(&event, &isvc.object_ref(&())).await {
         Ok(()) => ctx.metrics.write("Event", "create"),
         Err(error) => warn!(%error, reason, "could not publish event"),
     }

@@ -113,17 +113,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         });
     }
 
+    let reporter = Reporter {
+        controller: "sluice-operator".into(),
+        instance: Some(identity),
+    };
     let ctx = Arc::new(Context {
         client: client.clone(),
         config: cli.build_config(),
-        recorder: Recorder::new(
-            client,
-            Reporter {
-                controller: "sluice-operator".into(),
-                instance: Some(identity),
-            },
-        ),
+        recorder: Recorder::new(client, reporter.clone()),
+        reporter,
         metrics: metrics.clone(),
+        prometheus: cli
+            .prometheus_url
+            .as_deref()
+            .map(crate::rollout::prometheus::client)
+            .transpose()
+            .map_err(anyhow::Error::msg)?,
     });
     let (stop_c, lost_c) = (stop.clone(), lost.clone());
     let shutdown = async move {

@@ -9,6 +9,7 @@ use kube::ResourceExt;
 
 use crate::build::{REVISION_LABEL, selector_string};
 use crate::crd::{InferenceService, InferenceServiceStatus, Phase};
+use crate::rollout::{HistoryEntry, RolloutPhase, RolloutStatus};
 
 /// Condition: everything below holds and the current revision is fully rolled out.
 pub const READY: &str = "Ready";
@@ -38,7 +39,30 @@ pub enum Outcome {
         revision: String,
         /// The in-cluster URL.
         url: String,
+        /// Where the rollout stands after this reconcile.
+        rollout: Box<RolloutView>,
     },
+}
+
+/// The rollout's part of the status, as the state machine decided it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RolloutView {
+    /// The revision serving production traffic.
+    pub stable: Option<String>,
+    /// The rollout in progress or the last one.
+    pub rollout: Option<RolloutStatus>,
+    /// Percent of traffic on the new revision while a rollout runs.
+    pub canary_weight: Option<i32>,
+    /// Finished rollouts.
+    pub history: Vec<HistoryEntry>,
+}
+
+impl RolloutView {
+    fn running(&self) -> Option<&RolloutStatus> {
+        self.rollout
+            .as_ref()
+            .filter(|r| !r.phase.finished() && r.stable.is_some())
+    }
 }
 
 /// One condition as computed, before timestamps.
@@ -65,24 +89,44 @@ impl Verdict {
     }
 }
 
-/// Computes the new status. `now` stamps conditions whose status changed; the others
-/// keep their transition time, so an unchanged world yields an identical status.
+/// Computes the new status from the Deployments of every revision and their pods.
+/// `now` stamps conditions whose status changed; the others keep their transition
+/// time, so an unchanged world yields an identical status.
 pub fn compute(
     isvc: &InferenceService,
     outcome: &Outcome,
-    deployment: Option<&Deployment>,
+    deployments: &[Deployment],
     pods: &[Pod],
     now: Time,
 ) -> InferenceServiceStatus {
     let old = isvc.status.clone().unwrap_or_default();
     let generation = isvc.metadata.generation;
     let min = isvc.spec.min_replicas;
-    let (replicas, ready_replicas) = deployment
-        .and_then(|d| d.status.as_ref())
-        .map(|s| (s.replicas.unwrap_or(0), s.ready_replicas.unwrap_or(0)))
-        .unwrap_or((0, 0));
+    let counts = |d: &Deployment| {
+        d.status
+            .as_ref()
+            .map(|s| (s.replicas.unwrap_or(0), s.ready_replicas.unwrap_or(0)))
+            .unwrap_or((0, 0))
+    };
+    let (replicas, ready_replicas) = deployments
+        .iter()
+        .map(counts)
+        .fold((0, 0), |(r, ready), (a, b)| (r + a, ready + b));
+    let ready_of = |revision: &str| {
+        deployments
+            .iter()
+            .filter(|d| d.labels().get(REVISION_LABEL).map(String::as_str) == Some(revision))
+            .map(|d| counts(d).1)
+            .sum::<i32>()
+    };
+    let old_view = RolloutView {
+        stable: old.stable_revision.clone(),
+        rollout: old.rollout.clone(),
+        canary_weight: old.canary_weight,
+        history: old.history.clone(),
+    };
 
-    let (reconciled, fetched, available, rolled_out, revision, url) = match outcome {
+    let (reconciled, fetched, available, rolled_out, revision, url, view) = match outcome {
         Outcome::Refused { reason, message } => {
             let unknown = || Verdict::new("Unknown", reason, "the objects could not be applied");
             (
@@ -92,36 +136,77 @@ pub fn compute(
                 false,
                 old.revision.clone(),
                 old.url.clone(),
+                old_view,
             )
         }
-        Outcome::Applied { revision, url } => {
+        Outcome::Applied {
+            revision,
+            url,
+            rollout,
+        } => {
             let current: Vec<&Pod> = pods
                 .iter()
                 .filter(|p| p.labels().get(REVISION_LABEL) == Some(revision))
                 .collect();
+            let serving = rollout.stable.as_deref().unwrap_or(revision);
+            let serving_pods: Vec<&Pod> = pods
+                .iter()
+                .filter(|p| p.labels().get(REVISION_LABEL).map(String::as_str) == Some(serving))
+                .collect();
+            let mut available = availability(&serving_pods, ready_of(serving), min);
+            if serving != revision.as_str()
+                && let crash @ Verdict {
+                    reason: "CrashLooping",
+                    ..
+                } = availability(&current, 0, 0)
+            {
+                available = crash;
+            }
             (
                 Verdict::new("True", "Applied", format!("revision {revision} is applied")),
                 model_fetched(&current),
-                availability(&current, ready_replicas, min),
-                rolled_out(deployment, revision),
+                available,
+                rollout.stable.as_ref() == Some(revision) && rollout.running().is_none(),
                 Some(revision.clone()),
                 Some(url.clone()),
+                (**rollout).clone(),
             )
         }
     };
+    let rollout_message = view.rollout.as_ref().map(|r| r.message.clone());
+    let rolled_back = view.rollout.as_ref().filter(|r| {
+        Some(&r.revision) == revision.as_ref()
+            && matches!(r.phase, RolloutPhase::RolledBack | RolloutPhase::Aborted)
+    });
     let ready = if !reconciled.is_true() {
         Verdict::new("False", reconciled.reason, reconciled.message.clone())
     } else if fetched.status == "False" {
         Verdict::new("False", fetched.reason, fetched.message.clone())
     } else if !available.is_true() {
         Verdict::new("False", available.reason, available.message.clone())
+    } else if let Some(r) = rolled_back {
+        Verdict::new(
+            "False",
+            if r.phase == RolloutPhase::RolledBack {
+                "RolledBack"
+            } else {
+                "RolloutAborted"
+            },
+            format!(
+                "revision {} was not promoted ({}); revision {} serves",
+                r.revision,
+                r.message,
+                view.stable.as_deref().unwrap_or("?")
+            ),
+        )
     } else if !rolled_out {
         Verdict::new(
             "False",
             "RollingOut",
             format!(
-                "revision {} is rolling out",
-                revision.as_deref().unwrap_or("?")
+                "revision {} is rolling out: {}",
+                revision.as_deref().unwrap_or("?"),
+                rollout_message.as_deref().unwrap_or("starting")
             ),
         )
     } else {
@@ -135,13 +220,15 @@ pub fn compute(
         )
     };
 
-    let failed =
-        !reconciled.is_true() || fetched.status == "False" || available.reason == "CrashLooping";
+    let failed = !reconciled.is_true()
+        || fetched.status == "False"
+        || available.reason == "CrashLooping"
+        || rolled_back.is_some();
     let phase = if ready.is_true() {
         Phase::Ready
     } else if failed {
         Phase::Failed
-    } else if deployment.is_none() || replicas == 0 {
+    } else if deployments.is_empty() || replicas == 0 {
         Phase::Pending
     } else {
         Phase::Progressing
@@ -162,11 +249,11 @@ pub fn compute(
         phase: Some(phase),
         message: Some(ready.message.clone()),
         url,
-        stable_revision: if ready.is_true() {
-            revision.clone()
-        } else {
-            old.stable_revision.clone()
-        },
+        stable_revision: view.stable.clone(),
+        canary_revision: view.running().map(|r| r.revision.clone()),
+        canary_weight: view.running().and(view.canary_weight),
+        rollout: view.rollout,
+        history: view.history,
         revision,
         replicas,
         ready_replicas,
@@ -196,18 +283,19 @@ fn condition(
     }
 }
 
-/// Whether the Deployment runs only `revision`, on all its desired replicas.
-pub fn rolled_out(deployment: Option<&Deployment>, revision: &str) -> bool {
-    let Some(d) = deployment else { return false };
-    let (Some(spec), Some(status)) = (&d.spec, &d.status) else {
-        return false;
+/// Ready pods of a revision's Deployment, counted only once the Deployment
+/// controller has seen its latest spec.
+pub fn ready_pods(deployment: &Deployment) -> i32 {
+    let Some(status) = &deployment.status else {
+        return 0;
     };
-    let want = spec.replicas.unwrap_or(1);
-    d.annotations().get(REVISION_LABEL).map(String::as_str) == Some(revision)
-        && status.observed_generation >= d.metadata.generation
-        && status.updated_replicas.unwrap_or(0) >= want
-        && status.replicas.unwrap_or(0) == status.updated_replicas.unwrap_or(0)
-        && status.available_replicas.unwrap_or(0) >= want
+    if status.observed_generation < deployment.metadata.generation {
+        return 0;
+    }
+    status
+        .ready_replicas
+        .unwrap_or(0)
+        .min(status.updated_replicas.unwrap_or(0))
 }
 
 fn init_status(pod: &Pod) -> Option<&ContainerStatus> {

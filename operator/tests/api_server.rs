@@ -42,17 +42,17 @@ fn main() {
         install_crd(&client).await;
         let metrics = Metrics::default();
         let (stop, stopped) = oneshot::channel::<()>();
+        let reporter = Reporter {
+            controller: "sluice-operator".into(),
+            instance: Some("test".into()),
+        };
         let ctx = Arc::new(Context {
             client: client.clone(),
             config: BuildConfig::default(),
-            recorder: Recorder::new(
-                client.clone(),
-                Reporter {
-                    controller: "sluice-operator".into(),
-                    instance: Some("test".into()),
-                },
-            ),
+            recorder: Recorder::new(client.clone(), reporter.clone()),
+            reporter,
             metrics: metrics.clone(),
+            prometheus: None,
         });
         let controller = tokio::spawn(sluice_operator::controller::run(ctx, async {
             let _ = stopped.await;
@@ -72,6 +72,10 @@ fn main() {
             (
                 "fetch failures and crash loops become conditions and events",
                 Box::pin(pod_failures(client.clone())),
+            ),
+            (
+                "a named HTTPRoute gets per-revision weights",
+                Box::pin(route_weights(client.clone())),
             ),
             (
                 "leader election has one holder at a time",
@@ -103,7 +107,7 @@ fn main() {
         eprintln!("{} scenario(s) failed: {failures:?}", failures.len());
         std::process::exit(1);
     }
-    println!("\ntest result: ok. 4 passed");
+    println!("\ntest result: ok. 5 passed");
 }
 
 async fn install_crd(client: &Client) {
@@ -285,10 +289,6 @@ async fn lifecycle(client: Client, metrics: Metrics) {
         .unwrap();
 
     // Create: every object appears, owned by the InferenceService, and status says why it is not ready.
-    let deployment = eventually("the Deployment exists", || async {
-        deployments.get_opt("iris").await.ok()?
-    })
-    .await;
     let isvc = eventually("status reports the revision", || async {
         let i = isvcs.get("iris").await.ok()?;
         i.status.as_ref()?.revision.as_ref()?;
@@ -297,6 +297,11 @@ async fn lifecycle(client: Client, metrics: Metrics) {
     .await;
     let status = isvc.status.clone().unwrap();
     let revision1 = status.revision.clone().unwrap();
+    let deployment1 = format!("iris-{revision1}");
+    let deployment = eventually("the revision's Deployment exists", || async {
+        deployments.get_opt(&deployment1).await.ok()?
+    })
+    .await;
     assert_eq!(status.observed_generation, isvc.metadata.generation);
     assert_eq!(
         status.url.as_deref(),
@@ -315,6 +320,10 @@ async fn lifecycle(client: Client, metrics: Metrics) {
     );
     assert_eq!(deployment.spec.as_ref().unwrap().replicas, Some(2));
     assert!(services.get_opt("iris").await.unwrap().is_some());
+    assert!(
+        services.get_opt(&deployment1).await.unwrap().is_some(),
+        "a Service per revision"
+    );
     assert!(
         pdbs.get_opt("iris").await.unwrap().is_some(),
         "two replicas get a PodDisruptionBudget"
@@ -366,11 +375,24 @@ async fn lifecycle(client: Client, metrics: Metrics) {
         "a no-op reconcile writes nothing"
     );
     assert_eq!(
-        deployments.get("iris").await.unwrap().resource_version(),
+        deployments
+            .get(&deployment1)
+            .await
+            .unwrap()
+            .resource_version(),
         unchanged_version
     );
 
-    // Update: a new model is a new revision, rolled through the same Deployment.
+    // The first revision is stable once ready at full size (as the controller
+    // manager would report it).
+    mark_ready(&deployments, &deployment1, 2).await;
+    eventually("the first revision is stable", || async {
+        let s = isvcs.get("iris").await.ok()?.status?;
+        (s.stable_revision.as_deref() == Some(revision1.as_str())).then_some(())
+    })
+    .await;
+
+    // Update: a new model is a new revision; a canary starts beside the stable one.
     let uri2 = "file:///models/iris/2/model.onnx";
     isvcs
         .patch(
@@ -385,7 +407,27 @@ async fn lifecycle(client: Client, metrics: Metrics) {
         (r != revision1).then_some(r)
     })
     .await;
-    let deployment = deployments.get("iris").await.unwrap();
+    let deployment2 = format!("iris-{revision2}");
+    let deployment = eventually("the canary's Deployment exists", || async {
+        deployments.get_opt(&deployment2).await.ok()?
+    })
+    .await;
+    assert_eq!(
+        deployment.spec.as_ref().unwrap().replicas,
+        Some(1),
+        "the first canary step"
+    );
+    assert_eq!(
+        deployments
+            .get(&deployment1)
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .replicas,
+        Some(2),
+        "the stable revision keeps its pods"
+    );
     let template = deployment.spec.as_ref().unwrap().template.clone();
     assert_eq!(
         template.metadata.unwrap().labels.unwrap()[REVISION_LABEL],
@@ -405,18 +447,40 @@ async fn lifecycle(client: Client, metrics: Metrics) {
     })
     .await;
 
-    // Ready: once the Deployment reports the new revision available (as the
-    // controller manager would), the InferenceService turns Ready and the old
-    // revision's ConfigMap goes.
-    let generation = deployment.metadata.generation;
-    deployments
-        .patch_status(
+    // Without Prometheus the canary holds at its first step; the promote annotation
+    // moves it on. Once the new revision is ready at full size the InferenceService
+    // turns Ready and the old revision's Deployment, Service and ConfigMap go.
+    mark_ready(&deployments, &deployment2, 1).await;
+    eventually("the canary holds, unanalysed", || async {
+        let r = isvcs.get("iris").await.ok()?.status?.rollout?;
+        (r.revision == revision2 && r.step_started.is_some()).then_some(())
+    })
+    .await;
+    isvcs
+        .patch(
             "iris",
             &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"observedGeneration": generation, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 2, "availableReplicas": 2}})),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"serving.sluice.dev/rollout": "promote"}}}),
+            ),
         )
         .await
         .unwrap();
+    eventually("promotion scales the canary to full size", || async {
+        let d = deployments.get(&deployment2).await.ok()?;
+        (d.spec?.replicas == Some(2)).then_some(())
+    })
+    .await;
+    assert!(
+        !isvcs
+            .get("iris")
+            .await
+            .unwrap()
+            .annotations()
+            .contains_key("serving.sluice.dev/rollout"),
+        "the command is removed once acted on"
+    );
+    mark_ready(&deployments, &deployment2, 2).await;
     let isvc = eventually("the InferenceService is Ready", || async {
         let i = isvcs.get("iris").await.ok()?;
         (condition(&i, "Ready")?.0 == "True").then_some(i)
@@ -425,6 +489,28 @@ async fn lifecycle(client: Client, metrics: Metrics) {
     let status = isvc.status.unwrap();
     assert_eq!((status.replicas, status.ready_replicas), (2, 2));
     assert_eq!(status.stable_revision.as_deref(), Some(revision2.as_str()));
+    let outcomes: Vec<_> = status
+        .history
+        .iter()
+        .map(|h| (h.revision.clone(), format!("{:?}", h.outcome)))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            (revision1.clone(), "Promoted".to_string()),
+            (revision2.clone(), "Promoted".to_string())
+        ]
+    );
+    assert_eq!(status.history[1].model.storage_uri, uri2);
+    eventually(
+        "the old revision's Deployment and Service are deleted",
+        || async {
+            (deployments.get_opt(&deployment1).await.ok()?.is_none()
+                && services.get_opt(&deployment1).await.ok()?.is_none())
+            .then_some(())
+        },
+    )
+    .await;
     eventually("the old revision's ConfigMap is deleted", || async {
         config_maps
             .get_opt(&format!("iris-{revision1}"))
@@ -458,13 +544,168 @@ async fn lifecycle(client: Client, metrics: Metrics) {
         isvcs.get_opt("iris").await.ok()?.is_none().then_some(())
     })
     .await;
-    assert!(deployments.get_opt("iris").await.unwrap().is_none());
+    assert!(deployments.get_opt(&deployment2).await.unwrap().is_none());
     assert!(services.get_opt("iris").await.unwrap().is_none());
+    assert!(services.get_opt(&deployment2).await.unwrap().is_none());
     let left = config_maps
         .list(&ListParams::default().labels(&format!("{ISVC_LABEL}=iris")))
         .await
         .unwrap();
     assert!(left.items.is_empty(), "ConfigMaps left behind");
+}
+
+/// The Gateway API's HTTPRoute CRD from its Go module (`e2e/gateway-api`), installed
+/// and Established.
+async fn install_httproute_crd(client: &Client) {
+    let out =
+        std::process::Command::new(support::repo_root().join("e2e/gateway-api/httproute-crd.sh"))
+            .output()
+            .expect("running e2e/gateway-api/httproute-crd.sh");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = String::from_utf8(out.stdout).unwrap();
+    let crd: CustomResourceDefinition =
+        serde_saphyr::from_str(&std::fs::read_to_string(path.trim()).unwrap()).unwrap();
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.create(&PostParams::default(), &crd).await.unwrap();
+    eventually("the HTTPRoute CRD is established", || async {
+        let crd = crds
+            .get("httproutes.gateway.networking.k8s.io")
+            .await
+            .ok()?;
+        crd.status?
+            .conditions?
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True")
+            .then_some(())
+    })
+    .await;
+}
+
+async fn route_weights(client: Client) {
+    let ns = "routed";
+    namespace(&client, ns).await;
+    install_httproute_crd(&client).await;
+    let routes: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        ns,
+        &ApiResource::from_gvk_with_plural(
+            &kube::api::GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute"),
+            "httproutes",
+        ),
+    );
+    let route: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "web", "namespace": ns},
+        "spec": {
+            "parentRefs": [{"name": "gateway"}],
+            "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/v2"}}], "backendRefs": [{"name": "placeholder", "port": 8080}]}],
+        },
+    }))
+    .unwrap();
+    routes.create(&PostParams::default(), &route).await.unwrap();
+    let isvcs: Api<InferenceService> = Api::namespaced(client.clone(), ns);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let spec =
+        |uri: &str| json!({"model": {"storageUri": uri}, "rollout": {"route": {"name": "web"}}});
+    dynamic(&client, ns)
+        .create(
+            &PostParams::default(),
+            &manifest("routed", spec("file:///models/a.onnx")),
+        )
+        .await
+        .unwrap();
+    let backends = || async {
+        let route = routes.get("web").await.ok()?;
+        let refs = route
+            .data
+            .pointer("/spec/rules/0/backendRefs")?
+            .as_array()?
+            .clone();
+        let matches = route.data.pointer("/spec/rules/0/matches")?.clone();
+        assert_eq!(
+            matches[0]["path"]["value"], "/v2",
+            "the rule's matches are kept"
+        );
+        Some(
+            refs.iter()
+                .map(|r| {
+                    (
+                        r["name"].as_str().unwrap_or("").to_string(),
+                        r["weight"].as_i64().unwrap_or(-1),
+                    )
+                })
+                .collect::<Vec<_>>(),
+        )
+    };
+    let revision1 = eventually("the first revision is in status", || async {
+        isvcs.get("routed").await.ok()?.status?.revision
+    })
+    .await;
+    let name1 = format!("routed-{revision1}");
+    eventually(
+        "the route sends everything to the first revision",
+        || async { (backends().await? == [(name1.clone(), 100)]).then_some(()) },
+    )
+    .await;
+    eventually("the first revision's Deployment exists", || async {
+        deployments.get_opt(&name1).await.ok()?
+    })
+    .await;
+    mark_ready(&deployments, &name1, 2).await;
+    eventually("the first revision is stable", || async {
+        let s = isvcs.get("routed").await.ok()?.status?;
+        (s.stable_revision? == revision1).then_some(())
+    })
+    .await;
+    isvcs
+        .patch(
+            "routed",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"model": {"storageUri": "file:///models/b.onnx"}}})),
+        )
+        .await
+        .unwrap();
+    let revision2 = eventually("the canary is in status", || async {
+        let s = isvcs.get("routed").await.ok()?.status?;
+        s.canary_revision
+    })
+    .await;
+    let name2 = format!("routed-{revision2}");
+    let canary = eventually("the canary's Deployment exists", || async {
+        deployments.get_opt(&name2).await.ok()?
+    })
+    .await;
+    assert_eq!(
+        canary.spec.unwrap().replicas,
+        Some(1),
+        "25% of 2 pods, rounded up"
+    );
+    mark_ready(&deployments, &name2, 1).await;
+    eventually("the route carries the first step's weights", || async {
+        (backends().await? == [(name1.clone(), 75), (name2.clone(), 25)]).then_some(())
+    })
+    .await;
+    let status = isvcs.get("routed").await.unwrap().status.unwrap();
+    assert_eq!(status.canary_weight, Some(25), "exact with a route");
+}
+
+/// Reports `ready` pods of a Deployment's current generation, as the controller
+/// manager would.
+async fn mark_ready(deployments: &Api<Deployment>, name: &str, ready: i32) {
+    let generation = deployments.get(name).await.unwrap().metadata.generation;
+    deployments
+        .patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"observedGeneration": generation, "replicas": ready, "updatedReplicas": ready, "readyReplicas": ready, "availableReplicas": ready}})),
+        )
+        .await
+        .unwrap();
 }
 
 async fn pod_failures(client: Client) {

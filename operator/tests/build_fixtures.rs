@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{Container, EnvVar};
-use sluice_operator::build::{self, Desired};
+use sluice_operator::build::{self, Desired, Layout};
 use sluice_operator::config::BuildConfig;
 use sluice_operator::crd::InferenceService;
 
@@ -34,7 +34,11 @@ fn fixture(name: &str) -> InferenceService {
 
 fn built(isvc: &InferenceService) -> Desired {
     build::validate(isvc).expect("fixture is valid");
-    build::build(isvc, &BuildConfig::default()).unwrap()
+    build::build(isvc, &BuildConfig::default(), &layout(isvc)).unwrap()
+}
+
+fn layout(isvc: &InferenceService) -> Layout {
+    Layout::alone(sluice_operator::rollout::total_replicas(&isvc.spec))
 }
 
 fn containers(d: &Desired) -> (Container, Container) {
@@ -253,7 +257,9 @@ fn revision_follows_what_defines_the_pods_only() {
     };
     assert_ne!(
         rev(&base),
-        build::build(&base, &other_image).unwrap().revision,
+        build::build(&base, &other_image, &layout(&base))
+            .unwrap()
+            .revision,
         "the default image is part of the revision"
     );
     // Hashes of unchanged objects stay put, so a no-op reconcile writes nothing.
@@ -396,4 +402,60 @@ fn validate_names_the_field_at_fault() {
             "{message:?} should mention {expected:?}"
         );
     }
+}
+
+#[test]
+fn layout_places_the_revision_and_selects_the_active_one() {
+    let isvc = fixture("minimal");
+    let revision = build::revision(&isvc.spec, &BuildConfig::default()).unwrap();
+    let layout = Layout {
+        replicas: 1,
+        total: 4,
+        active: Some("0123456789".into()),
+    };
+    let d = build::build(&isvc, &BuildConfig::default(), &layout).unwrap();
+    let name = format!("fraud-{revision}");
+    assert_eq!(d.deployment.metadata.name.as_deref(), Some(name.as_str()));
+    let spec = d.deployment.spec.as_ref().unwrap();
+    assert_eq!(
+        spec.replicas,
+        Some(1),
+        "the layout's share, not minReplicas"
+    );
+    let by_revision = build::revision_selector("fraud", &revision);
+    assert_eq!(spec.selector.match_labels.as_ref(), Some(&by_revision));
+    assert_eq!(
+        d.revision_service.spec.as_ref().unwrap().selector.as_ref(),
+        Some(&by_revision)
+    );
+    assert_eq!(
+        d.revision_service.metadata.name.as_deref(),
+        Some(name.as_str())
+    );
+    assert_eq!(
+        d.service.spec.as_ref().unwrap().selector.as_ref(),
+        Some(&build::revision_selector("fraud", "0123456789")),
+        "blue-green: the main Service selects the active revision only"
+    );
+    assert!(
+        d.pdb.is_some(),
+        "the PDB follows the total, not this revision's pods"
+    );
+    let alone = build::build(&isvc, &BuildConfig::default(), &Layout::alone(1)).unwrap();
+    assert_eq!(
+        alone.service.spec.as_ref().unwrap().selector.as_ref(),
+        Some(&build::selector("fraud")),
+        "replica-ratio: every revision's pods"
+    );
+    assert!(alone.pdb.is_none());
+}
+
+#[test]
+fn names_must_leave_room_for_the_revision() {
+    let mut isvc = fixture("minimal");
+    isvc.metadata.name = Some("a".repeat(53));
+    let err = build::validate(&isvc).unwrap_err();
+    assert!(err.contains("at most 52"), "{err}");
+    isvc.metadata.name = Some("a".repeat(52));
+    assert_eq!(build::validate(&isvc), Ok(()));
 }

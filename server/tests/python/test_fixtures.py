@@ -89,6 +89,19 @@ def test_mlp_versions_differ():
     assert not np.allclose(v1, v2, atol=1e-2)
 
 
+def test_faulty_model_serves_zeros_and_fails_real_rows():
+    """Warm-up sends zeros, which pass (as mlp v1); any real row fails the run."""
+    faulty = ort.InferenceSession(str(MODELS_DIR / "faulty" / "1" / "model.onnx"))
+    mlp = ort.InferenceSession(str(MODELS_DIR / "mlp" / "1" / "model.onnx"))
+    zeros = np.zeros((3, 16), dtype=np.float32)
+    np.testing.assert_array_equal(
+        faulty.run(None, {"input": zeros})[0], mlp.run(None, {"input": zeros})[0]
+    )
+    rows = to_numpy(load_reference("mlp", "1")["inputs"]["input"])
+    with pytest.raises(Exception, match="out of data bounds"):
+        faulty.run(None, {"input": rows})
+
+
 def test_broken_model_does_not_load():
     with pytest.raises(InvalidProtobuf):
         ort.InferenceSession(str(MODELS_DIR / "broken" / "1" / "model.onnx"))

@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Rollouts end to end on the local cluster, with real traffic and real Prometheus:
+#   1. a good new version (mlp v2) is promoted through every canary step;
+#   2. a much slower version (the `slow` fixture) is rolled back on latency;
+#   3. a version that fails requests (the `faulty` fixture) is rolled back on errors;
+#   4. Prometheus stopped mid-rollout holds it; started again, the rollout finishes;
+#   5. blue-green switches a good version, and switches back when post-promotion
+#      analysis fails (`faulty` passes the preview's smoke traffic, fails real traffic).
+# Scenarios 1-3 use the default rollout settings and print the times the issue asks
+# for; 4-5 use short intervals. Uses the running local cluster or starts (and stops) one.
+set -euo pipefail
+REPO_ROOT="${REPO_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
+# shellcheck source=e2e/operator/lib.sh
+source "$REPO_ROOT/e2e/operator/lib.sh"
+# shellcheck source=e2e/rollout/lib.sh
+source "$REPO_ROOT/e2e/rollout/lib.sh"
+
+PROMETHEUS_PID=""
+cluster_up
+cleanup() {
+    stop_load
+    [[ -n $PROMETHEUS_PID ]] && kill -CONT "$PROMETHEUS_PID" 2>/dev/null || true
+    "$KUBECTL" delete namespace "$NS" --ignore-not-found --wait=false >/dev/null 2>&1 || true
+    if ((STARTED_CLUSTER)); then "$REPO_ROOT/e2e/cluster/cluster.sh" down; fi
+}
+trap cleanup EXIT
+install_operator
+"$KUBECTL" delete namespace "$NS" --ignore-not-found --wait=true >/dev/null
+"$KUBECTL" create namespace "$NS" >/dev/null
+
+SHORT='{canary: {steps: [50], stepSeconds: 10}, analysis: {intervalSeconds: 5, windowSeconds: 20, minRequests: 5}, blueGreen: {previewSeconds: 15, postPromotionSeconds: 20, scaleDownDelaySeconds: 5}}'
+RESULTS=()
+result() { RESULTS+=("$*"); say "$*"; }
+
+# The first revision: stable once ready at full size.
+apply_isvc mlp/1
+wait_until 60 "status names the first revision" revision_set
+first=$(isvc_field '{.status.revision}')
+wait_until 180 "the first revision becomes stable" stable_is "$first"
+start_load "$ISVC" 20
+
+# 1. A good version goes through every step and is promoted (default settings).
+rollout mlp/2 "" Promoted
+steps=$(events_with StepAdvanced | grep -c "revision $REV" || true)
+[[ $steps -ge 2 ]] || { say "FAIL: $steps StepAdvanced events for $REV, want 2 (25% and 50%, then full size)"; exit 1; }
+[[ $(events_with AnalysisPassed | grep -c "error-rate = ") -ge 1 ]] || { say "FAIL: no AnalysisPassed event with values"; exit 1; }
+stable_is "$REV" || { say "FAIL: stable revision is not $REV"; exit 1; }
+good=$REV
+result "promote (defaults): first canary traffic ${T_TRAFFIC}s after apply, promoted ${T_END}s after apply ($(since "$T_TRAFFIC" "$T_END")s after first traffic)"
+
+# 2. A much slower version is rolled back on latency (default settings).
+rollout slow/1 "" RolledBack
+reason=$(last_history reason)
+[[ $reason == *p99-latency* ]] || { say "FAIL: rollback reason does not name latency: $reason"; exit 1; }
+stable_is "$good" || { say "FAIL: stable revision changed"; exit 1; }
+events_with AnalysisFailed | grep -q "p99-latency-vs-stable = .* Fail query: histogram_quantile" ||
+    { say "FAIL: no AnalysisFailed event with the latency query, value and threshold"; exit 1; }
+result "slow (defaults): rolled back ${T_END}s after apply; full rollback (no slow pod serving) $(since "$T_TRAFFIC" "$T_GONE")s after its first traffic; reason: $reason"
+
+# 3. A version that fails requests is rolled back on the error rate (default settings).
+rollout faulty/1 "" RolledBack
+reason=$(last_history reason)
+[[ $reason == *error-rate* ]] || { say "FAIL: rollback reason does not name the error rate: $reason"; exit 1; }
+result "faulty (defaults): full rollback $(since "$T_TRAFFIC" "$T_GONE")s after its first traffic; reason: $reason"
+
+# 4. Prometheus stopped mid-rollout holds it; started again, the rollout promotes.
+read -r PROMETHEUS_PID _ <"$REPO_ROOT/.cluster/pids/prometheus"
+before=$(isvc_field '{.status.revision}')
+apply_isvc mlp/1 "$SHORT"
+wait_until 30 "the new revision is in status" revision_changed "$before"
+REV=$(isvc_field '{.status.revision}')
+canary_started() { [[ -n "$(isvc_field '{.status.rollout.stepStarted}')" ]]; }
+wait_until 120 "the canary's pods are ready" canary_started
+kill -STOP "$PROMETHEUS_PID"
+say "Prometheus (pid $PROMETHEUS_PID) stopped"
+sleep 45 # several analysis intervals, more than the step and the failure limit
+phase=$(isvc_field '{.status.rollout.phase}')
+step=$(isvc_field '{.status.rollout.step}')
+kill -CONT "$PROMETHEUS_PID"
+say "Prometheus started again"
+[[ $phase == Progressing && $step == 0 ]] || { say "FAIL: with Prometheus down the rollout is $phase at step $step, want Progressing at 0"; exit 1; }
+[[ $(events_with AnalysisUnavailable | grep -c "Prometheus query failed") -ge 1 ]] || { say "FAIL: no AnalysisUnavailable event"; exit 1; }
+stable_is "$good" || { say "FAIL: stable revision changed while Prometheus was down"; exit 1; }
+promoted() { stable_is "$REV"; }
+wait_until 120 "the held rollout promotes once Prometheus is back" promoted
+result "prometheus down: held 45s at step 0 (Progressing, stable unchanged), promoted after Prometheus returned"
+good=$REV
+
+# 5. Blue-green: the preview gets smoke traffic on its own Service, then the switch.
+BG="{strategy: BlueGreen, ${SHORT#\{}"
+bluegreen() { # bluegreen MODEL WANT
+    local before rev
+    before=$(isvc_field '{.status.revision}')
+    apply_isvc "$1" "$BG"
+    wait_until 30 "the new revision is in status" revision_changed "$before"
+    rev=$(isvc_field '{.status.revision}')
+    wait_until 60 "the preview Service exists" k get svc "$ISVC-$rev" -o name >/dev/null
+    start_load "$ISVC-$rev" 5 --zeros
+    selector() { k get svc "$ISVC" -o jsonpath='{.spec.selector.serving\.sluice\.dev/revision}'; }
+    [[ $(selector) != "$rev" ]] || { say "FAIL: the Service selected the preview before analysis"; exit 1; }
+    switched() { [[ $(selector) == "$rev" ]]; }
+    wait_until 120 "traffic switches to the preview" switched
+    ended() { [[ $(isvc_field '{.status.rollout.phase}') != Progressing ]]; }
+    wait_until 120 "the blue-green rollout ends" ended
+    [[ $(isvc_field '{.status.rollout.phase}') == "$2" ]] || { say "FAIL: blue-green of $1 ended $(isvc_field '{.status.rollout.phase}'), want $2"; exit 1; }
+    stop_load
+    start_load "$ISVC" 20
+}
+bluegreen mlp/2 Promoted
+good=$(isvc_field '{.status.stableRevision}')
+selects_all() { [[ -z $(selector) ]]; }
+wait_until 30 "the Service selects every revision again" selects_all
+result "blue-green: switched to the preview after pre-promotion analysis, promoted after post-promotion analysis"
+bluegreen faulty/1 RolledBack
+events_with SwitchedBack | grep -q "switched back to revision $good" || { say "FAIL: no SwitchedBack event"; exit 1; }
+stable_is "$good" || { say "FAIL: stable revision changed"; exit 1; }
+result "blue-green: faulty passed the preview's smoke traffic, failed real traffic after the switch and was switched back: $(last_history reason)"
+
+stop_load
+say "history: $(isvc_field '{range .status.history[*]}{.revision} {.outcome} {.model.storageUri}; {end}')"
+printf 'sluice: %s\n' "${RESULTS[@]}" >&2
+say "rollout e2e passed"

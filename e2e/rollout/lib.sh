@@ -1,0 +1,121 @@
+# Steps shared by e2e/rollout/e2e.sh and e2e/rollout/healthy.sh (sourced after
+# e2e/operator/lib.sh and cluster_up). One InferenceService, $ISVC in $NS, serves
+# the mlp fixture; each scenario changes its model and watches the rollout.
+
+NS=sluice-rollout
+ISVC=roll
+LOADGEN_PIDS=()
+
+k() { "$KUBECTL" -n "$NS" "$@"; }
+isvc_field() { k get isvc "$ISVC" -o jsonpath="$1" 2>/dev/null; }
+now() { date +%s.%N; }
+since() { python3 -c "print(f'{$2 - $1:.1f}')"; }
+
+# apply_isvc MODEL [ROLLOUT]: server-side apply of the InferenceService serving
+# /opt/sluice/models/MODEL/model.onnx with spec.rollout ROLLOUT (YAML flow style).
+apply_isvc() {
+    local rollout_spec=${2:-}
+    [[ -n $rollout_spec ]] || rollout_spec='{}'
+    k apply --server-side --force-conflicts --field-manager=sluice-e2e -f - >/dev/null <<EOF
+apiVersion: serving.sluice.dev/v1alpha1
+kind: InferenceService
+metadata: {name: $ISVC, namespace: $NS}
+spec:
+  model:
+    storageUri: file://$MODELS_DIR/$1/model.onnx
+  minReplicas: 2
+  runtime:
+    resources:
+      requests: {cpu: 50m, memory: 64Mi}
+      limits: {memory: 1Gi}
+  rollout: $rollout_spec
+EOF
+}
+
+# wait_until SECONDS WHAT CMD...: polls CMD every second.
+wait_until() {
+    local seconds=$1 what=$2 i
+    shift 2
+    for ((i = 0; i < seconds; i++)); do
+        "$@" && return 0
+        sleep 1
+    done
+    say "FAIL: $what within ${seconds}s"
+    k get isvc "$ISVC" -o yaml >&2 || true
+    k get pods -o wide >&2 || true
+    return 1
+}
+
+revision_changed() { [[ "$(isvc_field '{.status.revision}')" != "$1" ]]; }
+stable_is() { [[ "$(isvc_field '{.status.stableRevision}')" == "$1" ]]; }
+revision_set() { [[ -n "$(isvc_field '{.status.revision}')" ]]; }
+
+# service_ip NAME: the ClusterIP of a Service (reachable from the host).
+service_ip() { k get svc "$1" -o jsonpath='{.spec.clusterIP}'; }
+
+# start_load SERVICE RATE [--zeros]: steady traffic to a Service, in the background.
+start_load() {
+    local url="http://$(service_ip "$1"):8080/v2/models/$ISVC/infer"
+    python3 "$REPO_ROOT/e2e/rollout/loadgen.py" --url "$url" --rate "$2" ${3:-} \
+        --stats "$REPO_ROOT/.cluster/logs/loadgen-$1.log" &
+    LOADGEN_PIDS+=($!)
+}
+
+stop_load() {
+    local pid
+    for pid in "${LOADGEN_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    LOADGEN_PIDS=()
+}
+
+# serving_pods REVISION: pods of REVISION that are Ready and not terminating
+# (the ones the Services send traffic to).
+serving_pods() {
+    k get pods -l "serving.sluice.dev/revision=$1" -o json | python3 -c '
+import json, sys
+pods = json.load(sys.stdin)["items"]
+print(sum(1 for p in pods if not p["metadata"].get("deletionTimestamp") and any(
+    c["type"] == "Ready" and c["status"] == "True" for c in p.get("status", {}).get("conditions", []))))'
+}
+
+# rollout MODEL ROLLOUT WANT: applies MODEL and follows its rollout to the outcome
+# WANT (Promoted or RolledBack), polling every second. Sets REV, T_TRAFFIC (first
+# pod of the new revision ready, i.e. its first traffic), T_END (the outcome in
+# status) and T_GONE (no pod of a rolled-back revision serves any more), all
+# seconds after the apply.
+rollout() {
+    local model=$1 spec=$2 want=$3 timeout=${4:-300} old start t phase i
+    old=$(isvc_field '{.status.revision}')
+    start=$(now)
+    apply_isvc "$model" "$spec"
+    REV="" T_TRAFFIC="" T_END="" T_GONE=""
+    for ((i = 0; i < timeout; i++)); do
+        t=$(now)
+        [[ -z $REV ]] && { REV=$(isvc_field '{.status.revision}'); [[ $REV == "$old" ]] && REV=""; }
+        if [[ -n $REV ]]; then
+            if [[ -z $T_TRAFFIC && $(serving_pods "$REV") -ge 1 ]]; then T_TRAFFIC=$(since "$start" "$t"); fi
+            phase=$(isvc_field "{.status.rollout.phase}")
+            if [[ -z $T_END && $(isvc_field '{.status.rollout.revision}') == "$REV" ]] &&
+                [[ $phase == Promoted || $phase == RolledBack || $phase == Aborted ]]; then
+                T_END=$(since "$start" "$t")
+                [[ $phase == "$want" ]] || { say "FAIL: revision $REV ended $phase, want $want: $(isvc_field '{.status.rollout.message}')"; return 1; }
+            fi
+            if [[ -n $T_END ]]; then
+                [[ $want == Promoted ]] && return 0
+                if [[ $(serving_pods "$REV") -eq 0 ]]; then T_GONE=$(since "$start" "$t"); return 0; fi
+            fi
+        fi
+        sleep 1
+    done
+    say "FAIL: rollout of $model did not end within ${timeout}s: $(isvc_field '{.status.rollout.message}')"
+    k get isvc "$ISVC" -o yaml >&2 || true
+    return 1
+}
+
+# last_history FIELD: a field of the newest status.history entry.
+last_history() { isvc_field "{.status.history[-1:].$1}"; }
+
+# events_with REASON: the notes of this InferenceService's Events with REASON.
+events_with() {
+    k get events --field-selector "involvedObject.name=$ISVC,reason=$1" \
+        -o jsonpath='{range .items[*]}{.message}{"\n"}{end}'
+}

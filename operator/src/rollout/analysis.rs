@@ -1,0 +1,510 @@
+//! The checks of an analysis as PromQL, and how their values become verdicts (pure;
+//! [`super::prometheus`] runs the queries).
+//!
+//! Built-in checks select the new revision by the server's own labels (`isvc`,
+//! `revision`) plus `namespace`, which the scrape configuration attaches:
+//! - `error-rate`: share of requests answered 5xx over the window;
+//! - `p99-latency-vs-stable`: p99 of `sluice_inference_request_duration_seconds`
+//!   at most `ratio` times the stable revision's (and more than a tolerance above);
+//! - `p99-latency` (when `maxP99LatencySeconds` is set): an absolute bound;
+//! - `drift` (when `maxDriftScore` is set): the largest feature drift score.
+//!
+//! Latency and error checks count only when the new revision served at least
+//! `minRequests` in the window; otherwise they are no data. No data holds a
+//! rollout and never passes it; a Prometheus error holds it and never promotes.
+
+use std::fmt::Write as _;
+
+use super::spec::AnalysisSpec;
+use super::{CheckResult, CheckVerdict};
+
+/// Which revision is analysed against which.
+#[derive(Clone, Copy, Debug)]
+pub struct Target<'a> {
+    /// InferenceService name (the `isvc` label).
+    pub isvc: &'a str,
+    /// Its namespace (the `namespace` label).
+    pub namespace: &'a str,
+    /// The new revision.
+    pub revision: &'a str,
+    /// The stable revision.
+    pub stable: &'a str,
+}
+
+/// The bound a check's value is held to.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Bound {
+    /// At most this.
+    AtMost(f64),
+    /// At least this.
+    AtLeast(f64),
+    /// Between the two, inclusive.
+    Between(f64, f64),
+    /// At most `ratio` times the value of `query` (the stable revision), and failing
+    /// only when also more than `tolerance` above it.
+    Relative {
+        /// The stable revision's query.
+        query: String,
+        /// Largest allowed ratio.
+        ratio: f64,
+        /// Absolute slack.
+        tolerance: f64,
+    },
+}
+
+/// One check to run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Planned {
+    /// Name in status and Events.
+    pub name: String,
+    /// PromQL for the new revision.
+    pub query: String,
+    /// Its bound.
+    pub bound: Bound,
+    /// Whether it needs `minRequests` requests in the window to count.
+    pub needs_traffic: bool,
+}
+
+/// Every query of one analysis.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// Requests the new revision served in the window.
+    pub requests: String,
+    /// Fewest requests for traffic checks to count.
+    pub min_requests: f64,
+    /// The checks.
+    pub checks: Vec<Planned>,
+}
+
+/// A query's answer: a value, no data (`Ok(None)`), or why Prometheus failed.
+pub type Sample = Result<Option<f64>, String>;
+
+/// The result of one analysis.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Analysis {
+    /// Fail if any check failed; else Error if Prometheus failed; else NoData if a
+    /// check had none; else Pass.
+    pub verdict: CheckVerdict,
+    /// Every check's result.
+    pub checks: Vec<CheckResult>,
+}
+
+fn selector(t: &Target, revision: &str) -> String {
+    format!(
+        r#"isvc="{}",namespace="{}",revision="{revision}""#,
+        t.isvc, t.namespace
+    )
+}
+
+fn p99(selector: &str, window: &str) -> String {
+    format!(
+        "histogram_quantile(0.99, sum by (le) (rate(sluice_inference_request_duration_seconds_bucket{{{selector}}}[{window}])))"
+    )
+}
+
+/// The queries of one analysis of `t` under `spec`.
+pub fn plan(spec: &AnalysisSpec, t: &Target) -> Plan {
+    let window = format!("{}s", spec.window_seconds);
+    let new = selector(t, t.revision);
+    let stable = selector(t, t.stable);
+    let mut checks = vec![
+        Planned {
+            name: "error-rate".into(),
+            query: format!(
+                r#"(sum(rate(sluice_inference_requests_total{{{new},code=~"5.."}}[{window}])) or vector(0)) / sum(rate(sluice_inference_requests_total{{{new}}}[{window}]))"#
+            ),
+            bound: Bound::AtMost(spec.max_error_rate),
+            needs_traffic: true,
+        },
+        Planned {
+            name: "p99-latency-vs-stable".into(),
+            query: p99(&new, &window),
+            bound: Bound::Relative {
+                query: p99(&stable, &window),
+                ratio: spec.max_p99_latency_ratio,
+                tolerance: spec.latency_tolerance_seconds,
+            },
+            needs_traffic: true,
+        },
+    ];
+    if let Some(max) = spec.max_p99_latency_seconds {
+        checks.push(Planned {
+            name: "p99-latency".into(),
+            query: p99(&new, &window),
+            bound: Bound::AtMost(max),
+            needs_traffic: true,
+        });
+    }
+    if let Some(max) = spec.max_drift_score {
+        checks.push(Planned {
+            name: "drift".into(),
+            query: format!("max(sluice_feature_drift_score{{{new}}})"),
+            bound: Bound::AtMost(max),
+            needs_traffic: false,
+        });
+    }
+    for check in &spec.checks {
+        let query = check
+            .query
+            .replace("$isvc", t.isvc)
+            .replace("$namespace", t.namespace)
+            .replace("$revision", t.revision)
+            .replace("$stable", t.stable)
+            .replace("$window", &window);
+        let bound = match (check.min, check.max) {
+            (Some(min), Some(max)) => Bound::Between(min, max),
+            (Some(min), None) => Bound::AtLeast(min),
+            (None, max) => Bound::AtMost(max.unwrap_or(f64::INFINITY)),
+        };
+        checks.push(Planned {
+            name: check.name.clone(),
+            query,
+            bound,
+            needs_traffic: false,
+        });
+    }
+    Plan {
+        requests: format!("sum(increase(sluice_inference_requests_total{{{new}}}[{window}]))"),
+        min_requests: spec.min_requests.into(),
+        checks,
+    }
+}
+
+/// Judges one check from its value (and the stable revision's, for a relative bound).
+fn judge(
+    planned: &Planned,
+    value: &Sample,
+    reference: Option<&Sample>,
+    traffic: &Sample,
+    min_requests: f64,
+) -> CheckResult {
+    let mut result = CheckResult {
+        name: planned.name.clone(),
+        query: planned.query.clone(),
+        value: None,
+        threshold: String::new(),
+        verdict: CheckVerdict::NoData,
+        detail: None,
+    };
+    let threshold = match (&planned.bound, reference) {
+        (Bound::AtMost(max), _) => Ok(("<=", *max, f64::NEG_INFINITY, format!("<= {max}"))),
+        (Bound::AtLeast(min), _) => Ok((">=", f64::INFINITY, *min, format!(">= {min}"))),
+        (Bound::Between(min, max), _) => Ok(("in", *max, *min, format!("in [{min}, {max}]"))),
+        (
+            Bound::Relative {
+                ratio, tolerance, ..
+            },
+            Some(Ok(Some(stable))),
+        ) => {
+            let max = (ratio * stable).max(stable + tolerance);
+            Ok((
+                "<=",
+                max,
+                f64::NEG_INFINITY,
+                format!("<= {max:.4} (max of {ratio}x and +{tolerance} over stable {stable:.4})"),
+            ))
+        }
+        (Bound::Relative { .. }, Some(Err(e))) => Err((CheckVerdict::Error, e.clone())),
+        (Bound::Relative { .. }, _) => Err((
+            CheckVerdict::NoData,
+            "the stable revision has no latency data".to_string(),
+        )),
+    };
+    let (max, min) = match threshold {
+        Ok((_, max, min, text)) => {
+            result.threshold = text;
+            (max, min)
+        }
+        Err((verdict, detail)) => {
+            result.threshold = "relative to stable".into();
+            result.value = value.clone().ok().flatten();
+            result.verdict = verdict;
+            result.detail = Some(detail);
+            return result;
+        }
+    };
+    match value {
+        Err(e) => {
+            result.verdict = CheckVerdict::Error;
+            result.detail = Some(e.clone());
+        }
+        Ok(None) => result.detail = Some("the query returned no samples".into()),
+        Ok(Some(v)) => {
+            result.value = Some(*v);
+            if planned.needs_traffic {
+                match traffic {
+                    Err(e) => {
+                        result.verdict = CheckVerdict::Error;
+                        result.detail = Some(e.clone());
+                        return result;
+                    }
+                    Ok(n) if n.unwrap_or(0.0) < min_requests => {
+                        result.detail = Some(format!(
+                            "{:.0} requests in the window, fewer than minRequests {min_requests}",
+                            n.unwrap_or(0.0)
+                        ));
+                        return result;
+                    }
+                    Ok(_) => {}
+                }
+            }
+            result.verdict = if *v <= max && *v >= min {
+                CheckVerdict::Pass
+            } else {
+                CheckVerdict::Fail
+            };
+        }
+    }
+    result
+}
+
+/// Turns the answers to `plan`'s queries into an analysis. `values[i]` answers
+/// `plan.checks[i]`: its own query, and the stable revision's for a relative bound.
+pub fn evaluate(plan: &Plan, requests: &Sample, values: &[(Sample, Option<Sample>)]) -> Analysis {
+    let checks: Vec<CheckResult> = plan
+        .checks
+        .iter()
+        .zip(values)
+        .map(|(planned, (value, reference))| {
+            judge(
+                planned,
+                value,
+                reference.as_ref(),
+                requests,
+                plan.min_requests,
+            )
+        })
+        .collect();
+    let any = |v: CheckVerdict| checks.iter().any(|c| c.verdict == v);
+    let verdict = if any(CheckVerdict::Fail) {
+        CheckVerdict::Fail
+    } else if any(CheckVerdict::Error) {
+        CheckVerdict::Error
+    } else if any(CheckVerdict::NoData) || checks.is_empty() {
+        CheckVerdict::NoData
+    } else {
+        CheckVerdict::Pass
+    };
+    Analysis { verdict, checks }
+}
+
+/// A number as a value from Prometheus: NaN and infinities (a quantile of nothing,
+/// a ratio of zero requests) are no data.
+pub fn finite(value: f64) -> Option<f64> {
+    value.is_finite().then_some(value)
+}
+
+impl Analysis {
+    /// Every check with its value, bound, verdict and query, for an Event.
+    pub fn summary(&self) -> String {
+        let mut text = format!("analysis {:?}:", self.verdict);
+        for c in &self.checks {
+            let value = c.value.map_or("none".into(), |v| format!("{v:.4}"));
+            let _ = write!(
+                text,
+                " {} = {value} ({}) {:?}",
+                c.name, c.threshold, c.verdict
+            );
+            if let Some(detail) = &c.detail {
+                let _ = write!(text, " [{detail}]");
+            }
+            let _ = write!(text, " query: {};", c.query);
+        }
+        text
+    }
+
+    /// The checks that did not pass, briefly.
+    pub fn failing(&self) -> String {
+        self.checks
+            .iter()
+            .filter(|c| c.verdict != CheckVerdict::Pass)
+            .map(|c| {
+                let value = c.value.map_or("none".into(), |v| format!("{v:.4}"));
+                match &c.detail {
+                    Some(d) => format!("{} {:?} ({d})", c.name, c.verdict),
+                    None => format!("{} = {value}, want {}", c.name, c.threshold),
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rollout::spec::CustomCheck;
+
+    const T: Target = Target {
+        isvc: "fraud",
+        namespace: "ml",
+        revision: "new1",
+        stable: "old1",
+    };
+
+    fn spec() -> AnalysisSpec {
+        AnalysisSpec::default()
+    }
+
+    #[test]
+    fn queries_select_the_revision_by_the_servers_labels() {
+        let p = plan(&spec(), &T);
+        assert_eq!(
+            p.requests,
+            r#"sum(increase(sluice_inference_requests_total{isvc="fraud",namespace="ml",revision="new1"}[30s]))"#
+        );
+        let names: Vec<_> = p.checks.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["error-rate", "p99-latency-vs-stable"]);
+        assert!(p.checks[0].query.contains(r#"code=~"5..""#));
+        assert!(p.checks[0].query.contains("or vector(0)"));
+        let Bound::Relative { query, ratio, .. } = &p.checks[1].bound else {
+            panic!("relative latency bound expected");
+        };
+        assert!(query.contains(r#"revision="old1""#));
+        assert_eq!(*ratio, 2.0);
+    }
+
+    #[test]
+    fn optional_and_user_checks_are_planned_with_substitutions() {
+        let mut s = spec();
+        s.max_p99_latency_seconds = Some(0.1);
+        s.max_drift_score = Some(0.25);
+        s.checks = vec![CustomCheck {
+            name: "accuracy".into(),
+            query: r#"min(sluice_model_accuracy{isvc="$isvc",revision="$revision",namespace="$namespace"}) - min(sluice_model_accuracy{revision="$stable"}) # $window"#.into(),
+            max: None,
+            min: Some(-0.05),
+        }];
+        let p = plan(&s, &T);
+        let names: Vec<_> = p.checks.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "error-rate",
+                "p99-latency-vs-stable",
+                "p99-latency",
+                "drift",
+                "accuracy"
+            ]
+        );
+        assert_eq!(
+            p.checks[4].query,
+            r#"min(sluice_model_accuracy{isvc="fraud",revision="new1",namespace="ml"}) - min(sluice_model_accuracy{revision="old1"}) # 30s"#
+        );
+        assert_eq!(p.checks[4].bound, Bound::AtLeast(-0.05));
+        assert!(!p.checks[3].needs_traffic);
+    }
+
+    /// (requests, error rate, canary p99, stable p99) -> verdict.
+    #[test]
+    fn verdict_table() {
+        let p = plan(&spec(), &T);
+        let ok = |v: f64| -> Sample { Ok(Some(v)) };
+        let none: Sample = Ok(None);
+        let down: Sample = Err("connection refused".into());
+        let cases: Vec<(Sample, Sample, Sample, Sample, CheckVerdict)> = vec![
+            // healthy: same latency, no errors
+            (ok(100.0), ok(0.0), ok(0.002), ok(0.002), CheckVerdict::Pass),
+            // sub-millisecond noise, 3x the stable p99 but within the tolerance
+            (ok(100.0), ok(0.0), ok(0.003), ok(0.001), CheckVerdict::Pass),
+            // slow: 40 ms against 2 ms
+            (ok(100.0), ok(0.0), ok(0.04), ok(0.002), CheckVerdict::Fail),
+            // slow relative to a slow stable: 1.5x of 100 ms is fine, 2.5x is not
+            (ok(100.0), ok(0.0), ok(0.15), ok(0.1), CheckVerdict::Pass),
+            (ok(100.0), ok(0.0), ok(0.25), ok(0.1), CheckVerdict::Fail),
+            // errors
+            (ok(100.0), ok(0.5), ok(0.002), ok(0.002), CheckVerdict::Fail),
+            (
+                ok(100.0),
+                ok(0.02),
+                ok(0.002),
+                ok(0.002),
+                CheckVerdict::Pass,
+            ),
+            // too little traffic: no data, whatever the values
+            (ok(3.0), ok(1.0), ok(9.0), ok(0.002), CheckVerdict::NoData),
+            (
+                none.clone(),
+                ok(0.0),
+                ok(0.002),
+                ok(0.002),
+                CheckVerdict::NoData,
+            ),
+            // the new revision has no samples at all
+            (
+                ok(100.0),
+                none.clone(),
+                none.clone(),
+                ok(0.002),
+                CheckVerdict::NoData,
+            ),
+            // the stable revision has no latency data
+            (
+                ok(100.0),
+                ok(0.0),
+                ok(0.002),
+                none.clone(),
+                CheckVerdict::NoData,
+            ),
+            // Prometheus down never passes
+            (
+                down.clone(),
+                down.clone(),
+                down.clone(),
+                down.clone(),
+                CheckVerdict::Error,
+            ),
+            (
+                ok(100.0),
+                ok(0.0),
+                ok(0.002),
+                down.clone(),
+                CheckVerdict::Error,
+            ),
+            // a real failure wins over a partial outage
+            (
+                ok(100.0),
+                ok(0.9),
+                ok(0.002),
+                down.clone(),
+                CheckVerdict::Fail,
+            ),
+        ];
+        for (i, (requests, errors, p99, stable, want)) in cases.into_iter().enumerate() {
+            let a = evaluate(&p, &requests, &[(errors, None), (p99, Some(stable))]);
+            assert_eq!(a.verdict, want, "case {i}: {}", a.summary());
+            assert_eq!(a.checks.len(), 2);
+        }
+    }
+
+    #[test]
+    fn results_carry_query_value_threshold_and_verdict() {
+        let p = plan(&spec(), &T);
+        let a = evaluate(
+            &p,
+            &Ok(Some(50.0)),
+            &[
+                (Ok(Some(0.25)), None),
+                (Ok(Some(0.003)), Some(Ok(Some(0.002)))),
+            ],
+        );
+        let e = &a.checks[0];
+        assert_eq!(
+            (e.value, e.threshold.as_str(), e.verdict),
+            (Some(0.25), "<= 0.02", CheckVerdict::Fail)
+        );
+        assert!(
+            a.summary()
+                .contains("error-rate = 0.2500 (<= 0.02) Fail query: (sum(rate(")
+        );
+        assert_eq!(a.failing(), "error-rate = 0.2500, want <= 0.02");
+        assert!(a.checks[1].threshold.starts_with("<= 0.0220"));
+    }
+
+    #[test]
+    fn non_finite_values_are_no_data() {
+        assert_eq!(finite(f64::NAN), None);
+        assert_eq!(finite(f64::INFINITY), None);
+        assert_eq!(finite(0.5), Some(0.5));
+    }
+}

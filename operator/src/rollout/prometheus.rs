@@ -1,0 +1,61 @@
+//! The thin layer that runs an analysis [`Plan`] against Prometheus's HTTP API.
+
+use prometheus_http_query::Client;
+use prometheus_http_query::response::Data;
+
+use super::analysis::{self, Analysis, Plan, Sample};
+
+/// Runs every query of `plan` and judges the answers. Without a client (no
+/// `--prometheus-url`) every query is an error, so the rollout holds.
+pub async fn run(client: Option<&Client>, plan: &Plan) -> Analysis {
+    // Every query at once: an unreachable Prometheus costs one timeout, not one per query.
+    let checks = plan.checks.iter().map(|check| async move {
+        let reference = match &check.bound {
+            analysis::Bound::Relative { query, .. } => Some(query.as_str()),
+            _ => None,
+        };
+        let (value, reference) = futures::join!(sample(client, &check.query), async {
+            match reference {
+                Some(query) => Some(sample(client, query).await),
+                None => None,
+            }
+        });
+        (value, reference)
+    });
+    let (requests, values) = futures::join!(
+        sample(client, &plan.requests),
+        futures::future::join_all(checks)
+    );
+    analysis::evaluate(plan, &requests, &values)
+}
+
+/// One instant query: the value of its single sample, `None` when it returned no
+/// samples (or a non-finite value), an error when Prometheus failed or the query
+/// returned several series.
+async fn sample(client: Option<&Client>, query: &str) -> Sample {
+    let client = client.ok_or("no Prometheus URL configured (--prometheus-url)")?;
+    let response = client
+        .query(query)
+        .get()
+        .await
+        .map_err(|e| format!("Prometheus query failed: {e}"))?;
+    match response.data() {
+        Data::Vector(v) if v.is_empty() => Ok(None),
+        Data::Vector(v) if v.len() == 1 => Ok(analysis::finite(v[0].sample().value())),
+        Data::Vector(v) => Err(format!(
+            "the query returned {} series, not one; aggregate it (sum, max)",
+            v.len()
+        )),
+        Data::Scalar(s) => Ok(analysis::finite(s.value())),
+        _ => Err("the query returned a range vector or a string, not a number".into()),
+    }
+}
+
+/// A client for `url`, checked for syntax only.
+pub fn client(url: &str) -> Result<Client, String> {
+    let http = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()
+        .map_err(|e| e.to_string())?;
+    Client::from(http, url).map_err(|e| format!("invalid Prometheus URL {url:?}: {e}"))
+}
