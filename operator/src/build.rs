@@ -103,6 +103,7 @@ pub fn validate(isvc: &InferenceService) -> Result<(), String> {
             spec.min_replicas
         ));
     }
+    crate::autoscale::validate(isvc)?;
     if let Some(env) = spec
         .runtime
         .env
@@ -177,8 +178,9 @@ fn server_image<'a>(spec: &'a InferenceServiceSpec, cfg: &'a BuildConfig) -> &'a
     }
 }
 
-/// Builds every object that serves `isvc`. Pure: same input, same output.
-pub fn build(isvc: &InferenceService, cfg: &BuildConfig) -> Result<Desired> {
+/// Builds every object that serves `isvc` with `replicas` serving pods in total
+/// (the autoscaler's decision). Pure: same input, same output.
+pub fn build(isvc: &InferenceService, cfg: &BuildConfig, replicas: i32) -> Result<Desired> {
     let name = isvc
         .metadata
         .name
@@ -220,7 +222,7 @@ pub fn build(isvc: &InferenceService, cfg: &BuildConfig) -> Result<Desired> {
     };
     let mut deployment = Deployment {
         metadata: meta(name.clone(), &[]),
-        spec: Some(deployment_spec(&name, &revision, &isvc.spec, cfg)),
+        spec: Some(deployment_spec(&name, &revision, &isvc.spec, cfg, replicas)),
         ..Deployment::default()
     };
     deployment
@@ -363,16 +365,21 @@ fn server_config(spec: &InferenceServiceSpec) -> Result<String> {
 /// Whole CPUs in the container's CPU limit, rounded up: a thread budget that does not
 /// oversubscribe the limit.
 fn cpu_limit_threads(resources: &ResourceRequirements) -> Option<u32> {
-    let limit = resources.limits.as_ref()?.get("cpu")?.0.trim();
-    let cores = match limit.strip_suffix('m') {
-        Some(milli) => milli.parse::<f64>().ok()? / 1000.0,
-        None => limit.parse::<f64>().ok()?,
-    };
+    let cores = cpu_cores(&resources.limits.as_ref()?.get("cpu")?.0)?;
     (cores > 0.0).then(|| cores.ceil().max(1.0) as u32)
 }
 
+/// Cores in a CPU quantity (`2`, `0.5`, `500m`).
+pub fn cpu_cores(quantity: &str) -> Option<f64> {
+    let quantity = quantity.trim();
+    match quantity.strip_suffix('m') {
+        Some(milli) => Some(milli.parse::<f64>().ok()? / 1000.0),
+        None => quantity.parse::<f64>().ok(),
+    }
+}
+
 /// The server container's resources: the spec's, else safe defaults; CUDA adds a GPU.
-fn resources(spec: &InferenceServiceSpec) -> ResourceRequirements {
+pub fn resources(spec: &InferenceServiceSpec) -> ResourceRequirements {
     let mut resources = spec
         .runtime
         .resources
@@ -400,6 +407,7 @@ fn deployment_spec(
     revision: &str,
     spec: &InferenceServiceSpec,
     cfg: &BuildConfig,
+    replicas: i32,
 ) -> DeploymentSpec {
     let mut pod_labels = common_labels(name);
     pod_labels.insert(REVISION_LABEL.into(), revision.into());
@@ -554,7 +562,7 @@ fn deployment_spec(
     };
 
     DeploymentSpec {
-        replicas: Some(spec.min_replicas),
+        replicas: Some(replicas),
         revision_history_limit: Some(3),
         selector: LabelSelector {
             match_labels: Some(selector(name)),

@@ -6,6 +6,7 @@
 //! update_status` ([`reconcile`]); only its ends talk to the API server, and
 //! [`build::build`] and [`status::compute`] are pure functions.
 
+pub mod autoscale;
 pub mod build;
 pub mod config;
 pub mod controller;

@@ -23,6 +23,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 
+use crate::autoscale;
 use crate::build::{
     self, APPLIED_HASH_ANNOTATION, Desired, ISVC_LABEL, REVISION_LABEL, applied_hash,
 };
@@ -47,6 +48,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// The operator's metrics.
     pub metrics: Metrics,
+    /// Prometheus, read by the autoscaler; without it the replica count holds.
+    pub prometheus: Option<prometheus_http_query::Client>,
 }
 
 /// What the cluster holds for one InferenceService.
@@ -90,7 +93,14 @@ async fn serve(isvc: &InferenceService, ctx: &Context) -> Result<Action> {
             message,
         },
         Ok(()) => {
-            let desired = build::build(isvc, &ctx.config)?;
+            let scale = autoscale::evaluate(
+                isvc,
+                &observed.pods,
+                ctx.prometheus.as_ref(),
+                Timestamp::now(),
+            )
+            .await;
+            let desired = build::build(isvc, &ctx.config, scale.desired_replicas)?;
             if let Err(error) = apply(isvc, &desired, &observed, ctx).await {
                 let outcome = Outcome::Refused {
                     reason: "ApplyFailed",
@@ -100,18 +110,29 @@ async fn serve(isvc: &InferenceService, ctx: &Context) -> Result<Action> {
                 let _ = update_status(isvc, &outcome, &observed, ctx).await;
                 return Err(error);
             }
+            let previous = isvc.status.as_ref().and_then(|s| s.autoscaling.as_ref());
+            if let Some((from, to)) = autoscale::scaled(previous, &scale) {
+                info!(isvc = %isvc.name_any(), from, to, reason = %scale.reason, "scaled");
+                let note = format!("scaled from {from} to {to} replicas: {}", scale.reason);
+                publish(ctx, isvc, EventType::Normal, "Scaled", note).await;
+            }
             Outcome::Applied {
                 revision: desired.revision,
                 url: desired.url,
+                autoscaling: scale,
             }
         }
     };
     let ready = update_status(isvc, &outcome, &observed, ctx).await?;
-    Ok(match (&outcome, ready) {
-        (Outcome::Refused { .. }, _) => Action::await_change(),
-        (_, true) => Action::requeue(Duration::from_secs(300)),
-        (_, false) => Action::requeue(Duration::from_secs(30)),
-    })
+    let settled = match (&outcome, ready) {
+        (Outcome::Refused { .. }, _) => return Ok(Action::await_change()),
+        (_, true) => Duration::from_secs(300),
+        (_, false) => Duration::from_secs(30),
+    };
+    // Metrics change without any object changing: re-evaluate while autoscaling.
+    Ok(Action::requeue(
+        autoscale::requeue_after(isvc).map_or(settled, |every| every.min(settled)),
+    ))
 }
 
 /// Reads what the cluster holds for `isvc`: its objects and its serving pods.

@@ -124,6 +124,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             },
         ),
         metrics: metrics.clone(),
+        prometheus: cli
+            .prometheus_url
+            .as_deref()
+            .map(crate::autoscale::signals::client)
+            .transpose()
+            .context("--prometheus-url")?,
     });
     let (stop_c, lost_c) = (stop.clone(), lost.clone());
     let shutdown = async move {

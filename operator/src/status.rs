@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
 
 use crate::build::{REVISION_LABEL, selector_string};
-use crate::crd::{InferenceService, InferenceServiceStatus, Phase};
+use crate::crd::{AutoscalingStatus, InferenceService, InferenceServiceStatus, Phase};
 
 /// Condition: everything below holds and the current revision is fully rolled out.
 pub const READY: &str = "Ready";
@@ -38,6 +38,8 @@ pub enum Outcome {
         revision: String,
         /// The in-cluster URL.
         url: String,
+        /// The autoscaler's decision the objects were built with.
+        autoscaling: AutoscalingStatus,
     },
 }
 
@@ -82,7 +84,7 @@ pub fn compute(
         .map(|s| (s.replicas.unwrap_or(0), s.ready_replicas.unwrap_or(0)))
         .unwrap_or((0, 0));
 
-    let (reconciled, fetched, available, rolled_out, revision, url) = match outcome {
+    let (reconciled, fetched, available, rolled_out, revision, url, autoscaling) = match outcome {
         Outcome::Refused { reason, message } => {
             let unknown = || Verdict::new("Unknown", reason, "the objects could not be applied");
             (
@@ -92,9 +94,14 @@ pub fn compute(
                 false,
                 old.revision.clone(),
                 old.url.clone(),
+                old.autoscaling.clone(),
             )
         }
-        Outcome::Applied { revision, url } => {
+        Outcome::Applied {
+            revision,
+            url,
+            autoscaling,
+        } => {
             let current: Vec<&Pod> = pods
                 .iter()
                 .filter(|p| p.labels().get(REVISION_LABEL) == Some(revision))
@@ -106,6 +113,7 @@ pub fn compute(
                 rolled_out(deployment, revision),
                 Some(revision.clone()),
                 Some(url.clone()),
+                Some(autoscaling.clone()),
             )
         }
     };
@@ -171,6 +179,7 @@ pub fn compute(
         replicas,
         ready_replicas,
         selector: Some(selector_string(&isvc.name_any())),
+        autoscaling,
     }
 }
 

@@ -53,6 +53,7 @@ fn main() {
                 },
             ),
             metrics: metrics.clone(),
+            prometheus: None,
         });
         let controller = tokio::spawn(sluice_operator::controller::run(ctx, async {
             let _ = stopped.await;

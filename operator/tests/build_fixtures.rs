@@ -34,7 +34,7 @@ fn fixture(name: &str) -> InferenceService {
 
 fn built(isvc: &InferenceService) -> Desired {
     build::validate(isvc).expect("fixture is valid");
-    build::build(isvc, &BuildConfig::default()).unwrap()
+    build::build(isvc, &BuildConfig::default(), isvc.spec.min_replicas).unwrap()
 }
 
 fn containers(d: &Desired) -> (Container, Container) {
@@ -253,7 +253,9 @@ fn revision_follows_what_defines_the_pods_only() {
     };
     assert_ne!(
         rev(&base),
-        build::build(&base, &other_image).unwrap().revision,
+        build::build(&base, &other_image, base.spec.min_replicas)
+            .unwrap()
+            .revision,
         "the default image is part of the revision"
     );
     // Hashes of unchanged objects stay put, so a no-op reconcile writes nothing.
