@@ -131,7 +131,8 @@ async fn serve(isvc: &InferenceService, ctx: &Context) -> Result<Action> {
     };
     // Metrics change without any object changing: re-evaluate while autoscaling.
     Ok(Action::requeue(
-        autoscale::requeue_after(isvc).map_or(settled, |every| every.min(settled)),
+        autoscale::requeue_after(isvc, ctx.prometheus.is_some())
+            .map_or(settled, |every| every.min(settled)),
     ))
 }
 

@@ -376,6 +376,37 @@ fn stabilized(history: &[Recommendation], start: Timestamp) -> Option<&Recommend
         })
 }
 
+/// The replica count in mode `Sluice` when the operator has no Prometheus to read
+/// (no `--prometheus-url`): `minReplicas`, within `maxReplicas`.
+pub fn unmeasured(
+    min_replicas: i32,
+    max_replicas: Option<i32>,
+    previous: Option<&AutoscalingStatus>,
+    now: Timestamp,
+) -> AutoscalingStatus {
+    let desired = min_replicas.min(max_replicas.unwrap_or(REPLICA_CEILING));
+    AutoscalingStatus {
+        mode: AutoscalingMode::Sluice,
+        desired_replicas: desired,
+        signal: Signal::MinReplicas,
+        reason: "the operator has no Prometheus (--prometheus-url): minReplicas".into(),
+        last_scale_time: last_scale_time(previous, desired, now),
+        last_scale_up_time: previous.and_then(|p| p.last_scale_up_time.clone()),
+        recommendations: Vec::new(),
+    }
+}
+
+fn last_scale_time(
+    previous: Option<&AutoscalingStatus>,
+    desired: i32,
+    now: Timestamp,
+) -> Option<Time> {
+    match previous {
+        Some(p) if p.desired_replicas == desired => p.last_scale_time.clone(),
+        _ => Some(Time(now)),
+    }
+}
+
 /// The replica count in mode `External`: `spec.replicas` (written through the scale
 /// subresource) within `minReplicas`..`maxReplicas`, `minReplicas` when unset.
 pub fn external(
@@ -405,17 +436,12 @@ pub fn external(
         ),
         Some(r) => (r, Signal::External, format!("spec.replicas {r}")),
     };
-    let changed = previous.is_none_or(|p| p.desired_replicas != desired);
     AutoscalingStatus {
         mode: AutoscalingMode::External,
         desired_replicas: desired,
         signal,
         reason,
-        last_scale_time: if changed {
-            Some(Time(now))
-        } else {
-            previous.and_then(|p| p.last_scale_time.clone())
-        },
+        last_scale_time: last_scale_time(previous, desired, now),
         last_scale_up_time: previous.and_then(|p| p.last_scale_up_time.clone()),
         recommendations: Vec::new(),
     }
@@ -957,6 +983,11 @@ mod tests {
             assert_eq!((got.desired_replicas, got.signal), want, "{replicas:?}");
             assert_eq!(got.mode, AutoscalingMode::External);
         }
+        let unmeasured = unmeasured(3, Some(10), None, t(0));
+        assert_eq!(
+            (unmeasured.desired_replicas, unmeasured.signal),
+            (3, MinReplicas)
+        );
         let first = external(Some(5), 2, None, None, t(0));
         let again = external(Some(5), 2, None, Some(&first), t(60));
         assert_eq!(

@@ -21,12 +21,13 @@ use kube::ResourceExt;
 
 use crate::build;
 use crate::crd::{Device, InferenceService};
-use decision::{Input, Signals};
+use decision::Input;
 use spec::{AutoscalingMode, AutoscalingStatus};
 
 /// Decides the total replica count of `isvc` now: in mode `External` from
-/// `spec.replicas`, in mode `Sluice` from the signals Prometheus gives (all missing
-/// when `prometheus` is `None`, which holds the count). `pods` are its serving pods.
+/// `spec.replicas`, in mode `Sluice` from the signals Prometheus gives, or
+/// `minReplicas` when the operator has no Prometheus at all (`prometheus` is `None`).
+/// `pods` are its serving pods.
 pub async fn evaluate(
     isvc: &InferenceService,
     pods: &[Pod],
@@ -44,21 +45,19 @@ pub async fn evaluate(
             now,
         ),
         AutoscalingMode::Sluice => {
-            let gpu = spec.runtime.device == Device::Cuda;
-            let signals = match prometheus {
-                Some(client) => {
-                    let names: Vec<String> = pods.iter().map(|p| p.name_any()).collect();
-                    let queries = signals::queries(
-                        &isvc.namespace().unwrap_or_default(),
-                        &isvc.name_any(),
-                        &spec.autoscaling,
-                        &names,
-                        gpu,
-                    );
-                    signals::read(client, &queries).await
-                }
-                None => Signals::default(),
+            let Some(client) = prometheus else {
+                return decision::unmeasured(spec.min_replicas, spec.max_replicas, previous, now);
             };
+            let gpu = spec.runtime.device == Device::Cuda;
+            let names: Vec<String> = pods.iter().map(|p| p.name_any()).collect();
+            let queries = signals::queries(
+                &isvc.namespace().unwrap_or_default(),
+                &isvc.name_any(),
+                &spec.autoscaling,
+                &names,
+                gpu,
+            );
+            let signals = signals::read(client, &queries).await;
             decision::decide(&Input {
                 spec: &spec.autoscaling,
                 min_replicas: spec.min_replicas,
@@ -83,10 +82,11 @@ fn cpu_request_cores(isvc: &InferenceService) -> Option<f64> {
         .find_map(|list| build::cpu_cores(&list.get("cpu")?.0))
 }
 
-/// How soon to evaluate again: the interval while the operator scales.
-pub fn requeue_after(isvc: &InferenceService) -> Option<Duration> {
+/// How soon to evaluate again: the interval while the operator scales (mode
+/// `Sluice` with a Prometheus to read).
+pub fn requeue_after(isvc: &InferenceService, has_prometheus: bool) -> Option<Duration> {
     let autoscaling = &isvc.spec.autoscaling;
-    (autoscaling.mode == AutoscalingMode::Sluice)
+    (has_prometheus && autoscaling.mode == AutoscalingMode::Sluice)
         .then(|| Duration::from_secs(autoscaling.interval_seconds.max(1).into()))
 }
 
