@@ -79,7 +79,7 @@ pub struct Desired {
 pub struct Layout {
     /// Pods of the current spec's revision.
     pub replicas: i32,
-    /// Serving pods needed in total ([`crate::rollout::total_replicas`]).
+    /// Serving pods needed in total (the autoscaler's decision, [`crate::autoscale`]).
     pub total: i32,
     /// The only revision the main Service selects; every revision when absent.
     pub active: Option<String>,
@@ -134,6 +134,7 @@ pub fn validate(isvc: &InferenceService) -> Result<(), String> {
         ));
     }
     crate::rollout::spec::validate(&spec.rollout)?;
+    crate::autoscale::validate(isvc)?;
     if let Some(env) = spec
         .runtime
         .env
@@ -431,16 +432,21 @@ fn server_config(spec: &InferenceServiceSpec) -> Result<String> {
 /// Whole CPUs in the container's CPU limit, rounded up: a thread budget that does not
 /// oversubscribe the limit.
 fn cpu_limit_threads(resources: &ResourceRequirements) -> Option<u32> {
-    let limit = resources.limits.as_ref()?.get("cpu")?.0.trim();
-    let cores = match limit.strip_suffix('m') {
-        Some(milli) => milli.parse::<f64>().ok()? / 1000.0,
-        None => limit.parse::<f64>().ok()?,
-    };
+    let cores = cpu_cores(&resources.limits.as_ref()?.get("cpu")?.0)?;
     (cores > 0.0).then(|| cores.ceil().max(1.0) as u32)
 }
 
+/// Cores in a CPU quantity (`2`, `0.5`, `500m`).
+pub fn cpu_cores(quantity: &str) -> Option<f64> {
+    let quantity = quantity.trim();
+    match quantity.strip_suffix('m') {
+        Some(milli) => Some(milli.parse::<f64>().ok()? / 1000.0),
+        None => quantity.parse::<f64>().ok(),
+    }
+}
+
 /// The server container's resources: the spec's, else safe defaults; CUDA adds a GPU.
-fn resources(spec: &InferenceServiceSpec) -> ResourceRequirements {
+pub fn resources(spec: &InferenceServiceSpec) -> ResourceRequirements {
     let mut resources = spec
         .runtime
         .resources

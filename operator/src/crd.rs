@@ -11,6 +11,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use crate::autoscale::spec::{AutoscalingMode, AutoscalingSpec, AutoscalingStatus};
 use crate::rollout::{HistoryEntry, RolloutSpec, RolloutStatus};
 
 /// API group of every Sluice resource.
@@ -30,7 +31,7 @@ pub const GROUP: &str = "serving.sluice.dev";
     derive = "PartialEq",
     doc = "An ONNX model served by sluice-server over the Open Inference Protocol (REST and gRPC).",
     scale(
-        spec_replicas_path = ".spec.minReplicas",
+        spec_replicas_path = ".spec.replicas",
         status_replicas_path = ".status.replicas",
         label_selector_path = ".status.selector"
     ),
@@ -41,6 +42,8 @@ pub const GROUP: &str = "serving.sluice.dev";
     printcolumn = r#"{"name":"Canary","type":"integer","jsonPath":".status.canaryWeight"}"#,
     printcolumn = r#"{"name":"Rollout","type":"string","jsonPath":".status.rollout.phase"}"#,
     printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".status.readyReplicas"}"#,
+    printcolumn = r#"{"name":"Desired","type":"integer","jsonPath":".status.autoscaling.desiredReplicas"}"#,
+    printcolumn = r#"{"name":"Signal","type":"string","priority":1,"jsonPath":".status.autoscaling.signal"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#
 )]
@@ -54,9 +57,9 @@ pub struct InferenceServiceSpec {
     /// How the model server runs. Every field has a default.
     #[serde(default, skip_serializing_if = "RuntimeSpec::is_default")]
     pub runtime: RuntimeSpec,
-    /// The fewest serving pods, also the replica count while no autoscaler runs.
-    /// The default, 2, is the high-availability floor: one pod can be disrupted
-    /// (a node drain, a rolling update) while another serves.
+    /// The fewest serving pods: the floor of every autoscaling mode. The default, 2,
+    /// is the high-availability floor: one pod can be disrupted (a node drain, a
+    /// rolling update) while another serves.
     #[serde(default = "default_min_replicas")]
     #[schemars(range(min = 1, max = 1000))]
     pub min_replicas: i32,
@@ -67,6 +70,15 @@ pub struct InferenceServiceSpec {
     /// How a new revision replaces the stable one: a careful canary by default.
     #[serde(default, skip_serializing_if = "RolloutSpec::is_default")]
     pub rollout: RolloutSpec,
+    /// Serving pods wanted by an outside scaler: the scale subresource's field, so
+    /// `kubectl scale`, an HPA or KEDA write it. Honoured (within `minReplicas` and
+    /// `maxReplicas`) only when `autoscaling.mode` is `External`; ignored otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub replicas: Option<i32>,
+    /// How the number of serving pods follows the load. Every field has a default.
+    #[serde(default, skip_serializing_if = "AutoscalingSpec::is_default")]
+    pub autoscaling: AutoscalingSpec,
 }
 
 fn default_min_replicas() -> i32 {
@@ -227,6 +239,9 @@ pub struct InferenceServiceStatus {
     /// Label selector of the serving pods (for the scale subresource).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,
+    /// The replica count decided, by which signal, and the autoscaler's state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingStatus>,
 }
 
 /// Coarse lifecycle phase of an InferenceService.
@@ -301,7 +316,7 @@ spec:
         assert!(sub.status.is_some());
         assert_eq!(
             sub.scale.as_ref().unwrap().spec_replicas_path,
-            ".spec.minReplicas"
+            ".spec.replicas"
         );
         let cols: Vec<_> = v
             .additional_printer_columns
@@ -312,8 +327,8 @@ spec:
         assert_eq!(
             cols,
             [
-                "Ready", "URL", "Revision", "Stable", "Canary", "Rollout", "Replicas", "Age",
-                "Reason"
+                "Ready", "URL", "Revision", "Stable", "Canary", "Rollout", "Replicas", "Desired",
+                "Signal", "Age", "Reason"
             ]
         );
     }

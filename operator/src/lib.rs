@@ -6,6 +6,7 @@
 //! update_status` ([`reconcile`]); only its ends talk to the API server, and
 //! [`build::build`] and [`status::compute`] are pure functions.
 
+pub mod autoscale;
 pub mod build;
 pub mod config;
 pub mod controller;
@@ -14,6 +15,7 @@ pub mod error;
 pub mod http;
 pub mod leader;
 pub mod metrics;
+pub mod prometheus;
 pub mod reconcile;
 pub mod rollout;
 pub mod run;

@@ -27,6 +27,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use tracing::{info, warn};
 
+use crate::autoscale;
 use crate::build::{self, APPLIED_HASH_ANNOTATION, Desired, Layout, REVISION_LABEL, applied_hash};
 use crate::config::BuildConfig;
 use crate::crd::InferenceService;
@@ -34,7 +35,7 @@ use crate::metrics::Metrics;
 use crate::rollout::analysis::{self, Target};
 use crate::rollout::control::{self, Command};
 use crate::rollout::machine::{self, Decision, Input};
-use crate::rollout::{self, prometheus, traffic};
+use crate::rollout::{prometheus, traffic};
 use crate::status::{self, Outcome, RolloutView};
 use crate::{Error, Result};
 
@@ -57,8 +58,9 @@ pub struct Context {
     pub reporter: Reporter,
     /// The operator's metrics.
     pub metrics: Metrics,
-    /// Prometheus, for rollout analysis; without it rollouts hold at their first
-    /// analysis (never promote) until promoted by hand.
+    /// Prometheus, for rollout analysis and the autoscaler; without it rollouts
+    /// hold at their first analysis (never promote) until promoted by hand, and
+    /// the replica count holds.
     pub prometheus: Option<prometheus_http_query::Client>,
 }
 
@@ -133,14 +135,21 @@ async fn serve(isvc: &InferenceService, ctx: &Context) -> Result<Action> {
         rollback(isvc, ctx).await?;
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
-    let decision = decide(isvc, ctx, &observed, command).await?;
+    let scale = autoscale::evaluate(
+        isvc,
+        &observed.pods,
+        ctx.prometheus.as_ref(),
+        Timestamp::now(),
+    )
+    .await;
+    let decision = decide(isvc, ctx, &observed, command, scale.desired_replicas).await?;
     let layout = Layout {
         replicas: decision
             .replicas
             .get(&build::revision(&isvc.spec, &ctx.config)?)
             .copied()
             .unwrap_or(0),
-        total: rollout::total_replicas(&isvc.spec),
+        total: scale.desired_replicas,
         active: decision.active.clone(),
     };
     let desired = build::build(isvc, &ctx.config, &layout)?;
@@ -155,6 +164,12 @@ async fn serve(isvc: &InferenceService, ctx: &Context) -> Result<Action> {
     }
     if command.is_some() {
         clear_command(isvc, ctx).await?;
+    }
+    let previous = isvc.status.as_ref().and_then(|s| s.autoscaling.as_ref());
+    if let Some((from, to)) = autoscale::scaled(previous, &scale) {
+        info!(isvc = %isvc.name_any(), from, to, reason = %scale.reason, "scaled");
+        let note = format!("scaled from {from} to {to} replicas: {}", scale.reason);
+        publish(ctx, isvc, EventType::Normal, "Scaled", note).await;
     }
     for note in &decision.notes {
         let type_ = if note.warning {
@@ -182,21 +197,29 @@ async fn serve(isvc: &InferenceService, ctx: &Context) -> Result<Action> {
             canary_weight: decision.canary_weight,
             history: decision.history,
         }),
+        autoscaling: scale,
     };
     let ready = update_status(isvc, &outcome, &observed, ctx).await?;
-    Ok(Action::requeue(if ready {
+    let settled = if ready {
         decision.requeue
     } else {
         decision.requeue.min(Duration::from_secs(30))
-    }))
+    };
+    // Metrics change without any object changing: re-evaluate while autoscaling.
+    Ok(Action::requeue(
+        autoscale::requeue_after(isvc, ctx.prometheus.is_some())
+            .map_or(settled, |every| every.min(settled)),
+    ))
 }
 
-/// Runs the analysis when one is due, then the rollout state machine.
+/// Runs the analysis when one is due, then the rollout state machine, which
+/// splits the `total` serving pods the autoscaler decided between the revisions.
 async fn decide(
     isvc: &InferenceService,
     ctx: &Context,
     observed: &Observed,
     command: Option<Command>,
+    total: i32,
 ) -> Result<Decision> {
     let spec = &isvc.spec;
     let revision = build::revision(spec, &ctx.config)?;
@@ -228,7 +251,7 @@ async fn decide(
         desired: &revision,
         model: &spec.model,
         runtime: &spec.runtime,
-        total: rollout::total_replicas(spec),
+        total,
         routed: spec.rollout.route.is_some(),
         previous: status.rollout.as_ref(),
         stable: status.stable_revision.as_deref(),

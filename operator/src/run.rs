@@ -126,9 +126,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         prometheus: cli
             .prometheus_url
             .as_deref()
-            .map(crate::rollout::prometheus::client)
+            .map(crate::prometheus::client)
             .transpose()
-            .map_err(anyhow::Error::msg)?,
+            .context("--prometheus-url")?,
     });
     let (stop_c, lost_c) = (stop.clone(), lost.clone());
     let shutdown = async move {

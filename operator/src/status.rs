@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
 
 use crate::build::{REVISION_LABEL, selector_string};
-use crate::crd::{InferenceService, InferenceServiceStatus, Phase};
+use crate::crd::{AutoscalingStatus, InferenceService, InferenceServiceStatus, Phase};
 use crate::rollout::{HistoryEntry, RolloutPhase, RolloutStatus};
 
 /// Condition: everything below holds and the current revision is fully rolled out.
@@ -41,6 +41,8 @@ pub enum Outcome {
         url: String,
         /// Where the rollout stands after this reconcile.
         rollout: Box<RolloutView>,
+        /// The autoscaler's decision the objects were built with.
+        autoscaling: AutoscalingStatus,
     },
 }
 
@@ -126,53 +128,58 @@ pub fn compute(
         history: old.history.clone(),
     };
 
-    let (reconciled, fetched, available, rolled_out, revision, url, view) = match outcome {
-        Outcome::Refused { reason, message } => {
-            let unknown = || Verdict::new("Unknown", reason, "the objects could not be applied");
-            (
-                Verdict::new("False", reason, message.clone()),
-                unknown(),
-                unknown(),
-                false,
-                old.revision.clone(),
-                old.url.clone(),
-                old_view,
-            )
-        }
-        Outcome::Applied {
-            revision,
-            url,
-            rollout,
-        } => {
-            let current: Vec<&Pod> = pods
-                .iter()
-                .filter(|p| p.labels().get(REVISION_LABEL) == Some(revision))
-                .collect();
-            let serving = rollout.stable.as_deref().unwrap_or(revision);
-            let serving_pods: Vec<&Pod> = pods
-                .iter()
-                .filter(|p| p.labels().get(REVISION_LABEL).map(String::as_str) == Some(serving))
-                .collect();
-            let mut available = availability(&serving_pods, ready_of(serving), min);
-            if serving != revision.as_str()
-                && let crash @ Verdict {
-                    reason: "CrashLooping",
-                    ..
-                } = availability(&current, 0, 0)
-            {
-                available = crash;
+    let (reconciled, fetched, available, rolled_out, revision, url, view, autoscaling) =
+        match outcome {
+            Outcome::Refused { reason, message } => {
+                let unknown =
+                    || Verdict::new("Unknown", reason, "the objects could not be applied");
+                (
+                    Verdict::new("False", reason, message.clone()),
+                    unknown(),
+                    unknown(),
+                    false,
+                    old.revision.clone(),
+                    old.url.clone(),
+                    old_view,
+                    old.autoscaling.clone(),
+                )
             }
-            (
-                Verdict::new("True", "Applied", format!("revision {revision} is applied")),
-                model_fetched(&current),
-                available,
-                rollout.stable.as_ref() == Some(revision) && rollout.running().is_none(),
-                Some(revision.clone()),
-                Some(url.clone()),
-                (**rollout).clone(),
-            )
-        }
-    };
+            Outcome::Applied {
+                revision,
+                url,
+                rollout,
+                autoscaling,
+            } => {
+                let current: Vec<&Pod> = pods
+                    .iter()
+                    .filter(|p| p.labels().get(REVISION_LABEL) == Some(revision))
+                    .collect();
+                let serving = rollout.stable.as_deref().unwrap_or(revision);
+                let serving_pods: Vec<&Pod> = pods
+                    .iter()
+                    .filter(|p| p.labels().get(REVISION_LABEL).map(String::as_str) == Some(serving))
+                    .collect();
+                let mut available = availability(&serving_pods, ready_of(serving), min);
+                if serving != revision.as_str()
+                    && let crash @ Verdict {
+                        reason: "CrashLooping",
+                        ..
+                    } = availability(&current, 0, 0)
+                {
+                    available = crash;
+                }
+                (
+                    Verdict::new("True", "Applied", format!("revision {revision} is applied")),
+                    model_fetched(&current),
+                    available,
+                    rollout.stable.as_ref() == Some(revision) && rollout.running().is_none(),
+                    Some(revision.clone()),
+                    Some(url.clone()),
+                    (**rollout).clone(),
+                    Some(autoscaling.clone()),
+                )
+            }
+        };
     let rollout_message = view.rollout.as_ref().map(|r| r.message.clone());
     let rolled_back = view.rollout.as_ref().filter(|r| {
         Some(&r.revision) == revision.as_ref()
@@ -258,6 +265,7 @@ pub fn compute(
         replicas,
         ready_replicas,
         selector: Some(selector_string(&isvc.name_any())),
+        autoscaling,
     }
 }
 

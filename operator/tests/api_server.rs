@@ -78,6 +78,10 @@ fn main() {
                 Box::pin(route_weights(client.clone())),
             ),
             (
+                "the scale subresource drives the count in mode External",
+                Box::pin(scale_subresource(client.clone())),
+            ),
+            (
                 "leader election has one holder at a time",
                 Box::pin(leader_election(client.clone())),
             ),
@@ -834,4 +838,83 @@ async fn leader_election(client: Client) {
         "a released Lease is taken over"
     );
     assert!(!a.try_acquire_or_renew().await.unwrap());
+}
+
+async fn scale_subresource(client: Client) {
+    let ns = "scaling";
+    namespace(&client, ns).await;
+    let isvcs: Api<InferenceService> = Api::namespaced(client.clone(), ns);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let spec = json!({"model": {"storageUri": "file:///models/iris/1/model.onnx"},
+        "minReplicas": 2, "maxReplicas": 6, "autoscaling": {"mode": "External"}});
+    dynamic(&client, ns)
+        .create(&PostParams::default(), &manifest("scaled", spec))
+        .await
+        .unwrap();
+    let replicas = |want: i32, signal: &'static str| {
+        let (isvcs, deployments) = (isvcs.clone(), deployments.clone());
+        async move {
+            eventually(&format!("{want} replicas decided by {signal}"), || async {
+                let d = deployments.get_opt("scaled").await.ok()??;
+                let a = isvcs.get("scaled").await.ok()?.status?.autoscaling?;
+                let decided = serde_json::to_value(a.signal).ok()?;
+                (d.spec?.replicas == Some(want) && a.desired_replicas == want && decided == signal)
+                    .then_some(a.reason)
+            })
+            .await
+        }
+    };
+    // spec.replicas unset: minReplicas.
+    replicas(2, "MinReplicas").await;
+
+    // `kubectl scale` writes spec.replicas through the scale subresource.
+    isvcs
+        .patch_scale(
+            "scaled",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 4}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(replicas(4, "External").await, "spec.replicas 4");
+    let scale = isvcs.get_scale("scaled").await.unwrap();
+    assert_eq!(scale.spec.unwrap().replicas, Some(4));
+    assert_eq!(
+        scale.status.unwrap().selector.as_deref(),
+        Some("serving.sluice.dev/inferenceservice=scaled")
+    );
+    isvcs
+        .patch_scale(
+            "scaled",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 10}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        replicas(6, "MaxReplicas").await,
+        "spec.replicas 10 lowered to maxReplicas 6"
+    );
+    let scaled = events(&client, ns, "scaled").await;
+    assert!(
+        scaled.iter().any(|(_, reason, note)| reason == "Scaled"
+            && note.starts_with("scaled from 4 to 6 replicas")),
+        "{scaled:?}"
+    );
+
+    // Back to mode Sluice: this operator has no Prometheus, so minReplicas.
+    isvcs
+        .patch(
+            "scaled",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"autoscaling": {"mode": "Sluice"}}})),
+        )
+        .await
+        .unwrap();
+    let reason = replicas(2, "MinReplicas").await;
+    assert!(reason.contains("--prometheus-url"), "{reason}");
+    isvcs
+        .delete("scaled", &DeleteParams::default())
+        .await
+        .unwrap();
 }

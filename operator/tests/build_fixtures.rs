@@ -38,7 +38,7 @@ fn built(isvc: &InferenceService) -> Desired {
 }
 
 fn layout(isvc: &InferenceService) -> Layout {
-    Layout::alone(sluice_operator::rollout::total_replicas(&isvc.spec))
+    Layout::alone(isvc.spec.min_replicas)
 }
 
 fn containers(d: &Desired) -> (Container, Container) {

@@ -80,6 +80,10 @@ struct LoadtestArgs {
     /// Bisection steps after the first failing rate.
     #[arg(long, default_value_t = 4)]
     refinements: usize,
+    /// Offer exactly this rate (requests/s) for --step-seconds and report that one
+    /// step instead of searching: a steady open-loop load, e.g. to drive autoscaling.
+    #[arg(long)]
+    rate: Option<f64>,
     /// Print the result as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -121,7 +125,7 @@ async fn loadtest(args: LoadtestArgs) -> anyhow::Result<()> {
         connections: args.connections,
         refinements: args.refinements,
     };
-    let result = loadtest::search(&target, &options, |step| {
+    let print_step = |step: &loadtest::StepResult| {
         eprintln!(
             "{:>10.1} req/s offered  {:>10.1} achieved  p50 {:>8.2} ms  p99 {:>8.2} ms  errors {:>5}  {}",
             step.rate,
@@ -131,14 +135,30 @@ async fn loadtest(args: LoadtestArgs) -> anyhow::Result<()> {
             step.errors,
             if step.passed { "pass" } else { "FAIL" }
         );
-    })
-    .await?;
+    };
+    if let Some(rate) = args.rate {
+        anyhow::ensure!(
+            rate.is_finite() && rate > 0.0,
+            "--rate must be a positive number of requests per second"
+        );
+        let step = loadtest::run_step(&target, rate, &options).await?;
+        print_step(&step);
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&step)?);
+        }
+        return Ok(());
+    }
+    let result = loadtest::search(&target, &options, print_step).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&result)?);
     } else {
         println!(
             "highest rate within p99 <= {} ms: {:.1} requests/s (p99 {:.2} ms)",
             result.p99_objective_ms, result.max_rate, result.p99_ms
+        );
+        println!(
+            "for the InferenceService: spec.autoscaling.throughputPerReplica: {:.0}",
+            result.max_rate
         );
     }
     Ok(())

@@ -57,3 +57,51 @@ async fn loadtest_finds_a_rate_below_the_capacity_of_a_slow_model() {
     );
     assert!(result["p99_ms"].as_f64().unwrap() <= 250.0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn loadtest_offers_a_fixed_rate_and_counts_every_request() {
+    let repository = Repository::new("loadtest-rate").with_model("mlp", "mlp", "");
+    let server = Server::start(&repository.dir, &[]).await;
+    let url = server.http.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_sluice-server"))
+            .args(["loadtest", "--url", &url, "--model", "mlp", "--json"])
+            .args(["--rate", "50", "--step-seconds", "2", "--connections", "4"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let step: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(step["rate"], 50.0);
+    assert_eq!(step["errors"], 0, "{stderr}");
+    let metrics = reqwest::get(format!("{}/metrics", server.http))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // 2 s at 50 requests/s: exactly 100 requests reached the server.
+    assert!(
+        metrics
+            .contains(r#"sluice_inference_requests_total{code="200",model="mlp",version="1"} 100"#),
+        "{metrics}"
+    );
+
+    let refused = Command::new(env!("CARGO_BIN_EXE_sluice-server"))
+        .args([
+            "loadtest",
+            "--url",
+            &server.http,
+            "--model",
+            "mlp",
+            "--rate",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--rate must be a positive"));
+}

@@ -37,7 +37,7 @@ pub struct Input<'a> {
     pub model: &'a ModelSpec,
     /// Runtime of the current spec (for history).
     pub runtime: &'a RuntimeSpec,
-    /// Serving pods needed in total ([`super::total_replicas`]).
+    /// Serving pods needed in total (the autoscaler's decision, [`crate::autoscale`]).
     pub total: i32,
     /// Whether traffic is split by an HTTPRoute rather than by replica ratio.
     pub routed: bool,

@@ -20,14 +20,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::crd::{InferenceServiceSpec, ModelSpec, RuntimeSpec};
+use crate::crd::{ModelSpec, RuntimeSpec};
 pub use spec::{RolloutSpec, Strategy};
-
-/// Serving pods the InferenceService needs in total, split between revisions by the
-/// rollout. The one input an autoscaler will later provide; for now `minReplicas`.
-pub fn total_replicas(spec: &InferenceServiceSpec) -> i32 {
-    spec.min_replicas
-}
 
 /// The rollout in progress, or the last one, as kept in `status.rollout`.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]

@@ -50,12 +50,3 @@ async fn sample(client: Option<&Client>, query: &str) -> Sample {
         _ => Err("the query returned a range vector or a string, not a number".into()),
     }
 }
-
-/// A client for `url`, checked for syntax only.
-pub fn client(url: &str) -> Result<Client, String> {
-    let http = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(5))
-        .build()
-        .map_err(|e| e.to_string())?;
-    Client::from(http, url).map_err(|e| format!("invalid Prometheus URL {url:?}: {e}"))
-}

@@ -1,0 +1,204 @@
+//! The autoscaler's signals, read from Prometheus.
+//!
+//! [`queries`] writes the PromQL (pure, unit-tested); [`read`] runs it. Every query
+//! selects the series by the `isvc` label that `sluice-server` sets itself (from
+//! `SLUICE_ISVC`) and by the `namespace` target label that pod discovery adds, so
+//! the series of every revision count: during a rollout the capacity is sized for
+//! the whole load and split between the revisions by weight.
+//!
+//! - Peak request rate: `max_over_time` of the summed `rate()` of
+//!   `sluice_inference_requests_total` over the peak window (a subquery). Pods that
+//!   are scraped but have served nothing yet read as 0 requests/s, not as missing.
+//! - Latest request rate: the summed `rate()` now, for burst mode.
+//! - CPU: per-pod `rate(process_cpu_seconds_total)` (the server's own process
+//!   collector, so no cAdvisor is needed), averaged over pods, lowest over the CPU
+//!   window; absent unless the window is at least 90% covered by data.
+//! - GPU: `DCGM_FI_DEV_GPU_UTIL` of the serving pods (NVIDIA's DCGM exporter, which
+//!   labels each GPU with the `namespace` and `pod` using it), averaged.
+//! - Queue depth: per-pod `sluice_inference_queue_depth`, averaged over pods and
+//!   over the rate window.
+
+use futures::future::OptionFuture;
+use prometheus_http_query::Client;
+use tracing::warn;
+
+use super::decision::Signals;
+use super::spec::AutoscalingSpec;
+
+/// The PromQL behind each signal; `None` where the signal does not apply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Queries {
+    /// Highest request rate over the peak window.
+    pub peak_rps: String,
+    /// Request rate now.
+    pub latest_rps: String,
+    /// CPU cores per pod, lowest over the CPU window.
+    pub cpu_cores_per_pod: String,
+    /// GPU utilization per pod, 0 to 1 (only for GPU pods that exist).
+    pub gpu_utilization: Option<String>,
+    /// Requests waiting per pod.
+    pub queue_depth_per_pod: String,
+}
+
+/// Writes the queries for the InferenceService `name` in `namespace`. `pods` are its
+/// serving pods' names (the GPU query selects them); `gpu` is whether they use one.
+pub fn queries(
+    namespace: &str,
+    name: &str,
+    spec: &AutoscalingSpec,
+    pods: &[String],
+    gpu: bool,
+) -> Queries {
+    let selector = format!(
+        r#"{{namespace="{}",isvc="{}"}}"#,
+        escape(namespace),
+        escape(name)
+    );
+    let rate_window = spec.rate_window_seconds.max(1);
+    let step = (rate_window / 3).max(1);
+    let rate = format!(
+        "sum(rate(sluice_inference_requests_total{selector}[{rate_window}s])) \
+         or (0 * sum(sluice_model_ready{selector}))"
+    );
+    let cpu_window = spec.triggers.cpu_window_seconds.max(1);
+    let cpu_per_pod = format!(
+        "avg(sum by (instance) (rate(process_cpu_seconds_total{selector}[{rate_window}s])))"
+    );
+    // The window must be (almost) covered: CPU above target for the whole window.
+    let needed_points = (cpu_window / step) * 9 / 10;
+    let gpu_utilization = (gpu && !pods.is_empty()).then(|| {
+        let pods = pods
+            .iter()
+            .map(|p| regex_escape(p))
+            .collect::<Vec<_>>()
+            .join("|");
+        format!(
+            r#"avg_over_time(avg(DCGM_FI_DEV_GPU_UTIL{{namespace="{}",pod=~"{}"}})[{rate_window}s:{step}s]) / 100"#,
+            escape(namespace),
+            escape(&pods)
+        )
+    });
+    Queries {
+        peak_rps: format!(
+            "max_over_time(({rate})[{}s:{step}s])",
+            spec.peak_window_seconds.max(1)
+        ),
+        latest_rps: rate,
+        cpu_cores_per_pod: format!(
+            "min_over_time(({cpu_per_pod})[{cpu_window}s:{step}s]) \
+             and on() (count_over_time(({cpu_per_pod})[{cpu_window}s:{step}s]) >= {needed_points})"
+        ),
+        gpu_utilization,
+        queue_depth_per_pod: format!(
+            "avg_over_time(avg(sum by (instance) (sluice_inference_queue_depth{selector}))[{rate_window}s:{step}s])"
+        ),
+    }
+}
+
+/// Escapes a PromQL string literal's content.
+fn escape(value: &str) -> String {
+    value.replace('\\', r"\\").replace('"', r#"\""#)
+}
+
+/// Escapes regular-expression metacharacters (pod names have only `.` and `-`).
+fn regex_escape(value: &str) -> String {
+    value.replace('.', r"\.")
+}
+
+/// Runs the queries concurrently; a query that fails or returns nothing leaves its
+/// signal `None` (the failure is logged).
+pub async fn read(client: &Client, queries: &Queries) -> Signals {
+    let gpu: OptionFuture<_> = queries
+        .gpu_utilization
+        .as_deref()
+        .map(|q| scalar(client, q))
+        .into();
+    let (peak_rps, latest_rps, cpu_cores_per_pod, gpu_utilization, queue_depth_per_pod) = futures::join!(
+        scalar(client, &queries.peak_rps),
+        scalar(client, &queries.latest_rps),
+        scalar(client, &queries.cpu_cores_per_pod),
+        gpu,
+        scalar(client, &queries.queue_depth_per_pod),
+    );
+    Signals {
+        peak_rps,
+        latest_rps,
+        cpu_cores_per_pod,
+        gpu_utilization: gpu_utilization.flatten(),
+        queue_depth_per_pod,
+    }
+}
+
+/// The value of a query that yields one sample (the first, if several).
+async fn scalar(client: &Client, query: &str) -> Option<f64> {
+    match client.query(query).get().await {
+        Ok(result) => match result.data() {
+            prometheus_http_query::response::Data::Vector(v) => {
+                v.first().map(|s| s.sample().value())
+            }
+            prometheus_http_query::response::Data::Scalar(s) => Some(s.value()),
+            prometheus_http_query::response::Data::Matrix(_) => None,
+        },
+        Err(error) => {
+            warn!(%error, query, "Prometheus query failed");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_select_the_service_across_revisions_with_the_spec_windows() {
+        let spec: AutoscalingSpec =
+            serde_saphyr::from_str("{rateWindowSeconds: 15, peakWindowSeconds: 120}").unwrap();
+        let q = queries("ml", "fraud", &spec, &[], false);
+        assert_eq!(
+            q.latest_rps,
+            r#"sum(rate(sluice_inference_requests_total{namespace="ml",isvc="fraud"}[15s])) or (0 * sum(sluice_model_ready{namespace="ml",isvc="fraud"}))"#
+        );
+        assert_eq!(
+            q.peak_rps,
+            format!("max_over_time(({})[120s:5s])", q.latest_rps)
+        );
+        assert!(q.cpu_cores_per_pod.starts_with(
+            r#"min_over_time((avg(sum by (instance) (rate(process_cpu_seconds_total{namespace="ml",isvc="fraud"}[15s]))))[300s:5s])"#
+        ));
+        // 300 s in 5 s steps is 60 points; 90% of them must be there.
+        assert!(
+            q.cpu_cores_per_pod.ends_with(">= 54)"),
+            "{}",
+            q.cpu_cores_per_pod
+        );
+        assert!(!q.latest_rps.contains("revision"));
+        assert_eq!(q.gpu_utilization, None, "no GPU query for CPU pods");
+    }
+
+    #[test]
+    fn gpu_query_names_the_serving_pods() {
+        let spec = AutoscalingSpec::default();
+        let pods = [
+            "fraud-7d9f-abcde".to_string(),
+            "fraud-7d9f-fghij".to_string(),
+        ];
+        let q = queries("ml", "fraud", &spec, &pods, true);
+        assert_eq!(
+            q.gpu_utilization.as_deref(),
+            Some(
+                r#"avg_over_time(avg(DCGM_FI_DEV_GPU_UTIL{namespace="ml",pod=~"fraud-7d9f-abcde|fraud-7d9f-fghij"})[30s:10s]) / 100"#
+            )
+        );
+        assert_eq!(
+            queries("ml", "fraud", &spec, &[], true).gpu_utilization,
+            None
+        );
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape(r#"a"b\c"#), r#"a\"b\\c"#);
+        assert_eq!(regex_escape("pod.x"), r"pod\.x");
+    }
+}
