@@ -169,7 +169,7 @@ async fn serve(isvc: &InferenceService, ctx: &Context) -> Result<Action> {
     if let Some((from, to)) = autoscale::scaled(previous, &scale) {
         info!(isvc = %isvc.name_any(), from, to, reason = %scale.reason, "scaled");
         let note = format!("scaled from {from} to {to} replicas: {}", scale.reason);
-        publish(ctx, isvc, EventType::Normal, "Scaled", note).await;
+        publish_fact(ctx, isvc, EventType::Normal, "Scaled", note).await;
     }
     for note in &decision.notes {
         let type_ = if note.warning {
@@ -178,15 +178,7 @@ async fn serve(isvc: &InferenceService, ctx: &Context) -> Result<Action> {
             EventType::Normal
         };
         info!(isvc = %isvc.name_any(), reason = note.reason, message = %note.message, "rollout");
-        publish_with(
-            &Recorder::new(ctx.client.clone(), ctx.reporter.clone()),
-            ctx,
-            isvc,
-            type_,
-            note.reason,
-            note.message.clone(),
-        )
-        .await;
+        publish_fact(ctx, isvc, type_, note.reason, note.message.clone()).await;
     }
     let outcome = Outcome::Applied {
         revision: desired.revision,
@@ -693,6 +685,20 @@ pub async fn publish(
     note: String,
 ) {
     publish_with(&ctx.recorder, ctx, isvc, type_, reason, note).await
+}
+
+/// Publishes an Event that must stay its own Event: the shared recorder folds
+/// Events of the same reason into one series that keeps the first note, which
+/// would hide every later analysis result or scale change.
+async fn publish_fact(
+    ctx: &Context,
+    isvc: &InferenceService,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
+    publish_with(&recorder, ctx, isvc, type_, reason, note).await
 }
 
 async fn publish_with(

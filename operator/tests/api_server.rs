@@ -855,10 +855,20 @@ async fn scale_subresource(client: Client) {
         let (isvcs, deployments) = (isvcs.clone(), deployments.clone());
         async move {
             eventually(&format!("{want} replicas decided by {signal}"), || async {
-                let d = deployments.get_opt("scaled").await.ok()??;
+                // One revision, so its Deployment runs the whole count.
+                let selector =
+                    ListParams::default().labels("serving.sluice.dev/inferenceservice=scaled");
+                let running: i32 = deployments
+                    .list(&selector)
+                    .await
+                    .ok()?
+                    .items
+                    .iter()
+                    .filter_map(|d| d.spec.as_ref()?.replicas)
+                    .sum();
                 let a = isvcs.get("scaled").await.ok()?.status?.autoscaling?;
                 let decided = serde_json::to_value(a.signal).ok()?;
-                (d.spec?.replicas == Some(want) && a.desired_replicas == want && decided == signal)
+                (running == want && a.desired_replicas == want && decided == signal)
                     .then_some(a.reason)
             })
             .await
