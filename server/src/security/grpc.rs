@@ -98,9 +98,12 @@ impl Security {
             .check_headers(sizes)
             .map_err(|denial| (denial, None))
             .and_then(|()| {
-                let credentials = Credentials::from_headers(|name| {
-                    metadata.get(name).and_then(|v| v.to_str().ok())
-                });
+                let credentials = Credentials {
+                    client_certificate: request.peer_certs().is_some_and(|c| !c.is_empty()),
+                    ..Credentials::from_headers(|name| {
+                        metadata.get(name).and_then(|v| v.to_str().ok())
+                    })
+                };
                 self.admit(&credentials, call.remote.map(|r| r.ip()), model)
             });
         match admitted {

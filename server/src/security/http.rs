@@ -24,22 +24,40 @@ use crate::protocol::ServerState;
 /// Paths that never need credentials: the probes.
 const OPEN_PATHS: [&str; 2] = ["/v2/health/live", "/v2/health/ready"];
 
+/// Whether `path` is a health endpoint (server liveness or readiness, or a
+/// model's readiness, which kubelet probes call without credentials).
+pub fn is_health(path: &str) -> bool {
+    OPEN_PATHS.contains(&path) || (path.ends_with("/ready") && model_in_path(path).is_some())
+}
+
 /// The request id header, echoed in responses.
 pub const REQUEST_ID: &str = "x-request-id";
 
-/// The peer address of a REST connection, plain or TLS.
+/// The peer of a REST connection, plain or TLS.
 #[derive(Debug, Clone, Copy)]
-pub struct Peer(pub SocketAddr);
+pub struct Peer {
+    /// Its address.
+    pub address: SocketAddr,
+    /// Whether it presented a client certificate that verified.
+    pub client_certificate: bool,
+}
 
 impl Connected<IncomingStream<'_, tokio::net::TcpListener>> for Peer {
     fn connect_info(stream: IncomingStream<'_, tokio::net::TcpListener>) -> Peer {
-        Peer(*stream.remote_addr())
+        Peer {
+            address: *stream.remote_addr(),
+            client_certificate: false,
+        }
     }
 }
 
 impl Connected<IncomingStream<'_, TlsListener>> for Peer {
     fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Peer {
-        Peer(*stream.remote_addr())
+        let (_, session) = stream.io().get_ref();
+        Peer {
+            address: *stream.remote_addr(),
+            client_certificate: session.peer_certificates().is_some_and(|c| !c.is_empty()),
+        }
     }
 }
 
@@ -67,13 +85,14 @@ async fn guard(State(state): State<Arc<ServerState>>, request: Request, next: Ne
     let started = Instant::now();
     let path = request.uri().path();
     let security = &state.security;
-    if OPEN_PATHS.contains(&path) || (path == "/metrics" && !security.metrics_need_credentials()) {
+    if is_health(path) || (path == "/metrics" && !security.metrics_need_credentials()) {
         return next.run(request).await;
     }
-    let peer = request
+    let peer_info = request
         .extensions()
         .get::<ConnectInfo<Peer>>()
-        .map(|info| info.0.0);
+        .map(|info| info.0);
+    let peer = peer_info.map(|p| p.address);
     let operation = format!("{} {path}", request.method());
     let target =
         model_in_path(path).map(|(name, version)| (name.to_string(), version.map(str::to_string)));
@@ -130,8 +149,10 @@ async fn guard(State(state): State<Arc<ServerState>>, request: Request, next: Ne
         )
         .map_err(|denial| (denial, None))
         .and_then(|()| {
-            let credentials =
-                Credentials::from_headers(|name| headers.get(name).and_then(|v| v.to_str().ok()));
+            let credentials = Credentials {
+                client_certificate: peer_info.is_some_and(|p| p.client_certificate),
+                ..Credentials::from_headers(|name| headers.get(name).and_then(|v| v.to_str().ok()))
+            };
             security.admit(&credentials, peer.map(|p| p.ip()), model)
         });
     let admission = match admitted {
@@ -213,5 +234,26 @@ mod tests {
         assert_eq!(model_in_path("/v2/models/"), None);
         assert_eq!(model_in_path("/v2"), None);
         assert_eq!(model_in_path("/metrics"), None);
+    }
+
+    #[test]
+    fn health_paths_are_the_probes_and_model_readiness() {
+        for open in [
+            "/v2/health/live",
+            "/v2/health/ready",
+            "/v2/models/m/ready",
+            "/v2/models/m/versions/1/ready",
+        ] {
+            assert!(is_health(open), "{open}");
+        }
+        for guarded in [
+            "/v2/models/m/infer",
+            "/v2/models/m",
+            "/metrics",
+            "/v2",
+            "/ready",
+        ] {
+            assert!(!is_health(guarded), "{guarded}");
+        }
     }
 }

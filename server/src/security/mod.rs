@@ -237,6 +237,7 @@ impl Security {
     /// Whether any check applies to requests (otherwise the guard is left out).
     pub fn guards_requests(&self) -> bool {
         self.authenticator.is_some()
+            || self.tls.as_ref().is_some_and(|tls| tls.client_auth)
             || self.rates.is_active()
             || self.audit.is_some()
             || self.limits.max_header_bytes.is_some()
@@ -261,6 +262,15 @@ impl Security {
         peer: Option<IpAddr>,
         model: Option<&str>,
     ) -> Result<Admission<'_>, (Denial, Option<Arc<Principal>>)> {
+        if self.tls.as_ref().is_some_and(|tls| tls.client_auth) && !credentials.client_certificate {
+            return Err((
+                Denial::Unauthenticated(
+                    "a client certificate signed by the configured CA is required (--tls-client-ca)"
+                        .to_string(),
+                ),
+                None,
+            ));
+        }
         let principal = match &self.authenticator {
             Some(authenticator) => authenticator
                 .authenticate(credentials)
