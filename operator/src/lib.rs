@@ -16,6 +16,7 @@ pub mod leader;
 pub mod metrics;
 pub mod reconcile;
 pub mod run;
+pub mod security;
 pub mod status;
 pub mod telemetry;
 

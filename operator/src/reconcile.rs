@@ -12,6 +12,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
@@ -58,6 +59,8 @@ pub struct Observed {
     pub service: Option<Service>,
     /// The PodDisruptionBudget.
     pub pdb: Option<PodDisruptionBudget>,
+    /// The NetworkPolicy.
+    pub network_policy: Option<NetworkPolicy>,
     /// `config.yaml` ConfigMaps of every revision still around.
     pub config_maps: Vec<ConfigMap>,
     /// Serving pods of every revision.
@@ -124,12 +127,14 @@ pub async fn dereference(isvc: &InferenceService, client: &Client) -> Result<Obs
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
     let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
     let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), &namespace);
+    let network_policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &namespace);
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
-    let (deployment, service, pdb, config_maps, pods) = futures::try_join!(
+    let (deployment, service, pdb, network_policy, config_maps, pods) = futures::try_join!(
         deployments.get_opt(&name),
         services.get_opt(&name),
         pdbs.get_opt(&name),
+        network_policies.get_opt(&name),
         config_maps.list(&labelled),
         pods.list(&labelled),
     )?;
@@ -137,13 +142,14 @@ pub async fn dereference(isvc: &InferenceService, client: &Client) -> Result<Obs
         deployment,
         service,
         pdb,
+        network_policy,
         config_maps: config_maps.items,
         pods: pods.items,
     })
 }
 
 /// Server-side applies every desired object whose applied hash differs from what
-/// the cluster holds, removes a PodDisruptionBudget no longer wanted and ConfigMaps
+/// the cluster holds, removes a PodDisruptionBudget or NetworkPolicy no longer wanted and ConfigMaps
 /// of revisions no pod runs any more. Returns how many writes it made.
 pub async fn apply(
     isvc: &InferenceService,
@@ -162,7 +168,7 @@ pub async fn apply(
         .iter()
         .find(|c| c.metadata.name == desired.config_map.metadata.name);
     if apply_one(client, &namespace, &desired.config_map, config_map, ctx).await? {
-        written.push("ConfigMap");
+        written.push("ConfigMap".to_string());
     }
     let previous_revision = observed
         .deployment
@@ -177,7 +183,7 @@ pub async fn apply(
     )
     .await?
     {
-        written.push("Deployment");
+        written.push("Deployment".to_string());
     }
     if apply_one(
         client,
@@ -188,23 +194,28 @@ pub async fn apply(
     )
     .await?
     {
-        written.push("Service");
+        written.push("Service".to_string());
     }
-    match (&desired.pdb, &observed.pdb) {
-        (Some(pdb), current) => {
-            if apply_one(client, &namespace, pdb, current.as_ref(), ctx).await? {
-                written.push("PodDisruptionBudget");
-            }
-        }
-        (None, Some(current)) if owned_by(current, isvc) => {
-            let api: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), &namespace);
-            api.delete(&current.name_any(), &DeleteParams::default())
-                .await?;
-            ctx.metrics.write("PodDisruptionBudget", "delete");
-            written.push("PodDisruptionBudget (deleted)");
-        }
-        (None, _) => {}
-    }
+    written.extend(
+        apply_optional(
+            isvc,
+            &namespace,
+            desired.pdb.as_ref(),
+            observed.pdb.as_ref(),
+            ctx,
+        )
+        .await?,
+    );
+    written.extend(
+        apply_optional(
+            isvc,
+            &namespace,
+            desired.network_policy.as_ref(),
+            observed.network_policy.as_ref(),
+            ctx,
+        )
+        .await?,
+    );
 
     // Old revisions' ConfigMaps go once the Deployment runs only the current one.
     if status::rolled_out(observed.deployment.as_ref(), &desired.revision) {
@@ -238,6 +249,38 @@ pub async fn apply(
         publish(ctx, isvc, EventType::Normal, reason, note).await;
     }
     Ok(written.len())
+}
+
+/// Applies an object the spec may or may not want: applies it when wanted,
+/// deletes the one the InferenceService owns when not. Returns what it wrote,
+/// e.g. `PodDisruptionBudget` or `NetworkPolicy (deleted)`.
+async fn apply_optional<K>(
+    isvc: &InferenceService,
+    namespace: &str,
+    desired: Option<&K>,
+    current: Option<&K>,
+    ctx: &Context,
+) -> Result<Option<String>>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Serialize
+        + DeserializeOwned
+        + Clone
+        + std::fmt::Debug,
+{
+    match (desired, current) {
+        (Some(desired), current) => Ok(apply_one(&ctx.client, namespace, desired, current, ctx)
+            .await?
+            .then(|| K::kind(&()).into_owned())),
+        (None, Some(current)) if owned_by(current, isvc) => {
+            let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
+            api.delete(&current.name_any(), &DeleteParams::default())
+                .await?;
+            ctx.metrics.write(&K::kind(&()), "delete");
+            Ok(Some(format!("{} (deleted)", K::kind(&()))))
+        }
+        (None, _) => Ok(None),
+    }
 }
 
 /// Applies `desired` unless `current` already carries its hash. Returns whether it wrote.
@@ -350,6 +393,7 @@ async fn cleanup(isvc: &InferenceService, ctx: &Context) -> Result<Action> {
     delete_owned::<Deployment>(client, &namespace, &name, isvc, &params, ctx).await?;
     delete_owned::<Service>(client, &namespace, &name, isvc, &params, ctx).await?;
     delete_owned::<PodDisruptionBudget>(client, &namespace, &name, isvc, &params, ctx).await?;
+    delete_owned::<NetworkPolicy>(client, &namespace, &name, isvc, &params, ctx).await?;
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
     let labelled = ListParams::default().labels(&format!("{ISVC_LABEL}={name}"));
     for cm in config_maps
