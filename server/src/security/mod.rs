@@ -216,19 +216,6 @@ impl Security {
         })
     }
 
-    /// No authentication, no rate limits, no audit, no TLS: the defaults.
-    pub fn disabled() -> Security {
-        Security {
-            authenticator: None,
-            open_metrics: true,
-            rates: RateLimits::new(None, None, None),
-            limits: RequestLimits::default(),
-            audit: None,
-            tls: None,
-            reload_interval: Duration::from_secs(5),
-        }
-    }
-
     /// Whether requests must carry credentials.
     pub fn authentication_required(&self) -> bool {
         self.authenticator.is_some()
