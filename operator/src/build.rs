@@ -22,7 +22,10 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::config::BuildConfig;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+
 use crate::crd::{Device, InferenceService, InferenceServiceSpec};
+use crate::security;
 use crate::{Error, Result};
 
 /// Label on every object and pod of an InferenceService: its name.
@@ -71,6 +74,9 @@ pub struct Desired {
     pub revision_service: Service,
     /// Present when the total replicas allow a disruption (two or more).
     pub pdb: Option<PodDisruptionBudget>,
+    /// Present when `spec.security.allowedSources` is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network_policy: Option<NetworkPolicy>,
 }
 
 /// Where the rollout puts the current spec's revision: its pod count, the total
@@ -145,6 +151,9 @@ pub fn validate(isvc: &InferenceService) -> Result<(), String> {
             "spec.runtime.env: {} is set by the operator",
             env.name
         ));
+    }
+    if let Some(security) = &spec.security {
+        security::validate(security)?;
     }
     Ok(())
 }
@@ -306,6 +315,15 @@ pub fn build(isvc: &InferenceService, cfg: &BuildConfig, layout: &Layout) -> Res
         status: None,
     });
 
+    let network_policy = isvc.spec.security.as_ref().and_then(|security| {
+        security::network_policy(
+            security,
+            meta(name.clone(), &[]),
+            selector(&name),
+            &[HTTP_PORT, GRPC_PORT],
+        )
+    });
+
     Ok(Desired {
         url: format!(
             "http://{name}.{namespace}.svc.{}:{HTTP_PORT}",
@@ -316,6 +334,7 @@ pub fn build(isvc: &InferenceService, cfg: &BuildConfig, layout: &Layout) -> Res
         service: stamp(service)?,
         revision_service: stamp(revision_service)?,
         pdb: pdb.map(stamp).transpose()?,
+        network_policy: network_policy.map(stamp).transpose()?,
         revision,
     })
 }
@@ -478,11 +497,15 @@ fn deployment_spec(
 ) -> DeploymentSpec {
     let mut pod_labels = common_labels(name);
     pod_labels.insert(REVISION_LABEL.into(), revision.into());
-    let pod_annotations = BTreeMap::from([
+    let tls = security::tls_scheme(spec.security.as_ref());
+    let mut pod_annotations = BTreeMap::from([
         ("prometheus.io/scrape".to_string(), "true".to_string()),
         ("prometheus.io/port".to_string(), HTTP_PORT.to_string()),
         ("prometheus.io/path".to_string(), "/metrics".to_string()),
     ]);
+    if let Some(scheme) = tls {
+        pod_annotations.insert("prometheus.io/scheme".into(), scheme.to_lowercase());
+    }
     let version_dir = format!("{MODEL_REPOSITORY}/{name}/1");
     let image = server_image(spec, cfg).to_string();
     let resources = resources(spec);
@@ -507,6 +530,12 @@ fn deployment_spec(
             ..Volume::default()
         },
     ];
+    let (security_volumes, security_mounts) = spec
+        .security
+        .as_ref()
+        .map(security::volumes)
+        .unwrap_or_default();
+    volumes.extend(security_volumes);
     let mut fetch_mounts = vec![
         mount("model", &version_dir, false, None),
         mount("tmp", "/tmp", false, None),
@@ -575,6 +604,7 @@ fn deployment_spec(
         http_get: Some(HTTPGetAction {
             path: Some(path),
             port: IntOrString::String("http".into()),
+            scheme: tls.map(String::from),
             ..HTTPGetAction::default()
         }),
         period_seconds: Some(period),
@@ -603,7 +633,9 @@ fn deployment_spec(
                 "json",
             ]
             .map(String::from)
-            .to_vec(),
+            .into_iter()
+            .chain(spec.security.iter().flat_map(security::server_args))
+            .collect(),
         ),
         env: Some(env),
         ports: Some(vec![
@@ -615,16 +647,21 @@ fn deployment_spec(
         resources: Some(resources),
         security_context: Some(container_security()),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
-        volume_mounts: Some(vec![
-            mount("model", &version_dir, true, None),
-            mount(
-                "config",
-                &format!("{MODEL_REPOSITORY}/{name}/config.yaml"),
-                true,
-                Some("config.yaml"),
-            ),
-            mount("tmp", "/tmp", false, None),
-        ]),
+        volume_mounts: Some(
+            [
+                mount("model", &version_dir, true, None),
+                mount(
+                    "config",
+                    &format!("{MODEL_REPOSITORY}/{name}/config.yaml"),
+                    true,
+                    Some("config.yaml"),
+                ),
+                mount("tmp", "/tmp", false, None),
+            ]
+            .into_iter()
+            .chain(security_mounts)
+            .collect(),
+        ),
         ..Container::default()
     };
 

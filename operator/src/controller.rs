@@ -8,6 +8,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
@@ -40,6 +41,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         Api::<PodDisruptionBudget>::all(client.clone()),
         managed.clone(),
     )
+    .owns(Api::<NetworkPolicy>::all(client.clone()), managed.clone())
     .watches(
         Api::<Pod>::all(client),
         watcher::Config::default().labels(ISVC_LABEL),

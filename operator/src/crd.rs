@@ -6,6 +6,7 @@
 //! names the field.
 
 use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
+use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -79,6 +80,10 @@ pub struct InferenceServiceSpec {
     /// How the number of serving pods follows the load. Every field has a default.
     #[serde(default, skip_serializing_if = "AutoscalingSpec::is_default")]
     pub autoscaling: AutoscalingSpec,
+    /// Who may call the model, how fast, over what, and what is recorded. When
+    /// absent the server accepts every caller over plain HTTP and gRPC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security: Option<SecuritySpec>,
 }
 
 fn default_min_replicas() -> i32 {
@@ -190,6 +195,137 @@ pub struct BatchingSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1000000))]
     pub max_queue_size: Option<u32>,
+}
+
+/// Security of the serving path (see docs/security.md).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecuritySpec {
+    /// A Secret in the same namespace whose `keys.yaml` lists API keys by their
+    /// SHA-256 digest and the models each may call. Changes are picked up without
+    /// restarting the pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_keys_secret: Option<String>,
+    /// JWT bearer tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<JwtSpec>,
+    /// Serve `/metrics` without credentials (default true, so that Prometheus can
+    /// scrape); metrics carry counts and latencies, never payloads.
+    #[serde(default = "default_true")]
+    pub open_metrics: bool,
+    /// Token buckets and a concurrency limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitSpec>,
+    /// Request size limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<LimitsSpec>,
+    /// TLS on REST and gRPC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+    /// One JSON audit line per request on the server's standard output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<AuditSpec>,
+    /// When set, a NetworkPolicy admits traffic to the serving ports only from
+    /// these peers (an empty list admits none). Include Prometheus if it scrapes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_sources: Option<Vec<NetworkPolicyPeer>>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// JWT validation.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.jwksUri) != has(self.jwksConfigMap)")
+    .message("set exactly one of jwksUri and jwksConfigMap"))]
+pub struct JwtSpec {
+    /// Required `iss`.
+    #[schemars(length(min = 1))]
+    pub issuer: String,
+    /// Required `aud`.
+    #[schemars(length(min = 1))]
+    pub audience: String,
+    /// URL of the identity provider's JWKS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_uri: Option<String>,
+    /// A ConfigMap in the same namespace whose `jwks.json` holds the JWKS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_config_map: Option<String>,
+    /// The claim listing the models a token may call (default `models`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub models_claim: Option<String>,
+}
+
+/// Rate and concurrency limits.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimitSpec {
+    /// Sustained requests per second per client (per pod).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.001))]
+    pub requests_per_second: Option<f64>,
+    /// Burst per client (default: one second's worth).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub burst: Option<u32>,
+    /// Sustained requests per second for the model from all clients (per pod).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.001))]
+    pub model_requests_per_second: Option<f64>,
+    /// Burst for the model (default: one second's worth).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub model_burst: Option<u32>,
+    /// Most requests one client may have in flight (per pod).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_concurrent_per_client: Option<u32>,
+}
+
+/// Request size limits.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LimitsSpec {
+    /// Largest body (REST) or message (gRPC), in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1024))]
+    pub max_body_bytes: Option<u64>,
+    /// Most elements in one input tensor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_tensor_elements: Option<u64>,
+    /// Most rows per request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_batch_rows: Option<u64>,
+    /// Most bytes of request headers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1024))]
+    pub max_header_bytes: Option<u64>,
+}
+
+/// TLS from a `kubernetes.io/tls` Secret (for example one cert-manager keeps current).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// Secret with `tls.crt` and `tls.key` (and `ca.crt` for client certificates).
+    #[schemars(length(min = 1))]
+    pub secret_name: String,
+    /// Require client certificates signed by the Secret's `ca.crt` (health probes excepted).
+    #[serde(default)]
+    pub client_certificates: bool,
+}
+
+/// Audit logging.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditSpec {
+    /// Fraction of requests (0 to 1) whose payload is logged; 0, the default, never.
+    #[serde(default)]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub payload_sample_rate: f64,
 }
 
 /// Observed state of an InferenceService.

@@ -19,6 +19,7 @@ pub mod prometheus;
 pub mod reconcile;
 pub mod rollout;
 pub mod run;
+pub mod security;
 pub mod status;
 pub mod telemetry;
 

@@ -13,6 +13,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{
@@ -73,6 +74,8 @@ pub struct Observed {
     pub services: Vec<Service>,
     /// The PodDisruptionBudget.
     pub pdb: Option<PodDisruptionBudget>,
+    /// The NetworkPolicy.
+    pub network_policy: Option<NetworkPolicy>,
     /// `config.yaml` ConfigMaps of every revision still around.
     pub config_maps: Vec<ConfigMap>,
     /// Serving pods of every revision.
@@ -329,12 +332,14 @@ pub async fn dereference(isvc: &InferenceService, client: &Client) -> Result<Obs
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
     let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
     let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), &namespace);
+    let network_policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &namespace);
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
-    let (deployments, services, pdb, config_maps, pods) = futures::try_join!(
+    let (deployments, services, pdb, network_policy, config_maps, pods) = futures::try_join!(
         deployments.list(&labelled),
         services.list(&labelled),
         pdbs.get_opt(&name),
+        network_policies.get_opt(&name),
         config_maps.list(&labelled),
         pods.list(&labelled),
     )?;
@@ -343,6 +348,7 @@ pub async fn dereference(isvc: &InferenceService, client: &Client) -> Result<Obs
         services: owned(services.items, isvc),
         pdb,
         config_maps: owned(config_maps.items, isvc),
+        network_policy,
         pods: pods.items,
     })
 }
@@ -350,8 +356,8 @@ pub async fn dereference(isvc: &InferenceService, client: &Client) -> Result<Obs
 /// Server-side applies every desired object whose applied hash differs from what
 /// the cluster holds, scales the other revisions as the rollout decided, deletes
 /// revisions that no longer have pods (with their Service and ConfigMap), removes
-/// a PodDisruptionBudget no longer wanted, and sets the HTTPRoute's weights.
-/// Returns how many writes it made.
+/// a PodDisruptionBudget or NetworkPolicy no longer wanted, and sets the
+/// HTTPRoute's weights. Returns how many writes it made.
 pub async fn apply(
     isvc: &InferenceService,
     desired: &Desired,
@@ -373,36 +379,41 @@ pub async fn apply(
     if runs {
         let config_map = by_name(&observed.config_maps, &desired.config_map);
         if apply_one(client, &namespace, &desired.config_map, config_map, ctx).await? {
-            written.push("ConfigMap");
+            written.push("ConfigMap".to_string());
         }
         let deployment = by_name(&observed.deployments, &desired.deployment);
         if apply_one(client, &namespace, &desired.deployment, deployment, ctx).await? {
-            written.push("Deployment");
+            written.push("Deployment".to_string());
         }
         let service = by_name(&observed.services, &desired.revision_service);
         if apply_one(client, &namespace, &desired.revision_service, service, ctx).await? {
-            written.push("Service (revision)");
+            written.push("Service (revision)".to_string());
         }
     }
     let service = by_name(&observed.services, &desired.service);
     if apply_one(client, &namespace, &desired.service, service, ctx).await? {
-        written.push("Service");
+        written.push("Service".to_string());
     }
-    match (&desired.pdb, &observed.pdb) {
-        (Some(pdb), current) => {
-            if apply_one(client, &namespace, pdb, current.as_ref(), ctx).await? {
-                written.push("PodDisruptionBudget");
-            }
-        }
-        (None, Some(current)) if owned_by(current, isvc) => {
-            let api: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), &namespace);
-            api.delete(&current.name_any(), &DeleteParams::default())
-                .await?;
-            ctx.metrics.write("PodDisruptionBudget", "delete");
-            written.push("PodDisruptionBudget (deleted)");
-        }
-        (None, _) => {}
-    }
+    written.extend(
+        apply_optional(
+            isvc,
+            &namespace,
+            desired.pdb.as_ref(),
+            observed.pdb.as_ref(),
+            ctx,
+        )
+        .await?,
+    );
+    written.extend(
+        apply_optional(
+            isvc,
+            &namespace,
+            desired.network_policy.as_ref(),
+            observed.network_policy.as_ref(),
+            ctx,
+        )
+        .await?,
+    );
 
     // Other revisions: scaled as decided, or removed with their Service and ConfigMap.
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
@@ -427,13 +438,13 @@ pub async fn apply(
                         )
                         .await?;
                     ctx.metrics.write("Deployment", "scale");
-                    written.push("Deployment (scaled)");
+                    written.push("Deployment (scaled)".to_string());
                 }
             }
             None => {
                 deployments.delete(&d.name_any(), &params).await?;
                 ctx.metrics.write("Deployment", "delete");
-                written.push("Deployment (deleted)");
+                written.push("Deployment (deleted)".to_string());
             }
         }
     }
@@ -463,7 +474,7 @@ pub async fn apply(
     if let Some(route) = &isvc.spec.rollout.route
         && set_route_weights(isvc, &namespace, &route.name, &decision.route_weights, ctx).await?
     {
-        written.push("HTTPRoute");
+        written.push("HTTPRoute".to_string());
     }
 
     if !written.is_empty() {
@@ -530,6 +541,38 @@ async fn set_route_weights(
     .await?;
     ctx.metrics.write("HTTPRoute", "patch");
     Ok(true)
+}
+
+/// Applies an object the spec may or may not want: applies it when wanted,
+/// deletes the one the InferenceService owns when not. Returns what it wrote,
+/// e.g. `PodDisruptionBudget` or `NetworkPolicy (deleted)`.
+async fn apply_optional<K>(
+    isvc: &InferenceService,
+    namespace: &str,
+    desired: Option<&K>,
+    current: Option<&K>,
+    ctx: &Context,
+) -> Result<Option<String>>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Serialize
+        + DeserializeOwned
+        + Clone
+        + std::fmt::Debug,
+{
+    match (desired, current) {
+        (Some(desired), current) => Ok(apply_one(&ctx.client, namespace, desired, current, ctx)
+            .await?
+            .then(|| K::kind(&()).into_owned())),
+        (None, Some(current)) if owned_by(current, isvc) => {
+            let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
+            api.delete(&current.name_any(), &DeleteParams::default())
+                .await?;
+            ctx.metrics.write(&K::kind(&()), "delete");
+            Ok(Some(format!("{} (deleted)", K::kind(&()))))
+        }
+        (None, _) => Ok(None),
+    }
 }
 
 /// Applies `desired` unless `current` already carries its hash. Returns whether it wrote.
@@ -658,6 +701,15 @@ async fn cleanup(isvc: &InferenceService, ctx: &Context) -> Result<Action> {
         let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), &namespace);
         pdbs.delete(&pdb.name_any(), &params).await?;
         ctx.metrics.write("PodDisruptionBudget", "delete");
+    }
+    if let Some(policy) = observed
+        .network_policy
+        .as_ref()
+        .filter(|p| owned_by(*p, isvc))
+    {
+        let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &namespace);
+        policies.delete(&policy.name_any(), &params).await?;
+        ctx.metrics.write("NetworkPolicy", "delete");
     }
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
     for cm in &observed.config_maps {

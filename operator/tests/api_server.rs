@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
 use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{
@@ -84,6 +85,10 @@ fn main() {
             (
                 "leader election has one holder at a time",
                 Box::pin(leader_election(client.clone())),
+            ),
+            (
+                "spec.security.allowedSources makes and removes a NetworkPolicy",
+                Box::pin(network_policy(client.clone())),
             ),
         ];
         for (name, scenario) in scenarios {
@@ -927,4 +932,71 @@ async fn scale_subresource(client: Client) {
         .delete("scaled", &DeleteParams::default())
         .await
         .unwrap();
+}
+
+async fn network_policy(client: Client) {
+    let ns = "netpol";
+    namespace(&client, ns).await;
+    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), ns);
+    let api = dynamic(&client, ns);
+    let uri = "file:///models/iris/1/model.onnx";
+
+    let both = json!({"issuer": "i", "audience": "a", "jwksUri": "https://idp/jwks", "jwksConfigMap": "jwks"});
+    let refused = api
+        .create(
+            &PostParams::default(),
+            &manifest(
+                "bad",
+                json!({"model": {"storageUri": uri}, "security": {"jwt": both}}),
+            ),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("set exactly one of jwksUri and jwksConfigMap"),
+        "{refused}"
+    );
+
+    let sources = json!([{"namespaceSelector": {"matchLabels": {"team": "payments"}}}]);
+    api.create(
+        &PostParams::default(),
+        &manifest(
+            "guarded",
+            json!({"model": {"storageUri": uri}, "security": {"apiKeysSecret": "keys", "allowedSources": sources}}),
+        ),
+    )
+    .await
+    .unwrap();
+    let policy = eventually("the NetworkPolicy exists", || async {
+        policies.get_opt("guarded").await.ok()?
+    })
+    .await;
+    let spec = policy.spec.unwrap();
+    let rule = &spec.ingress.unwrap()[0];
+    assert_eq!(
+        serde_json::to_value(&rule.from).unwrap(),
+        sources,
+        "the policy admits exactly the configured sources"
+    );
+    assert_eq!(rule.ports.as_ref().unwrap().len(), 2);
+
+    // Without allowedSources the policy goes.
+    api.patch(
+        "guarded",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"security": {"allowedSources": null}}})),
+    )
+    .await
+    .unwrap();
+    eventually("the NetworkPolicy is deleted", || async {
+        policies
+            .get_opt("guarded")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
 }

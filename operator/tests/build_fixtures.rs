@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{Container, EnvVar};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sluice_operator::build::{self, Desired, Layout};
 use sluice_operator::config::BuildConfig;
 use sluice_operator::crd::InferenceService;
@@ -133,14 +134,27 @@ fn every_fixture_builds_a_secure_observable_deployment() {
             );
             assert_eq!(sc.read_only_root_filesystem, Some(true), "{ctx} {}", c.name);
             assert_eq!(sc.run_as_non_root, Some(true), "{ctx} {}", c.name);
+            assert_eq!(sc.privileged, Some(false), "{ctx} {}", c.name);
+            assert_eq!(
+                sc.capabilities.as_ref().and_then(|c| c.drop.clone()),
+                Some(vec!["ALL".to_string()]),
+                "{ctx} {}",
+                c.name
+            );
             assert!(
                 c.command.is_none(),
                 "{ctx}: the image's entrypoint runs sluice-server"
             );
         }
+        let pod_security = pod.security_context.as_ref().unwrap();
+        assert_eq!(pod_security.run_as_non_root, Some(true));
         assert_eq!(
-            pod.security_context.as_ref().unwrap().run_as_non_root,
-            Some(true)
+            pod_security
+                .seccomp_profile
+                .as_ref()
+                .map(|p| p.type_.as_str()),
+            Some("RuntimeDefault"),
+            "{ctx}"
         );
         assert_eq!(pod.automount_service_account_token, Some(false));
         assert!(
@@ -458,4 +472,85 @@ fn names_must_leave_room_for_the_revision() {
     assert!(err.contains("at most 52"), "{err}");
     isvc.metadata.name = Some("a".repeat(52));
     assert_eq!(build::validate(&isvc), Ok(()));
+}
+
+#[test]
+fn security_settings_become_flags_mounts_https_probes_and_a_network_policy() {
+    let d = built(&fixture("secure"));
+    let (init, server) = containers(&d);
+    let args = server.args.clone().unwrap().join(" ");
+    for expected in [
+        "--api-keys-file /etc/sluice/api-keys/keys.yaml",
+        "--jwt-issuer https://idp.example.com --jwt-audience fraud --jwks-file /etc/sluice/jwks/jwks.json",
+        "--rate-limit 50 --rate-limit-burst 100 --model-rate-limit 500 --max-concurrent-per-client 8",
+        "--max-body-bytes 1048576 --max-tensor-elements 65536 --max-batch-rows 64 --max-header-bytes 16384",
+        "--tls-cert /etc/sluice/tls/tls.crt --tls-key /etc/sluice/tls/tls.key --tls-client-ca /etc/sluice/tls/ca.crt",
+        "--audit-log - --audit-payload-sample-rate 0.01",
+        "--open-metrics",
+    ] {
+        assert!(args.contains(expected), "{args:?} lacks {expected:?}");
+    }
+    // Secrets are mounted as whole directories (no subPath) so that rotations reach
+    // the running server; the fetcher sees none of them.
+    let mounts = server.volume_mounts.clone().unwrap();
+    for dir in [
+        "/etc/sluice/api-keys",
+        "/etc/sluice/jwks",
+        "/etc/sluice/tls",
+    ] {
+        let mount = mounts.iter().find(|m| m.mount_path == dir).unwrap();
+        assert_eq!(
+            (mount.read_only, mount.sub_path.as_ref()),
+            (Some(true), None),
+            "{dir}"
+        );
+    }
+    assert!(
+        init.volume_mounts
+            .unwrap()
+            .iter()
+            .all(|m| !m.mount_path.starts_with("/etc/sluice"))
+    );
+    let pod = d
+        .deployment
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap();
+    let secrets: Vec<_> = pod
+        .volumes
+        .iter()
+        .flatten()
+        .filter_map(|v| v.secret.as_ref()?.secret_name.clone())
+        .collect();
+    assert_eq!(secrets, ["fraud-api-keys", "fraud-tls"]);
+    for probe in [&server.readiness_probe, &server.liveness_probe] {
+        let get = probe.as_ref().unwrap().http_get.as_ref().unwrap();
+        assert_eq!(get.scheme.as_deref(), Some("HTTPS"));
+    }
+
+    let policy = d
+        .network_policy
+        .expect("allowedSources makes a NetworkPolicy");
+    let spec = policy.spec.unwrap();
+    assert_eq!(
+        spec.pod_selector.unwrap().match_labels,
+        Some(build::selector("fraud"))
+    );
+    assert_eq!(spec.policy_types, Some(vec!["Ingress".to_string()]));
+    let rules = spec.ingress.unwrap();
+    assert_eq!(rules.len(), 1);
+    assert_eq!(rules[0].from.as_ref().unwrap().len(), 2);
+    let ports: Vec<_> = rules[0]
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| p.port.clone().unwrap())
+        .collect();
+    assert_eq!(ports, [IntOrString::Int(8080), IntOrString::Int(8081)]);
+
+    assert!(built(&fixture("minimal")).network_policy.is_none());
 }

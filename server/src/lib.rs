@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod fetch;
+pub mod fuzz;
 pub mod loadtest;
 pub mod metrics;
 pub mod model;

@@ -162,6 +162,7 @@ async fn api_keys_authenticate_authorize_per_model_and_rotate_live() {
     };
     assert_eq!(get("/v2/health/ready", None).await, 200);
     assert_eq!(get("/v2/health/live", None).await, 200);
+    assert_eq!(get("/v2/models/other/ready", None).await, 200);
     assert_eq!(get("/metrics", None).await, 401);
     assert_eq!(get("/metrics", Some(KEY_MLP)).await, 200);
     assert_eq!(get("/v2/models/other", Some(KEY_MLP)).await, 403);
@@ -187,6 +188,22 @@ async fn api_keys_authenticate_authorize_per_model_and_rotate_live() {
         .await
         .expect("liveness is open");
     assert!(live.into_inner().live);
+    let ready = grpc
+        .model_ready(pb::ModelReadyRequest {
+            name: "mlp".to_string(),
+            version: String::new(),
+        })
+        .await
+        .expect("model readiness is open for probes");
+    assert!(ready.into_inner().ready);
+    let status = grpc
+        .model_metadata(pb::ModelMetadataRequest {
+            name: "mlp".to_string(),
+            version: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
 
     // Rotation: the new file replaces the old keys without a restart.
     std::fs::write(&keys, keys_file(&[("new", KEY_NEW, &["*"])])).unwrap();
@@ -667,7 +684,7 @@ async fn grpc_tls(
     url: &str,
     ca: &str,
     identity: Option<(&str, &str)>,
-) -> Result<pb::ServerLiveResponse, String> {
+) -> Result<GrpcInferenceServiceClient<Channel>, String> {
     let mut tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(ca))
         .domain_name("localhost");
@@ -681,8 +698,17 @@ async fn grpc_tls(
         .connect()
         .await
         .map_err(|e| format!("{e:?}"))?;
-    GrpcInferenceServiceClient::new(channel)
-        .server_live(pb::ServerLiveRequest {})
+    Ok(GrpcInferenceServiceClient::new(channel))
+}
+
+async fn grpc_tls_infer(
+    url: &str,
+    ca: &str,
+    identity: Option<(&str, &str)>,
+) -> Result<pb::ModelInferResponse, String> {
+    let mut client = grpc_tls(url, ca, identity).await?;
+    client
+        .model_infer(grpc_infer("mlp", None))
         .await
         .map(tonic::Response::into_inner)
         .map_err(|e| format!("{e:?}"))
@@ -724,12 +750,9 @@ async fn tls_serves_rest_and_grpc_and_picks_up_a_rotated_certificate() {
             .is_err(),
         "plain HTTP was answered"
     );
-    assert!(
-        grpc_tls(&server.grpc, &pki.ca_pem, None)
-            .await
-            .unwrap()
-            .live
-    );
+    grpc_tls_infer(&server.grpc, &pki.ca_pem, None)
+        .await
+        .unwrap();
 
     // Rotation to a certificate from another CA: new connections present it.
     let rotated = Pki::new("rotated CA");
@@ -746,7 +769,9 @@ async fn tls_serves_rest_and_grpc_and_picks_up_a_rotated_certificate() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(grpc_tls(&server.grpc, &rotated.ca_pem, None).await.is_ok());
+    grpc_tls_infer(&server.grpc, &rotated.ca_pem, None)
+        .await
+        .unwrap();
     assert!(
         https_client(&pki.ca_pem, None)
             .post(&mlp)
@@ -786,22 +811,38 @@ async fn client_certificates_are_required_when_a_client_ca_is_set() {
     let mlp = format!("{}/v2/models/mlp/infer", server.http);
     let (status, _, answer) = post(&client, &mlp, &[], &body).await;
     assert_eq!(status, 200, "{answer}");
+    // Without a certificate, only the health probes answer (kubelet has none).
     let anonymous = https_client(&pki.ca_pem, None);
-    assert!(
-        anonymous.post(&mlp).json(&body).send().await.is_err(),
-        "no client certificate was accepted"
-    );
+    let (status, _, answer) = post(&anonymous, &mlp, &[], &body).await;
+    assert_eq!(status, 401, "{answer}");
+    assert!(error_of(&answer).contains("client certificate"), "{answer}");
+    let ready = anonymous
+        .get(format!("{}/v2/health/ready", server.http))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
     let (stranger_cert, stranger_key) = Pki::new("unknown CA").issue("intruder");
     let stranger = https_client(&pki.ca_pem, Some((&stranger_cert, &stranger_key)));
     assert!(
         stranger.post(&mlp).json(&body).send().await.is_err(),
-        "a foreign client certificate was accepted"
+        "a certificate from an unknown CA passed the handshake"
     );
 
+    grpc_tls_infer(&server.grpc, &pki.ca_pem, Some((&client_cert, &client_key)))
+        .await
+        .unwrap();
+    let error = grpc_tls_infer(&server.grpc, &pki.ca_pem, None)
+        .await
+        .unwrap_err();
+    assert!(error.contains("Unauthenticated"), "{error}");
+    let mut probe = grpc_tls(&server.grpc, &pki.ca_pem, None).await.unwrap();
     assert!(
-        grpc_tls(&server.grpc, &pki.ca_pem, Some((&client_cert, &client_key)))
+        probe
+            .server_ready(pb::ServerReadyRequest {})
             .await
-            .is_ok()
+            .unwrap()
+            .into_inner()
+            .ready
     );
-    assert!(grpc_tls(&server.grpc, &pki.ca_pem, None).await.is_err());
 }

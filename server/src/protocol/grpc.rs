@@ -66,22 +66,11 @@ impl GrpcInferenceService for InferenceService {
         &self,
         request: Request<pb::ModelReadyRequest>,
     ) -> Result<Response<pb::ModelReadyResponse>, Status> {
-        let call = self.state.security.admit_grpc(
-            &request,
-            "ModelReady",
-            Some(&request.get_ref().name),
-        )?;
         let request = request.into_inner();
-        let result = self
-            .resolve(&request.name, &request.version)
-            .map(|model| {
-                Response::new(pb::ModelReadyResponse {
-                    ready: model.serving().is_ok(),
-                })
-            })
-            .map_err(Status::from);
-        call.finish(&result, Some(&request.version));
-        result
+        let model = self.resolve(&request.name, &request.version)?;
+        Ok(Response::new(pb::ModelReadyResponse {
+            ready: model.serving().is_ok(),
+        }))
     }
 
     async fn server_metadata(
@@ -189,20 +178,7 @@ async fn run_inference(
     request: pb::ModelInferRequest,
     limits: &RequestLimits,
 ) -> Result<pb::ModelInferResponse, InferError> {
-    let raw = request.raw_input_contents;
-    if !raw.is_empty() && raw.len() != request.inputs.len() {
-        return Err(InferError::InvalidInput(format!(
-            "raw_input_contents has {} entries for {} inputs",
-            raw.len(),
-            request.inputs.len()
-        )));
-    }
-    let inputs = request
-        .inputs
-        .into_iter()
-        .enumerate()
-        .map(|(index, input)| decode_input(input, raw.get(index).map(Vec::as_slice)))
-        .collect::<Result<Vec<_>, _>>()?;
+    let inputs = decode_inputs(request.inputs, &request.raw_input_contents)?;
     limits.check_inputs(&inputs)?;
     let serving = model.serving()?;
     let names: Vec<&str> = request.outputs.iter().map(|o| o.name.as_str()).collect();
@@ -230,6 +206,25 @@ async fn run_inference(
         raw_output_contents,
         ..Default::default()
     })
+}
+
+/// Decodes a request's inputs, from `raw_input_contents` when it is not empty.
+pub fn decode_inputs(
+    inputs: Vec<InferInputTensor>,
+    raw: &[Vec<u8>],
+) -> Result<Vec<NamedTensor>, InferError> {
+    if !raw.is_empty() && raw.len() != inputs.len() {
+        return Err(InferError::InvalidInput(format!(
+            "raw_input_contents has {} entries for {} inputs",
+            raw.len(),
+            inputs.len()
+        )));
+    }
+    inputs
+        .into_iter()
+        .enumerate()
+        .map(|(index, input)| decode_input(input, raw.get(index).map(Vec::as_slice)))
+        .collect()
 }
 
 /// Decodes one input from its raw bytes or its typed contents.

@@ -15,7 +15,7 @@ use serde_json::json;
 use super::json::{InferRequestJson, ResponseOutput, encode_response};
 use super::{EXTENSIONS, PLATFORM, SERVER_NAME, ServerState, select_outputs};
 use crate::error::InferError;
-use crate::model::ModelVersion;
+use crate::model::{ModelVersion, NamedTensor};
 
 /// The header that splits a binary request or response into JSON and tensor bytes.
 pub const HEADER_LENGTH: &str = "inference-header-content-length";
@@ -272,20 +272,13 @@ async fn feedback_response(
     result.unwrap_or_else(|error| error_response(&error))
 }
 
-/// Reads, decodes, runs and encodes one inference request.
-async fn run_inference(
-    state: &ServerState,
-    model: &ModelVersion,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<Response, InferError> {
-    let limit = state.max_body_bytes;
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        InferError::InvalidInput(format!(
-            "request body is larger than the limit of {limit} bytes (--max-body-bytes)"
-        ))
-    })?;
-    let header_length = match headers.get(HEADER_LENGTH) {
+/// Parses an inference request body: its JSON part (the first
+/// `Inference-Header-Content-Length` bytes, or all of it) and its inputs.
+pub fn parse_infer_body<'a>(
+    header_length: Option<&HeaderValue>,
+    bytes: &'a [u8],
+) -> Result<(InferRequestJson<'a>, Vec<NamedTensor>), InferError> {
+    let header_length = match header_length {
         None => bytes.len(),
         Some(value) => value
             .to_str()
@@ -303,6 +296,23 @@ async fn run_inference(
     let mut request: InferRequestJson = serde_json::from_slice(json_part)
         .map_err(|e| InferError::InvalidInput(format!("malformed inference request: {e}")))?;
     let inputs = request.take_inputs(binary_part)?;
+    Ok((request, inputs))
+}
+
+/// Reads, decodes, runs and encodes one inference request.
+async fn run_inference(
+    state: &ServerState,
+    model: &ModelVersion,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, InferError> {
+    let limit = state.max_body_bytes;
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        InferError::InvalidInput(format!(
+            "request body is larger than the limit of {limit} bytes (--max-body-bytes)"
+        ))
+    })?;
+    let (request, inputs) = parse_infer_body(headers.get(HEADER_LENGTH), &bytes)?;
     state.security.limits.check_inputs(&inputs)?;
     let serving = model.serving()?;
     let binary_default = request.binary_output_default();

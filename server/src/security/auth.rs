@@ -91,6 +91,8 @@ pub struct Credentials<'a> {
     pub bearer: Option<&'a str>,
     /// `X-API-Key: <key>`.
     pub api_key: Option<&'a str>,
+    /// Whether the TLS connection presented a client certificate that verified.
+    pub client_certificate: bool,
 }
 
 impl<'a> Credentials<'a> {
@@ -105,6 +107,7 @@ impl<'a> Credentials<'a> {
         Credentials {
             bearer,
             api_key: header("x-api-key").map(str::trim),
+            client_certificate: false,
         }
     }
 }

@@ -66,17 +66,32 @@ impl Security {
         model: Option<&str>,
     ) -> Result<GrpcCall<'_>, Status> {
         let started = Instant::now();
+        if !self.guards_requests() {
+            return Ok(GrpcCall {
+                security: self,
+                admission: None,
+                started,
+                operation,
+                model: None,
+                request_id: String::new(),
+                remote: None,
+                request_bytes: None,
+                payload: None,
+            });
+        }
         let metadata = request.metadata();
-        let request_id = metadata
-            .get(REQUEST_ID)
-            .and_then(|v| v.to_str().ok())
-            .map_or_else(|| format!("{:016x}", fastrand::u64(..)), str::to_string);
+        let audited = self.audit().is_some();
+        let request_id = match metadata.get(REQUEST_ID).and_then(|v| v.to_str().ok()) {
+            _ if !audited => String::new(),
+            Some(id) => id.to_string(),
+            None => format!("{:016x}", fastrand::u64(..)),
+        };
         let mut call = GrpcCall {
             security: self,
             admission: None,
             started,
             operation,
-            model: model.map(str::to_string),
+            model: model.filter(|_| audited).map(str::to_string),
             request_id,
             remote: request.remote_addr(),
             request_bytes: self.audit().map(|_| request.get_ref().encoded_len() as u64),
@@ -98,9 +113,12 @@ impl Security {
             .check_headers(sizes)
             .map_err(|denial| (denial, None))
             .and_then(|()| {
-                let credentials = Credentials::from_headers(|name| {
-                    metadata.get(name).and_then(|v| v.to_str().ok())
-                });
+                let credentials = Credentials {
+                    client_certificate: request.peer_certs().is_some_and(|c| !c.is_empty()),
+                    ..Credentials::from_headers(|name| {
+                        metadata.get(name).and_then(|v| v.to_str().ok())
+                    })
+                };
                 self.admit(&credentials, call.remote.map(|r| r.ip()), model)
             });
         match admitted {

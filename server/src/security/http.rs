@@ -24,22 +24,40 @@ use crate::protocol::ServerState;
 /// Paths that never need credentials: the probes.
 const OPEN_PATHS: [&str; 2] = ["/v2/health/live", "/v2/health/ready"];
 
+/// Whether `path` is a health endpoint (server liveness or readiness, or a
+/// model's readiness, which kubelet probes call without credentials).
+pub fn is_health(path: &str) -> bool {
+    OPEN_PATHS.contains(&path) || (path.ends_with("/ready") && model_in_path(path).is_some())
+}
+
 /// The request id header, echoed in responses.
 pub const REQUEST_ID: &str = "x-request-id";
 
-/// The peer address of a REST connection, plain or TLS.
+/// The peer of a REST connection, plain or TLS.
 #[derive(Debug, Clone, Copy)]
-pub struct Peer(pub SocketAddr);
+pub struct Peer {
+    /// Its address.
+    pub address: SocketAddr,
+    /// Whether it presented a client certificate that verified.
+    pub client_certificate: bool,
+}
 
 impl Connected<IncomingStream<'_, tokio::net::TcpListener>> for Peer {
     fn connect_info(stream: IncomingStream<'_, tokio::net::TcpListener>) -> Peer {
-        Peer(*stream.remote_addr())
+        Peer {
+            address: *stream.remote_addr(),
+            client_certificate: false,
+        }
     }
 }
 
 impl Connected<IncomingStream<'_, TlsListener>> for Peer {
     fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Peer {
-        Peer(*stream.remote_addr())
+        let (_, session) = stream.io().get_ref();
+        Peer {
+            address: *stream.remote_addr(),
+            client_certificate: session.peer_certificates().is_some_and(|c| !c.is_empty()),
+        }
     }
 }
 
@@ -67,59 +85,13 @@ async fn guard(State(state): State<Arc<ServerState>>, request: Request, next: Ne
     let started = Instant::now();
     let path = request.uri().path();
     let security = &state.security;
-    if OPEN_PATHS.contains(&path) || (path == "/metrics" && !security.metrics_need_credentials()) {
+    if is_health(path) || (path == "/metrics" && !security.metrics_need_credentials()) {
         return next.run(request).await;
     }
     let peer = request
         .extensions()
         .get::<ConnectInfo<Peer>>()
-        .map(|info| info.0.0);
-    let operation = format!("{} {path}", request.method());
-    let target =
-        model_in_path(path).map(|(name, version)| (name.to_string(), version.map(str::to_string)));
-    let model = target.as_ref().map(|(name, _)| name.as_str());
-    let request_id = request
-        .headers()
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .map_or_else(|| format!("{:016x}", fastrand::u64(..)), str::to_string);
-    let request_bytes = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse().ok());
-    let audit = |principal: Option<&Principal>,
-                 status: u16,
-                 error: Option<&str>,
-                 response_bytes,
-                 payload| {
-        if let Some(log) = security.audit() {
-            let version = target.as_ref().and_then(|(name, version)| match version {
-                Some(version) => Some(version.clone()),
-                None => state
-                    .repository
-                    .resolve(name, None)
-                    .ok()
-                    .map(|m| m.version.to_string()),
-            });
-            log.record(&AuditRecord {
-                protocol: "rest",
-                request_id: &request_id,
-                client: principal.map(|p| &*p.id),
-                auth: principal.map(|p| p.method),
-                remote: peer.map(|p| p.to_string()),
-                operation: &operation,
-                model,
-                version: version.as_deref(),
-                status,
-                latency_ms: millis(started.elapsed()),
-                request_bytes,
-                response_bytes,
-                error,
-                payload,
-            });
-        }
-    };
-
+        .map(|info| info.0);
     let headers = request.headers();
     let admitted = security
         .limits
@@ -130,58 +102,148 @@ async fn guard(State(state): State<Arc<ServerState>>, request: Request, next: Ne
         )
         .map_err(|denial| (denial, None))
         .and_then(|()| {
-            let credentials =
-                Credentials::from_headers(|name| headers.get(name).and_then(|v| v.to_str().ok()));
-            security.admit(&credentials, peer.map(|p| p.ip()), model)
+            let credentials = Credentials {
+                client_certificate: peer.is_some_and(|p| p.client_certificate),
+                ..Credentials::from_headers(|name| headers.get(name).and_then(|v| v.to_str().ok()))
+            };
+            let model = model_in_path(path).map(|(name, _)| name);
+            security.admit(&credentials, peer.map(|p| p.address.ip()), model)
         });
+    let Some(log) = security.audit() else {
+        return match admitted {
+            Ok(_admission) => next.run(request).await,
+            Err((denial, _)) => denial_response(&denial),
+        };
+    };
+
+    let audited = Audited::new(&state, &request, peer.map(|p| p.address), started);
     let admission = match admitted {
         Ok(admission) => admission,
         Err((denial, principal)) => {
             let message = denial.to_string();
-            audit(
+            audited.record(
                 principal.as_deref(),
                 denial.http_status(),
                 Some(&message),
                 None,
                 None,
             );
-            return with_request_id(denial_response(&denial), &request_id);
+            return audited.with_request_id(denial_response(&denial));
         }
     };
-
-    let (request, payload) = match security.audit() {
-        Some(log) if log.sample_payload() => {
-            let (parts, body) = request.into_parts();
-            let bytes = axum::body::to_bytes(body, state.max_body_bytes)
-                .await
-                .unwrap_or_default();
-            let payload = match std::str::from_utf8(&bytes) {
-                Ok(text) => text.to_string(),
-                Err(_) => format!("hex:{}", hex::encode(&bytes)),
-            };
-            (Request::from_parts(parts, Body::from(bytes)), Some(payload))
-        }
-        _ => (request, None),
+    let (request, payload) = if log.sample_payload() {
+        let (parts, body) = request.into_parts();
+        let bytes = axum::body::to_bytes(body, state.max_body_bytes)
+            .await
+            .unwrap_or_default();
+        let payload = match std::str::from_utf8(&bytes) {
+            Ok(text) => text.to_string(),
+            Err(_) => format!("hex:{}", hex::encode(&bytes)),
+        };
+        (Request::from_parts(parts, Body::from(bytes)), Some(payload))
+    } else {
+        (request, None)
     };
     let response = next.run(request).await;
+    let principal = admission.principal;
     drop(admission.permit);
     let response_bytes = response.body().size_hint().exact();
     let status = response.status().as_u16();
-    audit(
-        Some(&admission.principal),
+    audited.record(
+        Some(&principal),
         status,
         None,
         response_bytes,
         payload.as_deref(),
     );
-    with_request_id(response, &request_id)
+    audited.with_request_id(response)
 }
 
-fn with_request_id(mut response: Response, request_id: &str) -> Response {
-    if let Ok(value) = HeaderValue::from_str(request_id) {
-        response.headers_mut().insert(REQUEST_ID, value);
+/// What an audit line says about a REST request, taken before the request
+/// moves on to its handler.
+struct Audited<'a> {
+    state: &'a ServerState,
+    started: Instant,
+    request_id: String,
+    operation: String,
+    model: Option<(String, Option<String>)>,
+    remote: Option<SocketAddr>,
+    request_bytes: Option<u64>,
+}
+
+impl<'a> Audited<'a> {
+    fn new(
+        state: &'a ServerState,
+        request: &Request,
+        remote: Option<SocketAddr>,
+        started: Instant,
+    ) -> Audited<'a> {
+        let path = request.uri().path();
+        let headers = request.headers();
+        Audited {
+            state,
+            started,
+            request_id: headers
+                .get(REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .map_or_else(|| format!("{:016x}", fastrand::u64(..)), str::to_string),
+            operation: format!("{} {path}", request.method()),
+            model: model_in_path(path)
+                .map(|(name, version)| (name.to_string(), version.map(str::to_string))),
+            remote,
+            request_bytes: headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok()),
+        }
     }
-    response
+
+    fn record(
+        &self,
+        principal: Option<&Principal>,
+        status: u16,
+        error: Option<&str>,
+        response_bytes: Option<u64>,
+        payload: Option<&str>,
+    ) {
+        let Some(log) = self.state.security.audit() else {
+            return;
+        };
+        let version = self
+            .model
+            .as_ref()
+            .and_then(|(name, version)| match version {
+                Some(version) => Some(version.clone()),
+                None => self
+                    .state
+                    .repository
+                    .resolve(name, None)
+                    .ok()
+                    .map(|m| m.version.to_string()),
+            });
+        log.record(&AuditRecord {
+            protocol: "rest",
+            request_id: &self.request_id,
+            client: principal.map(|p| &*p.id),
+            auth: principal.map(|p| p.method),
+            remote: self.remote.map(|r| r.to_string()),
+            operation: &self.operation,
+            model: self.model.as_ref().map(|(name, _)| name.as_str()),
+            version: version.as_deref(),
+            status,
+            latency_ms: millis(self.started.elapsed()),
+            request_bytes: self.request_bytes,
+            response_bytes,
+            error,
+            payload,
+        });
+    }
+
+    fn with_request_id(&self, mut response: Response) -> Response {
+        if let Ok(value) = HeaderValue::from_str(&self.request_id) {
+            response.headers_mut().insert(REQUEST_ID, value);
+        }
+        response
+    }
 }
 
 /// The JSON error response for a denial, with `Retry-After` or `WWW-Authenticate`.
@@ -213,5 +275,26 @@ mod tests {
         assert_eq!(model_in_path("/v2/models/"), None);
         assert_eq!(model_in_path("/v2"), None);
         assert_eq!(model_in_path("/metrics"), None);
+    }
+
+    #[test]
+    fn health_paths_are_the_probes_and_model_readiness() {
+        for open in [
+            "/v2/health/live",
+            "/v2/health/ready",
+            "/v2/models/m/ready",
+            "/v2/models/m/versions/1/ready",
+        ] {
+            assert!(is_health(open), "{open}");
+        }
+        for guarded in [
+            "/v2/models/m/infer",
+            "/v2/models/m",
+            "/metrics",
+            "/v2",
+            "/ready",
+        ] {
+            assert!(!is_health(guarded), "{guarded}");
+        }
     }
 }

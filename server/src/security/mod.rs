@@ -216,19 +216,6 @@ impl Security {
         })
     }
 
-    /// No authentication, no rate limits, no audit, no TLS: the defaults.
-    pub fn disabled() -> Security {
-        Security {
-            authenticator: None,
-            open_metrics: true,
-            rates: RateLimits::new(None, None, None),
-            limits: RequestLimits::default(),
-            audit: None,
-            tls: None,
-            reload_interval: Duration::from_secs(5),
-        }
-    }
-
     /// Whether requests must carry credentials.
     pub fn authentication_required(&self) -> bool {
         self.authenticator.is_some()
@@ -237,6 +224,7 @@ impl Security {
     /// Whether any check applies to requests (otherwise the guard is left out).
     pub fn guards_requests(&self) -> bool {
         self.authenticator.is_some()
+            || self.tls.as_ref().is_some_and(|tls| tls.client_auth)
             || self.rates.is_active()
             || self.audit.is_some()
             || self.limits.max_header_bytes.is_some()
@@ -261,6 +249,15 @@ impl Security {
         peer: Option<IpAddr>,
         model: Option<&str>,
     ) -> Result<Admission<'_>, (Denial, Option<Arc<Principal>>)> {
+        if self.tls.as_ref().is_some_and(|tls| tls.client_auth) && !credentials.client_certificate {
+            return Err((
+                Denial::Unauthenticated(
+                    "a client certificate signed by the configured CA is required (--tls-client-ca)"
+                        .to_string(),
+                ),
+                None,
+            ));
+        }
         let principal = match &self.authenticator {
             Some(authenticator) => authenticator
                 .authenticate(credentials)

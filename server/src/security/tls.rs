@@ -1,7 +1,10 @@
 //! TLS for both listeners with rustls: certificate and key from PEM files,
 //! re-read when they change (cert-manager rotates them in place), and optional
-//! client-certificate authentication against a CA bundle. Handshakes run in
-//! their own tasks so that a slow client cannot hold up accepting others.
+//! client-certificate authentication against a CA bundle. A client certificate,
+//! when presented, must verify during the handshake; one that is absent is
+//! refused by the guard on every endpoint but the health probes, which kubelet
+//! calls without one. Handshakes run in their own tasks so that a slow client
+//! cannot hold up accepting others.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -46,6 +49,8 @@ impl TlsFiles {
 /// The live configurations of the REST (HTTP/1.1) and gRPC (HTTP/2) listeners.
 pub struct TlsConfigs {
     watched: WatchedFiles,
+    /// Whether clients must present a certificate (a client CA is configured).
+    pub client_auth: bool,
     /// For the REST listener.
     pub rest: Arc<ArcSwap<ServerConfig>>,
     /// For the gRPC listener.
@@ -59,6 +64,7 @@ impl TlsConfigs {
         let (rest, grpc) = build_pair(&contents)?;
         Ok(TlsConfigs {
             watched,
+            client_auth: files.client_ca.is_some(),
             rest: Arc::new(ArcSwap::from_pointee(rest)),
             grpc: Arc::new(ArcSwap::from_pointee(grpc)),
         })
@@ -113,6 +119,7 @@ fn build(contents: &[Vec<u8>], alpn: &[u8]) -> Result<ServerConfig, SecurityErro
                     .map_err(|e| error("the client CA file", &e))?;
             }
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .allow_unauthenticated()
                 .build()
                 .map_err(|e| error("the client CA file", &e))?;
             builder.with_client_cert_verifier(verifier)

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Fuzzes every parser that request bytes reach (server/fuzz, target
+# request_parsers) with cargo-fuzz: libFuzzer plus AddressSanitizer, on nightly
+# Rust, for FUZZ_SECONDS (default 60). Installs cargo-fuzz (into $SLUICE_CACHE)
+# and the nightly toolchain when missing. Prints the number of executions;
+# exits non-zero, leaving the crashing input under server/fuzz/artifacts/, on a
+# crash, a timeout or running out of memory.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+seconds=${FUZZ_SECONDS:-60}
+cache=${SLUICE_CACHE:-$HOME/.cache/sluice}
+
+if ! cargo +nightly --version >/dev/null 2>&1; then
+  echo "fuzz: installing the nightly toolchain (cargo-fuzz needs it)"
+  rustup toolchain install nightly --profile minimal
+fi
+if [ ! -x "$cache/cargo-fuzz/bin/cargo-fuzz" ]; then
+  echo "fuzz: installing cargo-fuzz into $cache/cargo-fuzz"
+  cargo install cargo-fuzz --locked --version 0.13.2 --root "$cache/cargo-fuzz"
+fi
+export PATH=$cache/cargo-fuzz/bin:$PATH
+
+# libFuzzer adds new inputs to the first corpus folder: keep that one out of git,
+# and read the checked-in seeds from the second.
+corpus=target/fuzz/corpus/request_parsers
+mkdir -p "$corpus"
+log=target/fuzz/request_parsers.log
+echo "fuzz: request_parsers for ${seconds}s (log: $log)"
+status=0
+cargo +nightly fuzz run request_parsers --fuzz-dir server/fuzz --target-dir target/fuzz \
+  "$corpus" server/fuzz/seeds -- \
+  -max_total_time="$seconds" -timeout=10 -rss_limit_mb=4096 -print_final_stats=1 \
+  >"$log" 2>&1 || status=$?
+grep -E '^(Done [0-9]+ runs|stat::number_of_executed_units|stat::peak_rss_mb)' "$log" || true
+if [ "$status" -ne 0 ]; then
+  tail -n 60 "$log"
+  echo "fuzz: request_parsers FAILED (exit $status); the input is under server/fuzz/artifacts/" >&2
+  exit "$status"
+fi
+echo "fuzz: request_parsers: no crash"
