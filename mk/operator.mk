@@ -20,8 +20,8 @@ check-crds:
 	@diff -q $(OPERATOR_CRD) $(REPO_ROOT)/config/crd/bases/$(notdir $(OPERATOR_CRD))
 	@diff -q $(OPERATOR_CRD) $(REPO_ROOT)/charts/sluice/crds/$(notdir $(OPERATOR_CRD))
 
-## test-operator: operator unit, fixture and API-server integration tests
-test-operator: cluster-deps
+## test-operator: operator unit, fixture, API-server and Prometheus-analysis integration tests
+test-operator: build cluster-deps
 	$(CARGO) test -p sluice-operator
 
 ## test-operator-e2e: kubectl apply a sample on the local cluster, infer, delete

@@ -23,7 +23,8 @@ pub struct ApiServer {
     token: String,
 }
 
-fn free_port() -> u16 {
+/// A free local TCP port.
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -1,0 +1,199 @@
+//! Rollout analysis against a real Prometheus scraping real `sluice-server`
+//! processes: a stable revision serving `mlp` and a new revision serving the `faulty`
+//! fixture (500 on real rows), both under real traffic. The built-in checks must fail
+//! the faulty revision on its error rate, pass the healthy one, find no data for a
+//! revision that served nothing, and hold (Error) once Prometheus is gone.
+//!
+//! Needs `make build` (the release `sluice-server` and the fixture models) and the
+//! cached Prometheus binary of `e2e/cluster/build-bins.sh`.
+
+// Only the port and binary helpers of the shared support module are used here.
+#[allow(dead_code)]
+mod support;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sluice_operator::rollout::CheckVerdict;
+use sluice_operator::rollout::analysis::{self, Target};
+use sluice_operator::rollout::prometheus;
+use sluice_operator::rollout::spec::AnalysisSpec;
+use support::{free_port, k8s_bins, repo_root};
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A sluice-server serving `model` (a fixture folder) as `roll`, labelled `revision`.
+fn server(dir: &Path, model: &str, revision: &str) -> (Killed, u16) {
+    let repo = repo_root();
+    let models = dir.join(revision);
+    std::fs::create_dir_all(models.join("roll/1")).unwrap();
+    std::fs::copy(
+        repo.join(format!("server/fixtures/models/{model}/1/model.onnx")),
+        models.join("roll/1/model.onnx"),
+    )
+    .expect("fixture models missing: run `make build`");
+    let (http, grpc) = (free_port(), free_port());
+    let bin = repo.join("target/release/sluice-server");
+    assert!(bin.exists(), "{} missing: run `make build`", bin.display());
+    let child = Command::new(bin)
+        .args(["serve", "--model-repository"])
+        .arg(&models)
+        .args([
+            "--http-port",
+            &http.to_string(),
+            "--grpc-port",
+            &grpc.to_string(),
+        ])
+        .env("SLUICE_ISVC", "roll")
+        .env("SLUICE_REVISION", revision)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    (Killed(child), http)
+}
+
+async fn wait_ok(client: &reqwest::Client, url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if client
+            .get(url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("{url} did not answer 200 within 60s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn analysis_against_real_prometheus_and_servers() {
+    let dir = std::env::temp_dir().join(format!("sluice-analysis-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (_stable, stable_port) = server(&dir, "mlp", "stable");
+    let (_faulty, faulty_port) = server(&dir, "faulty", "faulty");
+    let prom_port = free_port();
+    std::fs::write(
+        dir.join("prometheus.yml"),
+        format!(
+            "global: {{scrape_interval: 1s}}\nscrape_configs:\n- job_name: sluice\n  static_configs:\n  - targets: ['127.0.0.1:{stable_port}', '127.0.0.1:{faulty_port}']\n    labels: {{namespace: ns}}\n"
+        ),
+    )
+    .unwrap();
+    let mut prom = Killed(
+        Command::new(k8s_bins(&repo_root()).join("prometheus"))
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let http = reqwest::Client::new();
+    wait_ok(&http, &format!("http://127.0.0.1:{prom_port}/-/ready")).await;
+    for port in [stable_port, faulty_port] {
+        wait_ok(
+            &http,
+            &format!("http://127.0.0.1:{port}/v2/models/roll/ready"),
+        )
+        .await;
+    }
+
+    // Real rows (not all zeros) to both revisions, 20 per second each, for 8 s.
+    let body = serde_json::json!({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 16],
+        "data": (0..16).map(|i| (i as f32 - 7.5) / 4.0).collect::<Vec<_>>()}]});
+    let started = Instant::now();
+    let (mut ok, mut failed) = (0, 0);
+    while started.elapsed() < Duration::from_secs(8) {
+        for port in [stable_port, faulty_port] {
+            let status = http
+                .post(format!("http://127.0.0.1:{port}/v2/models/roll/infer"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status();
+            if status.is_success() {
+                ok += 1
+            } else {
+                failed += 1
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        ok > 50 && failed > 50,
+        "stable answers, faulty fails ({ok} ok, {failed} failed)"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await; // a last scrape
+
+    let spec = AnalysisSpec {
+        window_seconds: 15,
+        ..AnalysisSpec::default()
+    };
+    let client = prometheus::client(&format!("http://127.0.0.1:{prom_port}")).unwrap();
+    let analyse = |revision: &'static str| {
+        let plan = analysis::plan(
+            &spec,
+            &Target {
+                isvc: "roll",
+                namespace: "ns",
+                revision,
+                stable: "stable",
+            },
+        );
+        let client = client.clone();
+        async move { prometheus::run(Some(&client), &plan).await }
+    };
+
+    let faulty = analyse("faulty").await;
+    assert_eq!(faulty.verdict, CheckVerdict::Fail, "{}", faulty.summary());
+    let errors = &faulty.checks[0];
+    assert_eq!(
+        (errors.name.as_str(), errors.verdict),
+        ("error-rate", CheckVerdict::Fail)
+    );
+    assert_eq!(errors.value, Some(1.0), "every real row failed");
+
+    let healthy = analyse("stable").await;
+    assert_eq!(healthy.verdict, CheckVerdict::Pass, "{}", healthy.summary());
+    assert_eq!(healthy.checks[0].value, Some(0.0));
+    assert!(
+        healthy.checks[1]
+            .value
+            .is_some_and(|p99| p99 > 0.0 && p99 < 1.0)
+    );
+
+    let silent = analyse("never-served").await;
+    assert_eq!(silent.verdict, CheckVerdict::NoData, "{}", silent.summary());
+
+    let _ = prom.0.kill();
+    let _ = prom.0.wait();
+    let down = analyse("faulty").await;
+    assert_eq!(down.verdict, CheckVerdict::Error, "{}", down.summary());
+    assert!(
+        down.failing().contains("Prometheus query failed"),
+        "{}",
+        down.failing()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
