@@ -205,7 +205,10 @@ fn condition(
     }
 }
 
-/// Whether the Deployment runs only `revision`, on all its desired replicas.
+/// Whether the Deployment runs only `revision`: every pod it wants is of that
+/// revision and no older pod is left. How many are ready is the `Available`
+/// condition's business, so an autoscaler's scale-up, whose new pods are still
+/// starting, does not make a ready service un-Ready.
 pub fn rolled_out(deployment: Option<&Deployment>, revision: &str) -> bool {
     let Some(d) = deployment else { return false };
     let (Some(spec), Some(status)) = (&d.spec, &d.status) else {
@@ -216,7 +219,6 @@ pub fn rolled_out(deployment: Option<&Deployment>, revision: &str) -> bool {
         && status.observed_generation >= d.metadata.generation
         && status.updated_replicas.unwrap_or(0) >= want
         && status.replicas.unwrap_or(0) == status.updated_replicas.unwrap_or(0)
-        && status.available_replicas.unwrap_or(0) >= want
 }
 
 fn init_status(pod: &Pod) -> Option<&ContainerStatus> {
