@@ -93,9 +93,14 @@ async fn serve(isvc: &InferenceService, ctx: &Context) -> Result<Action> {
             message,
         },
         Ok(()) => {
+            let running = observed
+                .deployment
+                .as_ref()
+                .and_then(|d| d.spec.as_ref()?.replicas);
             let scale = autoscale::evaluate(
                 isvc,
                 &observed.pods,
+                running,
                 ctx.prometheus.as_ref(),
                 Timestamp::now(),
             )
@@ -111,7 +116,7 @@ async fn serve(isvc: &InferenceService, ctx: &Context) -> Result<Action> {
                 return Err(error);
             }
             let previous = isvc.status.as_ref().and_then(|s| s.autoscaling.as_ref());
-            if let Some((from, to)) = autoscale::scaled(previous, &scale) {
+            if let Some((from, to)) = autoscale::scaled(running, previous, &scale) {
                 info!(isvc = %isvc.name_any(), from, to, reason = %scale.reason, "scaled");
                 let note = format!("scaled from {from} to {to} replicas: {}", scale.reason);
                 publish(ctx, isvc, EventType::Normal, "Scaled", note).await;
