@@ -138,9 +138,18 @@ async fn serve(isvc: &InferenceService, ctx: &Context) -> Result<Action> {
         rollback(isvc, ctx).await?;
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
+    // The count in force, fresh from the API server rather than from a status
+    // that may lag: every revision runs at most the total (a canary less, a
+    // blue-green preview as much), so the largest Deployment carries it.
+    let running = observed
+        .deployments
+        .iter()
+        .filter_map(|d| d.spec.as_ref()?.replicas)
+        .max();
     let scale = autoscale::evaluate(
         isvc,
         &observed.pods,
+        running,
         ctx.prometheus.as_ref(),
         Timestamp::now(),
     )
@@ -169,7 +178,7 @@ async fn serve(isvc: &InferenceService, ctx: &Context) -> Result<Action> {
         clear_command(isvc, ctx).await?;
     }
     let previous = isvc.status.as_ref().and_then(|s| s.autoscaling.as_ref());
-    if let Some((from, to)) = autoscale::scaled(previous, &scale) {
+    if let Some((from, to)) = autoscale::scaled(running, previous, &scale) {
         info!(isvc = %isvc.name_any(), from, to, reason = %scale.reason, "scaled");
         let note = format!("scaled from {from} to {to} replicas: {}", scale.reason);
         publish_fact(ctx, isvc, EventType::Normal, "Scaled", note).await;

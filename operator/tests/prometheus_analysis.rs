@@ -150,7 +150,8 @@ async fn analysis_against_real_prometheus_and_servers() {
         window_seconds: 15,
         ..AnalysisSpec::default()
     };
-    let client = prometheus::client(&format!("http://127.0.0.1:{prom_port}")).unwrap();
+    let client =
+        sluice_operator::prometheus::client(&format!("http://127.0.0.1:{prom_port}")).unwrap();
     let analyse = |revision: &'static str| {
         let plan = analysis::plan(
             &spec,

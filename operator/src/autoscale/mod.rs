@@ -27,10 +27,12 @@ use spec::{AutoscalingMode, AutoscalingStatus};
 /// Decides the total replica count of `isvc` now: in mode `External` from
 /// `spec.replicas`, in mode `Sluice` from the signals Prometheus gives, or
 /// `minReplicas` when the operator has no Prometheus at all (`prometheus` is `None`).
-/// `pods` are its serving pods.
+/// `pods` are its serving pods; `running` is the replica count its Deployments
+/// have now (read from the API server, so fresher than a cached status).
 pub async fn evaluate(
     isvc: &InferenceService,
     pods: &[Pod],
+    running: Option<i32>,
     prometheus: Option<&prometheus_http_query::Client>,
     now: Timestamp,
 ) -> AutoscalingStatus {
@@ -64,7 +66,7 @@ pub async fn evaluate(
                 max_replicas: spec.max_replicas,
                 cpu_request_cores: cpu_request_cores(isvc),
                 gpu,
-                current: previous.map_or(spec.min_replicas, |p| p.desired_replicas),
+                current: current(running, previous).unwrap_or(spec.min_replicas),
                 previous,
                 signals: &signals,
                 now,
@@ -133,8 +135,19 @@ pub fn validate(isvc: &InferenceService) -> Result<(), String> {
     Ok(())
 }
 
-/// Whether the decision changed the count, for an Event: `(from, to)`.
-pub fn scaled(previous: Option<&AutoscalingStatus>, new: &AutoscalingStatus) -> Option<(i32, i32)> {
-    let from = previous?.desired_replicas;
+/// The count now: what the Deployments run, else the last decision.
+fn current(running: Option<i32>, previous: Option<&AutoscalingStatus>) -> Option<i32> {
+    running.or(previous.map(|p| p.desired_replicas))
+}
+
+/// Whether the decision changes the count, for an Event: `(from, to)`. A reconcile
+/// that reads a status not yet updated by the previous one still sees the
+/// Deployments' count, so one change makes one Event.
+pub fn scaled(
+    running: Option<i32>,
+    previous: Option<&AutoscalingStatus>,
+    new: &AutoscalingStatus,
+) -> Option<(i32, i32)> {
+    let from = current(running, previous)?;
     (from != new.desired_replicas).then_some((from, new.desired_replicas))
 }
