@@ -55,7 +55,14 @@ struct Configuration {
     name: &'static str,
     port: u16,
     header: Option<(&'static str, String)>,
-    _server: Server,
+    server: Server,
+}
+
+/// A port nothing listens on (the machine is shared: fixed ports may be taken).
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 fn start(binary: &Path, repository: &Path, port: u16, flags: &[&str]) -> anyhow::Result<Server> {
@@ -267,23 +274,30 @@ fn main() -> anyhow::Result<()> {
         .into_iter()
         .chain(LIMITS)
         .collect();
-        let configurations = [
-            Configuration { name: "off", port: 19300, header: None, _server: start(&binary, &repository, 19300, &[])? },
+        let ports = [free_port()?, free_port()?, free_port()?];
+        let mut configurations = [
+            Configuration { name: "off", port: ports[0], header: None, server: start(&binary, &repository, ports[0], &[])? },
             Configuration {
                 name: "API key + rate limits",
-                port: 19302,
+                port: ports[1],
                 header: Some(("x-api-key", key.to_string())),
-                _server: start(&binary, &repository, 19302, &keys_flags)?,
+                server: start(&binary, &repository, ports[1], &keys_flags)?,
             },
             Configuration {
                 name: "JWT + rate limits",
-                port: 19304,
+                port: ports[2],
                 header: Some(("authorization", format!("Bearer {token}"))),
-                _server: start(&binary, &repository, 19304, &jwt_flags)?,
+                server: start(&binary, &repository, ports[2], &jwt_flags)?,
             },
         ];
-        for configuration in &configurations {
+        for configuration in &mut configurations {
             wait_ready(configuration.port).await;
+            anyhow::ensure!(
+                configuration.server.0.try_wait()?.is_none(),
+                "the '{}' server exited (port {} taken?)",
+                configuration.name,
+                configuration.port
+            );
             load(configuration, WARM).await;
         }
         println!("sluice security bench: fixture MLP, 1-row JSON requests, concurrency {CONCURRENCY}, server on CPU 0");
