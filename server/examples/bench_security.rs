@@ -20,8 +20,10 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 
-const ROUNDS: usize = 5;
-const MEASURE: Duration = Duration::from_secs(3);
+const ROUNDS: usize = 9;
+const MEASURE: Duration = Duration::from_secs(2);
+/// Calls of the guard per in-process measurement.
+const GUARD_CALLS: u32 = 200_000;
 const WARM: Duration = Duration::from_millis(500);
 const CONCURRENCY: usize = 16;
 const BODY: &str = r#"{"inputs":[{"name":"input","datatype":"FP32","shape":[1,16],"data":[0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0,1.1,1.2,1.3,1.4,1.5,1.6]}]}"#;
@@ -53,7 +55,14 @@ struct Configuration {
     name: &'static str,
     port: u16,
     header: Option<(&'static str, String)>,
-    _server: Server,
+    server: Server,
+}
+
+/// A port nothing listens on (the machine is shared: fixed ports may be taken).
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 fn start(binary: &Path, repository: &Path, port: u16, flags: &[&str]) -> anyhow::Result<Server> {
@@ -158,6 +167,53 @@ async fn load(configuration: &Configuration, duration: Duration) -> f64 {
     total as f64 / started.elapsed().as_secs_f64()
 }
 
+/// Nanoseconds per guard decision (authenticate, authorize, concurrency slot,
+/// client and model buckets), measured in-process: the part of a request's cost
+/// that the guard adds, free of the network and scheduling noise of the
+/// end-to-end rounds.
+async fn guard_cost(keys: &Path, jwks: &Path, header: (&str, &str)) -> anyhow::Result<f64> {
+    use sluice_server::security::auth::Credentials;
+    use sluice_server::security::jwt::{JwksSource, JwtOptions};
+    use sluice_server::security::ratelimit::Rate;
+    use sluice_server::security::{Security, SecurityOptions};
+
+    let options = SecurityOptions {
+        api_keys_file: Some(keys.to_path_buf()),
+        jwt: Some(JwtOptions {
+            issuer: "bench".into(),
+            audience: "sluice".into(),
+            jwks: JwksSource::File(jwks.to_path_buf()),
+            models_claim: "models".into(),
+            refresh: Duration::from_secs(300),
+            leeway_seconds: 30,
+        }),
+        client_rate: Some(Rate::new(1e9, 1_000_000_000).map_err(anyhow::Error::msg)?),
+        model_rate: Some(Rate::new(1e9, 1_000_000_000).map_err(anyhow::Error::msg)?),
+        max_concurrent_per_client: Some(1000),
+        reload_interval: Duration::from_secs(5),
+        ..SecurityOptions::default()
+    };
+    let security = Security::load(&options).await?;
+    let mut headers = hyper::HeaderMap::new();
+    headers.insert(
+        hyper::header::HeaderName::from_bytes(header.0.as_bytes())?,
+        header.1.parse()?,
+    );
+    let peer = Some(std::net::IpAddr::from([127, 0, 0, 1]));
+    let started = Instant::now();
+    for _ in 0..GUARD_CALLS {
+        let credentials =
+            Credentials::from_headers(|name| headers.get(name).and_then(|v| v.to_str().ok()));
+        let admission = security.admit(&credentials, peer, Some("mlp"));
+        assert!(
+            admission.is_ok(),
+            "the guard refused the benchmark's credentials"
+        );
+        std::hint::black_box(admission.is_ok());
+    }
+    Ok(started.elapsed().as_nanos() as f64 / f64::from(GUARD_CALLS))
+}
+
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
@@ -218,23 +274,30 @@ fn main() -> anyhow::Result<()> {
         .into_iter()
         .chain(LIMITS)
         .collect();
-        let configurations = [
-            Configuration { name: "off", port: 19300, header: None, _server: start(&binary, &repository, 19300, &[])? },
+        let ports = [free_port()?, free_port()?, free_port()?];
+        let mut configurations = [
+            Configuration { name: "off", port: ports[0], header: None, server: start(&binary, &repository, ports[0], &[])? },
             Configuration {
                 name: "API key + rate limits",
-                port: 19302,
+                port: ports[1],
                 header: Some(("x-api-key", key.to_string())),
-                _server: start(&binary, &repository, 19302, &keys_flags)?,
+                server: start(&binary, &repository, ports[1], &keys_flags)?,
             },
             Configuration {
                 name: "JWT + rate limits",
-                port: 19304,
+                port: ports[2],
                 header: Some(("authorization", format!("Bearer {token}"))),
-                _server: start(&binary, &repository, 19304, &jwt_flags)?,
+                server: start(&binary, &repository, ports[2], &jwt_flags)?,
             },
         ];
-        for configuration in &configurations {
+        for configuration in &mut configurations {
             wait_ready(configuration.port).await;
+            anyhow::ensure!(
+                configuration.server.0.try_wait()?.is_none(),
+                "the '{}' server exited (port {} taken?)",
+                configuration.name,
+                configuration.port
+            );
             load(configuration, WARM).await;
         }
         println!("sluice security bench: fixture MLP, 1-row JSON requests, concurrency {CONCURRENCY}, server on CPU 0");
@@ -251,6 +314,11 @@ fn main() -> anyhow::Result<()> {
             println!("{line}");
         }
         let medians: Vec<f64> = figures.iter_mut().map(|f| median(f)).collect();
+        let bearer = format!("Bearer {token}");
+        let costs = [
+            ("API key + rate limits", guard_cost(&keys_path, &jwks_path, ("x-api-key", key)).await?),
+            ("JWT + rate limits", guard_cost(&keys_path, &jwks_path, ("authorization", &bearer)).await?),
+        ];
         println!();
         for (configuration, value) in configurations.iter().zip(&medians) {
             println!(
@@ -258,6 +326,15 @@ fn main() -> anyhow::Result<()> {
                 configuration.name,
                 100.0 * value / medians[0],
                 100.0 * (1.0 - value / medians[0])
+            );
+        }
+        println!();
+        println!("in-process guard cost per request ({GUARD_CALLS} calls, one thread):");
+        let request_ns = 1e9 / medians[0];
+        for (name, ns) in costs {
+            println!(
+                "{name:<24} {ns:>7.0} ns per request = {:.2}% of the {request_ns:.0} ns a request takes at the 'off' median",
+                100.0 * ns / request_ns
             );
         }
         anyhow::Ok(())
