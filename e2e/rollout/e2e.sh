@@ -53,7 +53,7 @@ rollout slow/1 "" RolledBack
 reason=$(last_history reason)
 [[ $reason == *p99-latency* ]] || { say "FAIL: rollback reason does not name latency: $reason"; exit 1; }
 stable_is "$good" || { say "FAIL: stable revision changed"; exit 1; }
-events_with AnalysisFailed | grep -q "p99-latency-vs-stable = .* Fail query: histogram_quantile" ||
+has_event AnalysisFailed "p99-latency-vs-stable = .* Fail query: histogram_quantile" ||
     { say "FAIL: no AnalysisFailed event with the latency query, value and threshold"; exit 1; }
 result "slow (defaults): rolled back ${T_END}s after apply; full rollback (no slow pod serving) $(since "$T_TRAFFIC" "$T_GONE")s after its first traffic; reason: $reason"
 
@@ -112,7 +112,7 @@ selects_all() { [[ -z $(selector) ]]; }
 wait_until 30 "the Service selects every revision again" selects_all
 result "blue-green: switched to the preview after pre-promotion analysis, promoted after post-promotion analysis"
 bluegreen faulty/1 RolledBack
-events_with SwitchedBack | grep -q "switched back to revision $good" || { say "FAIL: no SwitchedBack event"; exit 1; }
+has_event SwitchedBack "switched back to revision $good" || { say "FAIL: no SwitchedBack event"; exit 1; }
 stable_is "$good" || { say "FAIL: stable revision changed"; exit 1; }
 result "blue-green: faulty passed the preview's smoke traffic, failed real traffic after the switch and was switched back: $(last_history reason)"
 

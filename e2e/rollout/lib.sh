@@ -114,6 +114,10 @@ rollout() {
 # last_history FIELD: a field of the newest status.history entry.
 last_history() { isvc_field "{.status.history[-1:].$1}"; }
 
+# has_event REASON PATTERN: an Event with REASON whose message matches PATTERN
+# (grep -c reads everything, so kubectl never dies of SIGPIPE under pipefail).
+has_event() { events_with "$1" | grep -c -- "$2" >/dev/null; }
+
 # events_with REASON: the notes of this InferenceService's Events with REASON.
 events_with() {
     k get events --field-selector "involvedObject.name=$ISVC,reason=$1" \

@@ -113,7 +113,20 @@ pub async fn reconcile(isvc: Arc<InferenceService>, ctx: Arc<Context>) -> Result
     .map_err(|e| Error::Finalizer(Box::new(e)))
 }
 
-async fn serve(isvc: &InferenceService, ctx: &Context) -> Result<Action> {
+async fn serve(cached: &InferenceService, ctx: &Context) -> Result<Action> {
+    // The rollout decides from status, so read it fresh: the watch cache may not
+    // have seen this operator's last status write yet, and a decision taken from an
+    // older status would repeat a step (or a rollback) that already happened.
+    let api: Api<InferenceService> = Api::namespaced(
+        ctx.client.clone(),
+        &cached
+            .namespace()
+            .ok_or(Error::MissingObjectKey("metadata.namespace"))?,
+    );
+    let Some(fresh) = api.get_opt(&cached.name_any()).await? else {
+        return Ok(Action::await_change());
+    };
+    let isvc = &fresh;
     let observed = dereference(isvc, &ctx.client).await?;
     if let Err(message) = build::validate(isvc) {
         let outcome = Outcome::Refused {
