@@ -256,6 +256,14 @@ async fn decide(
                     namespace: &namespace,
                     revision: &r.revision,
                     stable: r.stable.as_deref().unwrap_or_default(),
+                    stable_offset_seconds: (r.strategy == rollout::Strategy::BlueGreen
+                        && r.step == machine::BG_POST_PROMOTION)
+                        .then(|| {
+                            r.step_started
+                                .as_ref()
+                                .map(|t| now.duration_since(t.0).as_secs().max(0) as u64)
+                        })
+                        .flatten(),
                 },
             );
             Some(prometheus::run(ctx.prometheus.as_ref(), &plan).await)

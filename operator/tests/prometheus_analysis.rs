@@ -160,6 +160,7 @@ async fn analysis_against_real_prometheus_and_servers() {
                 namespace: "ns",
                 revision,
                 stable: "stable",
+                stable_offset_seconds: None,
             },
         );
         let client = client.clone();

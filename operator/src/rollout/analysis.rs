@@ -29,6 +29,9 @@ pub struct Target<'a> {
     pub revision: &'a str,
     /// The stable revision.
     pub stable: &'a str,
+    /// Seconds since production traffic left the stable revision (blue-green after
+    /// the switch): its latency is then taken from the window before the switch.
+    pub stable_offset_seconds: Option<u64>,
 }
 
 /// The bound a check's value is held to.
@@ -102,6 +105,15 @@ fn p99(selector: &str, window: &str) -> String {
     )
 }
 
+fn p99_before(selector: &str, window: &str, offset: Option<u64>) -> String {
+    match offset {
+        Some(seconds) => format!(
+            "histogram_quantile(0.99, sum by (le) (rate(sluice_inference_request_duration_seconds_bucket{{{selector}}}[{window}] offset {seconds}s)))"
+        ),
+        None => p99(selector, window),
+    }
+}
+
 /// The queries of one analysis of `t` under `spec`.
 pub fn plan(spec: &AnalysisSpec, t: &Target) -> Plan {
     let window = format!("{}s", spec.window_seconds);
@@ -120,7 +132,7 @@ pub fn plan(spec: &AnalysisSpec, t: &Target) -> Plan {
             name: "p99-latency-vs-stable".into(),
             query: p99(&new, &window),
             bound: Bound::Relative {
-                query: p99(&stable, &window),
+                query: p99_before(&stable, &window, t.stable_offset_seconds),
                 ratio: spec.max_p99_latency_ratio,
                 tolerance: spec.latency_tolerance_seconds,
             },
@@ -340,6 +352,7 @@ mod tests {
         namespace: "ml",
         revision: "new1",
         stable: "old1",
+        stable_offset_seconds: None,
     };
 
     fn spec() -> AnalysisSpec {
@@ -362,6 +375,21 @@ mod tests {
         };
         assert!(query.contains(r#"revision="old1""#));
         assert_eq!(*ratio, 2.0);
+    }
+
+    #[test]
+    fn after_a_blue_green_switch_the_stable_latency_comes_from_before_it() {
+        let t = Target {
+            stable_offset_seconds: Some(42),
+            ..T
+        };
+        let Bound::Relative { query, .. } = &plan(&spec(), &t).checks[1].bound else {
+            panic!("relative latency bound expected");
+        };
+        assert!(
+            query.ends_with(r#"revision="old1"}[30s] offset 42s)))"#),
+            "{query}"
+        );
     }
 
     #[test]
