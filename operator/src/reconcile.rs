@@ -256,7 +256,7 @@ async fn decide(
                     namespace: &namespace,
                     revision: &r.revision,
                     stable: r.stable.as_deref().unwrap_or_default(),
-                    stable_offset_seconds: (r.strategy == rollout::Strategy::BlueGreen
+                    stable_offset_seconds: (r.strategy == crate::rollout::Strategy::BlueGreen
                         && r.step == machine::BG_POST_PROMOTION)
                         .then(|| {
                             r.step_started
