@@ -7,74 +7,37 @@
 //! Needs `make build` (the release `sluice-server` and the fixture models) and the
 //! cached Prometheus binary of `e2e/cluster/build-bins.sh`.
 
-// Only the port and binary helpers of the shared support module are used here.
+// Only the repository helpers of the shared support module are used here.
+#[path = "support/processes.rs"]
+mod processes;
 #[allow(dead_code)]
 mod support;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use processes::{Killed, sluice_server, wait_ok};
 use sluice_operator::rollout::CheckVerdict;
 use sluice_operator::rollout::analysis::{self, Target};
 use sluice_operator::rollout::prometheus;
 use sluice_operator::rollout::spec::AnalysisSpec;
-use support::{free_port, k8s_bins, repo_root};
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use support::repo_root;
 
 /// A sluice-server serving `model` (a fixture folder) as `roll`, labelled `revision`.
 fn server(dir: &Path, model: &str, revision: &str) -> (Killed, u16) {
-    let repo = repo_root();
     let models = dir.join(revision);
     std::fs::create_dir_all(models.join("roll/1")).unwrap();
     std::fs::copy(
-        repo.join(format!("server/fixtures/models/{model}/1/model.onnx")),
+        repo_root().join(format!("server/fixtures/models/{model}/1/model.onnx")),
         models.join("roll/1/model.onnx"),
     )
     .expect("fixture models missing: run `make build`");
-    let (http, grpc) = (free_port(), free_port());
-    let bin = repo.join("target/release/sluice-server");
-    assert!(bin.exists(), "{} missing: run `make build`", bin.display());
-    let child = Command::new(bin)
-        .args(["serve", "--model-repository"])
-        .arg(&models)
-        .args([
-            "--http-port",
-            &http.to_string(),
-            "--grpc-port",
-            &grpc.to_string(),
-        ])
-        .env("SLUICE_ISVC", "roll")
-        .env("SLUICE_REVISION", revision)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    (Killed(child), http)
-}
-
-async fn wait_ok(client: &reqwest::Client, url: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if client
-            .get(url)
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("{url} did not answer 200 within 60s");
+    sluice_server(
+        &models,
+        "roll",
+        revision,
+        &dir.join(format!("{revision}.log")),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,38 +47,10 @@ async fn analysis_against_real_prometheus_and_servers() {
     std::fs::create_dir_all(&dir).unwrap();
     let (_stable, stable_port) = server(&dir, "mlp", "stable");
     let (_faulty, faulty_port) = server(&dir, "faulty", "faulty");
-    let prom_port = free_port();
-    std::fs::write(
-        dir.join("prometheus.yml"),
-        format!(
-            "global: {{scrape_interval: 1s}}\nscrape_configs:\n- job_name: sluice\n  static_configs:\n  - targets: ['127.0.0.1:{stable_port}', '127.0.0.1:{faulty_port}']\n    labels: {{namespace: ns}}\n"
-        ),
-    )
-    .unwrap();
-    let mut prom = Killed(
-        Command::new(k8s_bins(&repo_root()).join("prometheus"))
-            .arg(format!(
-                "--config.file={}",
-                dir.join("prometheus.yml").display()
-            ))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let (prom, prom_port) = processes::prometheus(&dir, &[stable_port, faulty_port], "ns").await;
     let http = reqwest::Client::new();
-    wait_ok(&http, &format!("http://127.0.0.1:{prom_port}/-/ready")).await;
     for port in [stable_port, faulty_port] {
-        wait_ok(
-            &http,
-            &format!("http://127.0.0.1:{port}/v2/models/roll/ready"),
-        )
-        .await;
+        wait_ok(&format!("http://127.0.0.1:{port}/v2/models/roll/ready")).await;
     }
 
     // Real rows (not all zeros) to both revisions, 20 per second each, for 8 s.
@@ -188,8 +123,7 @@ async fn analysis_against_real_prometheus_and_servers() {
     let silent = analyse("never-served").await;
     assert_eq!(silent.verdict, CheckVerdict::NoData, "{}", silent.summary());
 
-    let _ = prom.0.kill();
-    let _ = prom.0.wait();
+    drop(prom);
     let down = analyse("faulty").await;
     assert_eq!(down.verdict, CheckVerdict::Error, "{}", down.summary());
     assert!(

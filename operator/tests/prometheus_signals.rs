@@ -8,66 +8,20 @@
 //! overrides), the fixture models (`make deps`) and the cached Prometheus that
 //! `e2e/cluster/build-bins.sh` builds.
 
+#[path = "support/processes.rs"]
+mod processes;
 #[allow(dead_code)]
 mod support;
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use jiff::Timestamp;
+use processes::{sluice_server, wait_until};
 use sluice_operator::autoscale::decision::{self, Input, Signals};
 use sluice_operator::autoscale::signals;
 use sluice_operator::autoscale::spec::Signal;
 use sluice_operator::crd::{AutoscalingMode, AutoscalingSpec, AutoscalingStatus};
-
-/// Kills the processes it holds when dropped.
-struct Processes(Vec<Child>);
-
-impl Drop for Processes {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn server_bin(repo: &Path) -> PathBuf {
-    let bin = std::env::var_os("SLUICE_SERVER_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo.join("target/release/sluice-server"));
-    assert!(
-        bin.exists(),
-        "{} is missing: run `make build` first",
-        bin.display()
-    );
-    bin
-}
-
-async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
+use support::free_port;
 
 /// A spec with 1 s scrapes in mind: 3 s rates, a 60 s peak window, a 10 s CPU window.
 fn spec() -> AutoscalingSpec {
@@ -102,7 +56,6 @@ async fn signals_from_a_real_prometheus_scraping_a_real_server() {
         models.join("mlp/1/model.onnx").exists(),
         "fixture models missing: run `make deps`"
     );
-    let prometheus_bin = support::k8s_bins(&repo).join("prometheus");
     let dir = std::env::temp_dir().join(format!("sluice-signals-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -111,53 +64,10 @@ async fn signals_from_a_real_prometheus_scraping_a_real_server() {
     let repository = dir.join("models");
     std::fs::create_dir_all(&repository).unwrap();
     std::os::unix::fs::symlink(models.join("mlp"), repository.join("mlp")).unwrap();
-    let (http, grpc, prom_port) = (free_port(), free_port(), free_port());
-    let log = |name: &str| std::fs::File::create(dir.join(name)).unwrap();
-    let server = Command::new(server_bin(&repo))
-        .args(["serve", "--host", "127.0.0.1", "--model-repository"])
-        .arg(&repository)
-        .args([
-            "--http-port",
-            &http.to_string(),
-            "--grpc-port",
-            &grpc.to_string(),
-        ])
-        .env("SLUICE_ISVC", "fraud")
-        .env("SLUICE_REVISION", "abc12")
-        .stdout(Stdio::null())
-        .stderr(log("server.log"))
-        .spawn()
-        .unwrap();
+    let (_server, http) = sluice_server(&repository, "fraud", "abc12", &dir.join("server.log"));
     // Prometheus scraping it every second, adding the `namespace` label that pod
     // discovery adds in a cluster.
-    std::fs::write(
-        dir.join("prometheus.yml"),
-        format!(
-            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
-             scrape_configs:\n\
-             - job_name: sluice\n  \
-               fallback_scrape_protocol: PrometheusText0.0.4\n  \
-               static_configs:\n  \
-               - targets: ['127.0.0.1:{http}']\n    \
-                 labels: {{namespace: ml}}\n"
-        ),
-    )
-    .unwrap();
-    let prometheus = Command::new(&prometheus_bin)
-        .arg(format!(
-            "--config.file={}",
-            dir.join("prometheus.yml").display()
-        ))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-        .stdout(Stdio::null())
-        .stderr(log("prometheus.log"))
-        .spawn()
-        .unwrap();
-    let _processes = Processes(vec![server, prometheus]);
+    let (_prometheus, prom_port) = processes::prometheus(&dir, &[http], "ml").await;
 
     let http_client = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{http}");
