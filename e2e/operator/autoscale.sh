@@ -124,11 +124,16 @@ burst)
     say "mode External: kubectl scale owns the count"
     "$KUBECTL" patch isvc "$NAME" --type merge -p '{"spec":{"autoscaling":{"mode":"External"}}}' >/dev/null
     "$KUBECTL" scale isvc "$NAME" --replicas 3 >/dev/null
+    # One revision, so its Deployment (`$NAME-<revision>`) runs the whole count.
+    running() {
+        "$KUBECTL" get deployments -l "serving.sluice.dev/inferenceservice=$NAME" \
+            -o jsonpath='{range .items[*]}{.spec.replicas}{"\n"}{end}' | awk '{n += $1} END {print n + 0}'
+    }
     for _ in $(seq 60); do
-        [[ $("$KUBECTL" get deployment "$NAME" -o jsonpath='{.spec.replicas}') == 3 ]] && break
+        [[ $(running) == 3 ]] && break
         sleep 1
     done
-    [[ $("$KUBECTL" get deployment "$NAME" -o jsonpath='{.spec.replicas}') == 3 ]] ||
+    [[ $(running) == 3 ]] ||
         { say "FAIL: kubectl scale --replicas 3 did not reach the Deployment"; exit 1; }
     [[ $("$KUBECTL" get isvc "$NAME" -o jsonpath='{.status.autoscaling.signal}') == External ]] ||
         { say "FAIL: status.autoscaling.signal is not External"; exit 1; }
