@@ -34,6 +34,8 @@ const EXPECTED: &[(&str, &str, &[&str])] = &[
     ("networking.k8s.io", "networkpolicies", OWN),
     ("", "pods", READ),
     ("events.k8s.io", "events", &["create", "patch"]),
+    // Rollouts write per-revision weights into the HTTPRoute a spec names.
+    ("gateway.networking.k8s.io", "httproutes", &["get", "patch"]),
 ];
 
 fn permissions(rules: &[PolicyRule]) -> Vec<(String, String, Vec<String>)> {
