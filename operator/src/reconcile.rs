@@ -595,14 +595,33 @@ where
             .await?
             .then(|| K::kind(&()).into_owned())),
         (None, Some(current)) if owned_by(current, isvc) => {
-            let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
-            api.delete(&current.name_any(), &DeleteParams::default())
-                .await?;
-            ctx.metrics.write(&K::kind(&()), "delete");
+            delete_each([current], namespace, &DeleteParams::default(), ctx).await?;
             Ok(Some(format!("{} (deleted)", K::kind(&()))))
         }
         (None, _) => Ok(None),
     }
+}
+
+/// Deletes every object of `objects`, counting each write in the metrics.
+async fn delete_each<'a, K>(
+    objects: impl IntoIterator<Item = &'a K>,
+    namespace: &str,
+    params: &DeleteParams,
+    ctx: &Context,
+) -> Result<()>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + DeserializeOwned
+        + Clone
+        + std::fmt::Debug
+        + 'a,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
+    for object in objects {
+        api.delete(&object.name_any(), params).await?;
+        ctx.metrics.write(&K::kind(&()), "delete");
+    }
+    Ok(())
 }
 
 /// Applies `desired` unless `current` already carries its hash. Returns whether it wrote.
@@ -717,35 +736,26 @@ async fn cleanup(isvc: &InferenceService, ctx: &Context) -> Result<Action> {
     let client = &ctx.client;
     let params = DeleteParams::background();
     let observed = dereference(isvc, client).await?;
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
-    for d in &observed.deployments {
-        deployments.delete(&d.name_any(), &params).await?;
-        ctx.metrics.write("Deployment", "delete");
-    }
-    let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
-    for service in &observed.services {
-        services.delete(&service.name_any(), &params).await?;
-        ctx.metrics.write("Service", "delete");
-    }
-    if let Some(pdb) = observed.pdb.as_ref().filter(|p| owned_by(*p, isvc)) {
-        let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), &namespace);
-        pdbs.delete(&pdb.name_any(), &params).await?;
-        ctx.metrics.write("PodDisruptionBudget", "delete");
-    }
-    if let Some(policy) = observed
-        .network_policy
-        .as_ref()
-        .filter(|p| owned_by(*p, isvc))
-    {
-        let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &namespace);
-        policies.delete(&policy.name_any(), &params).await?;
-        ctx.metrics.write("NetworkPolicy", "delete");
-    }
-    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
-    for cm in &observed.config_maps {
-        config_maps.delete(&cm.name_any(), &params).await?;
-        ctx.metrics.write("ConfigMap", "delete");
-    }
+    delete_each(&observed.deployments, &namespace, &params, ctx).await?;
+    delete_each(&observed.services, &namespace, &params, ctx).await?;
+    delete_each(
+        observed.pdb.as_ref().filter(|p| owned_by(*p, isvc)),
+        &namespace,
+        &params,
+        ctx,
+    )
+    .await?;
+    delete_each(
+        observed
+            .network_policy
+            .as_ref()
+            .filter(|p| owned_by(*p, isvc)),
+        &namespace,
+        &params,
+        ctx,
+    )
+    .await?;
+    delete_each(&observed.config_maps, &namespace, &params, ctx).await?;
     info!(isvc = %name, %namespace, "deleted");
     publish(
         ctx,
