@@ -6,17 +6,19 @@
 //! process (the load generator and the raw in-process runs) should be pinned to
 //! another CPU, as `make bench` does.
 
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
 use sluice_server::config::ModelConfig;
 use sluice_server::runtime::OnnxModel;
 use sluice_server::tensor::{Tensor, TensorData};
+use support::{Server, closed_loop};
 
 const FEATURES: usize = 16;
 /// The server's `max_batch_size`, and the raw baseline's largest batch.
@@ -132,16 +134,6 @@ fn raw(model_path: &Path, batch_rows: &[usize]) -> anyhow::Result<Vec<Figures>> 
         .collect()
 }
 
-/// A server process that is killed when dropped.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn pinned(program: &Path) -> Command {
     let mut command = Command::new("taskset");
     command
@@ -244,10 +236,8 @@ impl Payload {
     }
 }
 
-/// Closed-loop load over `concurrency` keep-alive HTTP/1.1 connections, each
-/// sending its next request when the last one answers, for `MEASURE` after
-/// `WARM`. Throughput counts rows. The client is hyper without a pool, so that
-/// it costs far less CPU than the servers it measures.
+/// Closed-loop load ([`support::closed_loop`]) over `concurrency` connections for
+/// `MEASURE` after `WARM`. Throughput counts rows.
 ///
 /// The server's CPU time per request is measured too: unlike throughput it does
 /// not depend on how fast the load generator is, nor on other work on the machine.
@@ -258,47 +248,11 @@ async fn load(
     payload: &Payload,
     concurrency: usize,
 ) -> Figures {
-    let run = |duration: Duration| {
-        let tasks: Vec<_> = (0..concurrency)
-            .map(|_| {
-                let path = path.to_string();
-                let payload = payload.clone();
-                tokio::spawn(async move {
-                    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-                        .await
-                        .expect("connect");
-                    stream.set_nodelay(true).expect("nodelay");
-                    let (mut sender, connection) =
-                        hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                            .await
-                            .expect("handshake");
-                    tokio::spawn(connection);
-                    let mut latencies = Vec::new();
-                    let started = Instant::now();
-                    while started.elapsed() < duration {
-                        let t = Instant::now();
-                        let response = sender
-                            .send_request(payload.request(&path))
-                            .await
-                            .expect("response");
-                        let status = response.status();
-                        response.into_body().collect().await.expect("body");
-                        assert!(status.is_success(), "{path} answered {status}");
-                        latencies.push(t.elapsed());
-                    }
-                    latencies
-                })
-            })
-            .collect();
-        async move {
-            let started = Instant::now();
-            let mut all = Vec::new();
-            for task in tasks {
-                all.extend(task.await.expect("load task"));
-            }
-            (all, started.elapsed())
-        }
+    let request = {
+        let (path, payload) = (path.to_string(), payload.clone());
+        move || payload.request(&path)
     };
+    let run = |duration| closed_loop(port, concurrency, duration, request.clone());
     run(WARM).await;
     let cpu_before = process_cpu(server.0.id());
     let (latencies, elapsed) = run(MEASURE).await;

@@ -10,15 +10,17 @@
 //! The servers run pinned to CPU 0; pin this process to another CPU, as
 //! `make bench-security` does.
 
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use base64::Engine;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
+use support::{Server, closed_loop};
 
 const ROUNDS: usize = 9;
 const MEASURE: Duration = Duration::from_secs(2);
@@ -39,16 +41,6 @@ const LIMITS: [&str; 10] = [
     "--max-concurrent-per-client",
     "1000",
 ];
-
-/// A server process that is killed when dropped.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// One configuration: its server, port and the header its requests carry.
 struct Configuration {
@@ -121,50 +113,24 @@ async fn wait_ready(port: u16) {
     panic!("the server on port {port} never became ready");
 }
 
-/// Requests per second over `CONCURRENCY` keep-alive connections for `duration`.
+/// Requests per second over `CONCURRENCY` keep-alive connections for `duration`
+/// ([`support::closed_loop`]).
 async fn load(configuration: &Configuration, duration: Duration) -> f64 {
-    let tasks: Vec<_> = (0..CONCURRENCY)
-        .map(|_| {
-            let port = configuration.port;
-            let header = configuration.header.clone();
-            tokio::spawn(async move {
-                let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-                    .await
-                    .expect("connect");
-                stream.set_nodelay(true).expect("nodelay");
-                let (mut sender, connection) =
-                    hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                        .await
-                        .expect("handshake");
-                tokio::spawn(connection);
-                let mut count = 0u64;
-                let started = Instant::now();
-                while started.elapsed() < duration {
-                    let mut request = hyper::Request::post("/v2/models/mlp/infer")
-                        .header("host", "127.0.0.1")
-                        .header("content-type", "application/json");
-                    if let Some((name, value)) = &header {
-                        request = request.header(*name, value);
-                    }
-                    let request = request
-                        .body(Full::new(Bytes::from_static(BODY.as_bytes())))
-                        .expect("request");
-                    let response = sender.send_request(request).await.expect("response");
-                    let status = response.status();
-                    response.into_body().collect().await.expect("body");
-                    assert!(status.is_success(), "answered {status}");
-                    count += 1;
-                }
-                count
-            })
-        })
-        .collect();
-    let started = Instant::now();
-    let mut total = 0;
-    for task in tasks {
-        total += task.await.expect("load task");
-    }
-    total as f64 / started.elapsed().as_secs_f64()
+    let header = configuration.header.clone();
+    let request = move || {
+        let mut request = hyper::Request::post("/v2/models/mlp/infer")
+            .header("host", "127.0.0.1")
+            .header("content-type", "application/json");
+        if let Some((name, value)) = &header {
+            request = request.header(*name, value);
+        }
+        request
+            .body(Full::new(Bytes::from_static(BODY.as_bytes())))
+            .expect("request")
+    };
+    let (latencies, elapsed) =
+        closed_loop(configuration.port, CONCURRENCY, duration, request).await;
+    latencies.len() as f64 / elapsed.as_secs_f64()
 }
 
 /// Nanoseconds per guard decision (authenticate, authorize, concurrency slot,

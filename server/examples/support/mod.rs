@@ -1,0 +1,68 @@
+//! What the benchmarks share: server processes that stop with the benchmark, and
+//! the closed-loop HTTP/1.1 load generator.
+
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+
+/// A server process that is killed when dropped.
+pub struct Server(pub Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Closed-loop load over `concurrency` keep-alive HTTP/1.1 connections to
+/// `127.0.0.1:port`, each sending its next `request()` when the last one answers,
+/// for `duration`. Returns every request's latency and the time the run took.
+/// The client is hyper without a pool, so that it costs far less CPU than the
+/// servers it measures. Panics on any answer but 2xx.
+pub async fn closed_loop<F>(
+    port: u16,
+    concurrency: usize,
+    duration: Duration,
+    request: F,
+) -> (Vec<Duration>, Duration)
+where
+    F: Fn() -> hyper::Request<Full<Bytes>> + Clone + Send + 'static,
+{
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let request = request.clone();
+            tokio::spawn(async move {
+                let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .expect("connect");
+                stream.set_nodelay(true).expect("nodelay");
+                let (mut sender, connection) =
+                    hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                        .await
+                        .expect("handshake");
+                tokio::spawn(connection);
+                let mut latencies = Vec::new();
+                let started = Instant::now();
+                while started.elapsed() < duration {
+                    let t = Instant::now();
+                    let response = sender.send_request(request()).await.expect("response");
+                    let status = response.status();
+                    response.into_body().collect().await.expect("body");
+                    assert!(status.is_success(), "answered {status}");
+                    latencies.push(t.elapsed());
+                }
+                latencies
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.expect("load task"));
+    }
+    (all, started.elapsed())
+}
