@@ -15,18 +15,7 @@ source "$REPO_ROOT/e2e/operator/lib.sh"
 # shellcheck source=e2e/rollout/lib.sh
 source "$REPO_ROOT/e2e/rollout/lib.sh"
 
-PROMETHEUS_PID=""
-cluster_up
-cleanup() {
-    stop_load
-    [[ -n $PROMETHEUS_PID ]] && kill -CONT "$PROMETHEUS_PID" 2>/dev/null || true
-    "$KUBECTL" delete namespace "$NS" --ignore-not-found --wait=false >/dev/null 2>&1 || true
-    if ((STARTED_CLUSTER)); then "$REPO_ROOT/e2e/cluster/cluster.sh" down; fi
-}
-trap cleanup EXIT
-install_operator
-"$KUBECTL" delete namespace "$NS" --ignore-not-found --wait=true >/dev/null
-"$KUBECTL" create namespace "$NS" >/dev/null
+rollout_setup
 
 SHORT='{canary: {steps: [50], stepSeconds: 10}, analysis: {intervalSeconds: 5, windowSeconds: 20, minRequests: 5}, blueGreen: {previewSeconds: 15, postPromotionSeconds: 20, scaleDownDelaySeconds: 5}}'
 RESULTS=()

@@ -12,16 +12,7 @@ source "$REPO_ROOT/e2e/operator/lib.sh"
 source "$REPO_ROOT/e2e/rollout/lib.sh"
 ROUNDS=${ROUNDS:-20}
 
-cluster_up
-cleanup() {
-    stop_load
-    "$KUBECTL" delete namespace "$NS" --ignore-not-found --wait=false >/dev/null 2>&1 || true
-    if ((STARTED_CLUSTER)); then "$REPO_ROOT/e2e/cluster/cluster.sh" down; fi
-}
-trap cleanup EXIT
-install_operator
-"$KUBECTL" delete namespace "$NS" --ignore-not-found --wait=true >/dev/null
-"$KUBECTL" create namespace "$NS" >/dev/null
+rollout_setup
 
 # Default checks and thresholds; one 10 s step so that 20 rounds take minutes.
 SPEC='{canary: {steps: [50], stepSeconds: 10}}'

@@ -1,10 +1,30 @@
 # Steps shared by e2e/rollout/e2e.sh and e2e/rollout/healthy.sh (sourced after
-# e2e/operator/lib.sh and cluster_up). One InferenceService, $ISVC in $NS, serves
-# the mlp fixture; each scenario changes its model and watches the rollout.
+# e2e/operator/lib.sh). One InferenceService, $ISVC in $NS, serves the mlp
+# fixture; each scenario changes its model and watches the rollout.
 
 NS=sluice-rollout
 ISVC=roll
 LOADGEN_PIDS=()
+# Set by a scenario that pauses Prometheus, so that cleanup resumes it.
+PROMETHEUS_PID=""
+
+# rollout_setup: the local cluster (started, and stopped on exit, when none runs),
+# the operator, and a fresh $NS; on exit, the load stops, a paused Prometheus
+# resumes and $NS goes.
+rollout_setup() {
+    cluster_up
+    trap rollout_cleanup EXIT
+    install_operator
+    "$KUBECTL" delete namespace "$NS" --ignore-not-found --wait=true >/dev/null
+    "$KUBECTL" create namespace "$NS" >/dev/null
+}
+
+rollout_cleanup() {
+    stop_load
+    [[ -n $PROMETHEUS_PID ]] && kill -CONT "$PROMETHEUS_PID" 2>/dev/null || true
+    "$KUBECTL" delete namespace "$NS" --ignore-not-found --wait=false >/dev/null 2>&1 || true
+    if ((STARTED_CLUSTER)); then "$REPO_ROOT/e2e/cluster/cluster.sh" down; fi
+}
 
 k() { "$KUBECTL" -n "$NS" "$@"; }
 isvc_field() { k get isvc "$ISVC" -o jsonpath="$1" 2>/dev/null; }
