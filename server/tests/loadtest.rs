@@ -3,9 +3,24 @@
 
 mod common;
 
-use std::process::Command;
+use std::process::{Command, Output};
 
 use common::{Repository, Server};
+
+/// Runs `sluice-server loadtest ARGS` off the async runtime (the server under test
+/// shares it) and returns its output.
+async fn loadtest(args: &[&str]) -> Output {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_sluice-server"))
+            .arg("loadtest")
+            .args(args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn loadtest_finds_a_rate_below_the_capacity_of_a_slow_model() {
@@ -15,31 +30,26 @@ async fn loadtest_finds_a_rate_below_the_capacity_of_a_slow_model() {
         "max_batch_size: 1\nintra_op_threads: 1\n",
     );
     let server = Server::start(&repository.dir, &[]).await;
-    let url = server.http.clone();
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_sluice-server"))
-            .args(["loadtest", "--url", &url, "--model", "slow", "--json"])
-            .args([
-                "--start-rate",
-                "4",
-                "--max-rate",
-                "1000",
-                "--step-seconds",
-                "1.5",
-            ])
-            .args([
-                "--p99-objective-ms",
-                "250",
-                "--connections",
-                "16",
-                "--refinements",
-                "2",
-            ])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let output = loadtest(&[
+        "--url",
+        &server.http,
+        "--model",
+        "slow",
+        "--json",
+        "--start-rate",
+        "4",
+        "--max-rate",
+        "1000",
+        "--step-seconds",
+        "1.5",
+        "--p99-objective-ms",
+        "250",
+        "--connections",
+        "16",
+        "--refinements",
+        "2",
+    ])
+    .await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     let result: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
@@ -62,16 +72,20 @@ async fn loadtest_finds_a_rate_below_the_capacity_of_a_slow_model() {
 async fn loadtest_offers_a_fixed_rate_and_counts_every_request() {
     let repository = Repository::new("loadtest-rate").with_model("mlp", "mlp", "");
     let server = Server::start(&repository.dir, &[]).await;
-    let url = server.http.clone();
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_sluice-server"))
-            .args(["loadtest", "--url", &url, "--model", "mlp", "--json"])
-            .args(["--rate", "50", "--step-seconds", "2", "--connections", "4"])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let output = loadtest(&[
+        "--url",
+        &server.http,
+        "--model",
+        "mlp",
+        "--json",
+        "--rate",
+        "50",
+        "--step-seconds",
+        "2",
+        "--connections",
+        "4",
+    ])
+    .await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     let step: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
@@ -90,18 +104,7 @@ async fn loadtest_offers_a_fixed_rate_and_counts_every_request() {
         "{metrics}"
     );
 
-    let refused = Command::new(env!("CARGO_BIN_EXE_sluice-server"))
-        .args([
-            "loadtest",
-            "--url",
-            &server.http,
-            "--model",
-            "mlp",
-            "--rate",
-            "0",
-        ])
-        .output()
-        .unwrap();
+    let refused = loadtest(&["--url", &server.http, "--model", "mlp", "--rate", "0"]).await;
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--rate must be a positive"));
 }
