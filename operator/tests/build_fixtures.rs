@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{Container, EnvVar};
+use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sluice_operator::build::{self, Desired, Layout};
 use sluice_operator::config::BuildConfig;
@@ -42,16 +42,20 @@ fn layout(isvc: &InferenceService) -> Layout {
     Layout::alone(isvc.spec.min_replicas)
 }
 
-fn containers(d: &Desired) -> (Container, Container) {
-    let pod = d
-        .deployment
+/// The serving pods' spec.
+fn pod_spec(d: &Desired) -> &PodSpec {
+    d.deployment
         .spec
         .as_ref()
         .unwrap()
         .template
         .spec
         .as_ref()
-        .unwrap();
+        .unwrap()
+}
+
+fn containers(d: &Desired) -> (Container, Container) {
+    let pod = pod_spec(d);
     let init = pod.init_containers.as_ref().unwrap()[0].clone();
     (init, pod.containers[0].clone())
 }
@@ -511,15 +515,7 @@ fn security_settings_become_flags_mounts_https_probes_and_a_network_policy() {
             .iter()
             .all(|m| !m.mount_path.starts_with("/etc/sluice"))
     );
-    let pod = d
-        .deployment
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap();
+    let pod = pod_spec(&d);
     let secrets: Vec<_> = pod
         .volumes
         .iter()
