@@ -18,7 +18,7 @@ use hyper::body::Bytes;
 use sluice_server::config::ModelConfig;
 use sluice_server::runtime::OnnxModel;
 use sluice_server::tensor::{Tensor, TensorData};
-use support::{Server, closed_loop};
+use support::{Server, closed_loop, cpu_time, process_cpu};
 
 const FEATURES: usize = 16;
 /// The server's `max_batch_size`, and the raw baseline's largest batch.
@@ -66,27 +66,9 @@ impl Figures {
     }
 }
 
-/// CPU time (user + system) that process `pid` has used so far.
-fn process_cpu(pid: u32) -> Duration {
-    cpu_time(&format!("/proc/{pid}/stat"))
-}
-
 /// CPU time (user + system) that the calling thread has used so far.
 fn thread_cpu() -> Duration {
     cpu_time("/proc/thread-self/stat")
-}
-
-/// Fields 14 and 15 of a `/proc/.../stat` file, in clock ticks of 10 ms.
-fn cpu_time(stat_path: &str) -> Duration {
-    let stat = std::fs::read_to_string(stat_path).unwrap_or_default();
-    // The command name (field 2) may hold spaces; fields after it are plain.
-    let after_name = stat.rsplit(')').next().unwrap_or("");
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks: u64 = [11, 12]
-        .iter()
-        .filter_map(|i| fields.get(*i)?.parse::<u64>().ok())
-        .sum();
-    Duration::from_millis(ticks * 10)
 }
 
 fn rows(count: usize) -> Tensor {

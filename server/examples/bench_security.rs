@@ -4,8 +4,10 @@
 //! a per-client concurrency limit; and JWT (cached after the first check) with the
 //! same limits. The limits are set high enough never to refuse, so what is
 //! measured is their bookkeeping. A closed-loop client drives each configuration
-//! in turn, interleaved over several rounds, since the machine is shared and
-//! noisy; the figures are medians over the rounds. Prints figures; asserts nothing.
+//! in turn, interleaved over several rounds in a rotated order, since the machine
+//! is shared and noisy; the figures are medians over the rounds of each
+//! configuration's ratio to 'off' in the same round, by throughput and by the
+//! server's CPU time per request. Prints figures; asserts nothing.
 //!
 //! The servers run pinned to CPU 0; pin this process to another CPU, as
 //! `make bench-security` does.
@@ -20,9 +22,9 @@ use anyhow::Context;
 use base64::Engine;
 use http_body_util::Full;
 use hyper::body::Bytes;
-use support::{Server, closed_loop};
+use support::{Server, closed_loop, process_cpu};
 
-const ROUNDS: usize = 9;
+const ROUNDS: usize = 10;
 const MEASURE: Duration = Duration::from_secs(2);
 /// Calls of the guard per in-process measurement.
 const GUARD_CALLS: u32 = 200_000;
@@ -42,11 +44,17 @@ const LIMITS: [&str; 10] = [
     "1000",
 ];
 
-/// One configuration: its server, port and the header its requests carry.
+/// One configuration: the server's flags and the header its requests carry.
 struct Configuration {
     name: &'static str,
-    port: u16,
+    flags: Vec<String>,
     header: Option<(&'static str, String)>,
+}
+
+/// A configuration's server, started for one round.
+struct Running<'a> {
+    configuration: &'a Configuration,
+    port: u16,
     server: Server,
 }
 
@@ -57,7 +65,7 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
-fn start(binary: &Path, repository: &Path, port: u16, flags: &[&str]) -> anyhow::Result<Server> {
+fn start(binary: &Path, repository: &Path, port: u16, flags: &[String]) -> anyhow::Result<Server> {
     let child = Command::new("taskset")
         .args(["-c", "0"])
         .arg(binary)
@@ -67,7 +75,7 @@ fn start(binary: &Path, repository: &Path, port: u16, flags: &[&str]) -> anyhow:
             "--http-port",
             &port.to_string(),
             "--grpc-port",
-            &(port + 1).to_string(),
+            &free_port()?.to_string(),
         ])
         .args(flags)
         .stdout(Stdio::null())
@@ -113,10 +121,18 @@ async fn wait_ready(port: u16) {
     panic!("the server on port {port} never became ready");
 }
 
-/// Requests per second over `CONCURRENCY` keep-alive connections for `duration`
-/// ([`support::closed_loop`]).
-async fn load(configuration: &Configuration, duration: Duration) -> f64 {
-    let header = configuration.header.clone();
+/// What one load run measured.
+#[derive(Clone, Copy)]
+struct Round {
+    requests_per_second: f64,
+    /// The server process's CPU time per request, in microseconds.
+    cpu_micros_per_request: f64,
+}
+
+/// Requests per second and the server's CPU per request over `CONCURRENCY`
+/// keep-alive connections for `duration` ([`support::closed_loop`]).
+async fn load(running: &Running<'_>, duration: Duration) -> Round {
+    let header = running.configuration.header.clone();
     let request = move || {
         let mut request = hyper::Request::post("/v2/models/mlp/infer")
             .header("host", "127.0.0.1")
@@ -128,9 +144,26 @@ async fn load(configuration: &Configuration, duration: Duration) -> f64 {
             .body(Full::new(Bytes::from_static(BODY.as_bytes())))
             .expect("request")
     };
-    let (latencies, elapsed) =
-        closed_loop(configuration.port, CONCURRENCY, duration, request).await;
-    latencies.len() as f64 / elapsed.as_secs_f64()
+    let pid = running.server.0.id();
+    let cpu_before = process_cpu(pid);
+    let (latencies, elapsed) = closed_loop(running.port, CONCURRENCY, duration, request).await;
+    let cpu = process_cpu(pid) - cpu_before;
+    let requests = latencies.len().max(1) as f64;
+    Round {
+        requests_per_second: requests / elapsed.as_secs_f64(),
+        cpu_micros_per_request: cpu.as_secs_f64() * 1e6 / requests,
+    }
+}
+
+/// Loads both servers at once for `duration`. They share a CPU and a load, so
+/// whatever else slows the machine slows both alike, and the CPU each spends per
+/// request can be compared.
+async fn load_pair(
+    baseline: &Running<'_>,
+    candidate: &Running<'_>,
+    duration: Duration,
+) -> (Round, Round) {
+    tokio::join!(load(baseline, duration), load(candidate, duration))
 }
 
 /// Nanoseconds per guard decision (authenticate, authorize, concurrency slot,
@@ -233,70 +266,103 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let keys_flags: Vec<&str> = ["--api-keys-file", keys_path.to_str().unwrap()].into_iter().chain(LIMITS).collect();
-        let jwt_flags: Vec<&str> = [
-            "--jwt-issuer", "bench", "--jwt-audience", "sluice", "--jwks-file", jwks_path.to_str().unwrap(),
-        ]
-        .into_iter()
-        .chain(LIMITS)
-        .collect();
-        let ports = [free_port()?, free_port()?, free_port()?];
-        let mut configurations = [
-            Configuration { name: "off", port: ports[0], header: None, server: start(&binary, &repository, ports[0], &[])? },
+        let flags = |first: &[&str]| -> Vec<String> {
+            first.iter().chain(&LIMITS).map(|flag| flag.to_string()).collect()
+        };
+        let off = Configuration { name: "off", flags: Vec::new(), header: None };
+        let candidates = [
+            // The control: 'off' against itself shows how far apart two servers
+            // of one configuration measure, the method's noise.
+            Configuration { name: "off (control)", flags: Vec::new(), header: None },
+            // The guard with only a header-size check: what being checked costs.
+            Configuration {
+                name: "guard alone",
+                flags: vec!["--max-header-bytes".into(), "65536".into()],
+                header: None,
+            },
+            Configuration { name: "rate limits alone", flags: flags(&[]), header: None },
             Configuration {
                 name: "API key + rate limits",
-                port: ports[1],
+                flags: flags(&["--api-keys-file", keys_path.to_str().context("UTF-8 path")?]),
                 header: Some(("x-api-key", key.to_string())),
-                server: start(&binary, &repository, ports[1], &keys_flags)?,
             },
             Configuration {
                 name: "JWT + rate limits",
-                port: ports[2],
+                flags: flags(&[
+                    "--jwt-issuer", "bench", "--jwt-audience", "sluice",
+                    "--jwks-file", jwks_path.to_str().context("UTF-8 path")?,
+                ]),
                 header: Some(("authorization", format!("Bearer {token}"))),
-                server: start(&binary, &repository, ports[2], &jwt_flags)?,
             },
         ];
-        for configuration in &mut configurations {
-            wait_ready(configuration.port).await;
-            anyhow::ensure!(
-                configuration.server.0.try_wait()?.is_none(),
-                "the '{}' server exited (port {} taken?)",
-                configuration.name,
-                configuration.port
-            );
-            load(configuration, WARM).await;
-        }
-        println!("sluice security bench: fixture MLP, 1-row JSON requests, concurrency {CONCURRENCY}, server on CPU 0");
-        println!("{ROUNDS} interleaved rounds of {MEASURE:?} per configuration; requests/s");
-        let mut figures = vec![Vec::new(); configurations.len()];
+        // Every round starts fresh servers: two processes of one configuration
+        // differ by several percent (where their memory landed, which ports they
+        // got), and fresh ones each round spread that over the rounds.
+        let launch = |configuration| {
+            let (binary, repository) = (&binary, &repository);
+            async move {
+                let port = free_port()?;
+                let mut running = Running {
+                    configuration,
+                    port,
+                    server: start(binary, repository, port, &configuration.flags)?,
+                };
+                wait_ready(port).await;
+                anyhow::ensure!(
+                    running.server.0.try_wait()?.is_none(),
+                    "the '{}' server exited (port {port} taken?)",
+                    configuration.name
+                );
+                anyhow::Ok(running)
+            }
+        };
+        println!("sluice security bench: fixture MLP, 1-row JSON requests, concurrency {CONCURRENCY} per server, servers on CPU 0");
+        println!("{ROUNDS} rounds; each pairs a fresh 'off' server with a fresh server of each configuration, loaded at once for {MEASURE:?}");
+        let mut ratios: Vec<Vec<(f64, f64)>> = vec![Vec::new(); candidates.len()];
+        let mut off_rates = Vec::new();
         for round in 0..ROUNDS {
-            let mut line = format!("round {}:", round + 1);
-            for (index, configuration) in configurations.iter().enumerate() {
-                load(configuration, WARM).await;
-                let rate = load(configuration, MEASURE).await;
-                line += &format!("  {} {rate:.0}", configuration.name);
-                figures[index].push(rate);
+            let mut line = format!("round {:>2}:", round + 1);
+            for index in (0..candidates.len()).map(|i| (i + round) % candidates.len()) {
+                let candidate = &candidates[index];
+                let (baseline, candidate) = (launch(&off).await?, launch(candidate).await?);
+                load_pair(&baseline, &candidate, WARM).await;
+                let (base, on) = load_pair(&baseline, &candidate, MEASURE).await;
+                line += &format!(
+                    "  {}: {:.1}/{:.1} us CPU",
+                    candidate.configuration.name, on.cpu_micros_per_request, base.cpu_micros_per_request
+                );
+                ratios[index].push((
+                    base.cpu_micros_per_request / on.cpu_micros_per_request,
+                    on.requests_per_second / base.requests_per_second,
+                ));
+                off_rates.push(base.requests_per_second);
             }
             println!("{line}");
         }
-        let medians: Vec<f64> = figures.iter_mut().map(|f| median(f)).collect();
+        println!();
+        println!("median over the rounds, against the 'off' server run beside it:");
+        for (configuration, pairs) in candidates.iter().zip(&ratios) {
+            let by_cpu = median(&mut pairs.iter().map(|p| p.0).collect::<Vec<_>>());
+            let throughput = median(&mut pairs.iter().map(|p| p.1).collect::<Vec<_>>());
+            println!(
+                "{:<24} by CPU per request {:>7.2}% of off (cost {:+.2}%)   by throughput {:>7.2}% of off",
+                configuration.name,
+                100.0 * by_cpu,
+                100.0 * (1.0 - by_cpu),
+                100.0 * throughput,
+            );
+        }
+        // Alone on its CPU, an 'off' server would answer about twice the rate
+        // it reached beside another.
+        let off_rate = 2.0 * median(&mut off_rates);
         let bearer = format!("Bearer {token}");
         let costs = [
             ("API key + rate limits", guard_cost(&keys_path, &jwks_path, ("x-api-key", key)).await?),
             ("JWT + rate limits", guard_cost(&keys_path, &jwks_path, ("authorization", &bearer)).await?),
         ];
         println!();
-        for (configuration, value) in configurations.iter().zip(&medians) {
-            println!(
-                "{:<24} median {value:>9.0} requests/s   {:>6.2}% of off   (cost {:+.2}%)",
-                configuration.name,
-                100.0 * value / medians[0],
-                100.0 * (1.0 - value / medians[0])
-            );
-        }
-        println!();
         println!("in-process guard cost per request ({GUARD_CALLS} calls, one thread):");
-        let request_ns = 1e9 / medians[0];
+        let request_ns = 1e9 / off_rate;
         for (name, ns) in costs {
             println!(
                 "{name:<24} {ns:>7.0} ns per request = {:.2}% of the {request_ns:.0} ns a request takes at the 'off' median",

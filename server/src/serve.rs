@@ -14,9 +14,10 @@ use crate::metrics::Metrics;
 use crate::protocol::grpc::InferenceService;
 use crate::protocol::{ServerState, rest};
 use crate::repository::{Repository, RepositoryError};
-use crate::security::http::{Peer, guarded};
+use crate::security::http::{Guarded, Peer};
 use crate::security::tls::{TlsListener, accept_tls};
 use crate::security::{Security, SecurityError, SecurityOptions};
+use axum::ServiceExt as _;
 
 /// How to serve.
 #[derive(Debug, Clone)]
@@ -103,7 +104,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     let until_stopped = |mut receiver: watch::Receiver<bool>| async move {
         let _ = receiver.wait_for(|stop| *stop).await;
     };
-    let app = guarded(rest::router(Arc::clone(&state)), Arc::clone(&state))
+    let app = Guarded::new(rest::router(Arc::clone(&state)), Arc::clone(&state))
         .into_make_service_with_connect_info::<Peer>();
     let http_server: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> =
         match &security.tls {

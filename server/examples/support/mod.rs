@@ -1,5 +1,5 @@
-//! What the benchmarks share: server processes that stop with the benchmark, and
-//! the closed-loop HTTP/1.1 load generator.
+//! What the benchmarks share: server processes that stop with the benchmark, the
+//! closed-loop HTTP/1.1 load generator and CPU-time readings.
 
 use std::process::Child;
 use std::time::{Duration, Instant};
@@ -65,4 +65,23 @@ where
         all.extend(task.await.expect("load task"));
     }
     (all, started.elapsed())
+}
+
+/// CPU time (user + system) that process `pid` has used so far.
+pub fn process_cpu(pid: u32) -> Duration {
+    cpu_time(&format!("/proc/{pid}/stat"))
+}
+
+/// CPU time (user + system) in a `/proc/.../stat` file (fields 14 and 15, in
+/// clock ticks of 10 ms).
+pub fn cpu_time(stat_path: &str) -> Duration {
+    let stat = std::fs::read_to_string(stat_path).unwrap_or_default();
+    // The command name (field 2) may hold spaces; fields after it are plain.
+    let after_name = stat.rsplit(')').next().unwrap_or("");
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|i| fields.get(*i)?.parse::<u64>().ok())
+        .sum();
+    Duration::from_millis(ticks * 10)
 }

@@ -1,5 +1,6 @@
 //! Authentication (who is calling) and per-model authorization (what it may call).
 
+use std::cell::RefCell;
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::path::Path;
@@ -60,14 +61,27 @@ pub struct Principal {
 impl Principal {
     /// The caller when authentication is off: known by its address, allowed everything.
     pub fn anonymous(peer: Option<IpAddr>) -> Arc<Principal> {
-        let id = match peer {
-            Some(address) => format!("ip:{address}"),
-            None => "ip:unknown".to_string(),
-        };
-        Arc::new(Principal {
-            id: id.into(),
-            method: AuthMethod::None,
-            models: ModelScope::All,
+        thread_local! {
+            /// The last anonymous caller on this thread: requests come from few
+            /// addresses, and building the id costs more than the checks.
+            static LAST: RefCell<Option<(Option<IpAddr>, Arc<Principal>)>> =
+                const { RefCell::new(None) };
+        }
+        LAST.with_borrow_mut(|last| match last {
+            Some((seen, principal)) if *seen == peer => Arc::clone(principal),
+            _ => {
+                let id = match peer {
+                    Some(address) => format!("ip:{address}"),
+                    None => "ip:unknown".to_string(),
+                };
+                let principal = Arc::new(Principal {
+                    id: id.into(),
+                    method: AuthMethod::None,
+                    models: ModelScope::All,
+                });
+                *last = Some((peer, Arc::clone(&principal)));
+                principal
+            }
         })
     }
 

@@ -15,7 +15,7 @@ use super::{Admission, Denial, Security};
 /// A guarded gRPC call in progress.
 pub struct GrpcCall<'a> {
     security: &'a Security,
-    admission: Option<Admission<'a>>,
+    admission: Option<Admission>,
     started: Instant,
     operation: &'static str,
     model: Option<String>,

@@ -187,11 +187,11 @@ pub struct Security {
 }
 
 /// An admitted request: who it is, and its concurrency slot until dropped.
-pub struct Admission<'a> {
+pub struct Admission {
     /// The caller.
     pub principal: Arc<Principal>,
     /// The concurrency slot, freed when dropped.
-    pub permit: Permit<'a>,
+    pub permit: Permit,
 }
 
 impl Security {
@@ -248,7 +248,7 @@ impl Security {
         credentials: &Credentials<'_>,
         peer: Option<IpAddr>,
         model: Option<&str>,
-    ) -> Result<Admission<'_>, (Denial, Option<Arc<Principal>>)> {
+    ) -> Result<Admission, (Denial, Option<Arc<Principal>>)> {
         if self.tls.as_ref().is_some_and(|tls| tls.client_auth) && !credentials.client_certificate {
             return Err((
                 Denial::Unauthenticated(

@@ -75,18 +75,18 @@ impl Bucket {
 pub struct RateLimits {
     client: Option<Bucket>,
     model: Option<Bucket>,
-    concurrency: Option<(usize, InFlight)>,
+    concurrency: Option<(usize, Arc<InFlight>)>,
 }
 
 /// Requests in flight per client.
 type InFlight = DashMap<Arc<str>, usize>;
 
 /// A request's place among its client's requests in flight; freed on drop.
-pub struct Permit<'a> {
-    slot: Option<(&'a InFlight, Arc<str>)>,
+pub struct Permit {
+    slot: Option<(Arc<InFlight>, Arc<str>)>,
 }
 
-impl Drop for Permit<'_> {
+impl Drop for Permit {
     fn drop(&mut self) {
         if let Some((in_flight, client)) = self.slot.take() {
             in_flight.remove_if_mut(&client, |_, count| {
@@ -107,7 +107,7 @@ impl RateLimits {
         RateLimits {
             client: client.map(Bucket::new),
             model: model.map(Bucket::new),
-            concurrency: concurrency.map(|limit| (limit, DashMap::new())),
+            concurrency: concurrency.map(|limit| (limit, Arc::new(DashMap::new()))),
         }
     }
 
@@ -118,7 +118,7 @@ impl RateLimits {
 
     /// Takes a concurrency slot for `client`, then a token from its bucket and
     /// from `model`'s.
-    pub fn admit(&self, client: &Arc<str>, model: Option<&str>) -> Result<Permit<'_>, Denial> {
+    pub fn admit(&self, client: &Arc<str>, model: Option<&str>) -> Result<Permit, Denial> {
         let permit = match &self.concurrency {
             Some((limit, in_flight)) => {
                 let mut count = in_flight.entry(Arc::clone(client)).or_insert(0);
@@ -130,7 +130,7 @@ impl RateLimits {
                 }
                 *count += 1;
                 Permit {
-                    slot: Some((in_flight, Arc::clone(client))),
+                    slot: Some((Arc::clone(in_flight), Arc::clone(client))),
                 }
             }
             None => Permit { slot: None },
