@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dashmap::DashMap;
-use governor::clock::Clock;
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::clock::{Clock, DefaultClock};
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
 
 use super::Denial;
 
@@ -42,16 +43,21 @@ impl Rate {
     }
 }
 
+/// The hasher of the per-key maps. Their keys are principal ids (a key's name,
+/// a verified token's subject or a peer address), which a caller cannot choose
+/// freely, so a fast hasher is safe; it is still seeded per process.
+type KeyHasher = foldhash::fast::RandomState;
+
 struct Bucket {
     rate: Rate,
-    limiter: DefaultKeyedRateLimiter<Arc<str>>,
+    limiter: RateLimiter<Arc<str>, DefaultKeyedStateStore<Arc<str>, KeyHasher>, DefaultClock>,
 }
 
 impl Bucket {
     fn new(rate: Rate) -> Bucket {
         Bucket {
             rate,
-            limiter: RateLimiter::keyed(rate.quota()),
+            limiter: RateLimiter::dashmap_with_hasher(rate.quota(), KeyHasher::default()),
         }
     }
 
@@ -79,7 +85,7 @@ pub struct RateLimits {
 }
 
 /// Requests in flight per client.
-type InFlight = DashMap<Arc<str>, usize>;
+type InFlight = DashMap<Arc<str>, usize, KeyHasher>;
 
 /// A request's place among its client's requests in flight; freed on drop.
 pub struct Permit {
@@ -107,7 +113,7 @@ impl RateLimits {
         RateLimits {
             client: client.map(Bucket::new),
             model: model.map(Bucket::new),
-            concurrency: concurrency.map(|limit| (limit, Arc::new(DashMap::new()))),
+            concurrency: concurrency.map(|limit| (limit, Arc::new(DashMap::default()))),
         }
     }
 
