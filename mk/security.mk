@@ -12,7 +12,7 @@ TEST_TARGETS += fuzz
 fuzz:
 	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh
 
-## bench-security: requests/s with authentication + rate limiting on vs off, interleaved rounds (prints figures)
+## bench-security: CPU per request with authentication + rate limiting on vs off, servers loaded side by side (prints figures)
 bench-security: build
 	$(CARGO) build --release -p sluice-server --examples
 	taskset -c 1 target/release/examples/bench_security
