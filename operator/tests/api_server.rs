@@ -490,13 +490,20 @@ async fn lifecycle(client: Client, metrics: Metrics) {
         "the command is removed once acted on"
     );
     mark_ready(&deployments, &deployment2, 2).await;
-    let isvc = eventually("the InferenceService is Ready", || async {
-        let i = isvcs.get("iris").await.ok()?;
-        (condition(&i, "Ready")?.0 == "True").then_some(i)
-    })
+    // Until the old revision's Deployment is gone its pods count too (they
+    // still serve while they terminate), so the status settles at 2 of 2.
+    let isvc = eventually(
+        "the InferenceService is Ready on the new revision's 2 pods",
+        || async {
+            let i = isvcs.get("iris").await.ok()?;
+            let status = i.status.as_ref()?;
+            (condition(&i, "Ready")?.0 == "True"
+                && (status.replicas, status.ready_replicas) == (2, 2))
+                .then_some(i)
+        },
+    )
     .await;
     let status = isvc.status.unwrap();
-    assert_eq!((status.replicas, status.ready_replicas), (2, 2));
     assert_eq!(status.stable_revision.as_deref(), Some(revision2.as_str()));
     let outcomes: Vec<_> = status
         .history

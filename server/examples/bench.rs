@@ -339,6 +339,8 @@ fn main() -> anyhow::Result<()> {
             sluice.print(&format!("sluice-server, concurrency {concurrency}"), "rows");
             results.push((naive, sluice));
         }
+        let noop_1 = load(&naive_server, naive_port, "/noop", &single, 1).await;
+        noop_1.print("no-op handler (floor), concurrency 1", "rows");
         let noop = load(&naive_server, naive_port, "/noop", &single, 16).await;
         noop.print("no-op handler (ceiling), concurrency 16", "rows");
         let large = load(
@@ -371,6 +373,21 @@ fn main() -> anyhow::Result<()> {
             &format!("sluice-server, wide model, conc. {WIDE_CONCURRENCY}"),
             "rows",
         );
+        // Large requests: the HTTP and JSON cost per row is spread over 32 rows,
+        // so what is left is the batching path's own cost.
+        let wide_large_concurrency = WIDE_CONCURRENCY / LARGE_REQUEST_ROWS;
+        let wide_large = load(
+            &wide_server,
+            wide_port,
+            "/v2/models/wide/infer",
+            &Payload::binary(LARGE_REQUEST_ROWS),
+            wide_large_concurrency,
+        )
+        .await;
+        wide_large.print(
+            &format!("sluice-server, wide, {LARGE_REQUEST_ROWS}-row binary, conc. {wide_large_concurrency}"),
+            "rows",
+        );
 
         let (naive_1, sluice_1) = &results[0];
         let (naive_16, sluice_16) = &results[1];
@@ -385,6 +402,14 @@ fn main() -> anyhow::Result<()> {
             "p50 overhead beyond raw session.run at concurrency 1: {:.1} us (naive server: {:.1} us)",
             micros(sluice_1.p50) - micros(raw_one.p50),
             micros(naive_1.p50) - micros(raw_one.p50)
+        );
+        // The no-op handler's round trip is what this machine's loopback, kernel
+        // and HTTP stack cost before any server does anything.
+        println!(
+            "p50 at concurrency 1 beyond raw session.run and the no-op round trip ({:.1} us): {:.1} us (naive server: {:.1} us)",
+            micros(noop_1.p50),
+            micros(sluice_1.p50) - micros(raw_one.p50) - micros(noop_1.p50),
+            micros(naive_1.p50) - micros(raw_one.p50) - micros(noop_1.p50)
         );
         println!(
             "p50 at concurrency 1, sluice / naive: {:.2}",
@@ -418,6 +443,10 @@ fn main() -> anyhow::Result<()> {
             "saturation, compute-bound wide model, single-row JSON (concurrency {WIDE_CONCURRENCY}): {:.1}% of raw {MAX_BATCH}-row session.run",
             100.0 * wide.per_second / raw_wide[1].per_second
         );
+        println!(
+            "saturation, compute-bound wide model, {LARGE_REQUEST_ROWS}-row binary requests: {:.1}% of raw {MAX_BATCH}-row session.run",
+            100.0 * wide_large.per_second / raw_wide[1].per_second
+        );
         // The same fractions from CPU time, which other work on the machine does
         // not distort: raw CPU per row over the server's CPU per row.
         let cpu_fraction = |raw: &Figures, raw_rows: usize, server: &Figures, rows: usize| {
@@ -427,10 +456,11 @@ fn main() -> anyhow::Result<()> {
             100.0 * per_row(raw, raw_rows) / per_row(server, rows)
         };
         println!(
-            "by CPU time: single-row JSON {:.1}%, {LARGE_REQUEST_ROWS}-row binary {:.1}%, wide model {:.1}% of raw {MAX_BATCH}-row session.run",
+            "by CPU time: single-row JSON {:.1}%, {LARGE_REQUEST_ROWS}-row binary {:.1}%, wide model {:.1}% (single-row) and {:.1}% ({LARGE_REQUEST_ROWS}-row) of raw {MAX_BATCH}-row session.run",
             cpu_fraction(raw_max, MAX_BATCH, sluice_64, 1),
             cpu_fraction(raw_max, MAX_BATCH, &large, LARGE_REQUEST_ROWS),
-            cpu_fraction(&raw_wide[1], MAX_BATCH, &wide, 1)
+            cpu_fraction(&raw_wide[1], MAX_BATCH, &wide, 1),
+            cpu_fraction(&raw_wide[1], MAX_BATCH, &wide_large, LARGE_REQUEST_ROWS)
         );
         anyhow::Ok(())
     })?;
