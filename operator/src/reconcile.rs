@@ -447,8 +447,6 @@ pub async fn apply(
 
     // Other revisions: scaled as decided, or removed with their Service and ConfigMap.
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
-    let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
-    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
     let params = DeleteParams::background();
     for d in &observed.deployments {
         let Some(revision) = d.labels().get(REVISION_LABEL) else {
@@ -479,28 +477,30 @@ pub async fn apply(
         }
     }
     let keep = |revision: Option<&String>| {
-        revision.is_none_or(|r| {
-            decision.replicas.get(r).copied().unwrap_or(0) > 0 || (r == &desired.revision && runs)
-        })
+        revision.is_none_or(|r| decision.replicas.get(r).copied().unwrap_or(0) > 0)
     };
-    for service in &observed.services {
-        if !keep(service.labels().get(REVISION_LABEL)) {
-            services.delete(&service.name_any(), &params).await?;
-            ctx.metrics.write("Service", "delete");
-        }
-    }
+    // Collected first: a lazy filter held across the awaits would make the
+    // reconcile future lose its Send bound.
+    let unused_services: Vec<&Service> = observed
+        .services
+        .iter()
+        .filter(|service| !keep(service.labels().get(REVISION_LABEL)))
+        .collect();
+    delete_each(unused_services, &namespace, &params, ctx).await?;
     // A ConfigMap goes once no pod of its revision is left.
-    for cm in &observed.config_maps {
-        let revision = cm.labels().get(REVISION_LABEL);
-        let has_pods = observed
-            .pods
-            .iter()
-            .any(|p| p.labels().get(REVISION_LABEL) == revision);
-        if !keep(revision) && !has_pods {
-            config_maps.delete(&cm.name_any(), &params).await?;
-            ctx.metrics.write("ConfigMap", "delete");
-        }
-    }
+    let unused_config_maps: Vec<&ConfigMap> = observed
+        .config_maps
+        .iter()
+        .filter(|cm| {
+            let revision = cm.labels().get(REVISION_LABEL);
+            let has_pods = observed
+                .pods
+                .iter()
+                .any(|p| p.labels().get(REVISION_LABEL) == revision);
+            !keep(revision) && !has_pods
+        })
+        .collect();
+    delete_each(unused_config_maps, &namespace, &params, ctx).await?;
     if let Some(route) = &isvc.spec.rollout.route
         && set_route_weights(isvc, &namespace, &route.name, &decision.route_weights, ctx).await?
     {

@@ -9,7 +9,6 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -18,7 +17,7 @@ use hyper::body::Bytes;
 use sluice_server::config::ModelConfig;
 use sluice_server::runtime::OnnxModel;
 use sluice_server::tensor::{Tensor, TensorData};
-use support::{Server, closed_loop, cpu_time, process_cpu};
+use support::{Server, closed_loop, cpu_time, pinned, process_cpu};
 
 const FEATURES: usize = 16;
 /// The server's `max_batch_size`, and the raw baseline's largest batch.
@@ -114,17 +113,6 @@ fn raw(model_path: &Path, batch_rows: &[usize]) -> anyhow::Result<Vec<Figures>> 
         .iter()
         .map(|count| measure(&rows(*count), *count as f64))
         .collect()
-}
-
-fn pinned(program: &Path) -> Command {
-    let mut command = Command::new("taskset");
-    command
-        .arg("-c")
-        .arg("0")
-        .arg(program)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    command
 }
 
 async fn wait_until_ok(client: &reqwest::Client, url: &str, method_post: Option<&str>) -> Duration {

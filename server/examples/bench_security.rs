@@ -15,14 +15,13 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use base64::Engine;
 use http_body_util::Full;
 use hyper::body::Bytes;
-use support::{Server, closed_loop, process_cpu};
+use support::{Server, closed_loop, pinned, process_cpu};
 
 const ROUNDS: usize = 10;
 const MEASURE: Duration = Duration::from_secs(2);
@@ -66,9 +65,7 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 fn start(binary: &Path, repository: &Path, port: u16, flags: &[String]) -> anyhow::Result<Server> {
-    let child = Command::new("taskset")
-        .args(["-c", "0"])
-        .arg(binary)
+    let child = pinned(binary)
         .args(["serve", "--host", "127.0.0.1", "--model-repository"])
         .arg(repository)
         .args([
@@ -78,8 +75,6 @@ fn start(binary: &Path, repository: &Path, port: u16, flags: &[String]) -> anyho
             &free_port()?.to_string(),
         ])
         .args(flags)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
         .spawn()
         .context("start sluice-server")?;
     Ok(Server(child))

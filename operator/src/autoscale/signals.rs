@@ -172,7 +172,6 @@ mod tests {
             "{}",
             q.cpu_cores_per_pod
         );
-        assert!(!q.latest_rps.contains("revision"));
         assert_eq!(q.gpu_utilization, None, "no GPU query for CPU pods");
     }
 

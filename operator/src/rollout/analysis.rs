@@ -199,9 +199,9 @@ fn judge(
         detail: None,
     };
     let threshold = match (&planned.bound, reference) {
-        (Bound::AtMost(max), _) => Ok(("<=", *max, f64::NEG_INFINITY, format!("<= {max}"))),
-        (Bound::AtLeast(min), _) => Ok((">=", f64::INFINITY, *min, format!(">= {min}"))),
-        (Bound::Between(min, max), _) => Ok(("in", *max, *min, format!("in [{min}, {max}]"))),
+        (Bound::AtMost(max), _) => Ok((*max, f64::NEG_INFINITY, format!("<= {max}"))),
+        (Bound::AtLeast(min), _) => Ok((f64::INFINITY, *min, format!(">= {min}"))),
+        (Bound::Between(min, max), _) => Ok((*max, *min, format!("in [{min}, {max}]"))),
         (
             Bound::Relative {
                 ratio, tolerance, ..
@@ -210,7 +210,6 @@ fn judge(
         ) => {
             let max = (ratio * stable).max(stable + tolerance);
             Ok((
-                "<=",
                 max,
                 f64::NEG_INFINITY,
                 format!("<= {max:.4} (max of {ratio}x and +{tolerance} over stable {stable:.4})"),
@@ -223,7 +222,7 @@ fn judge(
         )),
     };
     let (max, min) = match threshold {
-        Ok((_, max, min, text)) => {
+        Ok((max, min, text)) => {
             result.threshold = text;
             (max, min)
         }

@@ -39,11 +39,6 @@ pub fn replica_share(stable: i32, new: i32) -> i32 {
     ((new.max(0) * 100 + all / 2) / all).clamp(0, 100)
 }
 
-/// Name of the Service that selects only one revision's pods.
-pub fn revision_service(isvc: &str, revision: &str) -> String {
-    format!("{isvc}-{revision}")
-}
-
 /// The backendRefs every rule of the route gets: one per revision with a weight.
 pub fn backend_refs(isvc: &str, weights: &[(String, i32)]) -> Value {
     Value::Array(
@@ -53,7 +48,7 @@ pub fn backend_refs(isvc: &str, weights: &[(String, i32)]) -> Value {
                 json!({
                     "group": "",
                     "kind": "Service",
-                    "name": revision_service(isvc, revision),
+                    "name": crate::build::revision_object_name(isvc, revision),
                     "port": HTTP_PORT,
                     "weight": weight,
                 })

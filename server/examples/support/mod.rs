@@ -1,12 +1,25 @@
-//! What the benchmarks share: server processes that stop with the benchmark, the
-//! closed-loop HTTP/1.1 load generator and CPU-time readings.
+//! What the benchmarks share: server processes pinned to CPU 0 that stop with the
+//! benchmark, the closed-loop HTTP/1.1 load generator and CPU-time readings.
 
-use std::process::Child;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
+
+/// `program` to run on CPU 0 (`taskset -c 0`) with its output discarded; the
+/// benchmark itself runs on another CPU.
+pub fn pinned(program: &Path) -> Command {
+    let mut command = Command::new("taskset");
+    command
+        .args(["-c", "0"])
+        .arg(program)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    command
+}
 
 /// A server process that is killed when dropped.
 pub struct Server(pub Child);

@@ -44,8 +44,10 @@ impl Rate {
 }
 
 /// The hasher of the per-key maps. Their keys are principal ids (a key's name,
-/// a verified token's subject or a peer address), which a caller cannot choose
-/// freely, so a fast hasher is safe; it is still seeded per process.
+/// a verified token's subject or a peer address) and model names from request
+/// paths, which a caller can choose. foldhash is "minimally DoS-resistant": each
+/// map gets its own random seed, so colliding keys cannot be prepared in advance;
+/// it makes no stronger claim, and the buckets of idle keys are forgotten.
 type KeyHasher = foldhash::fast::RandomState;
 
 struct Bucket {
