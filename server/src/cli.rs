@@ -84,6 +84,10 @@ struct LoadtestArgs {
     /// step instead of searching: a steady open-loop load, e.g. to drive autoscaling.
     #[arg(long)]
     rate: Option<f64>,
+    /// A header every request carries, as `NAME: VALUE`, e.g. `X-API-Key: <key>` for
+    /// a server that requires credentials. Repeatable.
+    #[arg(long = "header", value_name = "NAME: VALUE")]
+    headers: Vec<String>,
     /// Print the result as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -99,16 +103,23 @@ async fn loadtest(args: LoadtestArgs) -> anyhow::Result<()> {
         .await?
         .next()
         .with_context(|| format!("{host} does not resolve"))?;
+    let headers = args
+        .headers
+        .iter()
+        .map(|text| loadtest::parse_header(text))
+        .collect::<Result<reqwest::header::HeaderMap, _>>()?;
     let body = match &args.request {
         Some(path) => std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?,
         None => {
-            let metadata: serde_json::Value =
-                reqwest::get(args.url.join(&format!("v2/models/{}", args.model))?)
-                    .await?
-                    .error_for_status()?
-                    .json()
-                    .await?;
+            let metadata: serde_json::Value = reqwest::Client::new()
+                .get(args.url.join(&format!("v2/models/{}", args.model))?)
+                .headers(headers.clone())
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
             loadtest::synthesize_request(&metadata, args.rows)?
         }
     };
@@ -116,6 +127,7 @@ async fn loadtest(args: LoadtestArgs) -> anyhow::Result<()> {
         address,
         path: format!("/v2/models/{}/infer", args.model),
         body: body.into(),
+        headers,
     };
     let options = loadtest::SearchOptions {
         start_rate: args.start_rate,

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::client::conn::http1::SendRequest;
+use hyper::header::{HeaderName, HeaderValue};
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
 
@@ -54,16 +55,34 @@ pub struct Target {
     pub path: String,
     /// The JSON body.
     pub body: Bytes,
+    /// Headers every request carries besides host and content type, e.g.
+    /// credentials for a server that requires them.
+    pub headers: hyper::HeaderMap,
 }
 
 impl Target {
     fn request(&self) -> hyper::Request<Full<Bytes>> {
-        hyper::Request::post(self.path.as_str())
+        let mut request = hyper::Request::post(self.path.as_str())
             .header("host", self.address.to_string())
             .header("content-type", "application/json")
             .body(Full::new(self.body.clone()))
-            .expect("a valid request")
+            .expect("a valid request");
+        request.headers_mut().extend(self.headers.clone());
+        request
     }
+}
+
+/// Parses a `NAME: VALUE` header given on the command line.
+pub fn parse_header(text: &str) -> Result<(HeaderName, HeaderValue), LoadTestError> {
+    let invalid = |why: String| LoadTestError::Setup(format!("--header '{text}': {why}"));
+    let (name, value) = text
+        .split_once(':')
+        .ok_or_else(|| invalid("expected NAME: VALUE".to_string()))?;
+    let name = HeaderName::from_bytes(name.trim().as_bytes())
+        .map_err(|_| invalid(format!("'{}' is not a header name", name.trim())))?;
+    let value = HeaderValue::from_str(value.trim())
+        .map_err(|_| invalid("the value has characters a header cannot carry".to_string()))?;
+    Ok((name, value))
 }
 
 /// How to search.
@@ -288,6 +307,28 @@ mod tests {
         assert_eq!(percentile_ms(&sorted, 0.5), 51.0);
         assert_eq!(percentile_ms(&sorted, 0.99), 99.0);
         assert!(percentile_ms(&[], 0.5).is_infinite());
+    }
+
+    #[test]
+    fn headers_are_name_colon_value() {
+        let (name, value) = parse_header("X-API-Key:  sk-123 ").unwrap();
+        assert_eq!(
+            (name.as_str(), value.to_str().unwrap()),
+            ("x-api-key", "sk-123")
+        );
+        let (name, value) = parse_header("authorization: Bearer a.b.c").unwrap();
+        assert_eq!(
+            (name.as_str(), value.to_str().unwrap()),
+            ("authorization", "Bearer a.b.c")
+        );
+        for (text, why) in [
+            ("x-api-key", "expected NAME: VALUE"),
+            ("bad name: 1", "'bad name' is not a header name"),
+            ("x: a\nb", "characters a header cannot carry"),
+        ] {
+            let error = parse_header(text).unwrap_err().to_string();
+            assert!(error.contains(why), "{error}");
+        }
     }
 
     #[test]

@@ -108,3 +108,71 @@ async fn loadtest_offers_a_fixed_rate_and_counts_every_request() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--rate must be a positive"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn loadtest_sends_the_headers_a_secured_server_needs() {
+    let repository = Repository::new("loadtest-headers").with_model("mlp", "mlp", "");
+    let key = "sk-loadtest-0123456789abcdef";
+    let keys = repository.dir.join("keys.yaml");
+    std::fs::write(
+        &keys,
+        format!(
+            "keys:\n  - name: load\n    sha256: {}\n    models: [mlp]\n",
+            sluice_server::security::keys::digest_hex(key)
+        ),
+    )
+    .unwrap();
+    let server = Server::start(
+        &repository.dir,
+        &["--api-keys-file", keys.to_str().unwrap()],
+    )
+    .await;
+    let base = [
+        "--url",
+        &server.http,
+        "--model",
+        "mlp",
+        "--json",
+        "--rate",
+        "40",
+    ];
+    let base = [&base[..], &["--step-seconds", "1", "--connections", "2"]].concat();
+
+    let refused = loadtest(&base).await;
+    assert!(!refused.status.success(), "metadata needs the key");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("401"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+
+    let header = format!("X-API-Key: {key}");
+    let output = loadtest(&[&base[..], &["--header", &header]].concat()).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let step: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(step["errors"], 0, "{stderr}");
+    let metrics = reqwest::Client::new()
+        .get(format!("{}/metrics", server.http))
+        .header("x-api-key", key)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // 1 s at 40 requests/s, every one admitted and answered.
+    assert!(
+        metrics
+            .contains(r#"sluice_inference_requests_total{code="200",model="mlp",version="1"} 40"#),
+        "{metrics}"
+    );
+
+    let malformed = loadtest(&[&base[..], &["--header", "X-API-Key"]].concat()).await;
+    assert!(
+        String::from_utf8_lossy(&malformed.stderr)
+            .contains("--header 'X-API-Key': expected NAME: VALUE"),
+        "{}",
+        String::from_utf8_lossy(&malformed.stderr)
+    );
+}
