@@ -1,13 +1,18 @@
 //! `make bench-security`: what authentication and rate limiting cost per request.
-//! The same sluice-server binary runs in three configurations on the fixture MLP:
-//! everything off; API keys (100 in the file) + client and model token buckets +
-//! a per-client concurrency limit; and JWT (cached after the first check) with the
-//! same limits. The limits are set high enough never to refuse, so what is
-//! measured is their bookkeeping. A closed-loop client drives each configuration
-//! in turn, interleaved over several rounds in a rotated order, since the machine
-//! is shared and noisy; the figures are medians over the rounds of each
-//! configuration's ratio to 'off' in the same round, by throughput and by the
-//! server's CPU time per request. Prints figures; asserts nothing.
+//! The same sluice-server binary serves the fixture MLP in several
+//! configurations: everything off; the guard with only a header-size check; rate
+//! limits alone (client and model token buckets and a per-client concurrency
+//! limit, set high enough never to refuse, so what is measured is their
+//! bookkeeping); API keys (100 in the file) with those limits; and JWT with those
+//! limits. A row "off, API key sent" sends the API key header to a server that
+//! ignores it: what carrying the credential costs before any check.
+//!
+//! Each round pairs a fresh 'off' server with a fresh server of each
+//! configuration and loads both at once with closed-loop clients, so whatever
+//! else slows the shared machine slows both alike. The figures are medians over
+//! the rounds of the server's CPU time per request (and of requests answered),
+//! against the 'off' server beside it; a control row, 'off' against 'off', shows
+//! the method's noise. Prints figures; asserts nothing.
 //!
 //! The servers run pinned to CPU 0; pin this process to another CPU, as
 //! `make bench-security` does.
@@ -23,7 +28,10 @@ use http_body_util::Full;
 use hyper::body::Bytes;
 use support::{Server, closed_loop, pinned, process_cpu};
 
-const ROUNDS: usize = 10;
+/// Rounds unless `ROUNDS` in the environment says otherwise: each costs about
+/// 3 s per configuration, and a row's spread from round to round is about 1.5%,
+/// so 10 rounds put its median within about 1%, 30 within about 0.5%.
+const DEFAULT_ROUNDS: usize = 10;
 const MEASURE: Duration = Duration::from_secs(2);
 /// Calls of the guard per in-process measurement.
 const GUARD_CALLS: u32 = 200_000;
@@ -213,6 +221,18 @@ fn median(values: &mut [f64]) -> f64 {
     values[values.len() / 2]
 }
 
+/// The mean of `values` and the half-width of its 95% confidence interval
+/// (normal approximation).
+fn mean_and_interval(values: &[f64]) -> (f64, f64) {
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    if values.len() < 2 {
+        return (mean, f64::NAN);
+    }
+    let variance = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    (mean, 1.96 * (variance / n).sqrt())
+}
+
 fn main() -> anyhow::Result<()> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let exe = std::env::current_exe()?;
@@ -276,6 +296,13 @@ fn main() -> anyhow::Result<()> {
                 header: None,
             },
             Configuration { name: "rate limits alone", flags: flags(&[]), header: None },
+            // The credential header on a server that ignores it: the cost of
+            // receiving it, which any authenticating server pays.
+            Configuration {
+                name: "off, API key sent",
+                flags: Vec::new(),
+                header: Some(("x-api-key", key.to_string())),
+            },
             Configuration {
                 name: "API key + rate limits",
                 flags: flags(&["--api-keys-file", keys_path.to_str().context("UTF-8 path")?]),
@@ -312,10 +339,14 @@ fn main() -> anyhow::Result<()> {
             }
         };
         println!("sluice security bench: fixture MLP, 1-row JSON requests, concurrency {CONCURRENCY} per server, servers on CPU 0");
-        println!("{ROUNDS} rounds; each pairs a fresh 'off' server with a fresh server of each configuration, loaded at once for {MEASURE:?}");
+        let rounds = match std::env::var("ROUNDS") {
+            Ok(text) => text.parse::<usize>().ok().filter(|n| *n > 0).context("ROUNDS must be a positive number")?,
+            Err(_) => DEFAULT_ROUNDS,
+        };
+        println!("{rounds} rounds; each pairs a fresh 'off' server with a fresh server of each configuration, loaded at once for {MEASURE:?}");
         let mut ratios: Vec<Vec<(f64, f64)>> = vec![Vec::new(); candidates.len()];
         let mut off_rates = Vec::new();
-        for round in 0..ROUNDS {
+        for round in 0..rounds {
             let mut line = format!("round {:>2}:", round + 1);
             for index in (0..candidates.len()).map(|i| (i + round) % candidates.len()) {
                 let candidate = &candidates[index];
@@ -339,11 +370,15 @@ fn main() -> anyhow::Result<()> {
         for (configuration, pairs) in candidates.iter().zip(&ratios) {
             let by_cpu = median(&mut pairs.iter().map(|p| p.0).collect::<Vec<_>>());
             let throughput = median(&mut pairs.iter().map(|p| p.1).collect::<Vec<_>>());
+            let costs: Vec<f64> = pairs.iter().map(|p| 100.0 * (1.0 - p.0)).collect();
+            let (mean, interval) = mean_and_interval(&costs);
             println!(
-                "{:<24} by CPU per request {:>7.2}% of off (cost {:+.2}%)   by throughput {:>7.2}% of off",
+                "{:<24} by CPU per request {:>7.2}% of off (cost {:+.2}%; mean {:+.2}% ± {:.2})   by throughput {:>7.2}% of off",
                 configuration.name,
                 100.0 * by_cpu,
                 100.0 * (1.0 - by_cpu),
+                mean,
+                interval,
                 100.0 * throughput,
             );
         }

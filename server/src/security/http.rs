@@ -12,7 +12,7 @@ use axum::Router;
 use axum::body::{Body, HttpBody};
 use axum::extract::Request;
 use axum::extract::connect_info::{ConnectInfo, Connected};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::future::RouteFuture;
 use axum::serve::IncomingStream;
@@ -21,7 +21,7 @@ use serde_json::json;
 use tower_service::Service;
 
 use super::audit::{AuditRecord, millis};
-use super::auth::{Credentials, Principal};
+use super::auth::{API_KEY_HEADER, Credentials, Principal};
 use super::tls::TlsListener;
 use super::{Admission, Denial, Security};
 use crate::protocol::ServerState;
@@ -34,6 +34,9 @@ const OPEN_PATHS: [&str; 2] = ["/v2/health/live", "/v2/health/ready"];
 pub fn is_health(path: &str) -> bool {
     OPEN_PATHS.contains(&path) || (path.ends_with("/ready") && model_in_path(path).is_some())
 }
+
+/// The API key header, by its pre-parsed name.
+static X_API_KEY: HeaderName = HeaderName::from_static(API_KEY_HEADER);
 
 /// The request id header, echoed in responses.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -104,18 +107,14 @@ impl Service<Request> for Guarded {
         }
         // The clock is read only for the audit line's latency.
         let started = security.audit().map(|_| Instant::now());
-        let peer = request
-            .extensions()
-            .get::<ConnectInfo<Peer>>()
-            .map(|info| info.0);
-        let admitted = check(security, &request, peer);
+        let admitted = check(security, &request);
         let Some(started) = started else {
             return match admitted {
                 Ok(admission) => GuardFuture::Admitted(self.router.call(request), admission),
                 Err((denial, _)) => GuardFuture::Denied(Some(denial_response(&denial))),
             };
         };
-        let audited = Audited::new(&request, peer.map(|p| p.address), started);
+        let audited = Audited::new(&request, peer_of(&request).map(|p| p.address), started);
         let (state, router) = (Arc::clone(&self.state), self.router.clone());
         GuardFuture::Audited(Box::pin(async move {
             audited.run(&state, router, request, admitted).await
@@ -154,14 +153,23 @@ impl Future for GuardFuture {
 
 /// The model and version a path names, e.g. `/v2/models/m/versions/2/infer`.
 pub fn model_in_path(path: &str) -> Option<(&str, Option<&str>)> {
-    let rest = path.strip_prefix("/v2/models/")?;
-    let mut segments = rest.split('/');
-    let name = segments.next().filter(|name| !name.is_empty())?;
-    let version = match segments.next() {
-        Some("versions") => segments.next(),
-        _ => None,
-    };
+    let (name, rest) = first_segment(path.strip_prefix("/v2/models/")?);
+    if name.is_empty() {
+        return None;
+    }
+    let version = rest
+        .and_then(|rest| rest.strip_prefix("versions/"))
+        .map(|rest| first_segment(rest).0);
     Some((name, version))
+}
+
+/// `text` up to its first `/`, and what follows that `/`. Paths are short, so
+/// a byte loop beats a general substring search here.
+fn first_segment(text: &str) -> (&str, Option<&str>) {
+    match text.bytes().position(|byte| byte == b'/') {
+        Some(slash) => (&text[..slash], Some(&text[slash + 1..])),
+        None => (text, None),
+    }
 }
 
 /// The checks before a request reaches its route: header sizes, credentials,
@@ -169,7 +177,6 @@ pub fn model_in_path(path: &str) -> Option<(&str, Option<&str>)> {
 fn check(
     security: &Security,
     request: &Request,
-    peer: Option<Peer>,
 ) -> Result<Admission, (Denial, Option<Arc<Principal>>)> {
     let headers = request.headers();
     security
@@ -180,12 +187,45 @@ fn check(
                 .map(|(name, value)| (name.as_str().len(), value.len())),
         )
         .map_err(|denial| (denial, None))?;
+    let peer = security.needs_peer().then(|| peer_of(request)).flatten();
     let credentials = Credentials {
         client_certificate: peer.is_some_and(|p| p.client_certificate),
-        ..Credentials::from_headers(|name| headers.get(name).and_then(|v| v.to_str().ok()))
+        ..if security.authentication_required() {
+            let (authorization, api_key) = credential_headers(headers);
+            Credentials::from_values(authorization, api_key)
+        } else {
+            Credentials::default()
+        }
     };
     let model = model_in_path(request.uri().path()).map(|(name, _)| name);
     security.admit(&credentials, peer.map(|p| p.address.ip()), model)
+}
+
+/// The first `Authorization` and `X-API-Key` values, found in one pass over
+/// the few headers a request has rather than by two hashed lookups.
+fn credential_headers(headers: &HeaderMap) -> (Option<&str>, Option<&str>) {
+    let (mut authorization, mut api_key) = (None, None);
+    for (name, value) in headers {
+        let slot = if *name == header::AUTHORIZATION {
+            &mut authorization
+        } else if *name == X_API_KEY {
+            &mut api_key
+        } else {
+            continue;
+        };
+        if slot.is_none() {
+            *slot = value.to_str().ok();
+        }
+    }
+    (authorization, api_key)
+}
+
+/// The connection's peer, which axum puts in every request's extensions.
+fn peer_of(request: &Request) -> Option<Peer> {
+    request
+        .extensions()
+        .get::<ConnectInfo<Peer>>()
+        .map(|info| info.0)
 }
 
 /// The router's answer to an admitted request.
@@ -358,9 +398,31 @@ mod tests {
             model_in_path("/v2/models/m/versions/3/infer"),
             Some(("m", Some("3")))
         );
+        assert_eq!(
+            model_in_path("/v2/models/m/versions/"),
+            Some(("m", Some("")))
+        );
+        assert_eq!(model_in_path("/v2/models/m/versions"), Some(("m", None)));
+        assert_eq!(model_in_path("/v2/models/m/ready"), Some(("m", None)));
         assert_eq!(model_in_path("/v2/models/"), None);
+        assert_eq!(model_in_path("/v2/models//infer"), None);
         assert_eq!(model_in_path("/v2"), None);
         assert_eq!(model_in_path("/metrics"), None);
+    }
+
+    #[test]
+    fn credentials_are_the_first_value_of_each_header() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(credential_headers(&headers), (None, None));
+        headers.append("x-api-key", HeaderValue::from_static("first"));
+        headers.append("host", HeaderValue::from_static("h"));
+        headers.append("X-Api-Key", HeaderValue::from_static("second"));
+        assert_eq!(credential_headers(&headers), (None, Some("first")));
+        headers.append("authorization", HeaderValue::from_static("Bearer t"));
+        assert_eq!(
+            credential_headers(&headers),
+            (Some("Bearer t"), Some("first"))
+        );
     }
 
     #[test]

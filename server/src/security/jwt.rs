@@ -137,7 +137,9 @@ pub struct JwtVerifier {
     options: JwtOptions,
     source: Source,
     keys: ArcSwap<Keys>,
-    cache: DashMap<[u8; 32], Cached>,
+    /// Verified tokens by their SHA-256, hashed with foldhash (per-map random
+    /// seed; the keys are digests, which a caller cannot aim at a collision).
+    cache: DashMap<[u8; 32], Cached, foldhash::fast::RandomState>,
 }
 
 impl JwtVerifier {
@@ -175,17 +177,18 @@ impl JwtVerifier {
             options,
             source,
             keys: ArcSwap::from_pointee(keys),
-            cache: DashMap::new(),
+            cache: DashMap::default(),
         })
     }
 
     /// Picks up a changed JWKS file, or fetches the URL again when it is due;
-    /// keeps the previous keys if the new ones are unusable.
-    pub async fn reload(&self) {
+    /// keeps the previous keys if the new ones are unusable. Says whether the
+    /// keys changed.
+    pub async fn reload(&self) -> bool {
         let keys = match &self.source {
             Source::File(watched) => match watched.changed() {
                 Some(contents) => Keys::parse(&contents[0], &watched.path().display().to_string()),
-                None => return,
+                None => return false,
             },
             Source::Url {
                 url,
@@ -195,7 +198,7 @@ impl JwtVerifier {
                 {
                     let mut fetched = fetched.lock().unwrap_or_else(|e| e.into_inner());
                     if fetched.elapsed() < self.options.refresh {
-                        return;
+                        return false;
                     }
                     *fetched = Instant::now();
                 }
@@ -207,32 +210,38 @@ impl JwtVerifier {
                 tracing::info!(keys = keys.0.len(), "JWKS reloaded");
                 self.keys.store(Arc::new(keys));
                 self.cache.clear();
+                true
             }
-            Err(error) => tracing::warn!(%error, "keeping the previous JWKS"),
+            Err(error) => {
+                tracing::warn!(%error, "keeping the previous JWKS");
+                false
+            }
         }
     }
 
-    /// The principal a valid token stands for.
-    pub fn verify(&self, token: &str) -> Result<Arc<Principal>, Denial> {
+    /// The principal a valid token stands for, and the Unix second after which
+    /// the token no longer holds (its `exp` plus the leeway).
+    pub fn verify(&self, token: &str) -> Result<(Arc<Principal>, u64), Denial> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let now = now_seconds();
         if let Some(cached) = self.cache.get(&digest)
             && now <= cached.expires
         {
-            return Ok(Arc::clone(&cached.principal));
+            return Ok((Arc::clone(&cached.principal), cached.expires));
         }
         let (principal, exp) = self.verify_signature_and_claims(token)?;
         if self.cache.len() >= CACHE_LIMIT {
             self.cache.clear();
         }
+        let expires = exp.saturating_add(self.options.leeway_seconds);
         self.cache.insert(
             digest,
             Cached {
                 principal: Arc::clone(&principal),
-                expires: exp.saturating_add(self.options.leeway_seconds),
+                expires,
             },
         );
-        Ok(principal)
+        Ok((principal, expires))
     }
 
     fn verify_signature_and_claims(&self, token: &str) -> Result<(Arc<Principal>, u64), Denial> {
@@ -329,7 +338,8 @@ async fn fetch(client: &reqwest::Client, url: &str) -> Result<Keys, SecurityErro
     Keys::parse(&body, url)
 }
 
-fn now_seconds() -> u64 {
+/// The time in Unix seconds.
+pub fn now_seconds() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())

@@ -44,7 +44,8 @@ struct KeyEntry {
 /// The parsed key file: digests and the principals they stand for.
 #[derive(Debug)]
 pub struct KeySet {
-    by_digest: HashMap<[u8; 32], Arc<Principal>>,
+    /// Hashed with foldhash: the keys are SHA-256 digests, already uniform.
+    by_digest: HashMap<[u8; 32], Arc<Principal>, foldhash::fast::RandomState>,
 }
 
 impl KeySet {
@@ -52,7 +53,7 @@ impl KeySet {
     pub fn parse(text: &str) -> Result<KeySet, String> {
         let file: KeysFile = serde_saphyr::from_str(text).map_err(|e| e.to_string())?;
         let mut names = HashSet::new();
-        let mut by_digest = HashMap::new();
+        let mut by_digest = HashMap::default();
         for (index, entry) in file.keys.into_iter().enumerate() {
             let at = format!("keys[{index}] ('{}')", entry.name);
             if entry.name.is_empty() {

@@ -17,6 +17,7 @@ pub mod jwt;
 pub mod keys;
 pub mod limits;
 pub mod ratelimit;
+pub mod recent;
 pub mod tls;
 pub mod watch;
 
@@ -221,10 +222,22 @@ impl Security {
         self.authenticator.is_some()
     }
 
-    /// Whether any check applies to requests (otherwise the guard is left out).
+    /// Whether TLS clients must present a certificate signed by the client CA.
+    pub fn requires_client_certificate(&self) -> bool {
+        self.tls.as_ref().is_some_and(|tls| tls.client_auth)
+    }
+
+    /// Whether admitting a request needs its peer: for the client certificate,
+    /// or as the caller's identity when authentication is off.
+    pub fn needs_peer(&self) -> bool {
+        self.authenticator.is_none() || self.requires_client_certificate()
+    }
+
+    /// Whether any check applies to requests (otherwise the guard passes them
+    /// straight to the router).
     pub fn guards_requests(&self) -> bool {
         self.authenticator.is_some()
-            || self.tls.as_ref().is_some_and(|tls| tls.client_auth)
+            || self.requires_client_certificate()
             || self.rates.is_active()
             || self.audit.is_some()
             || self.limits.max_header_bytes.is_some()
@@ -249,7 +262,7 @@ impl Security {
         peer: Option<IpAddr>,
         model: Option<&str>,
     ) -> Result<Admission, (Denial, Option<Arc<Principal>>)> {
-        if self.tls.as_ref().is_some_and(|tls| tls.client_auth) && !credentials.client_certificate {
+        if self.requires_client_certificate() && !credentials.client_certificate {
             return Err((
                 Denial::Unauthenticated(
                     "a client certificate signed by the configured CA is required (--tls-client-ca)"
