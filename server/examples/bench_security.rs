@@ -65,27 +65,74 @@ struct Running<'a> {
     server: Server,
 }
 
-/// A port nothing listens on (the machine is shared: fixed ports may be taken).
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+/// Two ports nothing listens on, held together while they are picked so they
+/// differ (the machine is shared: fixed ports may be taken).
+fn free_ports() -> anyhow::Result<(u16, u16)> {
+    let bind = || std::net::TcpListener::bind("127.0.0.1:0");
+    let (first, second) = (bind()?, bind()?);
+    Ok((first.local_addr()?.port(), second.local_addr()?.port()))
 }
 
-fn start(binary: &Path, repository: &Path, port: u16, flags: &[String]) -> anyhow::Result<Server> {
+/// A server on `http_port`, or `None` if it exited before it was ready (a
+/// port taken in the meantime).
+async fn start(
+    binary: &Path,
+    repository: &Path,
+    (http_port, grpc_port): (u16, u16),
+    flags: &[String],
+) -> anyhow::Result<Option<Server>> {
     let child = pinned(binary)
         .args(["serve", "--host", "127.0.0.1", "--model-repository"])
         .arg(repository)
         .args([
             "--http-port",
-            &port.to_string(),
+            &http_port.to_string(),
             "--grpc-port",
-            &free_port()?.to_string(),
+            &grpc_port.to_string(),
         ])
         .args(flags)
         .spawn()
         .context("start sluice-server")?;
-    Ok(Server(child))
+    let mut server = Server(child);
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(30) {
+        if server.0.try_wait()?.is_some() {
+            return Ok(None);
+        }
+        if let Ok(response) = client
+            .get(format!("http://127.0.0.1:{http_port}/v2/health/ready"))
+            .send()
+            .await
+            && response.status().is_success()
+        {
+            return Ok(Some(server));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    anyhow::bail!("the server on port {http_port} never became ready")
+}
+
+/// A fresh server of `configuration`, trying new ports if one was taken.
+async fn launch<'a>(
+    binary: &Path,
+    repository: &Path,
+    configuration: &'a Configuration,
+) -> anyhow::Result<Running<'a>> {
+    for _ in 0..3 {
+        let ports = free_ports()?;
+        if let Some(server) = start(binary, repository, ports, &configuration.flags).await? {
+            return Ok(Running {
+                configuration,
+                port: ports.0,
+                server,
+            });
+        }
+    }
+    anyhow::bail!(
+        "the '{}' server exited before it was ready, three times",
+        configuration.name
+    )
 }
 
 /// An ES256 key pair: the JWKS text and a token for `sub: bench` valid for an hour.
@@ -105,23 +152,6 @@ fn jwt() -> anyhow::Result<(String, String)> {
         &jsonwebtoken::EncodingKey::from_ec_der(&pair.serialize_der()),
     )?;
     Ok((jwks.to_string(), token))
-}
-
-async fn wait_ready(port: u16) {
-    let client = reqwest::Client::new();
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(30) {
-        if let Ok(response) = client
-            .get(format!("http://127.0.0.1:{port}/v2/health/ready"))
-            .send()
-            .await
-            && response.status().is_success()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("the server on port {port} never became ready");
 }
 
 /// What one load run measured.
@@ -317,27 +347,6 @@ fn main() -> anyhow::Result<()> {
                 header: Some(("authorization", format!("Bearer {token}"))),
             },
         ];
-        // Every round starts fresh servers: two processes of one configuration
-        // differ by several percent (where their memory landed, which ports they
-        // got), and fresh ones each round spread that over the rounds.
-        let launch = |configuration| {
-            let (binary, repository) = (&binary, &repository);
-            async move {
-                let port = free_port()?;
-                let mut running = Running {
-                    configuration,
-                    port,
-                    server: start(binary, repository, port, &configuration.flags)?,
-                };
-                wait_ready(port).await;
-                anyhow::ensure!(
-                    running.server.0.try_wait()?.is_none(),
-                    "the '{}' server exited (port {port} taken?)",
-                    configuration.name
-                );
-                anyhow::Ok(running)
-            }
-        };
         println!("sluice security bench: fixture MLP, 1-row JSON requests, concurrency {CONCURRENCY} per server, servers on CPU 0");
         let rounds = match std::env::var("ROUNDS") {
             Ok(text) => text.parse::<usize>().ok().filter(|n| *n > 0).context("ROUNDS must be a positive number")?,
@@ -350,7 +359,10 @@ fn main() -> anyhow::Result<()> {
             let mut line = format!("round {:>2}:", round + 1);
             for index in (0..candidates.len()).map(|i| (i + round) % candidates.len()) {
                 let candidate = &candidates[index];
-                let (baseline, candidate) = (launch(&off).await?, launch(candidate).await?);
+                // Fresh servers every round: two processes of one configuration
+                // differ by several percent (where their memory landed, which
+                // ports they got), and fresh ones spread that over the rounds.
+                let (baseline, candidate) = (launch(&binary, &repository, &off).await?, launch(&binary, &repository, candidate).await?);
                 load_pair(&baseline, &candidate, WARM).await;
                 let (base, on) = load_pair(&baseline, &candidate, MEASURE).await;
                 line += &format!(
