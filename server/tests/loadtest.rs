@@ -22,6 +22,45 @@ async fn loadtest(args: &[&str]) -> Output {
     .unwrap()
 }
 
+/// The arguments of a run that offers `mlp` `rate` requests/s for `seconds`
+/// and prints the step as JSON.
+fn fixed_rate<'a>(url: &'a str, rate: &'a str, seconds: &'a str) -> Vec<&'a str> {
+    vec![
+        "--url",
+        url,
+        "--model",
+        "mlp",
+        "--json",
+        "--rate",
+        rate,
+        "--step-seconds",
+        seconds,
+    ]
+}
+
+/// The step a fixed-rate `loadtest --json` printed, which must have succeeded
+/// without errors.
+fn step_without_errors(output: &Output) -> serde_json::Value {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let step: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(step["errors"], 0, "{stderr}");
+    step
+}
+
+/// Asserts that the server answered exactly `count` inference requests to
+/// `mlp`; `key` goes with the metrics request when it needs credentials.
+async fn assert_answered(server: &Server, key: Option<&str>, count: usize) {
+    let mut request = reqwest::Client::new().get(format!("{}/metrics", server.http));
+    if let Some(key) = key {
+        request = request.header("x-api-key", key);
+    }
+    let metrics = request.send().await.unwrap().text().await.unwrap();
+    let line =
+        format!(r#"sluice_inference_requests_total{{code="200",model="mlp",version="1"}} {count}"#);
+    assert!(metrics.contains(&line), "{metrics}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn loadtest_finds_a_rate_below_the_capacity_of_a_slow_model() {
     let repository = Repository::new("loadtest").with_model(
@@ -72,37 +111,17 @@ async fn loadtest_finds_a_rate_below_the_capacity_of_a_slow_model() {
 async fn loadtest_offers_a_fixed_rate_and_counts_every_request() {
     let repository = Repository::new("loadtest-rate").with_model("mlp", "mlp", "");
     let server = Server::start(&repository.dir, &[]).await;
-    let output = loadtest(&[
-        "--url",
-        &server.http,
-        "--model",
-        "mlp",
-        "--json",
-        "--rate",
-        "50",
-        "--step-seconds",
-        "2",
-        "--connections",
-        "4",
-    ])
+    let output = loadtest(
+        &[
+            &fixed_rate(&server.http, "50", "2")[..],
+            &["--connections", "4"],
+        ]
+        .concat(),
+    )
     .await;
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stderr}");
-    let step: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(step["rate"], 50.0);
-    assert_eq!(step["errors"], 0, "{stderr}");
-    let metrics = reqwest::get(format!("{}/metrics", server.http))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    assert_eq!(step_without_errors(&output)["rate"], 50.0);
     // 2 s at 50 requests/s: exactly 100 requests reached the server.
-    assert!(
-        metrics
-            .contains(r#"sluice_inference_requests_total{code="200",model="mlp",version="1"} 100"#),
-        "{metrics}"
-    );
+    assert_answered(&server, None, 100).await;
 
     let refused = loadtest(&["--url", &server.http, "--model", "mlp", "--rate", "0"]).await;
     assert!(!refused.status.success());
@@ -128,15 +147,10 @@ async fn loadtest_sends_the_headers_a_secured_server_needs() {
     )
     .await;
     let base = [
-        "--url",
-        &server.http,
-        "--model",
-        "mlp",
-        "--json",
-        "--rate",
-        "40",
-    ];
-    let base = [&base[..], &["--step-seconds", "1", "--connections", "2"]].concat();
+        &fixed_rate(&server.http, "40", "1")[..],
+        &["--connections", "2"],
+    ]
+    .concat();
 
     let refused = loadtest(&base).await;
     assert!(!refused.status.success(), "metadata needs the key");
@@ -148,25 +162,9 @@ async fn loadtest_sends_the_headers_a_secured_server_needs() {
 
     let header = format!("X-API-Key: {key}");
     let output = loadtest(&[&base[..], &["--header", &header]].concat()).await;
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stderr}");
-    let step: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(step["errors"], 0, "{stderr}");
-    let metrics = reqwest::Client::new()
-        .get(format!("{}/metrics", server.http))
-        .header("x-api-key", key)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    step_without_errors(&output);
     // 1 s at 40 requests/s, every one admitted and answered.
-    assert!(
-        metrics
-            .contains(r#"sluice_inference_requests_total{code="200",model="mlp",version="1"} 40"#),
-        "{metrics}"
-    );
+    assert_answered(&server, Some(key), 40).await;
 
     let malformed = loadtest(&[&base[..], &["--header", "X-API-Key"]].concat()).await;
     assert!(

@@ -3,7 +3,7 @@
 //! concurrency limit per client, token buckets per model), request limits, TLS,
 //! and one audit line per request.
 //!
-//! The protocol code calls in at two places: [`http::guard`] wraps the REST
+//! The protocol code calls in at two places: [`http::Guarded`] wraps the REST
 //! router, and [`Security::admit_grpc`] starts every guarded gRPC call. Secrets
 //! and certificates are re-read by [`Security::spawn_reloader`], which swaps
 //! the new state in behind an `ArcSwap`, so requests never take a lock for it.
