@@ -114,6 +114,10 @@ pub fn compute(
         .iter()
         .map(counts)
         .fold((0, 0), |(r, ready), (a, b)| (r + a, ready + b));
+    // Ready pods of a revision, whatever spec they run: they answer requests,
+    // which is what availability asks. The rollout counts only pods of the
+    // Deployment's latest spec (`ready_pods`), which is what promotion needs, so
+    // the two may differ while a Deployment updates.
     let ready_of = |revision: &str| {
         deployments
             .iter()
