@@ -180,7 +180,7 @@ impl RateLimits {
     /// from `model`'s.
     pub fn admit(&self, client: &Arc<str>, model: Option<&str>) -> Result<Permit, Denial> {
         let mut permit = Permit { slot: None };
-        if self.client_rate.is_none() && self.max_in_flight.is_none() && self.model_rate.is_none() {
+        if !self.is_active() {
             return Ok(permit);
         }
         let now = self.now();
