@@ -17,7 +17,7 @@ use hyper::body::Bytes;
 use sluice_server::config::ModelConfig;
 use sluice_server::runtime::OnnxModel;
 use sluice_server::tensor::{Tensor, TensorData};
-use support::{Server, closed_loop, cpu_time, pinned, process_cpu};
+use support::{Server, closed_loop, cpu_time, pinned, process_cpu, sluice_serve};
 
 const FEATURES: usize = 16;
 /// The server's `max_batch_size`, and the raw baseline's largest batch.
@@ -139,11 +139,7 @@ async fn wait_until_ok(client: &reqwest::Client, url: &str, method_post: Option<
 }
 
 fn start_sluice(binary: &Path, repository: &Path, port: u16) -> anyhow::Result<Server> {
-    let child = pinned(binary)
-        .args(["serve", "--model-repository"])
-        .arg(repository)
-        .args(["--host", "127.0.0.1", "--http-port", &port.to_string()])
-        .args(["--grpc-port", &(port + 1).to_string()])
+    let child = sluice_serve(binary, repository, port, port + 1)
         .spawn()
         .context("start sluice-server")?;
     Ok(Server(child))

@@ -26,7 +26,7 @@ use anyhow::Context;
 use base64::Engine;
 use http_body_util::Full;
 use hyper::body::Bytes;
-use support::{Server, closed_loop, pinned, process_cpu};
+use support::{Server, closed_loop, process_cpu, sluice_serve};
 
 /// Rounds unless `ROUNDS` in the environment says otherwise: each costs about
 /// 3 s per configuration, and a row's spread from round to round is about 1.5%,
@@ -81,15 +81,7 @@ async fn start(
     (http_port, grpc_port): (u16, u16),
     flags: &[String],
 ) -> anyhow::Result<Option<Server>> {
-    let child = pinned(binary)
-        .args(["serve", "--host", "127.0.0.1", "--model-repository"])
-        .arg(repository)
-        .args([
-            "--http-port",
-            &http_port.to_string(),
-            "--grpc-port",
-            &grpc_port.to_string(),
-        ])
+    let child = sluice_serve(binary, repository, http_port, grpc_port)
         .args(flags)
         .spawn()
         .context("start sluice-server")?;

@@ -21,6 +21,18 @@ pub fn pinned(program: &Path) -> Command {
     command
 }
 
+/// `sluice-server serve` of `repository` on 127.0.0.1, pinned like [`pinned`];
+/// add flags before spawning.
+pub fn sluice_serve(binary: &Path, repository: &Path, http_port: u16, grpc_port: u16) -> Command {
+    let mut command = pinned(binary);
+    command
+        .args(["serve", "--host", "127.0.0.1", "--model-repository"])
+        .arg(repository)
+        .args(["--http-port", &http_port.to_string()])
+        .args(["--grpc-port", &grpc_port.to_string()]);
+    command
+}
+
 /// A server process that is killed when dropped.
 pub struct Server(pub Child);
 

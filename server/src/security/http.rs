@@ -107,14 +107,18 @@ impl Service<Request> for Guarded {
         }
         // The clock is read only for the audit line's latency.
         let started = security.audit().map(|_| Instant::now());
-        let admitted = check(security, &request);
+        // The peer is read once, and only when a check or the audit line uses it.
+        let peer = (security.needs_peer() || started.is_some())
+            .then(|| peer_of(&request))
+            .flatten();
+        let admitted = check(security, &request, peer);
         let Some(started) = started else {
             return match admitted {
                 Ok(admission) => GuardFuture::Admitted(self.router.call(request), admission),
                 Err((denial, _)) => GuardFuture::Denied(Some(denial_response(&denial))),
             };
         };
-        let audited = Audited::new(&request, peer_of(&request).map(|p| p.address), started);
+        let audited = Audited::new(&request, peer.map(|p| p.address), started);
         let (state, router) = (Arc::clone(&self.state), self.router.clone());
         GuardFuture::Audited(Box::pin(async move {
             audited.run(&state, router, request, admitted).await
@@ -177,6 +181,7 @@ fn first_segment(text: &str) -> (&str, Option<&str>) {
 fn check(
     security: &Security,
     request: &Request,
+    peer: Option<Peer>,
 ) -> Result<Admission, (Denial, Option<Arc<Principal>>)> {
     let headers = request.headers();
     security
@@ -187,15 +192,14 @@ fn check(
                 .map(|(name, value)| (name.as_str().len(), value.len())),
         )
         .map_err(|denial| (denial, None))?;
-    let peer = security.needs_peer().then(|| peer_of(request)).flatten();
+    let (authorization, api_key) = if security.authentication_required() {
+        credential_headers(headers)
+    } else {
+        (None, None)
+    };
     let credentials = Credentials {
         client_certificate: peer.is_some_and(|p| p.client_certificate),
-        ..if security.authentication_required() {
-            let (authorization, api_key) = credential_headers(headers);
-            Credentials::from_values(authorization, api_key)
-        } else {
-            Credentials::default()
-        }
+        ..Credentials::from_values(authorization, api_key)
     };
     let model = model_in_path(request.uri().path()).map(|(name, _)| name);
     security.admit(&credentials, peer.map(|p| p.address.ip()), model)
