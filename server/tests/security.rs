@@ -585,6 +585,11 @@ async fn the_audit_log_has_one_line_per_request_and_payloads_only_when_sampled()
     assert_eq!(ok["request_id"], "req-42");
     assert_eq!(ok["client"], "key:mlp-only");
     assert_eq!(ok["auth"], "api-key");
+    // An authenticated caller's address is read for the audit line alone.
+    assert!(
+        ok["remote"].as_str().unwrap().starts_with("127.0.0.1:"),
+        "{ok}"
+    );
     assert_eq!(ok["model"], "mlp");
     assert_eq!(ok["version"], "1");
     assert_eq!(ok["status"], 200);
