@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building and testing Sluice needs, caching it under
 # $SLUICE_CACHE (default ~/.cache/sluice) so that only the first run is slow:
-#   - a Python virtual environment with scripts/requirements.txt (ONNX Runtime,
-#     fixture generators, third-party protocol clients);
+#   - a Python virtual environment with scripts/requirements.txt, a lock with a
+#     version and hashes for every package (ONNX Runtime, fixture generators,
+#     third-party protocol clients), so fixtures are byte-identical everywhere;
 #   - the ONNX Runtime shared library from the onnxruntime wheel, copied beside
 #     the server binaries in target/{debug,release}/ where sluice-server finds it;
 #   - the fixture models (server/fixtures/generate.py).
@@ -20,16 +21,18 @@ if ! command -v promtool >/dev/null 2>&1; then
     sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null
   fi
 fi
+# The pip that installs the lock; the lock itself pins every package with hashes.
+PIP_VERSION=26.3
 venv=$cache/venv
 requirements=scripts/requirements.txt
-wanted=$(sha256sum "$requirements" | cut -d' ' -f1)
+wanted=$( (python3 --version; echo "pip $PIP_VERSION"; cat "$requirements") | sha256sum | cut -d' ' -f1)
 
 if [ ! -x "$venv/bin/python" ] || [ "$(cat "$venv/.requirements" 2>/dev/null)" != "$wanted" ]; then
   echo "deps: installing Python packages into $venv"
   mkdir -p "$cache"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --upgrade pip
-  "$venv/bin/pip" install --quiet -r "$requirements"
+  "$venv/bin/pip" install --quiet "pip==$PIP_VERSION"
+  "$venv/bin/pip" install --quiet --require-hashes --no-deps -r "$requirements"
   echo "$wanted" > "$venv/.requirements"
 fi
 
