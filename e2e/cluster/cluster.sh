@@ -28,6 +28,12 @@ SCRAPE_INTERVAL="${SLUICE_SCRAPE_INTERVAL:-5s}"
 NODE_AGENT_BIN="${SLUICE_NODE_AGENT_BIN:-$REPO_ROOT/target/release/sluice-node-agent}"
 SERVER_BIN="${SLUICE_SERVER_BIN:-$REPO_ROOT/target/release/sluice-server}"
 OPERATOR_BIN="${SLUICE_OPERATOR_BIN:-$REPO_ROOT/target/release/sluice-operator}"
+# The node's image store: the agent installs the mapped binaries (with the shared
+# libraries beside them) here, one folder per SHA-256, and runs containers from it, as
+# a node runs images from its own store. It lies outside the checkout, $SLUICE_CACHE
+# and /tmp, any of which a pod's volumes (an emptyDir at /tmp) may cover. Kept across
+# restarts; the agent removes images unused for a day.
+IMAGE_STORE="${SLUICE_IMAGE_STORE:-/var/lib/sluice/images}"
 
 prefix=${POD_CIDR%/*}; prefix=${prefix%.*}
 GATEWAY="$prefix.1"
@@ -330,6 +336,7 @@ up() {
         --node-name "$NODE_NAME" --bridge "$BRIDGE" --pod-cidr "$POD_CIDR" \
         --state-dir "$CLUSTER_DIR/node" --log-dir "$LOGS/pods" \
         --tls-cert "$PKI/node.crt" --tls-key "$PKI/node.key" --client-ca "$PKI/ca.crt" \
+        --image-store "$IMAGE_STORE" \
         --image-map "sluice-server=$SERVER_BIN" --image-map "sluice-operator=$OPERATOR_BIN"
     write_prometheus_config
     start prometheus "$BINS/prometheus" --config.file "$CLUSTER_DIR/prometheus/prometheus.yml" \

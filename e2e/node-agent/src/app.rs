@@ -13,7 +13,7 @@ use crate::agent;
 use crate::cli::RunArgs;
 use crate::context::NodeContext;
 use crate::error::{Error, Result};
-use crate::image::ImageMap;
+use crate::image::{ImageMap, ImageStore};
 use crate::ipam::{Cidr, Ipam};
 use crate::logs;
 use crate::node;
@@ -37,7 +37,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         bridge: args.bridge,
         pod_cidr,
         ipam: Mutex::new(Ipam::new(pod_cidr)),
-        images: ImageMap::new(args.image_map),
+        images: ImageMap::new(args.image_map, Some(ImageStore::open(args.image_store)?)),
         paths: Paths {
             state: args.state_dir,
             logs: args.log_dir,

@@ -49,6 +49,12 @@ pub struct RunArgs {
     /// as their entrypoint. Repeatable.
     #[arg(long = "image-map", value_parser = parse_mapping)]
     pub image_map: Vec<(String, PathBuf)>,
+    /// The image store: mapped binaries, with the shared libraries beside them, are
+    /// installed here (one folder per SHA-256 of their files) and containers run
+    /// them from here, never from the build folder, which a pod's volumes may hide.
+    /// Keep it outside any path a pod may mount over.
+    #[arg(long, default_value = "/var/lib/sluice/images")]
+    pub image_store: PathBuf,
     /// First restart delay of a crashing container in milliseconds (doubles per restart).
     #[arg(long, default_value_t = 1000)]
     pub restart_backoff_ms: u64,
