@@ -25,7 +25,9 @@ fi
 PIP_VERSION=26.3
 venv=$cache/venv
 requirements=scripts/requirements.txt
-wanted=$( (python3 --version; echo "pip $PIP_VERSION"; cat "$requirements") | sha256sum | cut -d' ' -f1)
+# The venv is remade when Python, pip or a pin or hash changes; comments (the lock's
+# header, its "# via" notes) do not count.
+wanted=$( (python3 --version; echo "pip $PIP_VERSION"; grep -v '^ *#' "$requirements") | sha256sum | cut -d' ' -f1)
 
 if [ ! -x "$venv/bin/python" ] || [ "$(cat "$venv/.requirements" 2>/dev/null)" != "$wanted" ]; then
   echo "deps: installing Python packages into $venv"
