@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
-# `make up` on the local cluster: starts it (or reuses it), installs the CRD, RBAC
-# and the operator, applies the iris sample InferenceService, waits until it is
-# Ready and prints one prediction from its Service. Leaves everything running;
-# `make cluster-down` stops it.
+# `make up` on the local cluster: starts it (or reuses it); copies the fixture
+# models to /opt/sluice/models (where the iris sample's file:// URI points), applies
+# the CRD from crds/ and starts sluice-operator as a process on the host with the
+# cluster's admin kubeconfig (e2e/operator/lib.sh install_operator: the API server
+# listens on 127.0.0.1 only, so the operator cannot run in a pod here, and no RBAC
+# objects are applied; config/rbac and the Helm chart carry those for real
+# clusters); then applies the iris sample InferenceService, waits until it is Ready
+# and prints one prediction from its Service. The pods run the locally built
+# sluice-server, which the node agent installs into its image store first. Leaves
+# everything running; `make cluster-down` stops it.
 set -euo pipefail
 REPO_ROOT="${REPO_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
 # shellcheck source=e2e/operator/lib.sh
