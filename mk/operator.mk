@@ -21,8 +21,11 @@ check-crds:
 	@diff -q $(OPERATOR_CRD) $(REPO_ROOT)/charts/sluice/crds/$(notdir $(OPERATOR_CRD))
 
 ## test-operator: operator unit, fixture, API-server and Prometheus-analysis integration tests
+# A plain `cargo test` ignores the tests that need the upstream binaries (so it never
+# starts the Go build); this target builds them once and runs those tests too.
 test-operator: build cluster-deps
-	$(CARGO) test -p sluice-operator
+	bins=$$($(REPO_ROOT)/e2e/cluster/build-bins.sh --cached) && \
+		SLUICE_K8S_BIN=$$bins $(CARGO) test -p sluice-operator -- --include-ignored
 
 ## test-operator-e2e: kubectl apply a sample on the local cluster, infer, delete
 test-operator-e2e: build cluster-deps

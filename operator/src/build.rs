@@ -1,6 +1,6 @@
-//! The pure middle of the pipeline: `validate` checks what the schema cannot, and
-//! `build` turns an InferenceService into the objects that serve it. Neither touches
-//! the API server, so both are tested from YAML fixtures.
+//! The `build` step of the pipeline: turns a validated InferenceService into the
+//! objects that serve it. Pure (same input, same output, no I/O), so it is tested
+//! from YAML fixtures (`tests/build_fixtures.rs`).
 
 use std::collections::BTreeMap;
 
@@ -10,35 +10,26 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
     EnvFromSource, EnvVar, HTTPGetAction, PersistentVolumeClaimVolumeSource, PodSecurityContext,
-    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretEnvSource,
-    SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecretEnvSource, SecurityContext, Service,
+    ServicePort, ServiceSpec, Volume, VolumeMount,
 };
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use crate::config::BuildConfig;
-use k8s_openapi::api::networking::v1::NetworkPolicy;
-
 use crate::crd::{Device, InferenceService, InferenceServiceSpec};
+use crate::names::{
+    APPLIED_HASH_ANNOTATION, GRPC_PORT, HTTP_PORT, ISVC_LABEL, REVISION_LABEL, config_map_name,
+    revision, revision_object_name, revision_selector, selector, server_image, short_hash,
+};
+use crate::resources::{cpu_limit_threads, resources};
 use crate::security;
 use crate::{Error, Result};
 
-/// Label on every object and pod of an InferenceService: its name.
-pub const ISVC_LABEL: &str = "serving.sluice.dev/inferenceservice";
-/// Label on pods and ConfigMaps: the revision they serve.
-pub const REVISION_LABEL: &str = "serving.sluice.dev/revision";
-/// Annotation holding the hash of the object as last applied; equal hashes mean
-/// there is nothing to write.
-pub const APPLIED_HASH_ANNOTATION: &str = "serving.sluice.dev/applied-hash";
-/// Port of the Open Inference Protocol over REST (and `/metrics`).
-pub const HTTP_PORT: i32 = 8080;
-/// Port of the Open Inference Protocol over gRPC.
-pub const GRPC_PORT: i32 = 8081;
 /// Where model repositories live inside the pod.
 pub const MODEL_REPOSITORY: &str = "/models";
 /// Where a `pvc://` claim is mounted (read-only) in the fetcher.
@@ -47,13 +38,7 @@ pub const PVC_MOUNT: &str = "/mnt/pvc";
 pub const SHUTDOWN_DELAY_SECONDS: i64 = 5;
 /// Seconds in-flight requests may take to finish after the listeners close.
 pub const DRAIN_TIMEOUT_SECONDS: i64 = 20;
-/// Environment variables the operator sets itself; a spec may not override them.
-pub const RESERVED_ENV: [&str; 2] = ["SLUICE_ISVC", "SLUICE_REVISION"];
 const UID: i64 = 65532;
-/// Longest InferenceService name: `<name>-<revision>` (11 more characters) names
-/// Services, which are DNS-1035 labels of at most 63.
-pub const MAX_NAME_LENGTH: usize = 52;
-
 /// Everything that serves one InferenceService, as the operator wants it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -102,62 +87,6 @@ impl Layout {
     }
 }
 
-/// Checks what the CRD schema cannot express (or an older CRD may not enforce);
-/// each message names the field.
-pub fn validate(isvc: &InferenceService) -> Result<(), String> {
-    let name = isvc.name_any();
-    let dns_label = name.len() <= MAX_NAME_LENGTH
-        && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !name.ends_with('-');
-    if !dns_label {
-        return Err(format!(
-            "metadata.name {name:?} must be a DNS-1035 label of at most {MAX_NAME_LENGTH} lowercase letters, digits and '-', starting with a letter, because it names the Services (`<name>-<revision>` must fit 63)"
-        ));
-    }
-    let spec = &isvc.spec;
-    StorageUri::parse(&spec.model.storage_uri)
-        .map_err(|e| format!("spec.model.storageUri: {e}"))?;
-    if let Some(digest) = &spec.model.sha256
-        && !(digest.len() == 64
-            && digest
-                .chars()
-                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)))
-    {
-        return Err("spec.model.sha256 must be 64 lowercase hexadecimal digits".into());
-    }
-    if spec.min_replicas < 1 {
-        return Err("spec.minReplicas must be at least 1".into());
-    }
-    if let Some(max) = spec.max_replicas
-        && spec.min_replicas > max
-    {
-        return Err(format!(
-            "spec.minReplicas ({}) must not be above spec.maxReplicas ({max})",
-            spec.min_replicas
-        ));
-    }
-    crate::rollout::spec::validate(&spec.rollout)?;
-    crate::autoscale::validate(isvc)?;
-    if let Some(env) = spec
-        .runtime
-        .env
-        .iter()
-        .find(|e| RESERVED_ENV.contains(&e.name.as_str()))
-    {
-        return Err(format!(
-            "spec.runtime.env: {} is set by the operator",
-            env.name
-        ));
-    }
-    if let Some(security) = &spec.security {
-        security::validate(security)?;
-    }
-    Ok(())
-}
-
 /// A parsed `storageUri`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StorageUri {
@@ -194,27 +123,6 @@ impl StorageUri {
                 "unsupported scheme {other:?}; use http(s)://, s3://, pvc:// or file://"
             )),
         }
-    }
-}
-
-/// The revision: a short hash of everything that defines the serving pods (the
-/// model, the runtime and the server image actually used).
-pub fn revision(spec: &InferenceServiceSpec, cfg: &BuildConfig) -> Result<String> {
-    let image = server_image(spec, cfg);
-    let bytes = serde_json::to_vec(&(&spec.model, &spec.runtime, image))?;
-    Ok(short_hash(&bytes))
-}
-
-fn short_hash(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
-    digest.iter().take(5).map(|b| format!("{b:02x}")).collect()
-}
-
-fn server_image<'a>(spec: &'a InferenceServiceSpec, cfg: &'a BuildConfig) -> &'a str {
-    match (&spec.runtime.image, spec.runtime.device) {
-        (Some(image), _) => image,
-        (None, Device::Cpu) => &cfg.server_image,
-        (None, Device::Cuda) => &cfg.server_cuda_image,
     }
 }
 
@@ -339,34 +247,6 @@ pub fn build(isvc: &InferenceService, cfg: &BuildConfig, layout: &Layout) -> Res
     })
 }
 
-/// Name of the ConfigMap holding a revision's `config.yaml`.
-pub fn config_map_name(isvc: &str, revision: &str) -> String {
-    revision_object_name(isvc, revision)
-}
-
-/// Name of a revision's Deployment and Service, `<name>-<revision>`.
-pub fn revision_object_name(isvc: &str, revision: &str) -> String {
-    format!("{isvc}-{revision}")
-}
-
-/// Labels selecting one revision's pods.
-pub fn revision_selector(name: &str, revision: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (ISVC_LABEL.to_string(), name.to_string()),
-        (REVISION_LABEL.to_string(), revision.to_string()),
-    ])
-}
-
-/// Labels selecting every serving pod of an InferenceService (all revisions).
-pub fn selector(name: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([(ISVC_LABEL.to_string(), name.to_string())])
-}
-
-/// The selector as a `key=value` string.
-pub fn selector_string(name: &str) -> String {
-    format!("{ISVC_LABEL}={name}")
-}
-
 fn common_labels(name: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("app.kubernetes.io/name".into(), "sluice-server".into()),
@@ -394,16 +274,6 @@ fn stamp<K: Resource + Serialize>(mut object: K) -> Result<K> {
         .get_or_insert_default()
         .insert(APPLIED_HASH_ANNOTATION.into(), hash);
     Ok(object)
-}
-
-/// The hash `build` recorded in an object, if any.
-pub fn applied_hash<K: Resource>(object: &K) -> Option<&str> {
-    object
-        .meta()
-        .annotations
-        .as_ref()?
-        .get(APPLIED_HASH_ANNOTATION)
-        .map(String::as_str)
 }
 
 fn service_port(name: &str, port: i32, app_protocol: &str) -> ServicePort {
@@ -446,46 +316,6 @@ fn server_config(spec: &InferenceServiceSpec) -> Result<String> {
         },
     };
     serde_saphyr::to_string(&config).map_err(|e| Error::ConfigYaml(e.to_string()))
-}
-
-/// Whole CPUs in the container's CPU limit, rounded up: a thread budget that does not
-/// oversubscribe the limit.
-fn cpu_limit_threads(resources: &ResourceRequirements) -> Option<u32> {
-    let cores = cpu_cores(&resources.limits.as_ref()?.get("cpu")?.0)?;
-    (cores > 0.0).then(|| cores.ceil().max(1.0) as u32)
-}
-
-/// Cores in a CPU quantity (`2`, `0.5`, `500m`).
-pub fn cpu_cores(quantity: &str) -> Option<f64> {
-    let quantity = quantity.trim();
-    match quantity.strip_suffix('m') {
-        Some(milli) => Some(milli.parse::<f64>().ok()? / 1000.0),
-        None => quantity.parse::<f64>().ok(),
-    }
-}
-
-/// The server container's resources: the spec's, else safe defaults; CUDA adds a GPU.
-pub fn resources(spec: &InferenceServiceSpec) -> ResourceRequirements {
-    let mut resources = spec
-        .runtime
-        .resources
-        .clone()
-        .unwrap_or_else(|| ResourceRequirements {
-            requests: Some(BTreeMap::from([
-                ("cpu".into(), Quantity("500m".into())),
-                ("memory".into(), Quantity("512Mi".into())),
-            ])),
-            limits: Some(BTreeMap::from([("memory".into(), Quantity("2Gi".into()))])),
-            ..ResourceRequirements::default()
-        });
-    if spec.runtime.device == Device::Cuda {
-        resources
-            .limits
-            .get_or_insert_default()
-            .entry("nvidia.com/gpu".into())
-            .or_insert_with(|| Quantity("1".into()));
-    }
-    resources
 }
 
 fn deployment_spec(

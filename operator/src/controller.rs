@@ -19,9 +19,10 @@ use kube::{Client, ResourceExt};
 use tracing::{debug, warn};
 
 use crate::Error;
-use crate::build::ISVC_LABEL;
 use crate::crd::InferenceService;
-use crate::reconcile::{Context, publish, reconcile};
+use crate::names::ISVC_LABEL;
+use crate::reconcile::events::publish;
+use crate::reconcile::{Context, reconcile};
 
 /// Label selector of everything the operator creates.
 const MANAGED: &str = "app.kubernetes.io/managed-by=sluice-operator";

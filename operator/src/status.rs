@@ -7,9 +7,9 @@ use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
 
-use crate::build::{REVISION_LABEL, selector_string};
+use crate::crd::rollout::{HistoryEntry, RolloutPhase, RolloutStatus};
 use crate::crd::{AutoscalingStatus, InferenceService, InferenceServiceStatus, Phase};
-use crate::rollout::{HistoryEntry, RolloutPhase, RolloutStatus};
+use crate::names::{REVISION_LABEL, selector_string};
 
 /// Condition: everything below holds and the current revision is fully rolled out.
 pub const READY: &str = "Ready";

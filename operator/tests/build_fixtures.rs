@@ -9,6 +9,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sluice_operator::build::{self, Desired, Layout};
 use sluice_operator::config::BuildConfig;
 use sluice_operator::crd::InferenceService;
+use sluice_operator::names;
+use sluice_operator::reconcile::validate::validate;
 
 fn fixtures() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/build");
@@ -34,8 +36,15 @@ fn fixture(name: &str) -> InferenceService {
 }
 
 fn built(isvc: &InferenceService) -> Desired {
-    build::validate(isvc).expect("fixture is valid");
+    validate(isvc, &BuildConfig::default()).expect("fixture is valid");
     build::build(isvc, &BuildConfig::default(), &layout(isvc)).unwrap()
+}
+
+/// The validation step's verdict on `isvc`: `Ok(())` or the message.
+fn invalid(isvc: &InferenceService) -> Result<(), String> {
+    validate(isvc, &BuildConfig::default())
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 fn layout(isvc: &InferenceService) -> Layout {
@@ -102,9 +111,9 @@ fn every_fixture_builds_a_secure_observable_deployment() {
 
         assert_eq!(dep.replicas, Some(isvc.spec.min_replicas), "{ctx}");
         let labels = template.metadata.as_ref().unwrap().labels.as_ref().unwrap();
-        assert_eq!(labels.get(build::ISVC_LABEL), Some(&name), "{ctx}");
+        assert_eq!(labels.get(names::ISVC_LABEL), Some(&name), "{ctx}");
         assert_eq!(
-            labels.get(build::REVISION_LABEL),
+            labels.get(names::REVISION_LABEL),
             Some(&d.revision),
             "{ctx}"
         );
@@ -241,7 +250,7 @@ fn every_fixture_builds_a_secure_observable_deployment() {
                 meta.annotations
                     .as_ref()
                     .unwrap()
-                    .contains_key(build::APPLIED_HASH_ANNOTATION)
+                    .contains_key(names::APPLIED_HASH_ANNOTATION)
             );
         }
         assert_eq!(built(&isvc), d, "{ctx}: build is deterministic");
@@ -282,8 +291,8 @@ fn revision_follows_what_defines_the_pods_only() {
     );
     // Hashes of unchanged objects stay put, so a no-op reconcile writes nothing.
     assert_eq!(
-        build::applied_hash(&built(&base).service),
-        build::applied_hash(&built(&scaled).service)
+        names::applied_hash(&built(&base).service),
+        names::applied_hash(&built(&scaled).service)
     );
 }
 
@@ -414,7 +423,7 @@ fn validate_names_the_field_at_fault() {
     for (mutate, expected) in cases {
         let mut isvc = base.clone();
         mutate(&mut isvc);
-        let message = build::validate(&isvc).expect_err(expected);
+        let message = invalid(&isvc).expect_err(expected);
         assert!(
             message.contains(expected),
             "{message:?} should mention {expected:?}"
@@ -425,7 +434,7 @@ fn validate_names_the_field_at_fault() {
 #[test]
 fn layout_places_the_revision_and_selects_the_active_one() {
     let isvc = fixture("minimal");
-    let revision = build::revision(&isvc.spec, &BuildConfig::default()).unwrap();
+    let revision = names::revision(&isvc.spec, &BuildConfig::default()).unwrap();
     let layout = Layout {
         replicas: 1,
         total: 4,
@@ -440,7 +449,7 @@ fn layout_places_the_revision_and_selects_the_active_one() {
         Some(1),
         "the layout's share, not minReplicas"
     );
-    let by_revision = build::revision_selector("fraud", &revision);
+    let by_revision = names::revision_selector("fraud", &revision);
     assert_eq!(spec.selector.match_labels.as_ref(), Some(&by_revision));
     assert_eq!(
         d.revision_service.spec.as_ref().unwrap().selector.as_ref(),
@@ -452,7 +461,7 @@ fn layout_places_the_revision_and_selects_the_active_one() {
     );
     assert_eq!(
         d.service.spec.as_ref().unwrap().selector.as_ref(),
-        Some(&build::revision_selector("fraud", "0123456789")),
+        Some(&names::revision_selector("fraud", "0123456789")),
         "blue-green: the main Service selects the active revision only"
     );
     assert!(
@@ -462,7 +471,7 @@ fn layout_places_the_revision_and_selects_the_active_one() {
     let alone = build::build(&isvc, &BuildConfig::default(), &Layout::alone(1)).unwrap();
     assert_eq!(
         alone.service.spec.as_ref().unwrap().selector.as_ref(),
-        Some(&build::selector("fraud")),
+        Some(&names::selector("fraud")),
         "replica-ratio: every revision's pods"
     );
     assert!(alone.pdb.is_none());
@@ -472,10 +481,10 @@ fn layout_places_the_revision_and_selects_the_active_one() {
 fn names_must_leave_room_for_the_revision() {
     let mut isvc = fixture("minimal");
     isvc.metadata.name = Some("a".repeat(53));
-    let err = build::validate(&isvc).unwrap_err();
+    let err = invalid(&isvc).unwrap_err();
     assert!(err.contains("at most 52"), "{err}");
     isvc.metadata.name = Some("a".repeat(52));
-    assert_eq!(build::validate(&isvc), Ok(()));
+    assert_eq!(invalid(&isvc), Ok(()));
 }
 
 #[test]
@@ -534,7 +543,7 @@ fn security_settings_become_flags_mounts_https_probes_and_a_network_policy() {
     let spec = policy.spec.unwrap();
     assert_eq!(
         spec.pod_selector.unwrap().match_labels,
-        Some(build::selector("fraud"))
+        Some(names::selector("fraud"))
     );
     assert_eq!(spec.policy_types, Some(vec!["Ingress".to_string()]));
     let rules = spec.ingress.unwrap();

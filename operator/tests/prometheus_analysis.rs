@@ -17,10 +17,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use processes::{Killed, sluice_server, wait_ok};
-use sluice_operator::rollout::CheckVerdict;
+use sluice_operator::crd::rollout::AnalysisSpec;
+use sluice_operator::crd::rollout::CheckVerdict;
 use sluice_operator::rollout::analysis::{self, Target};
 use sluice_operator::rollout::prometheus;
-use sluice_operator::rollout::spec::AnalysisSpec;
 use support::repo_root;
 
 /// A sluice-server serving `model` (a fixture folder) as `roll`, labelled `revision`.
@@ -41,6 +41,7 @@ fn server(dir: &Path, model: &str, revision: &str) -> (Killed, u16) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Prometheus and the release sluice-server: run by `make test-operator`"]
 async fn analysis_against_real_prometheus_and_servers() {
     let dir = std::env::temp_dir().join(format!("sluice-analysis-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

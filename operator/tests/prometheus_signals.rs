@@ -19,7 +19,7 @@ use jiff::Timestamp;
 use processes::{sluice_server, wait_until};
 use sluice_operator::autoscale::decision::{self, Input, Signals};
 use sluice_operator::autoscale::signals;
-use sluice_operator::autoscale::spec::Signal;
+use sluice_operator::crd::autoscaling::Signal;
 use sluice_operator::crd::{AutoscalingMode, AutoscalingSpec, AutoscalingStatus};
 use support::free_port;
 
@@ -49,6 +49,7 @@ fn decide(signals: &Signals, current: i32) -> AutoscalingStatus {
 }
 
 #[tokio::test]
+#[ignore = "needs Prometheus and the release sluice-server: run by `make test-operator`"]
 async fn signals_from_a_real_prometheus_scraping_a_real_server() {
     let repo = support::repo_root();
     let models = repo.join("server/fixtures/models");

@@ -23,7 +23,9 @@
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::spec::{AutoscalingMode, AutoscalingSpec, AutoscalingStatus, Recommendation, Signal};
+use crate::crd::autoscaling::{
+    AutoscalingMode, AutoscalingSpec, AutoscalingStatus, Recommendation, Signal,
+};
 
 /// A recommendation within this fraction above the current count keeps the count.
 pub const TOLERANCE: f64 = 0.1;
@@ -450,7 +452,7 @@ pub fn external(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::autoscale::spec::{AutoscalingSpec, Signal::*};
+    use crate::crd::autoscaling::{AutoscalingSpec, Signal::*};
 
     fn t(seconds: i64) -> Timestamp {
         Timestamp::from_second(1_800_000_000 + seconds).unwrap()

@@ -23,7 +23,7 @@ use prometheus_http_query::Client;
 use tracing::warn;
 
 use super::decision::Signals;
-use super::spec::AutoscalingSpec;
+use crate::crd::autoscaling::AutoscalingSpec;
 
 /// The PromQL behind each signal; `None` where the signal does not apply.
 #[derive(Clone, Debug, PartialEq, Eq)]

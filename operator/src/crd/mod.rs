@@ -12,8 +12,11 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-pub use crate::autoscale::spec::{AutoscalingMode, AutoscalingSpec, AutoscalingStatus};
-use crate::rollout::{HistoryEntry, RolloutSpec, RolloutStatus};
+pub mod autoscaling;
+pub mod rollout;
+
+pub use autoscaling::{AutoscalingMode, AutoscalingSpec, AutoscalingStatus};
+pub use rollout::{HistoryEntry, RolloutSpec, RolloutStatus};
 
 /// API group of every Sluice resource.
 pub const GROUP: &str = "serving.sluice.dev";

@@ -15,8 +15,8 @@
 
 use std::fmt::Write as _;
 
-use super::spec::AnalysisSpec;
-use super::{CheckResult, CheckVerdict};
+use crate::crd::rollout::AnalysisSpec;
+use crate::crd::rollout::{CheckResult, CheckVerdict};
 
 /// Which revision is analysed against which.
 #[derive(Clone, Copy, Debug)]
@@ -344,7 +344,7 @@ impl Analysis {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rollout::spec::CustomCheck;
+    use crate::crd::rollout::CustomCheck;
 
     const T: Target = Target {
         isvc: "fraud",

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use super::{HistoryEntry, RolloutPhase};
+use crate::crd::rollout::{HistoryEntry, RolloutPhase};
 
 /// The annotation that carries a manual command.
 pub const ANNOTATION: &str = "serving.sluice.dev/rollout";

@@ -16,7 +16,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use super::analysis::Analysis;
 use super::control::Command;
 use super::traffic;
-use super::{CheckVerdict, HistoryEntry, RolloutPhase, RolloutSpec, RolloutStatus, Strategy};
+use crate::crd::rollout::{
+    CheckVerdict, HistoryEntry, RolloutPhase, RolloutSpec, RolloutStatus, Strategy,
+};
 use crate::crd::{ModelSpec, RuntimeSpec};
 
 /// Blue-green step: the new revision runs at full size without production traffic.
@@ -609,8 +611,8 @@ fn new_replicas(spec: &RolloutSpec, s: &RolloutStatus, total: i32, routed: bool)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crd::rollout::{CheckResult, CheckVerdict};
     use crate::rollout::analysis::Analysis;
-    use crate::rollout::{CheckResult, CheckVerdict};
 
     /// A rollout world: what the machine sees, advanced by applying its decisions
     /// (the Deployment controller is instant unless `lag` holds pods back).

@@ -10,7 +10,7 @@
 
 use serde_json::{Value, json};
 
-use crate::build::HTTP_PORT;
+use crate::names::{HTTP_PORT, revision_object_name};
 
 /// Pods the new revision runs for a traffic share of `weight` percent, next to
 /// `total` stable pods.
@@ -48,7 +48,7 @@ pub fn backend_refs(isvc: &str, weights: &[(String, i32)]) -> Value {
                 json!({
                     "group": "",
                     "kind": "Service",
-                    "name": crate::build::revision_object_name(isvc, revision),
+                    "name": revision_object_name(isvc, revision),
                     "port": HTTP_PORT,
                     "weight": weight,
                 })

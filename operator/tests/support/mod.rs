@@ -32,17 +32,21 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// The directory holding the cached Kubernetes binaries.
-pub fn k8s_bins(repo: &Path) -> PathBuf {
-    if let Some(dir) = std::env::var_os("SLUICE_K8S_BIN") {
-        return dir.into();
+/// Why the tests that need upstream binaries are ignored by a plain `cargo test`.
+pub const NEEDS_BINARIES: &str =
+    "needs the upstream binaries and the release sluice-server: run by `make test-operator`";
+
+/// The directory holding the upstream binaries (etcd, kube-apiserver, kubectl,
+/// prometheus) that `make test-operator` builds once with `e2e/cluster/build-bins.sh`
+/// and names in `SLUICE_K8S_BIN`. A test never builds them itself: a plain
+/// `cargo test` must not start a 25-minute Go build.
+pub fn k8s_bins() -> PathBuf {
+    match std::env::var_os("SLUICE_K8S_BIN").filter(|dir| !dir.is_empty()) {
+        Some(dir) => dir.into(),
+        None => panic!(
+            "SLUICE_K8S_BIN is not set: this test {NEEDS_BINARIES} (or set it to the directory `e2e/cluster/build-bins.sh` prints)"
+        ),
     }
-    let out = Command::new(repo.join("e2e/cluster/build-bins.sh"))
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("running e2e/cluster/build-bins.sh");
-    assert!(out.status.success(), "e2e/cluster/build-bins.sh failed");
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
 
 /// The repository root.
@@ -56,8 +60,7 @@ pub fn repo_root() -> PathBuf {
 impl ApiServer {
     /// Starts etcd and kube-apiserver and waits until the API server is ready.
     pub fn start() -> Self {
-        let repo = repo_root();
-        let bins = k8s_bins(&repo);
+        let bins = k8s_bins();
         let dir = std::env::temp_dir().join(format!("sluice-apiserver-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("pki")).unwrap();
@@ -143,7 +146,7 @@ impl ApiServer {
 
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(120);
-        let kubectl = k8s_bins(&repo_root()).join("kubectl");
+        let kubectl = k8s_bins().join("kubectl");
         loop {
             let ok = Command::new(&kubectl)
                 .arg("--kubeconfig")

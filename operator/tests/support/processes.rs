@@ -65,7 +65,7 @@ pub async fn prometheus(dir: &Path, ports: &[u16], namespace: &str) -> (Killed, 
     )
     .unwrap();
     let port = free_port();
-    let child = Command::new(k8s_bins(&repo_root()).join("prometheus"))
+    let child = Command::new(k8s_bins().join("prometheus"))
         .arg(format!(
             "--config.file={}",
             dir.join("prometheus.yml").display()

@@ -1,0 +1,91 @@
+//! What the operator calls things: the labels and annotations it sets, the ports
+//! its Services expose, the names of a revision's objects, and the revision itself
+//! (a hash of what defines the serving pods). Every pipeline step agrees on these,
+//! so they live apart from all of them.
+
+use std::collections::BTreeMap;
+
+use kube::Resource;
+use sha2::{Digest, Sha256};
+
+use crate::Result;
+use crate::config::BuildConfig;
+use crate::crd::{Device, InferenceServiceSpec};
+
+/// Label on every object and pod of an InferenceService: its name.
+pub const ISVC_LABEL: &str = "serving.sluice.dev/inferenceservice";
+/// Label on pods and ConfigMaps: the revision they serve.
+pub const REVISION_LABEL: &str = "serving.sluice.dev/revision";
+/// Annotation holding the hash of the object as last applied; equal hashes mean
+/// there is nothing to write.
+pub const APPLIED_HASH_ANNOTATION: &str = "serving.sluice.dev/applied-hash";
+/// Port of the Open Inference Protocol over REST (and `/metrics`).
+pub const HTTP_PORT: i32 = 8080;
+/// Port of the Open Inference Protocol over gRPC.
+pub const GRPC_PORT: i32 = 8081;
+/// Environment variables the operator sets itself; a spec may not override them.
+pub const RESERVED_ENV: [&str; 2] = ["SLUICE_ISVC", "SLUICE_REVISION"];
+/// Longest InferenceService name: `<name>-<revision>` (11 more characters) names
+/// Services, which are DNS-1035 labels of at most 63.
+pub const MAX_NAME_LENGTH: usize = 52;
+
+/// Name of the ConfigMap holding a revision's `config.yaml`.
+pub fn config_map_name(isvc: &str, revision: &str) -> String {
+    revision_object_name(isvc, revision)
+}
+
+/// Name of a revision's Deployment and Service, `<name>-<revision>`.
+pub fn revision_object_name(isvc: &str, revision: &str) -> String {
+    format!("{isvc}-{revision}")
+}
+
+/// Labels selecting one revision's pods.
+pub fn revision_selector(name: &str, revision: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (ISVC_LABEL.to_string(), name.to_string()),
+        (REVISION_LABEL.to_string(), revision.to_string()),
+    ])
+}
+
+/// Labels selecting every serving pod of an InferenceService (all revisions).
+pub fn selector(name: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([(ISVC_LABEL.to_string(), name.to_string())])
+}
+
+/// The selector as a `key=value` string.
+pub fn selector_string(name: &str) -> String {
+    format!("{ISVC_LABEL}={name}")
+}
+
+/// The hash `build` recorded in an object, if any.
+pub fn applied_hash<K: Resource>(object: &K) -> Option<&str> {
+    object
+        .meta()
+        .annotations
+        .as_ref()?
+        .get(APPLIED_HASH_ANNOTATION)
+        .map(String::as_str)
+}
+
+/// The revision: a short hash of everything that defines the serving pods (the
+/// model, the runtime and the server image actually used).
+pub fn revision(spec: &InferenceServiceSpec, cfg: &BuildConfig) -> Result<String> {
+    let image = server_image(spec, cfg);
+    let bytes = serde_json::to_vec(&(&spec.model, &spec.runtime, image))?;
+    Ok(short_hash(&bytes))
+}
+
+/// The first ten hex digits of the SHA-256 of `bytes`.
+pub(crate) fn short_hash(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    digest.iter().take(5).map(|b| format!("{b:02x}")).collect()
+}
+
+/// The server image a spec runs: its own, else the configured CPU or CUDA image.
+pub fn server_image<'a>(spec: &'a InferenceServiceSpec, cfg: &'a BuildConfig) -> &'a str {
+    match (&spec.runtime.image, spec.runtime.device) {
+        (Some(image), _) => image,
+        (None, Device::Cpu) => &cfg.server_image,
+        (None, Device::Cuda) => &cfg.server_cuda_image,
+    }
+}

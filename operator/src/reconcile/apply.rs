@@ -1,0 +1,297 @@
+//! The `apply` step: makes the cluster hold what `build` and `decide` want, with as
+//! few writes as possible. Objects carry the hash of what was applied, so an
+//! unchanged object is not written again.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams,
+};
+use kube::runtime::events::EventType;
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use tracing::info;
+
+use super::dereference::Objects;
+use super::events::publish;
+use super::validate::Validated;
+use super::{Context, FIELD_MANAGER};
+use crate::Result;
+use crate::build::Desired;
+use crate::crd::InferenceService;
+use crate::names::{APPLIED_HASH_ANNOTATION, REVISION_LABEL, applied_hash};
+use crate::rollout::machine::Decision;
+use crate::rollout::traffic;
+
+/// Server-side applies every desired object whose applied hash differs from what
+/// the cluster holds, scales the other revisions as the rollout decided, deletes
+/// revisions that no longer have pods (with their Service and ConfigMap), removes
+/// a PodDisruptionBudget or NetworkPolicy no longer wanted, and sets the
+/// HTTPRoute's weights. Returns how many writes it made.
+pub async fn apply(
+    valid: &Validated<'_>,
+    desired: &Desired,
+    decision: &Decision,
+    observed: &Objects,
+    ctx: &Context,
+) -> Result<usize> {
+    let isvc = valid.isvc;
+    let namespace = &valid.namespace;
+    let client = &ctx.client;
+    let mut written = Vec::new();
+    let runs = decision
+        .replicas
+        .get(&desired.revision)
+        .copied()
+        .unwrap_or(0)
+        > 0;
+    if runs {
+        let config_map = by_name(&observed.config_maps, &desired.config_map);
+        if apply_one(client, namespace, &desired.config_map, config_map, ctx).await? {
+            written.push("ConfigMap".to_string());
+        }
+        let deployment = by_name(&observed.deployments, &desired.deployment);
+        if apply_one(client, namespace, &desired.deployment, deployment, ctx).await? {
+            written.push("Deployment".to_string());
+        }
+        let service = by_name(&observed.services, &desired.revision_service);
+        if apply_one(client, namespace, &desired.revision_service, service, ctx).await? {
+            written.push("Service (revision)".to_string());
+        }
+    }
+    let service = by_name(&observed.services, &desired.service);
+    if apply_one(client, namespace, &desired.service, service, ctx).await? {
+        written.push("Service".to_string());
+    }
+    written
+        .extend(apply_optional(namespace, desired.pdb.as_ref(), observed.pdb.as_ref(), ctx).await?);
+    written.extend(
+        apply_optional(
+            namespace,
+            desired.network_policy.as_ref(),
+            observed.network_policy.as_ref(),
+            ctx,
+        )
+        .await?,
+    );
+
+    // Other revisions: scaled as decided, or removed with their Service and ConfigMap.
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let params = DeleteParams::background();
+    for d in &observed.deployments {
+        let Some(revision) = d.labels().get(REVISION_LABEL) else {
+            continue;
+        };
+        if revision == &desired.revision && runs {
+            continue;
+        }
+        match decision.replicas.get(revision).copied().filter(|n| *n > 0) {
+            Some(n) => {
+                if d.spec.as_ref().and_then(|s| s.replicas) != Some(n) {
+                    deployments
+                        .patch(
+                            &d.name_any(),
+                            &PatchParams::default(),
+                            &Patch::Merge(json!({"spec": {"replicas": n}})),
+                        )
+                        .await?;
+                    ctx.metrics.write("Deployment", "scale");
+                    written.push("Deployment (scaled)".to_string());
+                }
+            }
+            None => {
+                deployments.delete(&d.name_any(), &params).await?;
+                ctx.metrics.write("Deployment", "delete");
+                written.push("Deployment (deleted)".to_string());
+            }
+        }
+    }
+    let keep = |revision: Option<&String>| {
+        revision.is_none_or(|r| decision.replicas.get(r).copied().unwrap_or(0) > 0)
+    };
+    // Collected first: a lazy filter held across the awaits would make the
+    // reconcile future lose its Send bound.
+    let unused_services: Vec<&Service> = observed
+        .services
+        .iter()
+        .filter(|service| !keep(service.labels().get(REVISION_LABEL)))
+        .collect();
+    delete_each(unused_services, namespace, &params, ctx).await?;
+    // A ConfigMap goes once no pod of its revision is left.
+    let unused_config_maps: Vec<&ConfigMap> = observed
+        .config_maps
+        .iter()
+        .filter(|cm| {
+            let revision = cm.labels().get(REVISION_LABEL);
+            let has_pods = observed
+                .pods
+                .iter()
+                .any(|p| p.labels().get(REVISION_LABEL) == revision);
+            !keep(revision) && !has_pods
+        })
+        .collect();
+    delete_each(unused_config_maps, namespace, &params, ctx).await?;
+    if let Some(route) = &isvc.spec.rollout.route
+        && set_route_weights(isvc, namespace, &route.name, &decision.route_weights, ctx).await?
+    {
+        written.push("HTTPRoute".to_string());
+    }
+
+    if !written.is_empty() {
+        let (reason, note) = if observed.deployments.is_empty() {
+            (
+                "Created",
+                format!(
+                    "created revision {}: {}",
+                    desired.revision,
+                    written.join(", ")
+                ),
+            )
+        } else {
+            ("Updated", format!("updated {}", written.join(", ")))
+        };
+        info!(isvc = %isvc.name_any(), %namespace, reason, note, "applied");
+        publish(ctx, isvc, EventType::Normal, reason, note).await;
+    }
+    Ok(written.len())
+}
+
+fn by_name<'a, K: Resource>(list: &'a [K], desired: &K) -> Option<&'a K> {
+    list.iter().find(|o| o.meta().name == desired.meta().name)
+}
+
+/// The Gateway API HTTPRoute kind.
+fn http_route() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute"),
+        "httproutes",
+    )
+}
+
+/// Points every rule of the named HTTPRoute at the per-revision Services with the
+/// rollout's weights. Returns whether it wrote.
+async fn set_route_weights(
+    isvc: &InferenceService,
+    namespace: &str,
+    route: &str,
+    weights: &[(String, i32)],
+    ctx: &Context,
+) -> Result<bool> {
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(ctx.client.clone(), namespace, &http_route());
+    let Some(current) = api.get_opt(route).await? else {
+        publish(
+            ctx,
+            isvc,
+            EventType::Warning,
+            "RouteNotFound",
+            format!("spec.rollout.route: HTTPRoute {route} not found in {namespace}; traffic splits by replica ratio"),
+        )
+        .await;
+        return Ok(false);
+    };
+    let Some(rules) = traffic::route_rules(&current.data, &isvc.name_any(), weights) else {
+        return Ok(false);
+    };
+    api.patch(
+        route,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"rules": rules}})),
+    )
+    .await?;
+    ctx.metrics.write("HTTPRoute", "patch");
+    Ok(true)
+}
+
+/// Applies an object the spec may or may not want: applies it when wanted,
+/// deletes the one the InferenceService owns (`current`) when not. Returns what it wrote,
+/// e.g. `PodDisruptionBudget` or `NetworkPolicy (deleted)`.
+async fn apply_optional<K>(
+    namespace: &str,
+    desired: Option<&K>,
+    current: Option<&K>,
+    ctx: &Context,
+) -> Result<Option<String>>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Serialize
+        + DeserializeOwned
+        + Clone
+        + std::fmt::Debug,
+{
+    match (desired, current) {
+        (Some(desired), current) => Ok(apply_one(&ctx.client, namespace, desired, current, ctx)
+            .await?
+            .then(|| K::kind(&()).into_owned())),
+        (None, Some(current)) => {
+            delete_each([current], namespace, &DeleteParams::default(), ctx).await?;
+            Ok(Some(format!("{} (deleted)", K::kind(&()))))
+        }
+        (None, _) => Ok(None),
+    }
+}
+
+/// Deletes every object of `objects`, counting each write in the metrics.
+pub async fn delete_each<'a, K>(
+    objects: impl IntoIterator<Item = &'a K>,
+    namespace: &str,
+    params: &DeleteParams,
+    ctx: &Context,
+) -> Result<()>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + DeserializeOwned
+        + Clone
+        + std::fmt::Debug
+        + 'a,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
+    for object in objects {
+        api.delete(&object.name_any(), params).await?;
+        ctx.metrics.write(&K::kind(&()), "delete");
+    }
+    Ok(())
+}
+
+/// Applies `desired` unless `current` already carries its hash. Returns whether it wrote.
+async fn apply_one<K>(
+    client: &Client,
+    namespace: &str,
+    desired: &K,
+    current: Option<&K>,
+    ctx: &Context,
+) -> Result<bool>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Serialize
+        + DeserializeOwned
+        + Clone
+        + std::fmt::Debug,
+{
+    if current
+        .is_some_and(|c| applied_hash(c).is_some() && applied_hash(c) == applied_hash(desired))
+    {
+        return Ok(false);
+    }
+    debug_assert!(
+        desired
+            .meta()
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(APPLIED_HASH_ANNOTATION))
+    );
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let mut object = serde_json::to_value(desired)?;
+    object["apiVersion"] = K::api_version(&()).into();
+    object["kind"] = K::kind(&()).into();
+    api.patch(
+        &desired.meta().name.clone().unwrap_or_default(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(object),
+    )
+    .await?;
+    ctx.metrics.write(&K::kind(&()), "apply");
+    Ok(true)
+}

@@ -1,0 +1,62 @@
+//! The `decide` step: from the validated spec and what `dereference` observed, the
+//! autoscaler's total and the rollout state machine's next state, and so where the
+//! current revision's pods go. Pure: it reads nothing and writes nothing.
+
+use jiff::Timestamp;
+
+use super::dereference::Observed;
+use super::validate::Validated;
+use crate::autoscale;
+use crate::build::Layout;
+use crate::crd::AutoscalingStatus;
+use crate::rollout::machine::{self, Decision, Input};
+
+/// What this reconcile will make true.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// The autoscaler's total across revisions, and why.
+    pub scale: AutoscalingStatus,
+    /// The rollout's next state: replicas per revision, weights, notes, history.
+    pub rollout: Decision,
+    /// Where the current spec's revision goes, for `build`.
+    pub layout: Layout,
+}
+
+/// Decides the total, then lets the rollout split it between the revisions.
+pub fn decide(valid: &Validated, observed: &Observed, now: Timestamp) -> Plan {
+    let isvc = valid.isvc;
+    let spec = &isvc.spec;
+    let status = isvc.status.clone().unwrap_or_default();
+    let scale = autoscale::decide(
+        isvc,
+        observed.signals.as_ref(),
+        observed.objects.running(),
+        now,
+    );
+    let ready = observed.objects.ready();
+    let rollout = machine::decide(&Input {
+        spec: &spec.rollout,
+        desired: &valid.revision,
+        model: &spec.model,
+        runtime: &spec.runtime,
+        total: scale.desired_replicas,
+        routed: spec.rollout.route.is_some(),
+        previous: status.rollout.as_ref(),
+        stable: status.stable_revision.as_deref(),
+        history: &status.history,
+        ready: &ready,
+        analysis: observed.analysis.as_ref(),
+        command: valid.command.command(),
+        now,
+    });
+    let layout = Layout {
+        replicas: rollout.replicas.get(&valid.revision).copied().unwrap_or(0),
+        total: scale.desired_replicas,
+        active: rollout.active.clone(),
+    };
+    Plan {
+        scale,
+        rollout,
+        layout,
+    }
+}

@@ -1,0 +1,198 @@
+//! The `dereference` step: every read of one reconcile, from the API server (the
+//! InferenceService itself, fresh, and the objects and pods it owns) and from
+//! Prometheus (the autoscaler's signals and, when one is due, the rollout's
+//! analysis). The steps after it decide from what it returns and read nothing.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Api, ListParams};
+use kube::{Client, Resource, ResourceExt};
+
+use super::Context;
+use crate::autoscale::{self, decision::Signals};
+use crate::crd::InferenceService;
+use crate::crd::rollout::{RolloutStatus, Strategy};
+use crate::names::{REVISION_LABEL, revision, selector_string};
+use crate::rollout::analysis::{self, Analysis, Target};
+use crate::rollout::{control, machine, prometheus};
+use crate::status;
+use crate::{Error, Result};
+
+/// What the cluster and Prometheus hold for one InferenceService.
+#[derive(Clone, Debug)]
+pub struct Observed {
+    /// The InferenceService as the API server has it now.
+    pub isvc: InferenceService,
+    /// The objects it owns.
+    pub objects: Objects,
+    /// The autoscaler's signals; `None` when the operator has no Prometheus or does
+    /// not scale this InferenceService (mode `External`).
+    pub signals: Option<Signals>,
+    /// The rollout's analysis, when one was due.
+    pub analysis: Option<Analysis>,
+}
+
+/// The objects an InferenceService owns.
+#[derive(Clone, Debug, Default)]
+pub struct Objects {
+    /// The Deployments of every revision.
+    pub deployments: Vec<Deployment>,
+    /// The main Service and the per-revision ones.
+    pub services: Vec<Service>,
+    /// The PodDisruptionBudget.
+    pub pdb: Option<PodDisruptionBudget>,
+    /// The NetworkPolicy.
+    pub network_policy: Option<NetworkPolicy>,
+    /// `config.yaml` ConfigMaps of every revision still around.
+    pub config_maps: Vec<ConfigMap>,
+    /// Serving pods of every revision.
+    pub pods: Vec<Pod>,
+}
+
+impl Objects {
+    /// Ready pods per revision.
+    pub fn ready(&self) -> BTreeMap<String, i32> {
+        let mut ready = BTreeMap::new();
+        for d in &self.deployments {
+            if let Some(revision) = d.labels().get(REVISION_LABEL) {
+                *ready.entry(revision.clone()).or_default() += status::ready_pods(d);
+            }
+        }
+        ready
+    }
+
+    /// The replica count in force: every revision runs at most the total (a canary
+    /// less, a blue-green preview as much), so the largest Deployment carries it.
+    pub fn running(&self) -> Option<i32> {
+        self.deployments
+            .iter()
+            .filter_map(|d| d.spec.as_ref()?.replicas)
+            .max()
+    }
+}
+
+/// Reads everything one reconcile of `cached` needs; `None` when it is gone.
+///
+/// The InferenceService is read fresh: the rollout decides from its status, and the
+/// watch cache may not have seen this operator's last status write yet, so a
+/// decision taken from it would repeat a step (or a rollback) that already happened.
+pub async fn dereference(
+    cached: &InferenceService,
+    ctx: &Context,
+    now: Timestamp,
+) -> Result<Option<Observed>> {
+    let namespace = namespace(cached)?;
+    let api: Api<InferenceService> = Api::namespaced(ctx.client.clone(), &namespace);
+    let Some(isvc) = api.get_opt(&cached.name_any()).await? else {
+        return Ok(None);
+    };
+    let objects = objects(&isvc, &ctx.client).await?;
+    let signals = match (&ctx.prometheus, autoscale::queries(&isvc, &objects.pods)) {
+        (Some(client), Some(queries)) => Some(autoscale::signals::read(client, &queries).await),
+        _ => None,
+    };
+    let analysis = match due_analysis(&isvc, ctx, now)? {
+        Some(plan) => Some(prometheus::run(ctx.prometheus.as_ref(), &plan).await),
+        None => None,
+    };
+    Ok(Some(Observed {
+        isvc,
+        objects,
+        signals,
+        analysis,
+    }))
+}
+
+/// The analysis plan when the rollout in `status.rollout` is due for one. A pending
+/// manual command decides this round instead.
+fn due_analysis(
+    isvc: &InferenceService,
+    ctx: &Context,
+    now: Timestamp,
+) -> Result<Option<analysis::Plan>> {
+    let Some(rollout) = isvc.status.as_ref().and_then(|s| s.rollout.as_ref()) else {
+        return Ok(None);
+    };
+    let desired = revision(&isvc.spec, &ctx.config)?;
+    let commanded = isvc.annotations().contains_key(control::ANNOTATION);
+    if commanded || !machine::analysis_due(&isvc.spec.rollout, Some(rollout), &desired, now) {
+        return Ok(None);
+    }
+    let namespace = namespace(isvc)?;
+    let name = isvc.name_any();
+    Ok(Some(analysis::plan(
+        &isvc.spec.rollout.analysis,
+        &Target {
+            isvc: &name,
+            namespace: &namespace,
+            revision: &rollout.revision,
+            stable: rollout.stable.as_deref().unwrap_or_default(),
+            stable_offset_seconds: stable_offset_seconds(rollout, now),
+        },
+    )))
+}
+
+/// After a blue-green promotion the stable revision's pods are gone; its latency is
+/// read from before the switch, this many seconds back.
+fn stable_offset_seconds(rollout: &RolloutStatus, now: Timestamp) -> Option<u64> {
+    if rollout.strategy != Strategy::BlueGreen || rollout.step != machine::BG_POST_PROMOTION {
+        return None;
+    }
+    let started = rollout.step_started.as_ref()?;
+    Some(now.duration_since(started.0).as_secs().max(0) as u64)
+}
+
+/// Reads the objects and serving pods `isvc` owns.
+pub async fn objects(isvc: &InferenceService, client: &Client) -> Result<Objects> {
+    let namespace = namespace(isvc)?;
+    let name = isvc.name_any();
+    let labelled = ListParams::default().labels(&selector_string(&name));
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
+    let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), &namespace);
+    let network_policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &namespace);
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+    let (deployments, services, pdb, network_policy, config_maps, pods) = futures::try_join!(
+        deployments.list(&labelled),
+        services.list(&labelled),
+        pdbs.get_opt(&name),
+        network_policies.get_opt(&name),
+        config_maps.list(&labelled),
+        pods.list(&labelled),
+    )?;
+    Ok(Objects {
+        deployments: owned(deployments.items, isvc),
+        services: owned(services.items, isvc),
+        pdb: pdb.filter(|p| owned_by(p, isvc)),
+        network_policy: network_policy.filter(|p| owned_by(p, isvc)),
+        config_maps: owned(config_maps.items, isvc),
+        pods: pods.items,
+    })
+}
+
+/// `metadata.namespace`, which every namespaced object has.
+pub fn namespace(isvc: &InferenceService) -> Result<String> {
+    isvc.namespace()
+        .ok_or(Error::MissingObjectKey("metadata.namespace"))
+}
+
+fn owned<K: Resource>(items: Vec<K>, isvc: &InferenceService) -> Vec<K> {
+    items.into_iter().filter(|o| owned_by(o, isvc)).collect()
+}
+
+/// Whether `isvc` is the controller owner of `object`.
+fn owned_by<K: Resource>(object: &K, isvc: &InferenceService) -> bool {
+    let uid = isvc.metadata.uid.as_deref();
+    object
+        .meta()
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| Some(o.uid.as_str()) == uid && o.controller == Some(true))
+}

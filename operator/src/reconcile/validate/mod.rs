@@ -1,0 +1,139 @@
+//! The `validate` step: checks what the CRD schema cannot express (or an older CRD
+//! may not enforce), and returns a typed [`Validated`] value that the later steps
+//! take, so they cannot run on an unchecked resource. Pure.
+
+mod autoscaling;
+mod rollout;
+
+use kube::ResourceExt;
+
+use crate::build::StorageUri;
+use crate::config::BuildConfig;
+use crate::crd::InferenceService;
+use crate::names::{MAX_NAME_LENGTH, RESERVED_ENV, revision};
+use crate::rollout::control::{self, Command};
+use crate::security;
+
+/// An InferenceService that passed every check, with what the later steps need
+/// worked out once.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Validated<'a> {
+    /// The resource as read from the API server.
+    pub isvc: &'a InferenceService,
+    /// `metadata.name`.
+    pub name: String,
+    /// `metadata.namespace`.
+    pub namespace: String,
+    /// The revision the spec asks for (see [`revision`]).
+    pub revision: String,
+    /// The manual command in the `serving.sluice.dev/rollout` annotation.
+    pub command: Requested,
+}
+
+/// What the `serving.sluice.dev/rollout` annotation asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Requested {
+    /// No annotation.
+    Nothing,
+    /// A command to act on once.
+    Command(Command),
+    /// An annotation that is not a command: the message says why. It is reported
+    /// and removed; the rest of the reconcile goes on.
+    Invalid(String),
+}
+
+impl Requested {
+    /// The command, when there is a valid one.
+    pub fn command(&self) -> Option<Command> {
+        match self {
+            Self::Command(command) => Some(*command),
+            Self::Nothing | Self::Invalid(_) => None,
+        }
+    }
+}
+
+/// Why an InferenceService cannot be served as it is; the message names the field.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);
+
+/// Checks `isvc` and works out its revision and the manual command it carries.
+pub fn validate<'a>(
+    isvc: &'a InferenceService,
+    cfg: &BuildConfig,
+) -> Result<Validated<'a>, Invalid> {
+    check(isvc).map_err(Invalid)?;
+    let namespace = isvc
+        .namespace()
+        .ok_or_else(|| Invalid("metadata.namespace is missing".into()))?;
+    let revision = revision(&isvc.spec, cfg).map_err(|e| Invalid(e.to_string()))?;
+    let command = match isvc.annotations().get(control::ANNOTATION) {
+        None => Requested::Nothing,
+        Some(value) => match Command::parse(value) {
+            Ok(command) => Requested::Command(command),
+            Err(message) => Requested::Invalid(message),
+        },
+    };
+    Ok(Validated {
+        isvc,
+        name: isvc.name_any(),
+        namespace,
+        revision,
+        command,
+    })
+}
+
+/// The checks of the whole resource; each message names the field.
+fn check(isvc: &InferenceService) -> Result<(), String> {
+    let name = isvc.name_any();
+    let dns_label = name.len() <= MAX_NAME_LENGTH
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.ends_with('-');
+    if !dns_label {
+        return Err(format!(
+            "metadata.name {name:?} must be a DNS-1035 label of at most {MAX_NAME_LENGTH} lowercase letters, digits and '-', starting with a letter, because it names the Services (`<name>-<revision>` must fit 63)"
+        ));
+    }
+    let spec = &isvc.spec;
+    StorageUri::parse(&spec.model.storage_uri)
+        .map_err(|e| format!("spec.model.storageUri: {e}"))?;
+    if let Some(digest) = &spec.model.sha256
+        && !(digest.len() == 64
+            && digest
+                .chars()
+                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)))
+    {
+        return Err("spec.model.sha256 must be 64 lowercase hexadecimal digits".into());
+    }
+    if spec.min_replicas < 1 {
+        return Err("spec.minReplicas must be at least 1".into());
+    }
+    if let Some(max) = spec.max_replicas
+        && spec.min_replicas > max
+    {
+        return Err(format!(
+            "spec.minReplicas ({}) must not be above spec.maxReplicas ({max})",
+            spec.min_replicas
+        ));
+    }
+    rollout::check(&spec.rollout)?;
+    autoscaling::check(spec)?;
+    if let Some(env) = spec
+        .runtime
+        .env
+        .iter()
+        .find(|e| RESERVED_ENV.contains(&e.name.as_str()))
+    {
+        return Err(format!(
+            "spec.runtime.env: {} is set by the operator",
+            env.name
+        ));
+    }
+    if let Some(security) = &spec.security {
+        security::validate(security)?;
+    }
+    Ok(())
+}
