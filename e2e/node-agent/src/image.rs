@@ -145,25 +145,20 @@ impl ImageStore {
             touch(path.parent().unwrap_or(&self.root));
             return Ok(path.clone());
         }
-        let digest = digest(&files)?;
-        let dir = self.root.join(format!("sha256-{digest}"));
         let name = binary
             .file_name()
             .ok_or_else(|| Error::Config(format!("{} names no file", binary.display())))?;
+        let dir = self.copy_in(&files)?;
         let path = dir.join(name);
-        if path.is_file() {
-            touch(&dir);
-        } else {
-            self.copy_in(&files, &dir)?;
-            info!(binary = %binary.display(), image = %dir.display(), "installed an image");
-        }
         installed.insert(binary.to_path_buf(), (stamps, path.clone()));
         Ok(path)
     }
 
-    /// Copies `files` into a temporary folder, then renames it to `dir` at once, so
-    /// that a container never sees a half-written image.
-    fn copy_in(&self, files: &[PathBuf], dir: &Path) -> Result<()> {
+    /// Copies `files` into a temporary folder, hashes the copies (so that the name
+    /// always matches the content, even if a build rewrites the sources meanwhile) and
+    /// renames the folder to `sha256-<digest>` at once, so that a container never sees
+    /// a half-written image. Returns that folder; an existing one is kept.
+    fn copy_in(&self, files: &[PathBuf]) -> Result<PathBuf> {
         let tmp = self
             .root
             .join(format!(".tmp-{}-{}", std::process::id(), unique()));
@@ -171,6 +166,7 @@ impl ImageStore {
         let result = (|| {
             fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755))
                 .map_err(Error::io(format!("opening up {}", tmp.display())))?;
+            let mut copies = Vec::with_capacity(files.len());
             for file in files {
                 let to = tmp.join(file.file_name().unwrap_or_default());
                 fs::copy(file, &to).map_err(Error::io(format!(
@@ -183,11 +179,20 @@ impl ImageStore {
                     .mode();
                 fs::set_permissions(&to, fs::Permissions::from_mode(mode | 0o444))
                     .map_err(Error::io(format!("opening up {}", to.display())))?;
+                copies.push(to);
             }
-            match fs::rename(&tmp, dir) {
-                Ok(()) => Ok(()),
+            let dir = self.root.join(format!("sha256-{}", digest(&copies)?));
+            if dir.is_dir() {
+                touch(&dir);
+                return Ok(dir);
+            }
+            match fs::rename(&tmp, &dir) {
+                Ok(()) => {
+                    info!(image = %dir.display(), "installed an image");
+                    Ok(dir)
+                }
                 // Another install of the same files won the race.
-                Err(_) if dir.is_dir() => Ok(()),
+                Err(_) if dir.is_dir() => Ok(dir),
                 Err(e) => Err(Error::io(format!("renaming {}", tmp.display()))(e)),
             }
         })();
