@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Fuzzes every parser that request bytes reach (server/fuzz, target
-# request_parsers) with cargo-fuzz: libFuzzer plus AddressSanitizer, on nightly
-# Rust, for FUZZ_SECONDS (default 60). Installs cargo-fuzz (into $SLUICE_CACHE)
-# and the nightly toolchain when missing. Prints the number of executions;
+# request_parsers) with cargo-fuzz: libFuzzer plus AddressSanitizer, on the
+# nightly that server/fuzz/rust-toolchain.toml pins, for FUZZ_SECONDS (default
+# 60). Installs cargo-fuzz (into $SLUICE_CACHE) and that nightly when missing.
+# Prints the number of executions;
 # exits non-zero, leaving the crashing input under server/fuzz/artifacts/, on a
 # crash, a timeout or running out of memory.
 set -euo pipefail
@@ -11,9 +12,22 @@ cd "$(dirname "$0")/.."
 seconds=${FUZZ_SECONDS:-60}
 cache=${SLUICE_CACHE:-$HOME/.cache/sluice}
 
-if ! cargo +nightly --version >/dev/null 2>&1; then
-  echo "fuzz: installing the nightly toolchain (cargo-fuzz needs it)"
-  rustup toolchain install nightly --profile minimal
+toolchain=$(sed -n 's/^channel *= *"\(.*\)"/\1/p' server/fuzz/rust-toolchain.toml)
+if ! cargo "+$toolchain" --version >/dev/null 2>&1; then
+  # Where rustup can download, install the pinned nightly. Where it cannot,
+  # an installed `nightly` built on the pinned date is the same toolchain:
+  # link it under the pinned name.
+  date=${toolchain#nightly-}
+  installed=$(rustc +nightly --version 2>/dev/null || true)
+  if [[ $installed == *" $date)" ]]; then
+    echo "fuzz: linking the installed nightly ($installed) as $toolchain"
+    rustup toolchain link "$toolchain" "$(rustc +nightly --print sysroot)"
+  elif ! rustup toolchain install "$toolchain" --profile minimal; then
+    echo "fuzz: cannot get $toolchain (pinned in server/fuzz/rust-toolchain.toml):" \
+      "rustup could not install it and the installed nightly is '${installed:-none}'." \
+      "Install that nightly, or move the pin to the installed nightly's date." >&2
+    exit 1
+  fi
 fi
 if [ ! -x "$cache/cargo-fuzz/bin/cargo-fuzz" ]; then
   echo "fuzz: installing cargo-fuzz into $cache/cargo-fuzz"
@@ -28,7 +42,7 @@ mkdir -p "$corpus"
 log=target/fuzz/request_parsers.log
 echo "fuzz: request_parsers for ${seconds}s (log: $log)"
 status=0
-cargo +nightly fuzz run request_parsers --fuzz-dir server/fuzz --target-dir target/fuzz \
+cargo "+$toolchain" fuzz run request_parsers --fuzz-dir server/fuzz --target-dir target/fuzz \
   "$corpus" server/fuzz/seeds -- \
   -max_total_time="$seconds" -timeout=10 -rss_limit_mb=4096 -print_final_stats=1 \
   >"$log" 2>&1 || status=$?

@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use sluice_server::config::ModelConfig;
+use sluice_server::config::monitoring::{FeedbackConfig, MonitoringConfig, Task};
 use sluice_server::metrics::Metrics;
+use sluice_server::monitoring::Monitor;
 use sluice_server::monitoring::profile::{ProfileRequest, TrainingData, build};
-use sluice_server::monitoring::{FeedbackConfig, Monitor, MonitoringConfig, Task};
 use sluice_server::runtime::OnnxModel;
 use sluice_server::tensor::{Tensor, TensorData};
 

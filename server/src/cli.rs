@@ -7,11 +7,11 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::fetch::{FetchRequest, MODEL_FILE, fetch};
-use crate::loadtest;
-use crate::monitoring::profile::{ProfileRequest, TrainingData, build};
-use crate::security::flags::SecurityArgs;
-use crate::serve::{ServeOptions, serve};
+use sluice_server::fetch::{FetchRequest, MODEL_FILE, fetch};
+use sluice_server::loadtest;
+use sluice_server::monitoring::profile::{ProfileRequest, TrainingData, build};
+use sluice_server::security::flags::SecurityArgs;
+use sluice_server::serve::{ServeOptions, serve};
 
 /// Sluice's model server.
 #[derive(Debug, Parser)]
@@ -50,9 +50,13 @@ enum Command {
 
 #[derive(Debug, clap::Args)]
 struct LoadtestArgs {
-    /// The server, e.g. http://127.0.0.1:8080.
+    /// The server, e.g. http://127.0.0.1:8080, or https://gateway/ml/fraud for one
+    /// behind TLS and a path prefix (its routes are then /ml/fraud/v2/...).
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     url: reqwest::Url,
+    /// A PEM file of CA certificates to trust for an https --url, besides the public roots.
+    #[arg(long)]
+    ca_cert: Option<PathBuf>,
     /// The model to call.
     #[arg(long)]
     model: String,
@@ -94,15 +98,13 @@ struct LoadtestArgs {
 }
 
 async fn loadtest(args: LoadtestArgs) -> anyhow::Result<()> {
-    let host = args.url.host_str().context("--url has no host")?;
-    let port = args
-        .url
-        .port_or_known_default()
-        .context("--url has no port")?;
-    let address = tokio::net::lookup_host((host, port))
-        .await?
-        .next()
-        .with_context(|| format!("{host} does not resolve"))?;
+    let ca_pem = match &args.ca_cert {
+        Some(path) => {
+            Some(std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?)
+        }
+        None => None,
+    };
+    let endpoint = loadtest::Endpoint::resolve(args.url.clone(), ca_pem.as_deref()).await?;
     let headers = args
         .headers
         .iter()
@@ -112,8 +114,15 @@ async fn loadtest(args: LoadtestArgs) -> anyhow::Result<()> {
         Some(path) => std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?,
         None => {
-            let metadata: serde_json::Value = reqwest::Client::new()
-                .get(args.url.join(&format!("v2/models/{}", args.model))?)
+            let mut client = reqwest::Client::builder();
+            if let Some(pem) = &ca_pem {
+                for cert in reqwest::Certificate::from_pem_bundle(pem)? {
+                    client = client.add_root_certificate(cert);
+                }
+            }
+            let metadata: serde_json::Value = client
+                .build()?
+                .get(endpoint.url_of(&format!("v2/models/{}", args.model)))
                 .headers(headers.clone())
                 .send()
                 .await?
@@ -124,8 +133,8 @@ async fn loadtest(args: LoadtestArgs) -> anyhow::Result<()> {
         }
     };
     let target = loadtest::Target {
-        address,
-        path: format!("/v2/models/{}/infer", args.model),
+        path: endpoint.path_of(&format!("v2/models/{}/infer", args.model)),
+        endpoint: std::sync::Arc::new(endpoint),
         body: body.into(),
         headers,
     };

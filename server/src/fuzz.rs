@@ -6,13 +6,13 @@
 use axum::http::HeaderValue;
 use prost::Message;
 
-use crate::protocol::grpc::{decode_inputs, pb};
-use crate::protocol::rest::parse_infer_body;
 use crate::security::auth::Credentials;
-use crate::security::http::model_in_path;
 use crate::security::keys::KeySet;
 use crate::security::limits::RequestLimits;
-use crate::tensor::Tensor;
+use crate::tensor::{NamedTensor, Tensor};
+use crate::wire::grpc::{decode_inputs, pb};
+use crate::wire::json::parse_infer_body;
+use crate::wire::paths::model_in_path;
 
 /// Limits as a server might set them, so the checks run on what was parsed.
 const LIMITS: RequestLimits = RequestLimits {
@@ -67,7 +67,7 @@ fn rest_body(header_length: Option<&HeaderValue>, body: &[u8]) {
 
 /// What the server does next with parsed inputs: limit checks, and (for
 /// inputs within the limits) the row operations the batcher performs.
-fn check(inputs: &[crate::model::NamedTensor]) {
+fn check(inputs: &[NamedTensor]) {
     if LIMITS.check_inputs(inputs).is_err() {
         return;
     }

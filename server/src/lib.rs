@@ -1,19 +1,36 @@
 //! Sluice's model server: ONNX Runtime behind the Open Inference Protocol
 //! (REST and gRPC) with dynamic batching, warm-up and Prometheus metrics.
+//!
+//! The modules form layers, each using only those before it:
+//! `tensor` and `error`; `wire` (bytes to tensors) and `security`; `config` and
+//! `metrics`; then, with ONNX Runtime, `runtime`, `monitoring`, `batcher`,
+//! `model`, `repository`, `protocol` (the handlers) and `serve`. The command
+//! line (`cli.rs`) belongs to the binary.
 
-pub mod batcher;
-pub mod cli;
+// Without ONNX Runtime (feature `onnx` off): everything a request's bytes
+// reach before a model runs, which is what `server/fuzz` fuzzes.
 pub mod config;
 pub mod error;
 pub mod fetch;
 pub mod fuzz;
 pub mod loadtest;
 pub mod metrics;
-pub mod model;
-pub mod monitoring;
-pub mod protocol;
-pub mod repository;
-pub mod runtime;
 pub mod security;
-pub mod serve;
 pub mod tensor;
+pub mod wire;
+
+// With ONNX Runtime: loading and running models, and serving them.
+#[cfg(feature = "onnx")]
+pub mod batcher;
+#[cfg(feature = "onnx")]
+pub mod model;
+#[cfg(feature = "onnx")]
+pub mod monitoring;
+#[cfg(feature = "onnx")]
+pub mod protocol;
+#[cfg(feature = "onnx")]
+pub mod repository;
+#[cfg(feature = "onnx")]
+pub mod runtime;
+#[cfg(feature = "onnx")]
+pub mod serve;

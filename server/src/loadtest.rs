@@ -9,6 +9,7 @@
 //! boundary between the best passing and the first failing rate.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Full};
@@ -16,7 +17,11 @@ use hyper::body::Bytes;
 use hyper::client::conn::http1::SendRequest;
 use hyper::header::{HeaderName, HeaderValue};
 use hyper_util::rt::TokioIo;
+use reqwest::Url;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
 use serde::Serialize;
+use tokio_rustls::TlsConnector;
 
 /// Why a load test could not run.
 #[derive(Debug, thiserror::Error)]
@@ -26,32 +31,156 @@ pub enum LoadTestError {
         address: SocketAddr,
         message: String,
     },
+    #[error("--url {url}: {message}")]
+    Url { url: String, message: String },
+    #[error("--ca-cert: {0}")]
+    CaCert(String),
     #[error("{0}")]
     Setup(String),
 }
 
-/// An open HTTP/1.1 keep-alive connection.
-pub async fn connect(address: SocketAddr) -> Result<SendRequest<Full<Bytes>>, LoadTestError> {
-    let failed = |message: String| LoadTestError::Connect { address, message };
-    let stream = tokio::net::TcpStream::connect(address)
-        .await
-        .map_err(|e| failed(e.to_string()))?;
-    stream
-        .set_nodelay(true)
-        .map_err(|e| failed(e.to_string()))?;
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| failed(e.to_string()))?;
+/// The server under load, from its `--url`: where to connect, whether over
+/// TLS, and the path prefix its routes sit under (e.g. a gateway's
+/// `https://gateway/ml/fraud` serves `/ml/fraud/v2/...`).
+pub struct Endpoint {
+    url: Url,
+    address: SocketAddr,
+    /// The `host` header: the URL's host and port as written.
+    authority: HeaderValue,
+    /// For `https`: the connector and the name the certificate must carry.
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+}
+
+impl Endpoint {
+    /// Resolves an `http` or `https` URL. For `https`, the server's certificate
+    /// must chain to a public root or to a certificate in `ca_pem`.
+    pub async fn resolve(url: Url, ca_pem: Option<&[u8]>) -> Result<Endpoint, LoadTestError> {
+        let invalid = |message: &str| LoadTestError::Url {
+            url: url.to_string(),
+            message: message.to_string(),
+        };
+        let tls = match url.scheme() {
+            "http" => None,
+            "https" => Some(()),
+            _ => return Err(invalid("the scheme must be http or https")),
+        };
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(invalid("a query or fragment has no place in a server URL"));
+        }
+        let host = url.host_str().ok_or_else(|| invalid("no host"))?;
+        let port = url
+            .port_or_known_default()
+            .ok_or_else(|| invalid("no port"))?;
+        let address = tokio::net::lookup_host((host, port))
+            .await
+            .ok()
+            .and_then(|mut addresses| addresses.next())
+            .ok_or_else(|| invalid(&format!("{host} does not resolve")))?;
+        let authority = match url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_string(),
+        };
+        let authority = HeaderValue::from_str(&authority)
+            .map_err(|_| invalid("the host is not a header value"))?;
+        let tls = match tls {
+            None => None,
+            Some(()) => {
+                // `url` writes IPv6 hosts in brackets; a server name has none.
+                let name = host.trim_start_matches('[').trim_end_matches(']');
+                let name = ServerName::try_from(name.to_string())
+                    .map_err(|_| invalid("the host is not a valid TLS server name"))?;
+                Some((tls_connector(ca_pem)?, name))
+            }
+        };
+        Ok(Endpoint {
+            url,
+            address,
+            authority,
+            tls,
+        })
+    }
+
+    /// The URL of a route, e.g. `v2/models/mlp`, under the endpoint's prefix.
+    pub fn url_of(&self, route: &str) -> Url {
+        let mut url = self.url.clone();
+        url.set_path(&self.path_of(route));
+        url
+    }
+
+    /// The request path of a route, under the endpoint's prefix.
+    pub fn path_of(&self, route: &str) -> String {
+        format!("{}/{route}", self.url.path().trim_end_matches('/'))
+    }
+
+    /// An open HTTP/1.1 keep-alive connection, over TLS for `https`.
+    pub async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, LoadTestError> {
+        let address = self.address;
+        let failed = |message: String| LoadTestError::Connect { address, message };
+        let stream = tokio::net::TcpStream::connect(address)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        stream
+            .set_nodelay(true)
+            .map_err(|e| failed(e.to_string()))?;
+        match &self.tls {
+            None => handshake(stream).await,
+            Some((connector, name)) => {
+                let stream = connector
+                    .connect(name.clone(), stream)
+                    .await
+                    .map_err(|e| failed(format!("TLS: {e}")))?;
+                handshake(stream).await
+            }
+        }
+        .map_err(|e| failed(e.to_string()))
+    }
+}
+
+/// An HTTP/1.1 client connection over `io`, driven by a task of its own.
+async fn handshake<T>(io: T) -> Result<SendRequest<Full<Bytes>>, hyper::Error>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
     tokio::spawn(connection);
     Ok(sender)
+}
+
+/// A TLS client trusting the public roots and the certificates in `ca_pem`.
+fn tls_connector(ca_pem: Option<&[u8]>) -> Result<TlsConnector, LoadTestError> {
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    if let Some(pem) = ca_pem {
+        let mut added = 0;
+        for cert in CertificateDer::pem_slice_iter(pem) {
+            let cert = cert.map_err(|e| LoadTestError::CaCert(e.to_string()))?;
+            roots
+                .add(cert)
+                .map_err(|e| LoadTestError::CaCert(e.to_string()))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(LoadTestError::CaCert(
+                "no PEM certificate in the file".to_string(),
+            ));
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| LoadTestError::Setup(format!("TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(TlsConnector::from(Arc::new(config)))
 }
 
 /// A prepared inference request.
 #[derive(Clone)]
 pub struct Target {
-    /// The server's address.
-    pub address: SocketAddr,
-    /// The inference path, e.g. `/v2/models/mlp/infer`.
+    /// The server.
+    pub endpoint: Arc<Endpoint>,
+    /// The request path, prefix included, e.g. `/v2/models/mlp/infer`.
     pub path: String,
     /// The JSON body.
     pub body: Bytes,
@@ -63,7 +192,7 @@ pub struct Target {
 impl Target {
     fn request(&self) -> hyper::Request<Full<Bytes>> {
         let mut request = hyper::Request::post(self.path.as_str())
-            .header("host", self.address.to_string())
+            .header("host", self.endpoint.authority.clone())
             .header("content-type", "application/json")
             .body(Full::new(self.body.clone()))
             .expect("a valid request");
@@ -159,7 +288,7 @@ pub async fn run_step(
     sender.close();
     let mut workers = Vec::new();
     for _ in 0..options.connections.max(1) {
-        let mut connection = connect(target.address).await?;
+        let mut connection = target.endpoint.connect().await?;
         let receiver = receiver.clone();
         let target = target.clone();
         workers.push(tokio::spawn(async move {
@@ -178,7 +307,7 @@ pub async fn run_step(
                     latencies.push(due.elapsed());
                 } else {
                     errors += 1;
-                    if let Ok(fresh) = connect(target.address).await {
+                    if let Ok(fresh) = target.endpoint.connect().await {
                         connection = fresh;
                     }
                 }
@@ -329,6 +458,40 @@ mod tests {
             let error = parse_header(text).unwrap_err().to_string();
             assert!(error.contains(why), "{error}");
         }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn routes_sit_under_the_url_path_and_only_http_urls_are_taken() {
+        let endpoint = |url: &str| Endpoint::resolve(Url::parse(url).unwrap(), None);
+        for (url, path) in [
+            ("http://127.0.0.1:8080", "/v2/models/m/infer"),
+            ("http://127.0.0.1:8080/", "/v2/models/m/infer"),
+            ("https://127.0.0.1/ml/fraud", "/ml/fraud/v2/models/m/infer"),
+            ("http://127.0.0.1/ml/fraud/", "/ml/fraud/v2/models/m/infer"),
+        ] {
+            let endpoint = endpoint(url).await.unwrap();
+            assert_eq!(endpoint.path_of("v2/models/m/infer"), path, "{url}");
+            assert_eq!(
+                endpoint.url_of("v2/models/m").path(),
+                path.trim_end_matches("/infer")
+            );
+        }
+        let https = endpoint("https://localhost:8443/x").await.unwrap();
+        assert_eq!(https.authority, "localhost:8443");
+        assert!(https.tls.is_some());
+        for (url, why) in [
+            ("ftp://127.0.0.1", "the scheme must be http or https"),
+            ("http://127.0.0.1/?a=1", "a query or fragment"),
+        ] {
+            let error = endpoint(url).await.err().unwrap().to_string();
+            assert!(error.contains(why), "{error}");
+        }
+        let error = Endpoint::resolve(Url::parse("https://localhost").unwrap(), Some(b"nope"))
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(error.contains("--ca-cert: no PEM certificate"), "{error}");
     }
 
     #[test]

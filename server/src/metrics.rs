@@ -10,7 +10,7 @@ use prometheus::{
     IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::monitoring::stats::TestResult;
+use crate::config::monitoring::Task;
 
 /// Latency buckets from 100 microseconds to 30 seconds.
 const LATENCY_BUCKETS: [f64; 17] = [
@@ -291,6 +291,10 @@ impl prometheus::core::Collector for CpuCollector {
 }
 
 /// CPU time (user plus system) of this process so far, in seconds.
+#[allow(
+    unsafe_code,
+    reason = "getrusage(2) has no safe wrapper in libc; it only writes the struct it is given"
+)]
 fn process_cpu_seconds() -> f64 {
     let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
     // SAFETY: getrusage fills the rusage it is pointed at, which lives on this stack.
@@ -345,10 +349,10 @@ impl VersionMetrics {
 
     /// Publishes the model's quality over the feedback window (accuracy or mean
     /// absolute error, by task). Series exist only once there is something to say.
-    pub fn set_quality(&self, task: crate::monitoring::Task, value: f64) {
+    pub fn set_quality(&self, task: Task, value: f64) {
         let family = match task {
-            crate::monitoring::Task::Classification => &self.monitoring.accuracy,
-            crate::monitoring::Task::Regression => &self.monitoring.mae,
+            Task::Classification => &self.monitoring.accuracy,
+            Task::Regression => &self.monitoring.mae,
         };
         family
             .with_label_values(&[self.model.as_str(), self.version.as_str()])
@@ -356,10 +360,10 @@ impl VersionMetrics {
     }
 
     /// Publishes the model's quality on the training data, from its profile.
-    pub fn set_baseline_quality(&self, task: crate::monitoring::Task, value: f64) {
+    pub fn set_baseline_quality(&self, task: Task, value: f64) {
         let family = match task {
-            crate::monitoring::Task::Classification => &self.monitoring.baseline_accuracy,
-            crate::monitoring::Task::Regression => &self.monitoring.baseline_mae,
+            Task::Classification => &self.monitoring.baseline_accuracy,
+            Task::Regression => &self.monitoring.baseline_mae,
         };
         family
             .with_label_values(&[self.model.as_str(), self.version.as_str()])
@@ -375,14 +379,15 @@ impl VersionMetrics {
         ])
     }
 
-    /// Publishes a feature's drift test result.
-    pub fn feature_drift(&self, feature: &str, test: &str, result: TestResult) {
+    /// Publishes a feature's drift test result: its statistic and, where the
+    /// test has one, its p-value.
+    pub fn feature_drift(&self, feature: &str, test: &str, statistic: f64, pvalue: Option<f64>) {
         let labels = [self.model.as_str(), self.version.as_str(), feature, test];
         self.monitoring
             .feature_drift_score
             .with_label_values(&labels)
-            .set(result.statistic);
-        if let Some(pvalue) = result.pvalue {
+            .set(statistic);
+        if let Some(pvalue) = pvalue {
             self.monitoring
                 .feature_drift_pvalue
                 .with_label_values(&labels)

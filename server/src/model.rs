@@ -12,18 +12,8 @@ use crate::config::{ModelConfig, RunnerChoice};
 use crate::error::InferError;
 use crate::metrics::VersionMetrics;
 use crate::monitoring::Monitor;
-use crate::protocol::json::InputTensorJson;
 use crate::runtime::{OnnxModel, RuntimeError, TensorSpec};
-use crate::tensor::{Tensor, TensorData, concrete_shape, element_count};
-
-/// A named input tensor as a client sent it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NamedTensor {
-    /// The input or output name.
-    pub name: String,
-    /// Its value.
-    pub tensor: Tensor,
-}
+use crate::tensor::{NamedTensor, Tensor, TensorData, concrete_shape, element_count};
 
 /// What a loaded version offers to requests.
 pub struct Serving {
@@ -237,17 +227,14 @@ impl ModelVersion {
                 .map(|rows| synthesize_inputs(onnx.inputs(), rows))
                 .collect::<Result<_, _>>()?
         } else {
-            let named = warmup
-                .inputs
-                .iter()
-                .map(|value| {
-                    InputTensorJson::from_value(value)
-                        .map_err(|e| format!("invalid warm-up input: {e}"))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
             vec![
-                order_inputs(&self.name, onnx.inputs(), named, &self.config)
-                    .map_err(|e| e.to_string())?,
+                order_inputs(
+                    &self.name,
+                    onnx.inputs(),
+                    warmup.inputs.clone(),
+                    &self.config,
+                )
+                .map_err(|e| e.to_string())?,
             ]
         };
         let run_all = |onnx: &mut OnnxModel| -> Result<Duration, String> {

@@ -12,9 +12,9 @@ use tokio_stream::StreamExt;
 
 use crate::metrics::Metrics;
 use crate::protocol::grpc::InferenceService;
+use crate::protocol::guard::{Guarded, Peer};
 use crate::protocol::{ServerState, rest};
 use crate::repository::{Repository, RepositoryError};
-use crate::security::http::{Guarded, Peer};
 use crate::security::tls::{TlsListener, accept_tls};
 use crate::security::{Security, SecurityError, SecurityOptions};
 use axum::ServiceExt as _;

@@ -1,15 +1,15 @@
 //! Tensors as the Open Inference Protocol carries them: a datatype, a shape and a
 //! flat, row-major buffer of elements.
 //!
-//! This module converts between the protocol's encodings (JSON `data`, the binary
-//! tensor extension's little-endian bytes) and typed buffers, and combines and
-//! splits tensors along their first (batch) dimension for dynamic batching.
+//! This module holds typed buffers, converts them to and from their
+//! little-endian byte layout (the binary tensor extension's and gRPC's raw
+//! contents), and combines and splits tensors along their first (batch)
+//! dimension for dynamic batching. The JSON spelling of `data` is the wire
+//! format's business (`crate::wire::tensor_json`).
 
 use std::fmt;
 
 use half::{bf16, f16};
-use serde::de::{self, DeserializeSeed, Visitor};
-use serde::ser::{Serialize, SerializeSeq, Serializer};
 
 /// An Open Inference Protocol datatype.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -120,7 +120,7 @@ pub enum TensorError {
     #[error("malformed BYTES data: {0}")]
     MalformedBytes(String),
     #[error("invalid {datatype} data: {message}")]
-    Json { datatype: DataType, message: String },
+    Elements { datatype: DataType, message: String },
 }
 
 /// The typed elements of a tensor, flat and in row-major order.
@@ -314,7 +314,7 @@ impl TensorData {
         let count = element_count(shape)?;
         let Some(size) = datatype.element_size() else {
             let elements = decode_length_prefixed(bytes)?;
-            check_count(shape, count, elements.len())?;
+            check_element_count(shape, count, elements.len())?;
             return Ok(TensorData::Bytes(elements));
         };
         let expected = count.saturating_mul(size);
@@ -385,29 +385,6 @@ impl TensorData {
             }
         }
     }
-
-    /// Decodes JSON `data` (flat or nested arrays of numbers, booleans or strings)
-    /// as elements of `datatype`, and checks their count against `shape`.
-    pub fn from_json(
-        datatype: DataType,
-        shape: &[i64],
-        json: &str,
-    ) -> Result<TensorData, TensorError> {
-        let count = element_count(shape)?;
-        // Every element takes at least one character, so the text bounds what a
-        // (possibly hostile) shape may make us allocate.
-        let mut data = TensorData::with_capacity(datatype, count.min(json.len()));
-        let mut deserializer = serde_json::Deserializer::from_str(json);
-        FlattenSeed { data: &mut data }
-            .deserialize(&mut deserializer)
-            .and_then(|()| deserializer.end())
-            .map_err(|error| TensorError::Json {
-                datatype,
-                message: error.to_string(),
-            })?;
-        check_count(shape, count, data.len())?;
-        Ok(data)
-    }
 }
 
 /// Number of elements a shape holds, rejecting negative dimensions.
@@ -433,7 +410,12 @@ pub fn concrete_shape(declared: &[i64], rows: usize) -> Vec<i64> {
         .collect()
 }
 
-fn check_count(shape: &[i64], expected: usize, actual: usize) -> Result<(), TensorError> {
+/// Checks that `actual` elements are the `expected` number `shape` holds.
+pub fn check_element_count(
+    shape: &[i64],
+    expected: usize,
+    actual: usize,
+) -> Result<(), TensorError> {
     if expected == actual {
         Ok(())
     } else {
@@ -468,6 +450,15 @@ fn decode_length_prefixed(mut bytes: &[u8]) -> Result<Vec<Vec<u8>>, TensorError>
     Ok(elements)
 }
 
+/// A tensor with the name of the model input or output it belongs to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamedTensor {
+    /// The input or output name.
+    pub name: String,
+    /// Its value.
+    pub tensor: Tensor,
+}
+
 /// A tensor: datatype (implied by its data) and shape.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tensor {
@@ -480,7 +471,7 @@ pub struct Tensor {
 impl Tensor {
     /// A tensor whose element count has been checked against its shape.
     pub fn new(shape: Vec<i64>, data: TensorData) -> Result<Tensor, TensorError> {
-        check_count(&shape, element_count(&shape)?, data.len())?;
+        check_element_count(&shape, element_count(&shape)?, data.len())?;
         Ok(Tensor { shape, data })
     }
 
@@ -531,216 +522,9 @@ impl Tensor {
     }
 }
 
-/// Serializes the elements as a flat JSON array (FP16 and BF16 as numbers, BYTES
-/// as strings, replacing invalid UTF-8).
-impl Serialize for TensorData {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        fn seq<S: Serializer, T: Serialize>(
-            serializer: S,
-            values: impl ExactSizeIterator<Item = T>,
-        ) -> Result<S::Ok, S::Error> {
-            let mut seq = serializer.serialize_seq(Some(values.len()))?;
-            for value in values {
-                seq.serialize_element(&value)?;
-            }
-            seq.end()
-        }
-        match self {
-            TensorData::Fp16(v) => seq(serializer, v.iter().map(|x| x.to_f32())),
-            TensorData::Bf16(v) => seq(serializer, v.iter().map(|x| x.to_f32())),
-            TensorData::Bytes(v) => seq(serializer, v.iter().map(|x| String::from_utf8_lossy(x))),
-            TensorData::Bool(v) => seq(serializer, v.iter()),
-            TensorData::Uint8(v) => seq(serializer, v.iter()),
-            TensorData::Uint16(v) => seq(serializer, v.iter()),
-            TensorData::Uint32(v) => seq(serializer, v.iter()),
-            TensorData::Uint64(v) => seq(serializer, v.iter()),
-            TensorData::Int8(v) => seq(serializer, v.iter()),
-            TensorData::Int16(v) => seq(serializer, v.iter()),
-            TensorData::Int32(v) => seq(serializer, v.iter()),
-            TensorData::Int64(v) => seq(serializer, v.iter()),
-            TensorData::Fp32(v) => seq(serializer, v.iter()),
-            TensorData::Fp64(v) => seq(serializer, v.iter()),
-        }
-    }
-}
-
-/// Deserializes arbitrarily nested JSON arrays into one flat, typed buffer,
-/// without building an intermediate JSON tree.
-struct FlattenSeed<'a> {
-    data: &'a mut TensorData,
-}
-
-impl<'de> DeserializeSeed<'de> for FlattenSeed<'_> {
-    type Value = ();
-
-    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
-
-fn out_of_range<E: de::Error>(value: impl fmt::Display, datatype: DataType) -> E {
-    E::custom(format_args!("value {value} is out of range for {datatype}"))
-}
-
-fn wrong_kind<E: de::Error>(found: &str, datatype: DataType) -> E {
-    E::custom(format_args!("expected {datatype} elements, found {found}"))
-}
-
-impl<'de> Visitor<'de> for FlattenSeed<'_> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "an array of {} elements", self.data.datatype())
-    }
-
-    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq
-            .next_element_seed(FlattenSeed {
-                data: &mut *self.data,
-            })?
-            .is_some()
-        {}
-        Ok(())
-    }
-
-    fn visit_bool<E: de::Error>(self, value: bool) -> Result<(), E> {
-        match self.data {
-            TensorData::Bool(v) => {
-                v.push(value);
-                Ok(())
-            }
-            other => Err(wrong_kind("a boolean", other.datatype())),
-        }
-    }
-
-    fn visit_i64<E: de::Error>(self, value: i64) -> Result<(), E> {
-        let datatype = self.data.datatype();
-        macro_rules! int {
-            ($v:expr) => {
-                $v.push(
-                    value
-                        .try_into()
-                        .map_err(|_| out_of_range(value, datatype))?,
-                )
-            };
-        }
-        match self.data {
-            TensorData::Uint8(v) => int!(v),
-            TensorData::Uint16(v) => int!(v),
-            TensorData::Uint32(v) => int!(v),
-            TensorData::Uint64(v) => int!(v),
-            TensorData::Int8(v) => int!(v),
-            TensorData::Int16(v) => int!(v),
-            TensorData::Int32(v) => int!(v),
-            TensorData::Int64(v) => v.push(value),
-            _ => return self.visit_f64(value as f64),
-        }
-        Ok(())
-    }
-
-    fn visit_u64<E: de::Error>(self, value: u64) -> Result<(), E> {
-        match self.data {
-            TensorData::Uint64(v) => {
-                v.push(value);
-                Ok(())
-            }
-            _ => match i64::try_from(value) {
-                Ok(signed) => self.visit_i64(signed),
-                Err(_) => Err(out_of_range(value, self.data.datatype())),
-            },
-        }
-    }
-
-    fn visit_f64<E: de::Error>(self, value: f64) -> Result<(), E> {
-        match self.data {
-            TensorData::Fp16(v) => v.push(f16::from_f64(value)),
-            TensorData::Bf16(v) => v.push(bf16::from_f64(value)),
-            TensorData::Fp32(v) => v.push(value as f32),
-            TensorData::Fp64(v) => v.push(value),
-            other => return Err(wrong_kind(&format!("the number {value}"), other.datatype())),
-        }
-        Ok(())
-    }
-
-    fn visit_str<E: de::Error>(self, value: &str) -> Result<(), E> {
-        match self.data {
-            TensorData::Bytes(v) => {
-                v.push(value.as_bytes().to_vec());
-                Ok(())
-            }
-            other => Err(wrong_kind("a string", other.datatype())),
-        }
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        Err(wrong_kind("null", self.data.datatype()))
-    }
-
-    fn visit_map<A: de::MapAccess<'de>>(self, _map: A) -> Result<(), A::Error> {
-        Err(wrong_kind("an object", self.data.datatype()))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn json_nested_and_flat_decode_to_the_same_elements() {
-        let nested = TensorData::from_json(DataType::Fp32, &[2, 2], "[[1, 2.5], [3, -4]]").unwrap();
-        let flat = TensorData::from_json(DataType::Fp32, &[2, 2], "[1, 2.5, 3, -4]").unwrap();
-        assert_eq!(nested, TensorData::Fp32(vec![1.0, 2.5, 3.0, -4.0]));
-        assert_eq!(nested, flat);
-    }
-
-    #[test]
-    fn json_rejects_out_of_range_integers_with_the_value_and_type() {
-        let error = TensorData::from_json(DataType::Uint8, &[1], "[300]").unwrap_err();
-        assert!(
-            error.to_string().contains("300 is out of range for UINT8"),
-            "{error}"
-        );
-        let error = TensorData::from_json(DataType::Int64, &[1], "[1.5]").unwrap_err();
-        assert!(error.to_string().contains("expected INT64"), "{error}");
-    }
-
-    #[test]
-    fn json_rejects_wrong_kinds_and_counts() {
-        assert!(TensorData::from_json(DataType::Bool, &[1], "[1]").is_err());
-        assert!(TensorData::from_json(DataType::Fp32, &[1], "[\"a\"]").is_err());
-        assert!(TensorData::from_json(DataType::Fp32, &[1], "[null]").is_err());
-        assert!(TensorData::from_json(DataType::Fp32, &[1], "[{}]").is_err());
-        let error = TensorData::from_json(DataType::Fp32, &[2, 2], "[1, 2, 3]").unwrap_err();
-        assert_eq!(
-            error,
-            TensorError::ElementCount {
-                shape: vec![2, 2],
-                expected: 4,
-                actual: 3
-            }
-        );
-        assert!(TensorData::from_json(DataType::Fp32, &[-1], "[]").is_err());
-        let error = TensorData::from_json(DataType::Fp32, &[1 << 40, 1 << 20], "[1]").unwrap_err();
-        assert!(
-            matches!(error, TensorError::ElementCount { actual: 1, .. }),
-            "{error}"
-        );
-    }
-
-    #[test]
-    fn json_accepts_every_integer_extreme() {
-        let data =
-            TensorData::from_json(DataType::Uint64, &[2], "[0, 18446744073709551615]").unwrap();
-        assert_eq!(data, TensorData::Uint64(vec![0, u64::MAX]));
-        let data = TensorData::from_json(
-            DataType::Int64,
-            &[2],
-            "[-9223372036854775808, 9223372036854775807]",
-        )
-        .unwrap();
-        assert_eq!(data, TensorData::Int64(vec![i64::MIN, i64::MAX]));
-        assert!(TensorData::from_json(DataType::Int64, &[1], "[9223372036854775808]").is_err());
-    }
 
     #[test]
     fn binary_round_trip_for_every_datatype() {
@@ -777,13 +561,5 @@ mod tests {
         let joined = Tensor::concat_rows(&[&a, &b]);
         assert_eq!(joined.shape, vec![3, 2]);
         assert_eq!(joined.split_rows(&[1, 2]), vec![a, b]);
-    }
-
-    #[test]
-    fn serializes_half_floats_and_strings_readably() {
-        let json = serde_json::to_string(&TensorData::Fp16(vec![f16::from_f32(1.5)])).unwrap();
-        assert_eq!(json, "[1.5]");
-        let json = serde_json::to_string(&TensorData::Bytes(vec![b"ab".to_vec()])).unwrap();
-        assert_eq!(json, "[\"ab\"]");
     }
 }

@@ -144,6 +144,32 @@ fn bad_uris_and_digests_are_refused_with_a_reason() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// A failure is reported as its chain of causes on one line and status 1,
+/// never with a backtrace, even when the environment asks for one.
+#[test]
+fn failures_print_their_causes_and_no_backtrace() {
+    let dir = scratch("backtrace");
+    let output = fetch(
+        "file:///nonexistent/model.onnx",
+        &dir,
+        None,
+        &[
+            ("RUST_BACKTRACE", "full".to_string()),
+            ("RUST_LIB_BACKTRACE", "1".to_string()),
+        ],
+    );
+    let stderr = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "Error: cannot read /nonexistent/model.onnx: No such file or directory (os error 2)\n"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.to_lowercase().contains("backtrace"), "{stderr}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 /// Checks that `ok` wrote `bytes` into `dir` and that `missing` failed with an
 /// HTTP 404, then removes `dir`.
 fn assert_fetched_and_missing(ok: &Output, missing: &Output, dir: &Path, bytes: &[u8]) {

@@ -1,11 +1,15 @@
 //! `sluice-server loadtest` against a real server: the rate it finds for a model
-//! that takes tens of milliseconds per request lies below that model's capacity.
+//! that takes tens of milliseconds per request lies below that model's capacity,
+//! and the load reaches servers behind credentials, TLS and a path prefix.
 
 mod common;
 
 use std::process::{Command, Output};
 
-use common::{Repository, Server};
+use axum::extract::Request;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use common::{Pki, Repository, Server, https_client};
 
 /// Runs `sluice-server loadtest ARGS` off the async runtime (the server under test
 /// shares it) and returns its output.
@@ -51,7 +55,17 @@ fn step_without_errors(output: &Output) -> serde_json::Value {
 /// Asserts that the server answered exactly `count` inference requests to
 /// `mlp`; `key` goes with the metrics request when it needs credentials.
 async fn assert_answered(server: &Server, key: Option<&str>, count: usize) {
-    let mut request = reqwest::Client::new().get(format!("{}/metrics", server.http));
+    assert_answered_to(&reqwest::Client::new(), server, key, count).await;
+}
+
+/// [`assert_answered`] through `client` (e.g. one that trusts a test CA).
+async fn assert_answered_to(
+    client: &reqwest::Client,
+    server: &Server,
+    key: Option<&str>,
+    count: usize,
+) {
+    let mut request = client.get(format!("{}/metrics", server.http));
     if let Some(key) = key {
         request = request.header("x-api-key", key);
     }
@@ -173,4 +187,100 @@ async fn loadtest_sends_the_headers_a_secured_server_needs() {
         "{}",
         String::from_utf8_lossy(&malformed.stderr)
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn loadtest_sends_its_load_over_tls_to_a_server_it_trusts() {
+    let repository = Repository::new("loadtest-tls").with_model("mlp", "mlp", "");
+    let pki = Pki::new("loadtest CA");
+    let (cert, key) = pki.issue("localhost");
+    let [cert_path, key_path, ca_path] = [
+        ("tls.crt", &cert),
+        ("tls.key", &key),
+        ("ca.crt", &pki.ca_pem),
+    ]
+    .map(|(name, text)| {
+        let path = repository.dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    });
+    let client = https_client(&pki.ca_pem, None);
+    let server = Server::start_with(
+        &repository.dir,
+        &["--tls-cert", &cert_path, "--tls-key", &key_path],
+        "https://localhost",
+        &client,
+    )
+    .await;
+    let base = [
+        &fixed_rate(&server.http, "30", "1")[..],
+        &["--connections", "2"],
+    ]
+    .concat();
+
+    let untrusted = loadtest(&base).await;
+    assert!(
+        !untrusted.status.success(),
+        "the test CA is not a public root"
+    );
+
+    let output = loadtest(&[&base[..], &["--ca-cert", &ca_path]].concat()).await;
+    step_without_errors(&output);
+    // 1 s at 30 requests/s, every one over TLS (the server speaks nothing else).
+    assert_answered_to(&client, &server, None, 30).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn loadtest_sends_its_load_under_the_url_path_prefix() {
+    let repository = Repository::new("loadtest-prefix").with_model("mlp", "mlp", "");
+    let server = Server::start(&repository.dir, &[]).await;
+    let gateway = prefix_gateway(server.http.clone(), "/ml/fraud").await;
+    let output = loadtest(
+        &[
+            &fixed_rate(&format!("{gateway}/ml/fraud"), "30", "1")[..],
+            &["--connections", "2"],
+        ]
+        .concat(),
+    )
+    .await;
+    step_without_errors(&output);
+    // Every request went through the gateway's prefix: it answers nothing else.
+    assert_answered(&server, None, 30).await;
+}
+
+/// A gateway on a free port that serves `upstream` under `prefix`, as an
+/// ingress with a path rule would, and answers 404 outside it. Returns its URL.
+async fn prefix_gateway(upstream: String, prefix: &'static str) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let client = reqwest::Client::new();
+    let forward = move |request: Request| {
+        let (client, upstream) = (client.clone(), upstream.clone());
+        async move {
+            let Some(route) = request.uri().path().strip_prefix(prefix) else {
+                return StatusCode::NOT_FOUND.into_response();
+            };
+            let url = format!("{upstream}{route}");
+            let method = request.method().clone();
+            let mut headers = request.headers().clone();
+            headers.remove("host");
+            let body = axum::body::to_bytes(request.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            let answer = client
+                .request(method, url)
+                .headers(headers)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = answer.status();
+            let mut response = Response::new(answer.bytes().await.unwrap().into());
+            *response.status_mut() = status;
+            response
+        }
+    };
+    let app = axum::Router::new().fallback(forward);
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{address}")
 }

@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
-use common::{Repository, Server, fp32_request};
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use common::{Pki, Repository, Server, fp32_request, https_client};
+use rcgen::KeyPair;
 use serde_json::{Value, json};
-use sluice_server::protocol::grpc::pb;
-use sluice_server::protocol::grpc::pb::grpc_inference_service_client::GrpcInferenceServiceClient;
+use sluice_server::wire::grpc::pb;
+use sluice_server::wire::grpc::pb::grpc_inference_service_client::GrpcInferenceServiceClient;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 const KEY_ALL: &str = "sk-all-7f3a9c1e5b2d4f6a8c0e";
@@ -641,48 +641,6 @@ async fn the_audit_log_has_one_line_per_request_and_payloads_only_when_sampled()
     assert_eq!(lines[0]["auth"], "none");
     let payload: Value = serde_json::from_str(lines[0]["payload"].as_str().unwrap()).unwrap();
     assert_eq!(payload, body);
-}
-
-/// A CA and certificates it signs, written as PEM files.
-struct Pki {
-    ca_pem: String,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-impl Pki {
-    fn new(name: &str) -> Pki {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        let ca_pem = params.self_signed(&key).unwrap().pem();
-        Pki {
-            ca_pem,
-            issuer: Issuer::new(params, key),
-        }
-    }
-
-    /// A certificate for `name` and its key, as PEM.
-    fn issue(&self, name: &str) -> (String, String) {
-        let key = KeyPair::generate().unwrap();
-        let params = CertificateParams::new(vec![name.to_string()]).unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-}
-
-fn https_client(ca: &str, identity: Option<(&str, &str)>) -> reqwest::Client {
-    let mut builder = reqwest::Client::builder()
-        .use_rustls_tls()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap());
-    if let Some((cert, key)) = identity {
-        builder = builder
-            .identity(reqwest::Identity::from_pem(format!("{cert}{key}").as_bytes()).unwrap());
-    }
-    builder.build().unwrap()
 }
 
 async fn grpc_tls(

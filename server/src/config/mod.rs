@@ -2,12 +2,16 @@
 //! and input limits. Every field has a safe default, and unknown fields are
 //! rejected so that a typo is reported instead of silently ignored.
 
+pub mod monitoring;
+
 use std::path::Path;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
-use crate::monitoring::MonitoringConfig;
+use crate::tensor::NamedTensor;
+use crate::wire::json::InputTensorJson;
+use monitoring::MonitoringConfig;
 
 /// Where a model runs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -89,10 +93,23 @@ pub struct WarmupConfig {
     pub enabled: bool,
     /// How many times each warm-up input is run.
     pub iterations: usize,
-    /// Explicit warm-up inputs in the protocol's JSON form (`name`, `datatype`,
-    /// `shape`, `data`). When empty, inputs are synthesized from the model's
-    /// metadata: zeros, one row and a full batch.
-    pub inputs: Vec<serde_json::Value>,
+    /// Explicit warm-up inputs, written in the protocol's JSON form (`name`,
+    /// `datatype`, `shape`, `data`) and decoded when the file is read. When
+    /// empty, inputs are synthesized from the model's metadata: zeros, one row
+    /// and a full batch.
+    #[serde(deserialize_with = "warmup_inputs")]
+    pub inputs: Vec<NamedTensor>,
+}
+
+/// Decodes warm-up inputs from the protocol's JSON form.
+fn warmup_inputs<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<NamedTensor>, D::Error> {
+    Vec::<serde_json::Value>::deserialize(deserializer)?
+        .iter()
+        .map(|value| {
+            InputTensorJson::from_value(value)
+                .map_err(|e| serde::de::Error::custom(format!("invalid warm-up input: {e}")))
+        })
+        .collect()
 }
 
 impl Default for WarmupConfig {
@@ -225,6 +242,29 @@ mod tests {
         assert!(
             ModelConfig::parse("monitoring:\n  window: 5\n").is_err(),
             "the profile is required"
+        );
+    }
+
+    #[test]
+    fn warmup_inputs_are_decoded_when_the_file_is_read() {
+        let config = ModelConfig::parse(
+            "warmup:\n  inputs:\n    - {name: x, datatype: INT32, shape: [1, 2], data: [[3, 4]]}\n",
+        )
+        .unwrap();
+        let input = &config.warmup.inputs[0];
+        assert_eq!(input.name, "x");
+        assert_eq!(input.tensor.shape, vec![1, 2]);
+        assert_eq!(
+            input.tensor.data,
+            crate::tensor::TensorData::Int32(vec![3, 4])
+        );
+        let error = ModelConfig::parse(
+            "warmup:\n  inputs:\n    - {name: x, datatype: INT32, shape: [2], data: [1]}\n",
+        )
+        .unwrap_err();
+        assert!(
+            error.contains("invalid warm-up input: input 'x'"),
+            "{error}"
         );
     }
 

@@ -1,5 +1,6 @@
-//! The REST side of the guard: a service in front of the whole router that
-//! checks every request but the health probes.
+//! The REST side of security: a service in front of the whole router that
+//! checks every request but the health probes, with the checks `Security`
+//! makes, and writes the audit line.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -20,26 +21,16 @@ use futures_util::future::BoxFuture;
 use serde_json::json;
 use tower_service::Service;
 
-use super::audit::{AuditRecord, millis};
-use super::auth::{API_KEY_HEADER, Credentials, Principal};
-use super::tls::TlsListener;
-use super::{Admission, Denial, Security};
-use crate::protocol::ServerState;
-
-/// Paths that never need credentials: the probes.
-const OPEN_PATHS: [&str; 2] = ["/v2/health/live", "/v2/health/ready"];
-
-/// Whether `path` is a health endpoint (server liveness or readiness, or a
-/// model's readiness, which kubelet probes call without credentials).
-pub fn is_health(path: &str) -> bool {
-    OPEN_PATHS.contains(&path) || (path.ends_with("/ready") && model_in_path(path).is_some())
-}
+use super::ServerState;
+use crate::security::audit::{AuditRecord, REQUEST_ID, millis};
+use crate::security::auth::{API_KEY_HEADER, Credentials};
+use crate::security::principal::Principal;
+use crate::security::tls::TlsListener;
+use crate::security::{Admission, Denial, Security};
+use crate::wire::paths::{is_health, model_in_path};
 
 /// The API key header, by its pre-parsed name.
 static X_API_KEY: HeaderName = HeaderName::from_static(API_KEY_HEADER);
-
-/// The request id header, echoed in responses.
-pub const REQUEST_ID: &str = "x-request-id";
 
 /// The peer of a REST connection, plain or TLS.
 #[derive(Debug, Clone, Copy)]
@@ -152,27 +143,6 @@ impl Future for GuardFuture {
                 .expect("a denied request's future is polled once it is ready"))),
             GuardFuture::Audited(audited) => audited.as_mut().poll(context).map(Ok),
         }
-    }
-}
-
-/// The model and version a path names, e.g. `/v2/models/m/versions/2/infer`.
-pub fn model_in_path(path: &str) -> Option<(&str, Option<&str>)> {
-    let (name, rest) = first_segment(path.strip_prefix("/v2/models/")?);
-    if name.is_empty() {
-        return None;
-    }
-    let version = rest
-        .and_then(|rest| rest.strip_prefix("versions/"))
-        .map(|rest| first_segment(rest).0);
-    Some((name, version))
-}
-
-/// `text` up to its first `/`, and what follows that `/`. Paths are short, so
-/// a byte loop beats a general substring search here.
-fn first_segment(text: &str) -> (&str, Option<&str>) {
-    match text.bytes().position(|byte| byte == b'/') {
-        Some(slash) => (&text[..slash], Some(&text[slash + 1..])),
-        None => (text, None),
     }
 }
 
@@ -395,26 +365,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn paths_name_their_model_and_version() {
-        assert_eq!(model_in_path("/v2/models/m/infer"), Some(("m", None)));
-        assert_eq!(model_in_path("/v2/models/m"), Some(("m", None)));
-        assert_eq!(
-            model_in_path("/v2/models/m/versions/3/infer"),
-            Some(("m", Some("3")))
-        );
-        assert_eq!(
-            model_in_path("/v2/models/m/versions/"),
-            Some(("m", Some("")))
-        );
-        assert_eq!(model_in_path("/v2/models/m/versions"), Some(("m", None)));
-        assert_eq!(model_in_path("/v2/models/m/ready"), Some(("m", None)));
-        assert_eq!(model_in_path("/v2/models/"), None);
-        assert_eq!(model_in_path("/v2/models//infer"), None);
-        assert_eq!(model_in_path("/v2"), None);
-        assert_eq!(model_in_path("/metrics"), None);
-    }
-
-    #[test]
     fn credentials_are_the_first_value_of_each_header() {
         let mut headers = HeaderMap::new();
         assert_eq!(credential_headers(&headers), (None, None));
@@ -427,26 +377,5 @@ mod tests {
             credential_headers(&headers),
             (Some("Bearer t"), Some("first"))
         );
-    }
-
-    #[test]
-    fn health_paths_are_the_probes_and_model_readiness() {
-        for open in [
-            "/v2/health/live",
-            "/v2/health/ready",
-            "/v2/models/m/ready",
-            "/v2/models/m/versions/1/ready",
-        ] {
-            assert!(is_health(open), "{open}");
-        }
-        for guarded in [
-            "/v2/models/m/infer",
-            "/v2/models/m",
-            "/metrics",
-            "/v2",
-            "/ready",
-        ] {
-            assert!(!is_health(guarded), "{guarded}");
-        }
     }
 }

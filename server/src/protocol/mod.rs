@@ -1,7 +1,9 @@
-//! The Open Inference Protocol over REST and gRPC, sharing one [`ServerState`].
+//! The Open Inference Protocol over REST and gRPC, sharing one [`ServerState`]:
+//! the handlers that answer decoded requests (`crate::wire` decodes them) and
+//! the guard that puts security in front of the REST routes.
 
 pub mod grpc;
-pub mod json;
+pub mod guard;
 pub mod rest;
 
 use std::sync::Arc;

@@ -12,13 +12,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
 
-use super::json::{InferRequestJson, ResponseOutput, encode_response};
 use super::{EXTENSIONS, PLATFORM, SERVER_NAME, ServerState, select_outputs};
 use crate::error::InferError;
-use crate::model::{ModelVersion, NamedTensor};
-
-/// The header that splits a binary request or response into JSON and tensor bytes.
-pub const HEADER_LENGTH: &str = "inference-header-content-length";
+use crate::model::ModelVersion;
+use crate::wire::json::{HEADER_LENGTH, ResponseOutput, encode_response, parse_infer_body};
 
 type SharedState = Arc<ServerState>;
 
@@ -270,33 +267,6 @@ async fn feedback_response(
     }
     .await;
     result.unwrap_or_else(|error| error_response(&error))
-}
-
-/// Parses an inference request body: its JSON part (the first
-/// `Inference-Header-Content-Length` bytes, or all of it) and its inputs.
-pub fn parse_infer_body<'a>(
-    header_length: Option<&HeaderValue>,
-    bytes: &'a [u8],
-) -> Result<(InferRequestJson<'a>, Vec<NamedTensor>), InferError> {
-    let header_length = match header_length {
-        None => bytes.len(),
-        Some(value) => value
-            .to_str()
-            .ok()
-            .and_then(|v| v.trim().parse::<usize>().ok())
-            .filter(|length| *length <= bytes.len())
-            .ok_or_else(|| {
-                InferError::InvalidInput(format!(
-                    "{HEADER_LENGTH} must be a byte count no larger than the body ({} bytes)",
-                    bytes.len()
-                ))
-            })?,
-    };
-    let (json_part, binary_part) = bytes.split_at(header_length);
-    let mut request: InferRequestJson = serde_json::from_slice(json_part)
-        .map_err(|e| InferError::InvalidInput(format!("malformed inference request: {e}")))?;
-    let inputs = request.take_inputs(binary_part)?;
-    Ok((request, inputs))
 }
 
 /// Reads, decodes, runs and encodes one inference request.

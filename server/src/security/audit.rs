@@ -11,8 +11,12 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use super::SecurityError;
-use super::auth::AuthMethod;
+use super::error::SecurityError;
+use super::principal::AuthMethod;
+
+/// The request id header (REST) or metadata key (gRPC): the client's id for
+/// the request, echoed in REST responses and written in audit lines.
+pub const REQUEST_ID: &str = "x-request-id";
 
 /// Where audit lines go.
 #[derive(Debug, Clone, PartialEq)]

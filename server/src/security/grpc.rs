@@ -7,10 +7,11 @@ use std::time::Instant;
 use tonic::metadata::{KeyAndValueRef, MetadataValue};
 use tonic::{Request, Response, Status};
 
-use super::audit::{AuditRecord, millis};
-use super::auth::{Credentials, Principal};
-use super::http::REQUEST_ID;
-use super::{Admission, Denial, Security};
+use super::audit::{AuditRecord, REQUEST_ID, millis};
+use super::auth::Credentials;
+use super::error::Denial;
+use super::principal::Principal;
+use super::{Admission, Security};
 
 /// A guarded gRPC call in progress.
 pub struct GrpcCall<'a> {

@@ -13,16 +13,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
-use dashmap::DashMap;
 use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use sha2::{Digest, Sha256};
 
-use super::auth::{AuthMethod, ModelScope, Principal};
+use super::error::{Denial, SecurityError};
+use super::principal::{AuthMethod, ModelScope, Principal};
+use super::token_cache::TokenCache;
 use super::watch::WatchedFiles;
-use super::{Denial, SecurityError};
 
-/// The most verified tokens remembered; the cache is emptied when it grows past this.
+/// The most verified tokens remembered (see [`TokenCache`] for what makes room).
 const CACHE_LIMIT: usize = 100_000;
 
 /// Where the JWKS comes from.
@@ -127,19 +127,13 @@ enum Source {
     },
 }
 
-struct Cached {
-    principal: Arc<Principal>,
-    expires: u64,
-}
-
 /// Validates JWT bearer tokens.
 pub struct JwtVerifier {
     options: JwtOptions,
     source: Source,
     keys: ArcSwap<Keys>,
-    /// Verified tokens by their SHA-256, hashed with foldhash (per-map random
-    /// seed; the keys are digests, which a caller cannot aim at a collision).
-    cache: DashMap<[u8; 32], Cached, foldhash::fast::RandomState>,
+    /// Verified tokens by their SHA-256, until they expire.
+    cache: TokenCache<Arc<Principal>>,
 }
 
 impl JwtVerifier {
@@ -177,7 +171,7 @@ impl JwtVerifier {
             options,
             source,
             keys: ArcSwap::from_pointee(keys),
-            cache: DashMap::default(),
+            cache: TokenCache::new(CACHE_LIMIT),
         })
     }
 
@@ -224,23 +218,13 @@ impl JwtVerifier {
     pub fn verify(&self, token: &str) -> Result<(Arc<Principal>, u64), Denial> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let now = now_seconds();
-        if let Some(cached) = self.cache.get(&digest)
-            && now <= cached.expires
-        {
-            return Ok((Arc::clone(&cached.principal), cached.expires));
+        if let Some(cached) = self.cache.get(&digest, now) {
+            return Ok(cached);
         }
         let (principal, exp) = self.verify_signature_and_claims(token)?;
-        if self.cache.len() >= CACHE_LIMIT {
-            self.cache.clear();
-        }
         let expires = exp.saturating_add(self.options.leeway_seconds);
-        self.cache.insert(
-            digest,
-            Cached {
-                principal: Arc::clone(&principal),
-                expires,
-            },
-        );
+        self.cache
+            .insert(digest, Arc::clone(&principal), expires, now);
         Ok((principal, expires))
     }
 

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::auth::{AuthMethod, ModelScope, Principal};
+use super::principal::{AuthMethod, ModelScope, Principal};
 
 /// Keys shorter than this are refused when presented: they are not random enough.
 pub const MIN_KEY_LENGTH: usize = 16;

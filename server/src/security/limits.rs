@@ -2,9 +2,9 @@
 //! bytes, elements per input tensor, and rows per request.
 
 use crate::error::InferError;
-use crate::model::NamedTensor;
+use crate::tensor::NamedTensor;
 
-use super::Denial;
+use super::error::Denial;
 
 /// The configured limits; `None` means unlimited.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 
-use super::Denial;
+use super::error::Denial;
 
 /// A sustained rate with a burst allowance.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -13,7 +13,7 @@ use std::cell::RefCell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::auth::Principal;
+use super::principal::Principal;
 
 /// The header a credential came in. The same text may mean different things in
 /// each (a bearer token can be a JWT or an API key, an `X-API-Key` is always a
@@ -101,7 +101,7 @@ pub fn remember(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::security::auth::{AuthMethod, ModelScope};
+    use crate::security::principal::{AuthMethod, ModelScope};
 
     fn principal(id: &str) -> Arc<Principal> {
         Arc::new(Principal {

@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
-use super::SecurityError;
+use super::error::SecurityError;
 use super::watch::WatchedFiles;
 
 /// How long a client may take to finish its handshake.

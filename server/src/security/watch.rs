@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use super::SecurityError;
+use super::error::SecurityError;
 
 /// A group of files read together, remembering what they held last time.
 pub struct WatchedFiles {

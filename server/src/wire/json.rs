@@ -5,9 +5,14 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use axum::http::HeaderValue;
+
+use super::tensor_json::{self, DataJson};
 use crate::error::InferError;
-use crate::model::NamedTensor;
-use crate::tensor::{DataType, Tensor, TensorData};
+use crate::tensor::{DataType, NamedTensor, Tensor, TensorData};
+
+/// The header that splits a binary request or response into JSON and tensor bytes.
+pub const HEADER_LENGTH: &str = "inference-header-content-length";
 
 /// Parameters the protocol defines on tensors and requests; others are ignored.
 #[derive(Debug, Default, Deserialize)]
@@ -86,7 +91,7 @@ impl InputTensorJson<'_> {
                 *binary = rest;
                 TensorData::from_le_bytes(datatype, &self.shape, mine)
             }
-            (None, Some(raw)) => TensorData::from_json(datatype, &self.shape, raw.get()),
+            (None, Some(raw)) => tensor_json::decode(datatype, &self.shape, raw.get()),
             (None, None) => {
                 return Err(named("has neither 'data' nor binary_data_size".to_string()));
             }
@@ -132,6 +137,33 @@ impl RequestedOutputJson {
     }
 }
 
+/// Parses an inference request body: its JSON part (the first
+/// `Inference-Header-Content-Length` bytes, or all of it) and its inputs.
+pub fn parse_infer_body<'a>(
+    header_length: Option<&HeaderValue>,
+    bytes: &'a [u8],
+) -> Result<(InferRequestJson<'a>, Vec<NamedTensor>), InferError> {
+    let header_length = match header_length {
+        None => bytes.len(),
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .filter(|length| *length <= bytes.len())
+            .ok_or_else(|| {
+                InferError::InvalidInput(format!(
+                    "{HEADER_LENGTH} must be a byte count no larger than the body ({} bytes)",
+                    bytes.len()
+                ))
+            })?,
+    };
+    let (json_part, binary_part) = bytes.split_at(header_length);
+    let mut request: InferRequestJson = serde_json::from_slice(json_part)
+        .map_err(|e| InferError::InvalidInput(format!("malformed inference request: {e}")))?;
+    let inputs = request.take_inputs(binary_part)?;
+    Ok((request, inputs))
+}
+
 /// Parameters on an output sent in the binary section.
 #[derive(Debug, Serialize)]
 struct BinaryParameters {
@@ -147,7 +179,7 @@ struct OutputTensorJson<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     parameters: Option<BinaryParameters>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    data: Option<&'a TensorData>,
+    data: Option<DataJson<'a>>,
 }
 
 /// An inference response body (the JSON part).
@@ -197,7 +229,7 @@ pub fn encode_response(
                 parameters: o.binary.then(|| BinaryParameters {
                     binary_data_size: sizes.next().expect("one size per binary output"),
                 }),
-                data: (!o.binary).then_some(&o.tensor.data),
+                data: (!o.binary).then_some(DataJson(&o.tensor.data)),
             })
             .collect(),
     };
