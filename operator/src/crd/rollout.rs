@@ -7,7 +7,7 @@ use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{ModelSpec, RuntimeSpec};
+use super::model::{ModelSpec, RuntimeSpec};
 
 /// How new revisions roll out. Absent fields take the documented defaults.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]

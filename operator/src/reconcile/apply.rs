@@ -14,10 +14,10 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use tracing::info;
 
+use super::context::{Context, FIELD_MANAGER};
 use super::dereference::Objects;
 use super::events::publish;
 use super::validate::Validated;
-use super::{Context, FIELD_MANAGER};
 use crate::Result;
 use crate::build::Desired;
 use crate::crd::InferenceService;

@@ -8,8 +8,8 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use tracing::info;
 
-use super::Context;
 use super::apply::delete_each;
+use super::context::Context;
 use super::dereference::{namespace, objects};
 use super::events::publish;
 use crate::Result;

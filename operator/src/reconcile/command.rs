@@ -6,7 +6,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::EventType;
 use serde_json::json;
 
-use super::Context;
+use super::context::Context;
 use super::events::publish;
 use super::validate::Validated;
 use crate::Result;

@@ -13,7 +13,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, ListParams};
 use kube::{Client, Resource, ResourceExt};
 
-use super::Context;
+use super::context::Context;
 use crate::autoscale::{self, decision::Signals};
 use crate::crd::InferenceService;
 use crate::crd::rollout::{RolloutStatus, Strategy};

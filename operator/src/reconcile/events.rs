@@ -5,7 +5,7 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 
-use super::Context;
+use super::context::Context;
 use super::decide::Plan;
 use super::validate::Validated;
 use crate::autoscale;

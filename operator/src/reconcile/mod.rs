@@ -21,6 +21,7 @@
 pub mod apply;
 pub mod cleanup;
 pub mod command;
+pub mod context;
 pub mod decide;
 pub mod dereference;
 pub mod events;
@@ -31,53 +32,27 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use kube::Client;
 use kube::api::Api;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{EventType, Recorder, Reporter};
+use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalized, finalizer};
 
 use crate::autoscale;
 use crate::build::build;
-use crate::config::BuildConfig;
 use crate::crd::InferenceService;
-use crate::metrics::Metrics;
 use crate::rollout::control::Command;
 use crate::status::{Outcome, RolloutView};
 use crate::{Error, Result};
 use apply::apply;
+pub use context::{Context, FIELD_MANAGER, FINALIZER};
 use decide::{Plan, decide};
 use dereference::{Objects, dereference};
 use events::{announce, publish};
 use update_status::update_status;
 use validate::{Requested, Validated, validate};
 
-/// Field manager of every server-side apply the operator makes.
-pub const FIELD_MANAGER: &str = "sluice-operator";
-/// Finalizer that deletes an InferenceService's objects before it goes away.
-pub const FINALIZER: &str = "serving.sluice.dev/cleanup";
 /// How soon to look again at an InferenceService that is not Ready yet.
 const NOT_READY_REQUEUE: Duration = Duration::from_secs(30);
-
-/// What every reconcile shares.
-pub struct Context {
-    /// API client.
-    pub client: Client,
-    /// Defaults for built objects.
-    pub config: BuildConfig,
-    /// Publishes Kubernetes Events.
-    pub recorder: Recorder,
-    /// Who publishes: rollout Events go through a fresh Recorder each, because a
-    /// shared one folds Events of one reason into a series that keeps the first
-    /// message, and every analysis must say its own values.
-    pub reporter: Reporter,
-    /// The operator's metrics.
-    pub metrics: Metrics,
-    /// Prometheus, for rollout analysis and the autoscaler; without it rollouts
-    /// hold at their first analysis (never promote) until promoted by hand, the
-    /// replica count stays at `minReplicas`, and status says so.
-    pub prometheus: Option<prometheus_http_query::Client>,
-}
 
 /// Reconciles one InferenceService, behind the cleanup finalizer.
 pub async fn reconcile(isvc: Arc<InferenceService>, ctx: Arc<Context>) -> Result<Action> {

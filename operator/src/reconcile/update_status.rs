@@ -7,9 +7,9 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 
+use super::context::{Context, FIELD_MANAGER};
 use super::dereference::{Objects, namespace};
 use super::events::publish;
-use super::{Context, FIELD_MANAGER};
 use crate::Result;
 use crate::crd::{InferenceService, Phase};
 use crate::status::{self, Outcome};
