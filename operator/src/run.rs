@@ -117,6 +117,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         controller: "sluice-operator".into(),
         instance: Some(identity),
     };
+    if cli.prometheus_url.is_none() {
+        warn!(
+            "no Prometheus URL (--prometheus-url or PROMETHEUS_URL): rollouts will hold at their first analysis and never promote on their own, and the autoscaler will keep every InferenceService at minReplicas; each InferenceService's MetricsAvailable condition says so too"
+        );
+    }
     let ctx = Arc::new(Context {
         client: client.clone(),
         config: cli.build_config(),

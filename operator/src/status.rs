@@ -19,6 +19,10 @@ pub const RECONCILED: &str = "Reconciled";
 pub const MODEL_FETCHED: &str = "ModelFetched";
 /// Condition: at least `minReplicas` serving pods are ready.
 pub const AVAILABLE: &str = "Available";
+/// Condition: the operator reads Prometheus, so rollouts are analysed and the
+/// autoscaler measures. `False` says loudly that rollouts hold at their first
+/// analysis and the replica count stays at `minReplicas`.
+pub const METRICS_AVAILABLE: &str = "MetricsAvailable";
 /// Name of the init container that fetches the model.
 pub const FETCH_CONTAINER: &str = "fetch-model";
 
@@ -43,6 +47,8 @@ pub enum Outcome {
         rollout: Box<RolloutView>,
         /// The autoscaler's decision the objects were built with.
         autoscaling: AutoscalingStatus,
+        /// Whether the operator has a Prometheus to read.
+        measured: bool,
     },
 }
 
@@ -132,7 +138,7 @@ pub fn compute(
         history: old.history.clone(),
     };
 
-    let (reconciled, fetched, available, rolled_out, revision, url, view, autoscaling) =
+    let (reconciled, fetched, available, rolled_out, revision, url, view, autoscaling, metrics) =
         match outcome {
             Outcome::Refused { reason, message } => {
                 let unknown =
@@ -146,6 +152,7 @@ pub fn compute(
                     old.url.clone(),
                     old_view,
                     old.autoscaling.clone(),
+                    unknown(),
                 )
             }
             Outcome::Applied {
@@ -153,6 +160,7 @@ pub fn compute(
                 url,
                 rollout,
                 autoscaling,
+                measured,
             } => {
                 let current: Vec<&Pod> = pods
                     .iter()
@@ -181,6 +189,7 @@ pub fn compute(
                     Some(url.clone()),
                     (**rollout).clone(),
                     Some(autoscaling.clone()),
+                    metrics_available(*measured),
                 )
             }
         };
@@ -249,6 +258,7 @@ pub fn compute(
         (RECONCILED, &reconciled),
         (MODEL_FETCHED, &fetched),
         (AVAILABLE, &available),
+        (METRICS_AVAILABLE, &metrics),
     ]
     .into_iter()
     .map(|(type_, verdict)| condition(&old.conditions, type_, verdict, generation, &now))
@@ -387,6 +397,22 @@ fn model_fetched(pods: &[&Pod]) -> Verdict {
     }
 }
 
+fn metrics_available(measured: bool) -> Verdict {
+    if measured {
+        Verdict::new(
+            "True",
+            "PrometheusConfigured",
+            "rollout analysis and the autoscaler read Prometheus",
+        )
+    } else {
+        Verdict::new(
+            "False",
+            "NoPrometheus",
+            "the operator has no Prometheus URL (--prometheus-url or PROMETHEUS_URL): rollouts hold at their first analysis until promoted by hand, and the autoscaler keeps minReplicas",
+        )
+    }
+}
+
 fn availability(pods: &[&Pod], ready: i32, min: i32) -> Verdict {
     let crash = pods.iter().find_map(|p| {
         let statuses = p.status.as_ref()?.container_statuses.as_ref()?;
@@ -451,4 +477,337 @@ pub fn transitions(
         .filter(|c| c.type_ != READY || c.status == "True")
         .map(|c| (c.status == "False", c.reason.clone(), c.message.clone()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::rollout::{ModelRecord, Strategy};
+    use jiff::Timestamp;
+    use serde_json::{Value, json};
+
+    const REVISION: &str = "new0000001";
+    const STABLE: &str = "old0000001";
+
+    fn isvc(status: Option<InferenceServiceStatus>) -> InferenceService {
+        let mut isvc: InferenceService = serde_json::from_value(json!({
+            "apiVersion": "serving.sluice.dev/v1alpha1",
+            "kind": "InferenceService",
+            "metadata": {"name": "fraud", "namespace": "ml", "generation": 3},
+            "spec": {"model": {"storageUri": "s3://m/model.onnx"}, "minReplicas": 2},
+        }))
+        .unwrap();
+        isvc.status = status;
+        isvc
+    }
+
+    fn deployment(revision: &str, replicas: i32, ready: i32) -> Deployment {
+        serde_json::from_value(json!({
+            "metadata": {"name": format!("fraud-{revision}"), "generation": 1,
+                         "labels": {REVISION_LABEL: revision}},
+            "status": {"observedGeneration": 1, "replicas": replicas,
+                       "readyReplicas": ready, "updatedReplicas": replicas},
+        }))
+        .unwrap()
+    }
+
+    fn pod(revision: &str, status: Value) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": format!("fraud-{revision}-x"),
+                         "labels": {REVISION_LABEL: revision}},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    fn fetched(revision: &str) -> Pod {
+        pod(
+            revision,
+            json!({"initContainerStatuses": [{"name": FETCH_CONTAINER, "image": "s",
+                "imageID": "", "ready": true, "restartCount": 0,
+                "state": {"terminated": {"exitCode": 0}}}]}),
+        )
+    }
+
+    fn fetch_failed(message: &str) -> Pod {
+        pod(
+            REVISION,
+            json!({"initContainerStatuses": [{"name": FETCH_CONTAINER, "image": "s",
+                "imageID": "", "ready": false, "restartCount": 2,
+                "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                "lastState": {"terminated": {"exitCode": 1, "message": message}}}]}),
+        )
+    }
+
+    fn crash_looping() -> Pod {
+        let mut pod = fetched(REVISION);
+        pod.status.as_mut().unwrap().container_statuses = Some(
+            serde_json::from_value(json!([{"name": "server", "image": "s", "imageID": "",
+                "ready": false, "restartCount": 5,
+                "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                "lastState": {"terminated": {"exitCode": 2, "message": "bad model"}}}]))
+            .unwrap(),
+        );
+        pod
+    }
+
+    fn rollout(phase: RolloutPhase) -> RolloutStatus {
+        RolloutStatus {
+            revision: REVISION.into(),
+            stable: Some(STABLE.into()),
+            strategy: Strategy::Canary,
+            phase,
+            step: 0,
+            step_started: None,
+            step_entered: Time(Timestamp::UNIX_EPOCH),
+            last_analysis: None,
+            failures: 0,
+            no_data: 0,
+            checks: Vec::new(),
+            message: "step 1 of 2 at 25%".into(),
+            model: ModelRecord {
+                storage_uri: "s3://m/model.onnx".into(),
+                version: None,
+                sha256: None,
+                credentials_secret: None,
+            },
+            runtime: None,
+        }
+    }
+
+    fn applied(stable: &str, rollout: Option<RolloutStatus>, measured: bool) -> Outcome {
+        Outcome::Applied {
+            revision: REVISION.into(),
+            url: "http://fraud.ml.svc".into(),
+            rollout: Box::new(RolloutView {
+                stable: Some(stable.into()),
+                canary_weight: rollout.as_ref().map(|_| 25),
+                rollout,
+                history: Vec::new(),
+            }),
+            autoscaling: crate::autoscale::decision::unmeasured(
+                2,
+                None,
+                None,
+                Timestamp::UNIX_EPOCH,
+            ),
+            measured,
+        }
+    }
+
+    fn condition<'a>(status: &'a InferenceServiceStatus, type_: &str) -> &'a Condition {
+        status.conditions.iter().find(|c| c.type_ == type_).unwrap()
+    }
+
+    /// Each row: what happened, what the cluster shows -> phase, Ready's reason,
+    /// and one more condition's `(type, status, reason)`.
+    #[test]
+    fn status_follows_outcome_and_pods() {
+        let refused = Outcome::Refused {
+            reason: "InvalidSpec",
+            message: "spec.minReplicas must be at least 1".into(),
+        };
+        let serving = [deployment(REVISION, 2, 2)];
+        let rows: Vec<(
+            &str,
+            Outcome,
+            Vec<Deployment>,
+            Vec<Pod>,
+            Phase,
+            &str,
+            (&str, &str, &str),
+        )> = vec![
+            (
+                "an invalid spec fails and says why",
+                refused,
+                vec![],
+                vec![],
+                Phase::Failed,
+                "InvalidSpec",
+                (RECONCILED, "False", "InvalidSpec"),
+            ),
+            (
+                "nothing runs yet",
+                applied(REVISION, None, true),
+                vec![],
+                vec![],
+                Phase::Pending,
+                "ReplicasUnavailable",
+                (MODEL_FETCHED, "Unknown", "Pending"),
+            ),
+            (
+                "enough ready pods of the stable revision",
+                applied(REVISION, None, true),
+                serving.to_vec(),
+                vec![fetched(REVISION), fetched(REVISION)],
+                Phase::Ready,
+                "Ready",
+                (AVAILABLE, "True", "MinimumReplicasAvailable"),
+            ),
+            (
+                "too few ready pods",
+                applied(REVISION, None, true),
+                vec![deployment(REVISION, 2, 1)],
+                vec![fetched(REVISION)],
+                Phase::Progressing,
+                "ReplicasUnavailable",
+                (AVAILABLE, "False", "ReplicasUnavailable"),
+            ),
+            (
+                "a digest mismatch fails the fetch",
+                applied(REVISION, None, true),
+                vec![deployment(REVISION, 2, 0)],
+                vec![fetch_failed("sha256 mismatch: want 83, got 29")],
+                Phase::Failed,
+                "DigestMismatch",
+                (MODEL_FETCHED, "False", "DigestMismatch"),
+            ),
+            (
+                "an unreachable model fails the fetch",
+                applied(REVISION, None, true),
+                vec![deployment(REVISION, 2, 0)],
+                vec![fetch_failed("GET s3://m/model.onnx: 403 Forbidden")],
+                Phase::Failed,
+                "FetchFailed",
+                (MODEL_FETCHED, "False", "FetchFailed"),
+            ),
+            (
+                "a crash loop fails availability",
+                applied(REVISION, None, true),
+                vec![deployment(REVISION, 2, 0)],
+                vec![crash_looping()],
+                Phase::Failed,
+                "CrashLooping",
+                (AVAILABLE, "False", "CrashLooping"),
+            ),
+            (
+                "a canary in progress is rolling out on the stable pods",
+                applied(STABLE, Some(rollout(RolloutPhase::Progressing)), true),
+                vec![deployment(STABLE, 2, 2), deployment(REVISION, 1, 1)],
+                vec![fetched(REVISION)],
+                Phase::Progressing,
+                "RollingOut",
+                (AVAILABLE, "True", "MinimumReplicasAvailable"),
+            ),
+            (
+                "a rolled-back revision fails, the stable one serves",
+                applied(STABLE, Some(rollout(RolloutPhase::RolledBack)), true),
+                vec![deployment(STABLE, 2, 2)],
+                vec![],
+                Phase::Failed,
+                "RolledBack",
+                (AVAILABLE, "True", "MinimumReplicasAvailable"),
+            ),
+            (
+                "without Prometheus it serves and says what it cannot do",
+                applied(REVISION, None, false),
+                serving.to_vec(),
+                vec![fetched(REVISION)],
+                Phase::Ready,
+                "Ready",
+                (METRICS_AVAILABLE, "False", "NoPrometheus"),
+            ),
+        ];
+        let now = Time(Timestamp::UNIX_EPOCH);
+        for (case, outcome, deployments, pods, phase, ready_reason, (type_, status_, reason)) in
+            rows
+        {
+            let status = compute(&isvc(None), &outcome, &deployments, &pods, now.clone());
+            assert_eq!(status.phase, Some(phase), "{case}");
+            assert_eq!(status.observed_generation, Some(3), "{case}");
+            assert_eq!(condition(&status, READY).reason, ready_reason, "{case}");
+            assert_eq!(
+                status.message.as_deref(),
+                Some(condition(&status, READY).message.as_str()),
+                "{case}: the message is Ready's"
+            );
+            let other = condition(&status, type_);
+            assert_eq!(
+                (other.status.as_str(), other.reason.as_str()),
+                (status_, reason),
+                "{case}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_canary_shows_its_revision_and_weight_only_while_it_runs() {
+        let now = Time(Timestamp::UNIX_EPOCH);
+        let deployments = [deployment(STABLE, 2, 2), deployment(REVISION, 1, 1)];
+        let running = applied(STABLE, Some(rollout(RolloutPhase::Progressing)), true);
+        let status = compute(&isvc(None), &running, &deployments, &[], now.clone());
+        assert_eq!(status.canary_revision.as_deref(), Some(REVISION));
+        assert_eq!(status.canary_weight, Some(25));
+        assert_eq!(status.stable_revision.as_deref(), Some(STABLE));
+        assert_eq!((status.replicas, status.ready_replicas), (3, 3));
+        assert_eq!(
+            status.selector.as_deref(),
+            Some("serving.sluice.dev/inferenceservice=fraud")
+        );
+        let done = applied(REVISION, Some(rollout(RolloutPhase::Promoted)), true);
+        let status = compute(&isvc(None), &done, &deployments, &[], now);
+        assert_eq!((status.canary_revision, status.canary_weight), (None, None));
+    }
+
+    #[test]
+    fn an_unchanged_world_gives_the_same_status_and_no_transition() {
+        let deployments = [deployment(REVISION, 2, 2)];
+        let pods = [fetched(REVISION)];
+        let outcome = applied(REVISION, None, true);
+        let first = compute(
+            &isvc(None),
+            &outcome,
+            &deployments,
+            &pods,
+            Time(Timestamp::UNIX_EPOCH),
+        );
+        let later = Time(Timestamp::from_second(60).unwrap());
+        let again = compute(
+            &isvc(Some(first.clone())),
+            &outcome,
+            &deployments,
+            &pods,
+            later.clone(),
+        );
+        assert_eq!(
+            again, first,
+            "transition times are kept when nothing changed"
+        );
+        assert!(transitions(Some(&first), &again).is_empty());
+
+        let fewer = [deployment(REVISION, 2, 1)];
+        let changed = compute(
+            &isvc(Some(first.clone())),
+            &outcome,
+            &fewer,
+            &pods,
+            later.clone(),
+        );
+        let available = condition(&changed, AVAILABLE);
+        assert_eq!(available.last_transition_time, later);
+        assert_eq!(
+            transitions(Some(&first), &changed),
+            vec![(
+                true,
+                "ReplicasUnavailable".into(),
+                "1 of 2 pods are ready".into()
+            )],
+            "one warning for the condition that changed; Ready's mirror is not repeated"
+        );
+    }
+
+    #[test]
+    fn ready_pods_wait_for_the_latest_spec() {
+        let mut d = deployment(REVISION, 3, 3);
+        assert_eq!(ready_pods(&d), 3);
+        d.metadata.generation = Some(2);
+        assert_eq!(
+            ready_pods(&d),
+            0,
+            "the controller has not seen generation 2 yet"
+        );
+        d.status.as_mut().unwrap().observed_generation = Some(2);
+        d.status.as_mut().unwrap().updated_replicas = Some(1);
+        assert_eq!(ready_pods(&d), 1, "only pods of the latest spec count");
+    }
 }

@@ -128,7 +128,12 @@ async fn serve(cached: &InferenceService, ctx: &Context) -> Result<Action> {
     }
     announce(ctx, &valid, &plan, observed.objects.running()).await;
     let requeue = plan.rollout.requeue;
-    let outcome = applied(desired.revision, desired.url, plan);
+    let outcome = applied(
+        desired.revision,
+        desired.url,
+        plan,
+        ctx.prometheus.is_some(),
+    );
     let ready = update_status(isvc, &outcome, &observed.objects, ctx).await?;
     Ok(Action::requeue(next_look(&valid, requeue, ready, ctx)))
 }
@@ -145,7 +150,7 @@ async fn refuse(
 }
 
 /// The outcome of an applied plan, for status.
-fn applied(revision: String, url: String, plan: Plan) -> Outcome {
+fn applied(revision: String, url: String, plan: Plan, measured: bool) -> Outcome {
     Outcome::Applied {
         revision,
         url,
@@ -156,6 +161,7 @@ fn applied(revision: String, url: String, plan: Plan) -> Outcome {
             history: plan.rollout.history,
         }),
         autoscaling: plan.scale,
+        measured,
     }
 }
 
