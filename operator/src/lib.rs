@@ -1,10 +1,14 @@
-//! Sluice's operator: reconciles `InferenceService` resources into a Deployment
-//! running `sluice-server`, a Service and a PodDisruptionBudget, and reports what
-//! it sees in the resource's status and in Kubernetes Events.
+//! Sluice's operator: reconciles `InferenceService` resources into Deployments
+//! running `sluice-server` (one per revision), Services, a PodDisruptionBudget and a
+//! NetworkPolicy, rolls new revisions out by canary or blue-green from Prometheus
+//! analysis, autoscales, and reports what it sees in the resource's status and in
+//! Kubernetes Events.
 //!
-//! The reconcile pipeline is `dereference -> validate -> build -> apply ->
-//! update_status` ([`reconcile`]); only its ends talk to the API server, and
-//! [`build::build`] and [`status::compute`] are pure functions.
+//! The reconcile pipeline is `dereference -> validate -> decide -> build -> apply ->
+//! update_status` ([`reconcile`], one module per step); only its ends talk to the
+//! API server or Prometheus, and `validate`, `decide`, [`build::build`] and
+//! [`status::compute`] are pure functions. `tests/module_graph.rs` keeps the module
+//! graph acyclic and the pure steps free of I/O.
 
 pub mod autoscale;
 pub mod build;
