@@ -23,7 +23,18 @@ mod worker;
 
 use clap::Parser;
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            // The causes on one line; never a backtrace, whatever RUST_BACKTRACE says.
+            eprintln!("sluice-node-agent: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = cli::Cli::parse();
     match cli.command {
         // The launcher must stay single-threaded: setns and unshare act on the
