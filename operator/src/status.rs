@@ -599,8 +599,19 @@ mod tests {
         status.conditions.iter().find(|c| c.type_ == type_).unwrap()
     }
 
-    /// Each row: what happened, what the cluster shows -> phase, Ready's reason,
-    /// and one more condition's `(type, status, reason)`.
+    /// One case of [`status_follows_outcome_and_pods`]: what happened and what the
+    /// cluster shows, then the phase, Ready's reason and one more condition.
+    struct Row {
+        case: &'static str,
+        outcome: Outcome,
+        deployments: Vec<Deployment>,
+        pods: Vec<Pod>,
+        phase: Phase,
+        ready_reason: &'static str,
+        /// `(type, status, reason)`.
+        condition: (&'static str, &'static str, &'static str),
+    }
+
     #[test]
     fn status_follows_outcome_and_pods() {
         let refused = Outcome::Refused {
@@ -608,109 +619,108 @@ mod tests {
             message: "spec.minReplicas must be at least 1".into(),
         };
         let serving = [deployment(REVISION, 2, 2)];
-        let rows: Vec<(
-            &str,
-            Outcome,
-            Vec<Deployment>,
-            Vec<Pod>,
-            Phase,
-            &str,
-            (&str, &str, &str),
-        )> = vec![
-            (
-                "an invalid spec fails and says why",
-                refused,
-                vec![],
-                vec![],
-                Phase::Failed,
-                "InvalidSpec",
-                (RECONCILED, "False", "InvalidSpec"),
-            ),
-            (
-                "nothing runs yet",
-                applied(REVISION, None, true),
-                vec![],
-                vec![],
-                Phase::Pending,
-                "ReplicasUnavailable",
-                (MODEL_FETCHED, "Unknown", "Pending"),
-            ),
-            (
-                "enough ready pods of the stable revision",
-                applied(REVISION, None, true),
-                serving.to_vec(),
-                vec![fetched(REVISION), fetched(REVISION)],
-                Phase::Ready,
-                "Ready",
-                (AVAILABLE, "True", "MinimumReplicasAvailable"),
-            ),
-            (
-                "too few ready pods",
-                applied(REVISION, None, true),
-                vec![deployment(REVISION, 2, 1)],
-                vec![fetched(REVISION)],
-                Phase::Progressing,
-                "ReplicasUnavailable",
-                (AVAILABLE, "False", "ReplicasUnavailable"),
-            ),
-            (
-                "a digest mismatch fails the fetch",
-                applied(REVISION, None, true),
-                vec![deployment(REVISION, 2, 0)],
-                vec![fetch_failed("sha256 mismatch: want 83, got 29")],
-                Phase::Failed,
-                "DigestMismatch",
-                (MODEL_FETCHED, "False", "DigestMismatch"),
-            ),
-            (
-                "an unreachable model fails the fetch",
-                applied(REVISION, None, true),
-                vec![deployment(REVISION, 2, 0)],
-                vec![fetch_failed("GET s3://m/model.onnx: 403 Forbidden")],
-                Phase::Failed,
-                "FetchFailed",
-                (MODEL_FETCHED, "False", "FetchFailed"),
-            ),
-            (
-                "a crash loop fails availability",
-                applied(REVISION, None, true),
-                vec![deployment(REVISION, 2, 0)],
-                vec![crash_looping()],
-                Phase::Failed,
-                "CrashLooping",
-                (AVAILABLE, "False", "CrashLooping"),
-            ),
-            (
-                "a canary in progress is rolling out on the stable pods",
-                applied(STABLE, Some(rollout(RolloutPhase::Progressing)), true),
-                vec![deployment(STABLE, 2, 2), deployment(REVISION, 1, 1)],
-                vec![fetched(REVISION)],
-                Phase::Progressing,
-                "RollingOut",
-                (AVAILABLE, "True", "MinimumReplicasAvailable"),
-            ),
-            (
-                "a rolled-back revision fails, the stable one serves",
-                applied(STABLE, Some(rollout(RolloutPhase::RolledBack)), true),
-                vec![deployment(STABLE, 2, 2)],
-                vec![],
-                Phase::Failed,
-                "RolledBack",
-                (AVAILABLE, "True", "MinimumReplicasAvailable"),
-            ),
-            (
-                "without Prometheus it serves and says what it cannot do",
-                applied(REVISION, None, false),
-                serving.to_vec(),
-                vec![fetched(REVISION)],
-                Phase::Ready,
-                "Ready",
-                (METRICS_AVAILABLE, "False", "NoPrometheus"),
-            ),
+        let rows = vec![
+            Row {
+                case: "an invalid spec fails and says why",
+                outcome: refused,
+                deployments: vec![],
+                pods: vec![],
+                phase: Phase::Failed,
+                ready_reason: "InvalidSpec",
+                condition: (RECONCILED, "False", "InvalidSpec"),
+            },
+            Row {
+                case: "nothing runs yet",
+                outcome: applied(REVISION, None, true),
+                deployments: vec![],
+                pods: vec![],
+                phase: Phase::Pending,
+                ready_reason: "ReplicasUnavailable",
+                condition: (MODEL_FETCHED, "Unknown", "Pending"),
+            },
+            Row {
+                case: "enough ready pods of the stable revision",
+                outcome: applied(REVISION, None, true),
+                deployments: serving.to_vec(),
+                pods: vec![fetched(REVISION), fetched(REVISION)],
+                phase: Phase::Ready,
+                ready_reason: "Ready",
+                condition: (AVAILABLE, "True", "MinimumReplicasAvailable"),
+            },
+            Row {
+                case: "too few ready pods",
+                outcome: applied(REVISION, None, true),
+                deployments: vec![deployment(REVISION, 2, 1)],
+                pods: vec![fetched(REVISION)],
+                phase: Phase::Progressing,
+                ready_reason: "ReplicasUnavailable",
+                condition: (AVAILABLE, "False", "ReplicasUnavailable"),
+            },
+            Row {
+                case: "a digest mismatch fails the fetch",
+                outcome: applied(REVISION, None, true),
+                deployments: vec![deployment(REVISION, 2, 0)],
+                pods: vec![fetch_failed("sha256 mismatch: want 83, got 29")],
+                phase: Phase::Failed,
+                ready_reason: "DigestMismatch",
+                condition: (MODEL_FETCHED, "False", "DigestMismatch"),
+            },
+            Row {
+                case: "an unreachable model fails the fetch",
+                outcome: applied(REVISION, None, true),
+                deployments: vec![deployment(REVISION, 2, 0)],
+                pods: vec![fetch_failed("GET s3://m/model.onnx: 403 Forbidden")],
+                phase: Phase::Failed,
+                ready_reason: "FetchFailed",
+                condition: (MODEL_FETCHED, "False", "FetchFailed"),
+            },
+            Row {
+                case: "a crash loop fails availability",
+                outcome: applied(REVISION, None, true),
+                deployments: vec![deployment(REVISION, 2, 0)],
+                pods: vec![crash_looping()],
+                phase: Phase::Failed,
+                ready_reason: "CrashLooping",
+                condition: (AVAILABLE, "False", "CrashLooping"),
+            },
+            Row {
+                case: "a canary in progress is rolling out on the stable pods",
+                outcome: applied(STABLE, Some(rollout(RolloutPhase::Progressing)), true),
+                deployments: vec![deployment(STABLE, 2, 2), deployment(REVISION, 1, 1)],
+                pods: vec![fetched(REVISION)],
+                phase: Phase::Progressing,
+                ready_reason: "RollingOut",
+                condition: (AVAILABLE, "True", "MinimumReplicasAvailable"),
+            },
+            Row {
+                case: "a rolled-back revision fails, the stable one serves",
+                outcome: applied(STABLE, Some(rollout(RolloutPhase::RolledBack)), true),
+                deployments: vec![deployment(STABLE, 2, 2)],
+                pods: vec![],
+                phase: Phase::Failed,
+                ready_reason: "RolledBack",
+                condition: (AVAILABLE, "True", "MinimumReplicasAvailable"),
+            },
+            Row {
+                case: "without Prometheus it serves and says what it cannot do",
+                outcome: applied(REVISION, None, false),
+                deployments: serving.to_vec(),
+                pods: vec![fetched(REVISION)],
+                phase: Phase::Ready,
+                ready_reason: "Ready",
+                condition: (METRICS_AVAILABLE, "False", "NoPrometheus"),
+            },
         ];
         let now = Time(Timestamp::UNIX_EPOCH);
-        for (case, outcome, deployments, pods, phase, ready_reason, (type_, status_, reason)) in
-            rows
+        for Row {
+            case,
+            outcome,
+            deployments,
+            pods,
+            phase,
+            ready_reason,
+            condition: (type_, status_, reason),
+        } in rows
         {
             let status = compute(&isvc(None), &outcome, &deployments, &pods, now.clone());
             assert_eq!(status.phase, Some(phase), "{case}");
