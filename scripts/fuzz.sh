@@ -12,18 +12,20 @@ cd "$(dirname "$0")/.."
 seconds=${FUZZ_SECONDS:-60}
 cache=${SLUICE_CACHE:-$HOME/.cache/sluice}
 
-toolchain=$(sed -n 's/^channel *= *"\(.*\)"/\1/p' server/fuzz/rust-toolchain.toml)
+pinned=$(sed -n 's/^channel *= *"\(.*\)"/\1/p' server/fuzz/rust-toolchain.toml)
+toolchain=$pinned
 if ! cargo "+$toolchain" --version >/dev/null 2>&1; then
-  # Where rustup can download, install the pinned nightly. Where it cannot,
-  # an installed `nightly` built on the pinned date is the same toolchain:
-  # link it under the pinned name.
-  date=${toolchain#nightly-}
+  # An installed `nightly` built on the pinned date is the pinned toolchain
+  # under its moving name: use it. (rustup refuses to link it under the
+  # pinned name, which it reserves for the official download.) Otherwise
+  # install the pinned nightly where rustup can download.
+  date=${pinned#nightly-}
   installed=$(rustc +nightly --version 2>/dev/null || true)
   if [[ $installed == *" $date)" ]]; then
-    echo "fuzz: linking the installed nightly ($installed) as $toolchain"
-    rustup toolchain link "$toolchain" "$(rustc +nightly --print sysroot)"
-  elif ! rustup toolchain install "$toolchain" --profile minimal; then
-    echo "fuzz: cannot get $toolchain (pinned in server/fuzz/rust-toolchain.toml):" \
+    echo "fuzz: $pinned is the installed nightly ($installed); using it"
+    toolchain=nightly
+  elif ! rustup toolchain install "$pinned" --profile minimal; then
+    echo "fuzz: cannot get $pinned (pinned in server/fuzz/rust-toolchain.toml):" \
       "rustup could not install it and the installed nightly is '${installed:-none}'." \
       "Install that nightly, or move the pin to the installed nightly's date." >&2
     exit 1
