@@ -8,7 +8,7 @@ use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams,
 };
 use kube::runtime::events::EventType;
-use kube::{Client, Resource, ResourceExt};
+use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -47,24 +47,33 @@ pub async fn apply(
         .copied()
         .unwrap_or(0)
         > 0;
+    let mut note = |applied: bool, what: &str| {
+        if applied {
+            written.push(what.to_string());
+        }
+    };
     if runs {
         let config_map = by_name(&observed.config_maps, &desired.config_map);
-        if apply_one(client, namespace, &desired.config_map, config_map, ctx).await? {
-            written.push("ConfigMap".to_string());
-        }
+        note(
+            apply_one(namespace, &desired.config_map, config_map, ctx).await?,
+            "ConfigMap",
+        );
         let deployment = by_name(&observed.deployments, &desired.deployment);
-        if apply_one(client, namespace, &desired.deployment, deployment, ctx).await? {
-            written.push("Deployment".to_string());
-        }
+        note(
+            apply_one(namespace, &desired.deployment, deployment, ctx).await?,
+            "Deployment",
+        );
         let service = by_name(&observed.services, &desired.revision_service);
-        if apply_one(client, namespace, &desired.revision_service, service, ctx).await? {
-            written.push("Service (revision)".to_string());
-        }
+        note(
+            apply_one(namespace, &desired.revision_service, service, ctx).await?,
+            "Service (revision)",
+        );
     }
     let service = by_name(&observed.services, &desired.service);
-    if apply_one(client, namespace, &desired.service, service, ctx).await? {
-        written.push("Service".to_string());
-    }
+    note(
+        apply_one(namespace, &desired.service, service, ctx).await?,
+        "Service",
+    );
     written
         .extend(apply_optional(namespace, desired.pdb.as_ref(), observed.pdb.as_ref(), ctx).await?);
     written.extend(
@@ -222,7 +231,7 @@ where
         + std::fmt::Debug,
 {
     match (desired, current) {
-        (Some(desired), current) => Ok(apply_one(&ctx.client, namespace, desired, current, ctx)
+        (Some(desired), current) => Ok(apply_one(namespace, desired, current, ctx)
             .await?
             .then(|| K::kind(&()).into_owned())),
         (None, Some(current)) => {
@@ -257,7 +266,6 @@ where
 
 /// Applies `desired` unless `current` already carries its hash. Returns whether it wrote.
 async fn apply_one<K>(
-    client: &Client,
     namespace: &str,
     desired: &K,
     current: Option<&K>,
@@ -282,7 +290,7 @@ where
             .as_ref()
             .is_some_and(|a| a.contains_key(APPLIED_HASH_ANNOTATION))
     );
-    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
     let mut object = serde_json::to_value(desired)?;
     object["apiVersion"] = K::api_version(&()).into();
     object["kind"] = K::kind(&()).into();
