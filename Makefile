@@ -40,10 +40,12 @@ build: deps
 CARGO_DENY_VERSION := 0.20.2
 CARGO_DENY := $(SLUICE_CACHE)/cargo-deny/bin/cargo-deny
 
-## lint: rustfmt (rustfmt.toml), clippy with warnings as errors, cargo deny (deny.toml: bans, licenses, sources)
+## lint: rustfmt (rustfmt.toml), clippy with warnings as errors (also the server without ONNX Runtime), cargo deny (deny.toml: bans, licenses, sources)
 lint: lint-tools
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	@# The request parsers build without ONNX Runtime (what `make fuzz` relies on).
+	$(CARGO) clippy -p sluice-server --lib --no-default-features -- -D warnings
 	$(CARGO_DENY) check --hide-inclusion-graph bans licenses sources
 
 ## lint-tools: install the pinned cargo-deny (CARGO_DENY_VERSION) into $SLUICE_CACHE/cargo-deny when missing
