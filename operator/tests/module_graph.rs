@@ -36,7 +36,6 @@ const PURE: &[&str] = &[
 /// What a pure module must not contain.
 const IMPURE: &[&str] = &[
     "kube::api",
-    "kube::Client",
     "Client",
     "prometheus_http_query",
     "reqwest",

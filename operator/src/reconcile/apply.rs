@@ -53,27 +53,20 @@ pub async fn apply(
         }
     };
     if runs {
-        let config_map = by_name(&observed.config_maps, &desired.config_map);
-        note(
-            apply_one(namespace, &desired.config_map, config_map, ctx).await?,
-            "ConfigMap",
+        let applied = apply_listed(namespace, &desired.config_map, &observed.config_maps, ctx);
+        note(applied.await?, "ConfigMap");
+        let applied = apply_listed(namespace, &desired.deployment, &observed.deployments, ctx);
+        note(applied.await?, "Deployment");
+        let applied = apply_listed(
+            namespace,
+            &desired.revision_service,
+            &observed.services,
+            ctx,
         );
-        let deployment = by_name(&observed.deployments, &desired.deployment);
-        note(
-            apply_one(namespace, &desired.deployment, deployment, ctx).await?,
-            "Deployment",
-        );
-        let service = by_name(&observed.services, &desired.revision_service);
-        note(
-            apply_one(namespace, &desired.revision_service, service, ctx).await?,
-            "Service (revision)",
-        );
+        note(applied.await?, "Service (revision)");
     }
-    let service = by_name(&observed.services, &desired.service);
-    note(
-        apply_one(namespace, &desired.service, service, ctx).await?,
-        "Service",
-    );
+    let applied = apply_listed(namespace, &desired.service, &observed.services, ctx);
+    note(applied.await?, "Service");
     written
         .extend(apply_optional(namespace, desired.pdb.as_ref(), observed.pdb.as_ref(), ctx).await?);
     written.extend(
@@ -167,8 +160,20 @@ pub async fn apply(
     Ok(written.len())
 }
 
-fn by_name<'a, K: Resource>(list: &'a [K], desired: &K) -> Option<&'a K> {
-    list.iter().find(|o| o.meta().name == desired.meta().name)
+/// Applies `desired` unless the object of its name in `current` (what the cluster
+/// holds) already carries its hash. Returns whether it wrote.
+async fn apply_listed<K>(namespace: &str, desired: &K, current: &[K], ctx: &Context) -> Result<bool>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Serialize
+        + DeserializeOwned
+        + Clone
+        + std::fmt::Debug,
+{
+    let current = current
+        .iter()
+        .find(|o| o.meta().name == desired.meta().name);
+    apply_one(namespace, desired, current, ctx).await
 }
 
 /// The Gateway API HTTPRoute kind.
