@@ -12,14 +12,23 @@ cd "$(dirname "$0")/.."
 
 cache=${SLUICE_CACHE:-$HOME/.cache/sluice}
 
+# apt_install PACKAGE...: Debian's packages, as root or through sudo.
+apt_install() {
+  local sudo=()
+  [ "$(id -u)" = 0 ] || sudo=(sudo)
+  "${sudo[@]}" apt-get update -qq &&
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
 # promtool (Debian's prometheus package) checks the alert rules in the tests.
 if ! command -v promtool >/dev/null 2>&1; then
   echo "deps: installing Debian's prometheus package (promtool)"
-  if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null
-  else
-    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null
-  fi
+  apt_install prometheus
+fi
+# `python3 -m venv` needs ensurepip, which Debian and Ubuntu ship apart from python3.
+if ! python3 -c 'import ensurepip' 2>/dev/null; then
+  echo "deps: installing Debian's python3-venv (python3 -m venv needs it)"
+  apt_install python3-venv
 fi
 # The pip that installs the lock; the lock itself pins every package with hashes.
 PIP_VERSION=26.3
