@@ -114,14 +114,8 @@ async fn loadtest(args: LoadtestArgs) -> anyhow::Result<()> {
         Some(path) => std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?,
         None => {
-            let mut client = reqwest::Client::builder();
-            if let Some(pem) = &ca_pem {
-                for cert in reqwest::Certificate::from_pem_bundle(pem)? {
-                    client = client.add_root_certificate(cert);
-                }
-            }
-            let metadata: serde_json::Value = client
-                .build()?
+            let metadata: serde_json::Value = endpoint
+                .client()?
                 .get(endpoint.url_of(&format!("v2/models/{}", args.model)))
                 .headers(headers.clone())
                 .send()

@@ -59,9 +59,9 @@ impl Endpoint {
             url: url.to_string(),
             message: message.to_string(),
         };
-        let tls = match url.scheme() {
-            "http" => None,
-            "https" => Some(()),
+        let https = match url.scheme() {
+            "http" => false,
+            "https" => true,
             _ => return Err(invalid("the scheme must be http or https")),
         };
         if url.query().is_some() || url.fragment().is_some() {
@@ -82,15 +82,14 @@ impl Endpoint {
         };
         let authority = HeaderValue::from_str(&authority)
             .map_err(|_| invalid("the host is not a header value"))?;
-        let tls = match tls {
-            None => None,
-            Some(()) => {
-                // `url` writes IPv6 hosts in brackets; a server name has none.
-                let name = host.trim_start_matches('[').trim_end_matches(']');
-                let name = ServerName::try_from(name.to_string())
-                    .map_err(|_| invalid("the host is not a valid TLS server name"))?;
-                Some((tls_connector(ca_pem)?, name))
-            }
+        let tls = if https {
+            // `url` writes IPv6 hosts in brackets; a server name has none.
+            let name = host.trim_start_matches('[').trim_end_matches(']');
+            let name = ServerName::try_from(name.to_string())
+                .map_err(|_| invalid("the host is not a valid TLS server name"))?;
+            Some((tls_connector(ca_pem)?, name))
+        } else {
+            None
         };
         Ok(Endpoint {
             url,
@@ -98,6 +97,19 @@ impl Endpoint {
             authority,
             tls,
         })
+    }
+
+    /// A client for requests besides the load (the metadata lookup), trusting
+    /// for `https` what the load's connections trust.
+    pub fn client(&self) -> reqwest::Result<reqwest::Client> {
+        let builder = reqwest::Client::builder();
+        match &self.tls {
+            Some((connector, _)) => {
+                builder.use_preconfigured_tls(rustls::ClientConfig::clone(connector.config()))
+            }
+            None => builder,
+        }
+        .build()
     }
 
     /// The URL of a route, e.g. `v2/models/mlp`, under the endpoint's prefix.
