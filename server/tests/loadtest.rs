@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use common::{Pki, Repository, Server, https_client};
+use common::{Pki, Repository, Server, https_client, write};
 
 /// Runs `sluice-server loadtest ARGS` off the async runtime (the server under test
 /// shares it) and returns its output.
@@ -27,8 +27,13 @@ async fn loadtest(args: &[&str]) -> Output {
 }
 
 /// The arguments of a run that offers `mlp` `rate` requests/s for `seconds`
-/// and prints the step as JSON.
-fn fixed_rate<'a>(url: &'a str, rate: &'a str, seconds: &'a str) -> Vec<&'a str> {
+/// over `connections` connections and prints the step as JSON.
+fn fixed_rate<'a>(
+    url: &'a str,
+    rate: &'a str,
+    seconds: &'a str,
+    connections: &'a str,
+) -> Vec<&'a str> {
     vec![
         "--url",
         url,
@@ -39,6 +44,8 @@ fn fixed_rate<'a>(url: &'a str, rate: &'a str, seconds: &'a str) -> Vec<&'a str>
         rate,
         "--step-seconds",
         seconds,
+        "--connections",
+        connections,
     ]
 }
 
@@ -125,14 +132,7 @@ async fn loadtest_finds_a_rate_below_the_capacity_of_a_slow_model() {
 async fn loadtest_offers_a_fixed_rate_and_counts_every_request() {
     let repository = Repository::new("loadtest-rate").with_model("mlp", "mlp", "");
     let server = Server::start(&repository.dir, &[]).await;
-    let output = loadtest(
-        &[
-            &fixed_rate(&server.http, "50", "2")[..],
-            &["--connections", "4"],
-        ]
-        .concat(),
-    )
-    .await;
+    let output = loadtest(&fixed_rate(&server.http, "50", "2", "4")).await;
     assert_eq!(step_without_errors(&output)["rate"], 50.0);
     // 2 s at 50 requests/s: exactly 100 requests reached the server.
     assert_answered(&server, None, 100).await;
@@ -160,11 +160,7 @@ async fn loadtest_sends_the_headers_a_secured_server_needs() {
         &["--api-keys-file", keys.to_str().unwrap()],
     )
     .await;
-    let base = [
-        &fixed_rate(&server.http, "40", "1")[..],
-        &["--connections", "2"],
-    ]
-    .concat();
+    let base = fixed_rate(&server.http, "40", "1", "2");
 
     let refused = loadtest(&base).await;
     assert!(!refused.status.success(), "metadata needs the key");
@@ -200,8 +196,7 @@ async fn loadtest_sends_its_load_over_tls_to_a_server_it_trusts() {
         ("ca.crt", &pki.ca_pem),
     ]
     .map(|(name, text)| {
-        let path = repository.dir.join(name);
-        std::fs::write(&path, text).unwrap();
+        let path = write(&repository.dir, name, text);
         path.to_str().unwrap().to_string()
     });
     let client = https_client(&pki.ca_pem, None);
@@ -212,11 +207,7 @@ async fn loadtest_sends_its_load_over_tls_to_a_server_it_trusts() {
         &client,
     )
     .await;
-    let base = [
-        &fixed_rate(&server.http, "30", "1")[..],
-        &["--connections", "2"],
-    ]
-    .concat();
+    let base = fixed_rate(&server.http, "30", "1", "2");
 
     let untrusted = loadtest(&base).await;
     assert!(
@@ -235,14 +226,8 @@ async fn loadtest_sends_its_load_under_the_url_path_prefix() {
     let repository = Repository::new("loadtest-prefix").with_model("mlp", "mlp", "");
     let server = Server::start(&repository.dir, &[]).await;
     let gateway = prefix_gateway(server.http.clone(), "/ml/fraud").await;
-    let output = loadtest(
-        &[
-            &fixed_rate(&format!("{gateway}/ml/fraud"), "30", "1")[..],
-            &["--connections", "2"],
-        ]
-        .concat(),
-    )
-    .await;
+    let url = format!("{gateway}/ml/fraud");
+    let output = loadtest(&fixed_rate(&url, "30", "1", "2")).await;
     step_without_errors(&output);
     // Every request went through the gateway's prefix: it answers nothing else.
     assert_answered(&server, None, 30).await;

@@ -5,11 +5,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
-use common::{Pki, Repository, Server, fp32_request, https_client};
+use common::{Pki, Repository, Server, fp32_request, https_client, write};
 use rcgen::KeyPair;
 use serde_json::{Value, json};
 use sluice_server::wire::grpc::pb;
@@ -45,12 +45,6 @@ fn two_models(name: &str) -> Repository {
     Repository::new(name)
         .with_model("mlp", "mlp", "")
         .with_model("other", "mlp", "")
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path
 }
 
 async fn post(

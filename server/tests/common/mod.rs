@@ -218,6 +218,13 @@ pub async fn infer_concurrently(
     futures::future::join_all(requests).await
 }
 
+/// Writes `text` to the file `name` in `dir` and returns its path.
+pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
 /// A CA and certificates it signs, written as PEM files.
 pub struct Pki {
     /// The CA certificate.
