@@ -19,6 +19,7 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::core::v1::Container;
+use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
 use crate::error::{Error, Result};
@@ -234,15 +235,9 @@ fn stamp(file: &Path) -> Result<Stamp> {
     Ok((file.to_path_buf(), meta.len(), meta.modified().ok()))
 }
 
-/// SHA-256 over each file's name, size and bytes, in hex. The hash is rustls's (ring),
-/// which the agent links already for its log endpoint.
+/// SHA-256 over each file's name, size and bytes, in hex.
 fn digest(files: &[PathBuf]) -> Result<String> {
-    let suite = rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256;
-    let sha256 = suite
-        .tls13()
-        .map(|s| s.common.hash_provider)
-        .ok_or_else(|| Error::Config("no SHA-256 in rustls".into()))?;
-    let mut context = sha256.start();
+    let mut sha256 = Sha256::new();
     let mut buffer = vec![0u8; 1 << 20];
     for file in files {
         let name = file.file_name().unwrap_or_default().to_string_lossy();
@@ -252,9 +247,9 @@ fn digest(files: &[PathBuf]) -> Result<String> {
             .metadata()
             .map_err(Error::io(format!("reading {}", file.display())))?
             .len();
-        context.update(name.as_bytes());
-        context.update(&[0]);
-        context.update(&size.to_le_bytes());
+        sha256.update(name.as_bytes());
+        sha256.update([0]);
+        sha256.update(size.to_le_bytes());
         loop {
             let n = reader
                 .read(&mut buffer)
@@ -262,12 +257,11 @@ fn digest(files: &[PathBuf]) -> Result<String> {
             if n == 0 {
                 break;
             }
-            context.update(&buffer[..n]);
+            sha256.update(&buffer[..n]);
         }
     }
-    Ok(context
-        .finish()
-        .as_ref()
+    Ok(sha256
+        .finalize()
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect())
@@ -437,6 +431,21 @@ mod tests {
             .prune(Duration::ZERO);
         assert!(!installed.exists() && !rebuilt.exists());
         fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// The store's folder names: SHA-256 over each file's name, a NUL, its size
+    /// (little-endian u64) and its bytes, so that images installed by an earlier
+    /// agent keep their names.
+    #[test]
+    fn the_digest_covers_names_sizes_and_bytes() {
+        let dir = scratch("digest");
+        fs::write(dir.join("sluice-server"), "abc").unwrap();
+        fs::write(dir.join("libx.so"), "").unwrap();
+        assert_eq!(
+            digest(&[dir.join("sluice-server"), dir.join("libx.so")]).unwrap(),
+            "e6dd5963b7f2a4c52136781b2b45cd0961b04f8a5bd53d6da3ce159a5ce2f79e"
+        );
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
