@@ -3,17 +3,16 @@
 The iris sample pins ``spec.model.sha256`` of a fixture that ``make deps`` generates;
 when the fixture changes (a generator edit, a package in scripts/requirements.txt) and
 the sample does not, ``make up`` ends with both pods in Init:CrashLoopBackOff because
-the fetcher refuses the file. This test finds every ``sha256`` (and ``<name>Sha256``)
-field in the YAML under config/, e2e/ and charts/, and in the ```yaml blocks of docs/
-and README.md, pairs it with its URI field (``storageUri`` for ``sha256``,
-``<name>Uri`` for ``<name>Sha256``) and, when that URI names a fixture, compares the
-digest with the file's. URIs that name no fixture (``s3://`` examples in the docs) are
-not checked; at least the iris sample always is.
+the fetcher refuses the file. This test finds every ``sha256`` field (the CRD's only
+digest, ``spec.model.sha256``) in the YAML under config/, e2e/ and charts/, and in the
+```yaml blocks of docs/ and README.md, pairs it with the ``storageUri`` beside it and,
+when that URI names a fixture, compares the digest with the file's. URIs that name no
+fixture (``s3://`` examples in the docs) are not checked; at least the iris sample
+always is.
 """
 
 import hashlib
 import re
-from pathlib import Path
 
 import pytest
 import yaml
@@ -54,18 +53,14 @@ def yaml_documents(path):
 
 
 def pinned_digests(node):
-    """(digest field, digest, uri or None) for each digest field in a YAML tree."""
+    """(digest field, digest, storageUri or None) for each sha256 field in a YAML tree."""
     if isinstance(node, list):
         for item in node:
             yield from pinned_digests(item)
     elif isinstance(node, dict):
         for key, value in node.items():
-            if isinstance(key, str) and isinstance(value, str) and HEX64.match(value):
-                if key == "sha256":
-                    uri = node.get("storageUri", node.get("uri"))
-                    yield key, value, uri
-                elif key.endswith("Sha256"):
-                    yield key, value, node.get(key[: -len("Sha256")] + "Uri")
+            if key == "sha256" and isinstance(value, str) and HEX64.match(value):
+                yield key, value, node.get("storageUri")
             else:
                 yield from pinned_digests(value)
 
@@ -78,8 +73,6 @@ def fixture_file(uri):
     prefix = cluster_models_dir() + "/"
     if path.startswith(prefix):
         return MODELS_DIR / path[len(prefix):]
-    if path.startswith(str(MODELS_DIR) + "/"):
-        return Path(path)
     return None
 
 
