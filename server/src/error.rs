@@ -21,6 +21,16 @@ pub enum InferError {
     /// The request did not finish within the model's timeout.
     #[error("request timed out after {0} ms")]
     Timeout(u64),
+    /// The model keeps failing and its circuit breaker is open (no fallback is set).
+    #[error(
+        "model '{model}' is failing and its circuit breaker is open; retry in {retry_after_secs} s"
+    )]
+    CircuitOpen {
+        /// The model's name.
+        model: String,
+        /// Seconds until probe requests try the model again (at least 1).
+        retry_after_secs: u64,
+    },
     /// The server is shutting down.
     #[error("the server is shutting down")]
     ShuttingDown,
@@ -39,7 +49,7 @@ impl InferError {
             InferError::Conflict(_) => 409,
             InferError::QueueFull(_) => 429,
             InferError::Timeout(_) => 504,
-            InferError::ShuttingDown => 503,
+            InferError::CircuitOpen { .. } | InferError::ShuttingDown => 503,
             InferError::Internal(_) => 500,
         }
     }
@@ -48,7 +58,9 @@ impl InferError {
     pub fn grpc_code(&self) -> tonic::Code {
         match self {
             InferError::NotFound(_) => tonic::Code::NotFound,
-            InferError::NotReady(_) | InferError::ShuttingDown => tonic::Code::Unavailable,
+            InferError::NotReady(_) | InferError::CircuitOpen { .. } | InferError::ShuttingDown => {
+                tonic::Code::Unavailable
+            }
             InferError::InvalidInput(_) => tonic::Code::InvalidArgument,
             InferError::Conflict(_) => tonic::Code::AlreadyExists,
             InferError::QueueFull(_) => tonic::Code::ResourceExhausted,

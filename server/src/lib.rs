@@ -4,8 +4,9 @@
 //! The modules form layers, each using only those before it:
 //! `tensor` and `error`; `wire` (bytes to tensors) and `security`; `config` and
 //! `metrics`; then, with ONNX Runtime, `runtime`, `monitoring`, `batcher`,
-//! `model`, `repository`, `protocol` (the handlers) and `serve`. The command
-//! line (`cli.rs`) belongs to the binary.
+//! `resilience` (circuit breaker and fallback), `model`, `repository`,
+//! `protocol` (the handlers) and `serve`. The command line (`cli.rs`) belongs
+//! to the binary.
 
 // Without ONNX Runtime (feature `onnx` off): everything a request's bytes
 // reach before a model runs, which is what `server/fuzz` fuzzes.
@@ -30,6 +31,8 @@ pub mod monitoring;
 pub mod protocol;
 #[cfg(feature = "onnx")]
 pub mod repository;
+#[cfg(feature = "onnx")]
+pub mod resilience;
 #[cfg(feature = "onnx")]
 pub mod runtime;
 #[cfg(feature = "onnx")]

@@ -36,6 +36,9 @@ pub struct Metrics {
     queue_depth: IntGaugeVec,
     model_ready: IntGaugeVec,
     model_load_seconds: GaugeVec,
+    fallback_requests: IntCounterVec,
+    circuit_state: IntGaugeVec,
+    circuit_opens: IntCounterVec,
     monitoring: MonitoringFamilies,
 }
 
@@ -195,8 +198,35 @@ impl Metrics {
             &MODEL_LABELS,
         )
         .expect("valid gauge");
+        let fallback_requests = IntCounterVec::new(
+            Opts::new(
+                "sluice_fallback_requests_total",
+                "Requests the fallback answered because the model failed, timed out or had its circuit open.",
+            ),
+            &["model", "version", "reason"],
+        )
+        .expect("valid counter");
+        let circuit_state = IntGaugeVec::new(
+            Opts::new(
+                "sluice_circuit_breaker_state",
+                "The model's circuit breaker: 0 closed, 1 half-open, 2 open.",
+            ),
+            &MODEL_LABELS,
+        )
+        .expect("valid gauge");
+        let circuit_opens = IntCounterVec::new(
+            Opts::new(
+                "sluice_circuit_breaker_opens_total",
+                "Times the model's circuit breaker opened.",
+            ),
+            &MODEL_LABELS,
+        )
+        .expect("valid counter");
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(fallback_requests.clone()),
+            Box::new(circuit_state.clone()),
+            Box::new(circuit_opens.clone()),
             Box::new(queue_depth.clone()),
             Box::new(model_ready.clone()),
             Box::new(model_load_seconds.clone()),
@@ -218,13 +248,25 @@ impl Metrics {
             queue_depth,
             model_ready,
             model_load_seconds,
+            fallback_requests,
+            circuit_state,
+            circuit_opens,
         }
     }
 
     /// The series of one model version, resolved once so that the hot path does
     /// no label lookups.
     pub fn for_version(&self, model: &str, version: u64) -> VersionMetrics {
-        let version = version.to_string();
+        self.series(model, version.to_string())
+    }
+
+    /// The series of a version's fallback model: its queue and runs, under
+    /// `version="<version>-fallback"` so that they never mix with the primary's.
+    pub fn for_fallback(&self, model: &str, version: u64) -> VersionMetrics {
+        self.series(model, format!("{version}-fallback"))
+    }
+
+    fn series(&self, model: &str, version: String) -> VersionMetrics {
         let labels = [model, version.as_str()];
         VersionMetrics {
             model: model.to_string(),
@@ -238,6 +280,9 @@ impl Metrics {
             ready: self.model_ready.with_label_values(&labels),
             load_seconds: self.model_load_seconds.with_label_values(&labels),
             monitoring_dropped_rows: self.monitoring.dropped_rows.with_label_values(&labels),
+            circuit_state: self.circuit_state.with_label_values(&labels),
+            circuit_opens: self.circuit_opens.with_label_values(&labels),
+            fallback_requests: self.fallback_requests.clone(),
             monitoring: self.monitoring.clone(),
         }
     }
@@ -334,6 +379,11 @@ pub struct VersionMetrics {
     pub load_seconds: Gauge,
     /// Rows the monitor skipped.
     pub monitoring_dropped_rows: IntCounter,
+    /// The circuit breaker's state (0 closed, 1 half-open, 2 open).
+    pub circuit_state: IntGauge,
+    /// Times the circuit breaker opened.
+    pub circuit_opens: IntCounter,
+    fallback_requests: IntCounterVec,
     monitoring: MonitoringFamilies,
 }
 
@@ -345,6 +395,15 @@ impl VersionMetrics {
             .with_label_values(&[self.model.as_str(), self.version.as_str(), code.as_str()])
             .inc();
         self.request_duration.observe(duration.as_secs_f64());
+    }
+
+    /// The counter of requests the fallback answered for `reason`.
+    pub fn fallbacks(&self, reason: &str) -> IntCounter {
+        self.fallback_requests.with_label_values(&[
+            self.model.as_str(),
+            self.version.as_str(),
+            reason,
+        ])
     }
 
     /// Publishes the model's quality over the feedback window (accuracy or mean

@@ -8,10 +8,14 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use crate::batcher::{BatchPolicy, Batcher, INLINE_RUN_LIMIT, Job, Placement};
+use crate::config::resilience::FallbackSource;
 use crate::config::{ModelConfig, RunnerChoice};
 use crate::error::InferError;
 use crate::metrics::VersionMetrics;
 use crate::monitoring::Monitor;
+use crate::resilience::circuit::{CircuitBreaker, CircuitMetrics};
+use crate::resilience::fallback::{Fallback, FallbackModel, StaticAnswer, check_signature};
+use crate::resilience::{Answer, Resilience};
 use crate::runtime::{OnnxModel, RuntimeError, TensorSpec};
 use crate::tensor::{NamedTensor, Tensor, TensorData, concrete_shape, element_count};
 
@@ -23,6 +27,7 @@ pub struct Serving {
     pub outputs: Vec<TensorSpec>,
     batcher: Arc<Batcher>,
     monitor: Option<Arc<Monitor>>,
+    resilience: Resilience,
 }
 
 /// One version of a model in the repository.
@@ -35,24 +40,29 @@ pub struct ModelVersion {
     pub config: ModelConfig,
     /// The version's metric series.
     pub metrics: VersionMetrics,
+    /// The series of its fallback model, when it has one.
+    fallback_metrics: Option<VersionMetrics>,
     path: PathBuf,
     state: OnceLock<Result<Serving, String>>,
 }
 
 impl ModelVersion {
-    /// A version that has not been loaded yet.
+    /// A version that has not been loaded yet. `fallback_metrics` are the
+    /// series of its fallback model, when its configuration names one.
     pub fn new(
         name: &str,
         version: u64,
         path: PathBuf,
         config: ModelConfig,
         metrics: VersionMetrics,
+        fallback_metrics: Option<VersionMetrics>,
     ) -> ModelVersion {
         ModelVersion {
             name: name.to_string(),
             version,
             config,
             metrics,
+            fallback_metrics,
             path,
             state: OnceLock::new(),
         }
@@ -71,6 +81,7 @@ impl ModelVersion {
             PathBuf::new(),
             ModelConfig::default(),
             metrics,
+            None,
         );
         model.state.set(Err(reason)).ok();
         model
@@ -125,34 +136,17 @@ impl ModelVersion {
             Ok(onnx) => onnx,
             Err(error) => return self.fail(error.to_string()),
         };
-        let policy = BatchPolicy {
-            batchable: onnx.inputs().iter().all(TensorSpec::has_dynamic_batch)
-                && onnx.outputs().iter().all(TensorSpec::has_dynamic_batch),
-            max_batch_size: self.config.max_batch_size,
-            max_queue_delay: self.config.max_queue_delay(),
-            max_queue_size: self.config.max_queue_size,
-        };
+        let policy = self.batch_policy(&onnx);
         let slowest_run = match self.warm_up(&mut onnx, policy) {
             Ok(slowest_run) => slowest_run,
             Err(error) => return self.fail(format!("warm-up failed: {error}")),
         };
-        let placement = match (self.config.runner, slowest_run) {
-            (RunnerChoice::Inline, _) => Placement::Inline,
-            (RunnerChoice::Thread, _) => Placement::Thread,
-            (RunnerChoice::Auto, Some(slowest_run)) => Placement::for_run_time(slowest_run),
-            // Without warm-up there is no measurement: the thread is always safe.
-            (RunnerChoice::Auto, None) => Placement::Thread,
-        };
+        let placement = self.placement(slowest_run);
         let monitor = match &self.config.monitoring {
             Some(config) => {
-                let model_dir = self
-                    .path
-                    .parent()
-                    .and_then(Path::parent)
-                    .unwrap_or(Path::new("."));
                 match Monitor::start(
                     config,
-                    model_dir,
+                    self.model_dir(),
                     onnx.inputs(),
                     onnx.outputs(),
                     &self.metrics,
@@ -164,6 +158,10 @@ impl ModelVersion {
                 }
             }
             None => None,
+        };
+        let resilience = match self.resilience(onnx.inputs(), onnx.outputs()) {
+            Ok(resilience) => resilience,
+            Err(error) => return self.fail(error),
         };
         let inputs = onnx.inputs().to_vec();
         let outputs = onnx.outputs().to_vec();
@@ -181,6 +179,7 @@ impl ModelVersion {
             outputs,
             batcher: Arc::clone(&batcher),
             monitor,
+            resilience,
         };
         let seconds = started.elapsed().as_secs_f64();
         self.metrics.load_seconds.set(seconds);
@@ -199,6 +198,101 @@ impl ModelVersion {
         if placement == Placement::Thread {
             batcher.run_thread();
         }
+    }
+
+    /// The model's folder (`DIR/<model>`), where its config and profile live.
+    fn model_dir(&self) -> &Path {
+        self.path
+            .parent()
+            .and_then(Path::parent)
+            .unwrap_or(Path::new("."))
+    }
+
+    /// How a session with these inputs and outputs forms batches.
+    fn batch_policy(&self, onnx: &OnnxModel) -> BatchPolicy {
+        BatchPolicy {
+            batchable: onnx.inputs().iter().all(TensorSpec::has_dynamic_batch)
+                && onnx.outputs().iter().all(TensorSpec::has_dynamic_batch),
+            max_batch_size: self.config.max_batch_size,
+            max_queue_delay: self.config.max_queue_delay(),
+            max_queue_size: self.config.max_queue_size,
+        }
+    }
+
+    /// Where runs happen, by the configuration and the warm-up measurement.
+    fn placement(&self, slowest_run: Option<Duration>) -> Placement {
+        match (self.config.runner, slowest_run) {
+            (RunnerChoice::Inline, _) => Placement::Inline,
+            (RunnerChoice::Thread, _) => Placement::Thread,
+            (RunnerChoice::Auto, Some(slowest_run)) => Placement::for_run_time(slowest_run),
+            // Without warm-up there is no measurement: the thread is always safe.
+            (RunnerChoice::Auto, None) => Placement::Thread,
+        }
+    }
+
+    /// The circuit breaker and fallback the configuration asks for, checked
+    /// against the primary's signature; a fallback model is loaded, warmed up
+    /// and started here.
+    fn resilience(
+        &self,
+        inputs: &[TensorSpec],
+        outputs: &[TensorSpec],
+    ) -> Result<Resilience, String> {
+        let breaker = self.config.circuit_breaker.map(|config| {
+            let metrics = CircuitMetrics {
+                state: self.metrics.circuit_state.clone(),
+                opens: self.metrics.circuit_opens.clone(),
+            };
+            CircuitBreaker::new(config, metrics)
+        });
+        let fallback = match self.config.fallback.as_ref().map(|f| f.source()) {
+            None => None,
+            Some(Err(error)) => return Err(format!("invalid fallback: {error}")),
+            Some(Ok(FallbackSource::Static(given))) => Some(Fallback::Static(
+                StaticAnswer::new(outputs, given).map_err(|e| format!("invalid fallback: {e}"))?,
+            )),
+            Some(Ok(FallbackSource::Model(relative))) => Some(Fallback::Model(
+                self.start_fallback_model(&self.model_dir().join(relative), inputs, outputs)
+                    .map_err(|e| format!("fallback model {relative}: {e}"))?,
+            )),
+        };
+        Ok(Resilience::new(
+            &self.name,
+            breaker,
+            fallback,
+            self.config.request_timeout(),
+            &self.metrics,
+        ))
+    }
+
+    /// Loads and warms up the fallback model at `path`, with the primary's
+    /// configuration, and starts its runner.
+    fn start_fallback_model(
+        &self,
+        path: &Path,
+        inputs: &[TensorSpec],
+        outputs: &[TensorSpec],
+    ) -> Result<FallbackModel, String> {
+        let mut onnx = OnnxModel::load(path, &self.config).map_err(|e| e.to_string())?;
+        let output_order = check_signature(inputs, outputs, onnx.inputs(), onnx.outputs())?;
+        let policy = self.batch_policy(&onnx);
+        let slowest_run = self
+            .warm_up(&mut onnx, policy)
+            .map_err(|e| format!("warm-up failed: {e}"))?;
+        let placement = self.placement(slowest_run);
+        let metrics = self
+            .fallback_metrics
+            .clone()
+            .unwrap_or_else(|| self.metrics.clone());
+        let batcher = Batcher::new(onnx, &self.name, policy, placement, metrics, None);
+        if placement == Placement::Thread {
+            let runner = Arc::clone(&batcher);
+            std::thread::Builder::new()
+                .name(format!("fallback-{}-{}", self.name, self.version))
+                .spawn(move || runner.run_thread())
+                .map_err(|e| format!("cannot start a thread: {e}"))?;
+        }
+        Ok(FallbackModel::new(batcher, output_order))
     }
 
     fn fail(&self, reason: String) {
@@ -260,27 +354,44 @@ impl ModelVersion {
     }
 
     /// Checks a request's inputs against the model and queues it; resolves with
-    /// every output of the model, in graph order. The request's `id` is kept
-    /// with its predictions when the model takes feedback.
+    /// every output of the model, in graph order, from the model or, when it
+    /// fails, times out or has its circuit open, from its fallback. The
+    /// request's `id` is kept with its predictions when the model takes feedback.
     pub async fn infer(
         &self,
         inputs: Vec<NamedTensor>,
         id: Option<&str>,
-    ) -> Result<Vec<Tensor>, InferError> {
+    ) -> Result<Answer, InferError> {
         let serving = self.serving()?;
         let ordered = order_inputs(&self.name, &serving.inputs, inputs, &self.config)?;
         let keeps_ids = serving.monitor.as_ref().is_some_and(|m| m.keeps_ids());
+        let id = id.filter(|_| keeps_ids).map(str::to_string);
+        serving
+            .resilience
+            .call(ordered, |inputs| self.run(serving, inputs, id))
+            .await
+    }
+
+    /// Queues ordered inputs for the model itself and waits for its answer,
+    /// at most the primary timeout.
+    async fn run(
+        &self,
+        serving: &Serving,
+        inputs: Vec<Tensor>,
+        id: Option<String>,
+    ) -> Result<Vec<Tensor>, InferError> {
         let (reply, result) = oneshot::channel();
         serving.batcher.submit(Job {
-            inputs: ordered,
+            inputs,
             enqueued: Instant::now(),
-            id: id.filter(|_| keeps_ids).map(str::to_string),
+            id,
             reply,
         })?;
-        match tokio::time::timeout(self.config.request_timeout(), result).await {
+        let timeout = self.config.primary_timeout();
+        match tokio::time::timeout(timeout, result).await {
             Ok(Ok(outcome)) => outcome,
             Ok(Err(_)) => Err(InferError::ShuttingDown),
-            Err(_) => Err(InferError::Timeout(self.config.request_timeout_ms)),
+            Err(_) => Err(InferError::Timeout(timeout.as_millis() as u64)),
         }
     }
 }

@@ -134,6 +134,11 @@ fn scan_model(name: &str, dir: &Path, metrics: &Metrics) -> BTreeMap<u64, Arc<Mo
                     dir.join(number.to_string()).join("model.onnx"),
                     config.clone(),
                     series,
+                    config
+                        .fallback
+                        .as_ref()
+                        .is_some_and(|f| f.model.is_some())
+                        .then(|| metrics.for_fallback(name, number)),
                 ),
                 Err(error) => ModelVersion::failed(name, number, error.to_string(), series),
             };

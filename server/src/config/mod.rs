@@ -3,6 +3,7 @@
 //! rejected so that a typo is reported instead of silently ignored.
 
 pub mod monitoring;
+pub mod resilience;
 
 use std::path::Path;
 use std::time::Duration;
@@ -12,6 +13,7 @@ use serde::{Deserialize, Deserializer};
 use crate::tensor::NamedTensor;
 use crate::wire::json::InputTensorJson;
 use monitoring::MonitoringConfig;
+use resilience::{CircuitBreakerConfig, FallbackConfig};
 
 /// Where a model runs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -53,6 +55,10 @@ pub struct ModelConfig {
     pub limits: InputLimits,
     /// Drift and quality monitoring against a reference profile.
     pub monitoring: Option<MonitoringConfig>,
+    /// What answers when the model fails, times out or has its circuit open.
+    pub fallback: Option<FallbackConfig>,
+    /// When to stop calling a failing model for a while.
+    pub circuit_breaker: Option<CircuitBreakerConfig>,
 }
 
 impl Default for ModelConfig {
@@ -69,6 +75,8 @@ impl Default for ModelConfig {
             warmup: WarmupConfig::default(),
             limits: InputLimits::default(),
             monitoring: None,
+            fallback: None,
+            circuit_breaker: None,
         }
     }
 }
@@ -185,12 +193,30 @@ impl ModelConfig {
         if config.request_timeout_ms == 0 {
             return Err("request_timeout_ms must be at least 1".to_string());
         }
+        if let Some(fallback) = &config.fallback {
+            fallback.source()?;
+            if fallback.timeout_ms == Some(0) {
+                return Err("fallback.timeout_ms must be at least 1".to_string());
+            }
+        }
+        if let Some(breaker) = &config.circuit_breaker {
+            breaker.check()?;
+        }
         Ok(config)
     }
 
     /// The request timeout as a duration.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// How long the model itself may take: the fallback's `timeout_ms` when a
+    /// fallback is set, else the request timeout.
+    pub fn primary_timeout(&self) -> Duration {
+        self.fallback
+            .as_ref()
+            .and_then(|fallback| fallback.timeout_ms)
+            .map_or_else(|| self.request_timeout(), Duration::from_millis)
     }
 
     /// The batching delay as a duration.
@@ -266,6 +292,66 @@ mod tests {
             error.contains("invalid warm-up input: input 'x'"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn fallback_and_circuit_breaker_parse_with_defaults() {
+        let config = ModelConfig::parse(
+            "fallback:\n  static:\n    - {name: label, datatype: INT64, shape: [1], data: [0]}\n  timeout_ms: 50\ncircuit_breaker: {}\n",
+        )
+        .unwrap();
+        let fallback = config.fallback.as_ref().unwrap();
+        assert!(matches!(
+            fallback.source(),
+            Ok(resilience::FallbackSource::Static(outputs)) if outputs[0].name == "label"
+        ));
+        assert_eq!(config.primary_timeout(), Duration::from_millis(50));
+        let breaker = config.circuit_breaker.unwrap();
+        assert_eq!(
+            (
+                breaker.failure_threshold,
+                breaker.open_ms,
+                breaker.half_open_probes
+            ),
+            (5, 30_000, 1)
+        );
+        let config = ModelConfig::parse("fallback: {model: fallback/model.onnx}\n").unwrap();
+        assert_eq!(config.primary_timeout(), config.request_timeout());
+    }
+
+    #[test]
+    fn fallback_mistakes_are_named() {
+        for (text, message) in [
+            (
+                "fallback: {}\n",
+                "needs a model path or a non-empty static answer",
+            ),
+            (
+                "fallback: {model: a.onnx, static: [{name: out, datatype: FP32, shape: [1], data: [0]}]}\n",
+                "not both",
+            ),
+            (
+                "fallback: {model: a.onnx, timeout_ms: 0}\n",
+                "fallback.timeout_ms",
+            ),
+            (
+                "fallback: {static: [{name: out, datatype: FP32, shape: [2], data: [0]}]}\n",
+                "invalid fallback.static output",
+            ),
+            (
+                "circuit_breaker: {failure_threshold: 0}\n",
+                "failure_threshold",
+            ),
+            ("circuit_breaker: {open_ms: 0}\n", "open_ms"),
+            (
+                "circuit_breaker: {half_open_probes: 0}\n",
+                "half_open_probes",
+            ),
+            ("circuit_breaker: {threshold: 3}\n", "threshold"),
+        ] {
+            let error = ModelConfig::parse(text).unwrap_err();
+            assert!(error.contains(message), "{text}: {error}");
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ use tonic::{Request, Response, Status};
 use super::{EXTENSIONS, PLATFORM, SERVER_NAME, ServerState, select_outputs};
 use crate::error::InferError;
 use crate::model::ModelVersion;
+use crate::resilience::fallback::FallbackUse;
 use crate::security::limits::RequestLimits;
 use crate::wire::grpc::{decode_inputs, pb};
 
@@ -177,7 +178,8 @@ async fn run_inference(
     let names: Vec<&str> = request.outputs.iter().map(|o| o.name.as_str()).collect();
     let selected = select_outputs(&model.name, &serving.outputs, &names)?;
     let id = (!request.id.is_empty()).then_some(request.id.as_str());
-    let outputs = model.infer(inputs, id).await?;
+    let answer = model.infer(inputs, id).await?;
+    let outputs = answer.outputs;
     let (tensors, raw_output_contents) = selected
         .iter()
         .map(|index| {
@@ -197,6 +199,19 @@ async fn run_inference(
         id: request.id,
         outputs: tensors,
         raw_output_contents,
-        ..Default::default()
+        parameters: answer
+            .fallback
+            .into_iter()
+            .flat_map(FallbackUse::parameters)
+            .map(|(key, value)| (key.to_string(), string_parameter(value)))
+            .collect(),
     })
+}
+
+fn string_parameter(value: &str) -> pb::InferParameter {
+    pb::InferParameter {
+        parameter_choice: Some(pb::infer_parameter::ParameterChoice::StringParam(
+            value.to_string(),
+        )),
+    }
 }

@@ -15,6 +15,7 @@ use serde_json::json;
 use super::{EXTENSIONS, PLATFORM, SERVER_NAME, ServerState, select_outputs};
 use crate::error::InferError;
 use crate::model::ModelVersion;
+use crate::resilience::fallback::FallbackUse;
 use crate::wire::json::{HEADER_LENGTH, ResponseOutput, encode_response, parse_infer_body};
 
 type SharedState = Arc<ServerState>;
@@ -53,7 +54,16 @@ pub fn router(state: SharedState) -> Router {
 fn error_response(error: &InferError) -> Response {
     let status =
         StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (status, axum::Json(json!({ "error": error.to_string() }))).into_response()
+    let mut response = (status, axum::Json(json!({ "error": error.to_string() }))).into_response();
+    if let InferError::CircuitOpen {
+        retry_after_secs, ..
+    } = error
+    {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+    }
+    response
 }
 
 async fn not_found() -> Response {
@@ -294,7 +304,8 @@ async fn run_inference(
         .collect();
     let names: Vec<&str> = requested.iter().map(|(name, _)| *name).collect();
     let selected = select_outputs(&model.name, &serving.outputs, &names)?;
-    let outputs = model.infer(inputs, request.id.as_deref()).await?;
+    let answer = model.infer(inputs, request.id.as_deref()).await?;
+    let outputs = answer.outputs;
     let response_outputs: Vec<ResponseOutput> = selected
         .iter()
         .enumerate()
@@ -306,10 +317,12 @@ async fn run_inference(
                 .map_or(binary_default, |(_, binary)| *binary),
         })
         .collect();
+    let parameters = answer.fallback.map(FallbackUse::parameters);
     let (body, header_length) = encode_response(
         &model.name,
         model.version,
         request.id.as_deref(),
+        parameters.as_ref().map_or(&[][..], |p| &p[..]),
         &response_outputs,
     );
     let mut response = Response::new(Body::from(body));

@@ -189,7 +189,17 @@ struct InferResponseJson<'a> {
     model_version: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     id: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty", serialize_with = "string_map")]
+    parameters: &'a [(&'a str, &'a str)],
     outputs: Vec<OutputTensorJson<'a>>,
+}
+
+/// Writes response parameters as a JSON object of strings.
+fn string_map<S: serde::Serializer>(
+    pairs: &&[(&str, &str)],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_map(pairs.iter().copied())
 }
 
 /// An output ready to send: its name, value and whether it goes binary.
@@ -203,11 +213,14 @@ pub struct ResponseOutput<'a> {
 }
 
 /// Encodes a response: the JSON, then (when any output is binary) the binary
-/// section. Returns the body and, for binary responses, the JSON header length.
+/// section. `parameters` are the response's own string parameters (omitted
+/// when empty). Returns the body and, for binary responses, the JSON header
+/// length.
 pub fn encode_response(
     model_name: &str,
     model_version: u64,
     id: Option<&str>,
+    parameters: &[(&str, &str)],
     outputs: &[ResponseOutput<'_>],
 ) -> (Vec<u8>, Option<usize>) {
     let binary_parts: Vec<Vec<u8>> = outputs
@@ -220,6 +233,7 @@ pub fn encode_response(
         model_name,
         model_version: model_version.to_string(),
         id,
+        parameters,
         outputs: outputs
             .iter()
             .map(|o| OutputTensorJson {
@@ -306,7 +320,7 @@ mod tests {
                 binary: false,
             },
         ];
-        let (body, header) = encode_response("m", 1, Some("r1"), &outputs);
+        let (body, header) = encode_response("m", 1, Some("r1"), &[], &outputs);
         let header = header.unwrap();
         let json: serde_json::Value = serde_json::from_slice(&body[..header]).unwrap();
         assert_eq!(json["outputs"][0]["parameters"]["binary_data_size"], 4);

@@ -46,6 +46,19 @@ impl Repository {
         std::fs::write(self.dir.join(name).join("config.yaml"), config).unwrap();
         self
     }
+
+    /// Adds fixture model `fixture` as the fallback of model `name`, where the
+    /// operator puts it: `<name>/fallback/model.onnx`.
+    pub fn with_fallback(self, name: &str, fixture: &str) -> Repository {
+        let target = self.dir.join(name).join("fallback");
+        std::fs::create_dir_all(&target).unwrap();
+        std::fs::copy(
+            fixtures().join(fixture).join("1/model.onnx"),
+            target.join("model.onnx"),
+        )
+        .unwrap();
+        self
+    }
 }
 
 impl Drop for Repository {
