@@ -37,6 +37,48 @@ for name, want in ref.items():
 print("sluice: the Service answered with the reference outputs:", ", ".join(ref), file=sys.stderr)
 PY
 
+# Degraded mode through the operator: a model that fails on every non-zero row
+# (the faulty fixture) with mlp as its fallback model, fetched by a second init
+# container; the answer must be mlp's, marked as the fallback's.
+FALLBACK_ISVC=$(cat <<YAML
+apiVersion: serving.sluice.dev/v1alpha1
+kind: InferenceService
+metadata: {name: scorer, namespace: default}
+spec:
+  minReplicas: 1
+  model: {storageUri: "file://$MODELS_DIR/faulty/1/model.onnx"}
+  fallback:
+    model: {storageUri: "file://$MODELS_DIR/mlp/1/model.onnx"}
+  circuitBreaker: {failureThreshold: 3, openSeconds: 60}
+YAML
+)
+trap 'cleanup; echo "$FALLBACK_ISVC" | "$KUBECTL" delete -f - --ignore-not-found --wait=false >/dev/null 2>&1 || true' EXIT
+echo "$FALLBACK_ISVC" | "$KUBECTL" apply -f - >/dev/null
+"$KUBECTL" wait isvc/scorer --for=condition=Ready --timeout=240s >/dev/null || {
+    "$KUBECTL" describe isvc scorer >&2; exit 1; }
+scorer="http://$("$KUBECTL" get svc scorer -o jsonpath='{.spec.clusterIP}'):8080/v2/models/scorer/infer"
+python3 - "$scorer" "$REPO_ROOT/server/fixtures/models/mlp/1/reference.json" <<'PY'
+import json, math, sys, urllib.request
+url, reference = sys.argv[1], json.load(open(sys.argv[2]))
+x = reference["inputs"]["input"]
+rows = x["shape"][0]
+reasons = []
+for attempt in range(5):
+    body = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": x["shape"], "data": x["data"]}]})
+    request = urllib.request.Request(url, body.encode(), {"Content-Type": "application/json"})
+    answer = json.load(urllib.request.urlopen(request, timeout=30))
+    parameters = answer.get("parameters", {})
+    assert parameters.get("sluice_fallback") == "model", answer
+    reasons.append(parameters["sluice_fallback_reason"])
+    got = answer["outputs"][0]["data"]
+    want = reference["outputs"]["logits"]["data"]
+    flat = lambda d: [y for v in d for y in flat(v)] if isinstance(d, list) else [d]
+    assert all(math.isclose(a, b, rel_tol=1e-4, abs_tol=1e-5) for a, b in zip(flat(got), flat(want))), "not mlp's answer"
+assert reasons == ["failure"] * 3 + ["circuit_open"] * 2, reasons
+print(f"sluice: fallback model answered all 5 requests of {rows} rows with mlp's outputs; reasons {reasons}", file=sys.stderr)
+PY
+echo "$FALLBACK_ISVC" | "$KUBECTL" delete -f - --wait=true >/dev/null
+
 "$KUBECTL" delete -f "$SAMPLE" --wait=true >/dev/null
 for _ in $(seq 120); do
     left=$("$KUBECTL" get deployments,services,configmaps,poddisruptionbudgets,pods \

@@ -10,8 +10,8 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
     EnvFromSource, EnvVar, HTTPGetAction, PersistentVolumeClaimVolumeSource, PodSecurityContext,
-    PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecretEnvSource, SecurityContext, Service,
-    ServicePort, ServiceSpec, Volume, VolumeMount,
+    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretEnvSource,
+    SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
@@ -21,7 +21,7 @@ use kube::{Resource, ResourceExt};
 use serde::Serialize;
 
 use crate::config::BuildConfig;
-use crate::crd::{Device, InferenceService, InferenceServiceSpec};
+use crate::crd::{Device, InferenceService, InferenceServiceSpec, ModelSpec, StaticDatatype};
 use crate::names::{
     APPLIED_HASH_ANNOTATION, GRPC_PORT, HTTP_PORT, ISVC_LABEL, REVISION_LABEL, config_map_name,
     revision, revision_object_name, revision_selector, selector, server_image, short_hash,
@@ -34,6 +34,11 @@ use crate::{Error, Result};
 pub const MODEL_REPOSITORY: &str = "/models";
 /// Where a `pvc://` claim is mounted (read-only) in the fetcher.
 pub const PVC_MOUNT: &str = "/mnt/pvc";
+/// Where a fallback's `pvc://` claim is mounted (read-only) in its fetcher.
+pub const FALLBACK_PVC_MOUNT: &str = "/mnt/fallback-pvc";
+/// The fallback model's folder inside the model's folder, as the server's
+/// `config.yaml` names it (`fallback.model: fallback/model.onnx`).
+pub const FALLBACK_DIR: &str = "fallback";
 /// Seconds the server keeps serving after SIGTERM while endpoints are removed.
 pub const SHUTDOWN_DELAY_SECONDS: i64 = 5;
 /// Seconds in-flight requests may take to finish after the listeners close.
@@ -290,7 +295,7 @@ fn service_port(name: &str, port: i32, app_protocol: &str) -> ServicePort {
 /// The model server's `config.yaml` (see docs/model-server.md).
 fn server_config(spec: &InferenceServiceSpec) -> Result<String> {
     #[derive(Serialize)]
-    struct ServerConfig {
+    struct ServerConfig<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         max_batch_size: Option<u32>,
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -300,6 +305,35 @@ fn server_config(spec: &InferenceServiceSpec) -> Result<String> {
         #[serde(skip_serializing_if = "Option::is_none")]
         intra_op_threads: Option<u32>,
         device: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        fallback: Option<FallbackConfig<'a>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        circuit_breaker: Option<CircuitBreakerConfig>,
+    }
+    #[derive(Serialize)]
+    struct FallbackConfig<'a> {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        model: Option<String>,
+        #[serde(rename = "static", skip_serializing_if = "Option::is_none")]
+        static_outputs: Option<Vec<StaticOutputConfig<'a>>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        timeout_ms: Option<u32>,
+    }
+    #[derive(Serialize)]
+    struct StaticOutputConfig<'a> {
+        name: &'a str,
+        datatype: StaticDatatype,
+        shape: &'a [i64],
+        data: Vec<serde_json::Value>,
+    }
+    #[derive(Serialize)]
+    struct CircuitBreakerConfig {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        failure_threshold: Option<u32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        open_ms: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        half_open_probes: Option<u32>,
     }
     let batching = spec.runtime.batching.clone().unwrap_or_default();
     let config = ServerConfig {
@@ -314,6 +348,36 @@ fn server_config(spec: &InferenceServiceSpec) -> Result<String> {
             Device::Cpu => "cpu",
             Device::Cuda => "cuda",
         },
+        fallback: spec.fallback.as_ref().map(|fallback| FallbackConfig {
+            model: fallback
+                .model
+                .as_ref()
+                .map(|_| format!("{FALLBACK_DIR}/model.onnx")),
+            static_outputs: fallback.static_outputs.as_ref().map(|outputs| {
+                outputs
+                    .iter()
+                    .map(|output| StaticOutputConfig {
+                        name: &output.name,
+                        datatype: output.datatype,
+                        shape: &output.shape,
+                        data: output
+                            .data
+                            .iter()
+                            .map(|&value| output.datatype.json_value(value))
+                            .collect(),
+                    })
+                    .collect()
+            }),
+            timeout_ms: fallback.timeout_ms,
+        }),
+        circuit_breaker: spec
+            .circuit_breaker
+            .as_ref()
+            .map(|breaker| CircuitBreakerConfig {
+                failure_threshold: breaker.failure_threshold,
+                open_ms: breaker.open_seconds.map(|s| u64::from(s) * 1000),
+                half_open_probes: breaker.half_open_probes,
+            }),
     };
     serde_saphyr::to_string(&config).map_err(|e| Error::ConfigYaml(e.to_string()))
 }
@@ -366,64 +430,43 @@ fn deployment_spec(
         .map(security::volumes)
         .unwrap_or_default();
     volumes.extend(security_volumes);
-    let mut fetch_mounts = vec![
-        mount("model", &version_dir, false, None),
-        mount("tmp", "/tmp", false, None),
-    ];
-    let uri = match StorageUri::parse(&spec.model.storage_uri) {
-        Ok(StorageUri::Pvc { claim, path }) => {
-            volumes.push(Volume {
-                name: "pvc".into(),
-                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                    claim_name: claim,
-                    read_only: Some(true),
-                }),
-                ..Volume::default()
-            });
-            fetch_mounts.push(mount("pvc", PVC_MOUNT, true, None));
-            format!("file://{PVC_MOUNT}/{path}")
-        }
-        // `validate` ran first; an unparsable URI is passed through for the fetcher
-        // to refuse with its own message.
-        Ok(StorageUri::Remote(_)) | Err(_) => spec.model.storage_uri.clone(),
-    };
-    let mut fetch_args = vec![
-        "fetch".to_string(),
-        "--uri".into(),
-        uri,
-        "--dest".into(),
-        version_dir.clone(),
-    ];
-    if let Some(digest) = &spec.model.sha256 {
-        fetch_args.extend(["--sha256".into(), digest.clone()]);
+    let model_fetch = fetch_container(
+        &FetchTarget {
+            container: "fetch-model",
+            volume: "model",
+            pvc_volume: "pvc",
+            pvc_mount: PVC_MOUNT,
+            dest: &version_dir,
+        },
+        &spec.model,
+        &image,
+        &resources,
+    );
+    volumes.extend(model_fetch.pvc);
+    let mut init_containers = vec![model_fetch.container];
+    let fallback_dir = format!("{MODEL_REPOSITORY}/{name}/{FALLBACK_DIR}");
+    let fallback_model = spec.fallback.as_ref().and_then(|f| f.model.as_ref());
+    if let Some(model) = fallback_model {
+        volumes.push(Volume {
+            name: "fallback".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        });
+        let fallback_fetch = fetch_container(
+            &FetchTarget {
+                container: "fetch-fallback",
+                volume: "fallback",
+                pvc_volume: "fallback-pvc",
+                pvc_mount: FALLBACK_PVC_MOUNT,
+                dest: &fallback_dir,
+            },
+            model,
+            &image,
+            &resources,
+        );
+        volumes.extend(fallback_fetch.pvc);
+        init_containers.push(fallback_fetch.container);
     }
-    let mut fetch_resources = resources.clone();
-    for list in [&mut fetch_resources.limits, &mut fetch_resources.requests]
-        .into_iter()
-        .flatten()
-    {
-        list.remove("nvidia.com/gpu");
-    }
-    let fetch = Container {
-        name: "fetch-model".into(),
-        image: Some(image.clone()),
-        image_pull_policy: Some("IfNotPresent".into()),
-        args: Some(fetch_args),
-        env_from: spec.model.credentials_secret.as_ref().map(|secret| {
-            vec![EnvFromSource {
-                secret_ref: Some(SecretEnvSource {
-                    name: secret.clone(),
-                    optional: Some(false),
-                }),
-                ..EnvFromSource::default()
-            }]
-        }),
-        resources: Some(fetch_resources),
-        security_context: Some(container_security()),
-        termination_message_policy: Some("FallbackToLogsOnError".into()),
-        volume_mounts: Some(fetch_mounts),
-        ..Container::default()
-    };
 
     let mut env = vec![
         env_var("SLUICE_ISVC", name),
@@ -489,6 +532,7 @@ fn deployment_spec(
                 mount("tmp", "/tmp", false, None),
             ]
             .into_iter()
+            .chain(fallback_model.map(|_| mount("fallback", &fallback_dir, true, None)))
             .chain(security_mounts)
             .collect(),
         ),
@@ -516,7 +560,7 @@ fn deployment_spec(
                 ..ObjectMeta::default()
             }),
             spec: Some(PodSpec {
-                init_containers: Some(vec![fetch]),
+                init_containers: Some(init_containers),
                 containers: vec![server],
                 volumes: Some(volumes),
                 automount_service_account_token: Some(false),
@@ -571,6 +615,94 @@ fn env_var(name: &str, value: &str) -> EnvVar {
         value: Some(value.into()),
         ..EnvVar::default()
     }
+}
+
+/// Where one fetch init container puts its model.
+struct FetchTarget<'a> {
+    /// The init container's name.
+    container: &'a str,
+    /// The emptyDir volume it writes to, mounted at `dest`.
+    volume: &'a str,
+    /// The volume a `pvc://` claim becomes, mounted read-only at `pvc_mount`.
+    pvc_volume: &'a str,
+    pvc_mount: &'a str,
+    /// The folder `model.onnx` is written to.
+    dest: &'a str,
+}
+
+/// An init container that fetches `model` (and checks its digest), with the
+/// volume of its `pvc://` claim when it has one.
+struct Fetch {
+    container: Container,
+    pvc: Option<Volume>,
+}
+
+fn fetch_container(
+    target: &FetchTarget<'_>,
+    model: &ModelSpec,
+    image: &str,
+    server_resources: &ResourceRequirements,
+) -> Fetch {
+    let mut mounts = vec![
+        mount(target.volume, target.dest, false, None),
+        mount("tmp", "/tmp", false, None),
+    ];
+    let mut pvc = None;
+    let uri = match StorageUri::parse(&model.storage_uri) {
+        Ok(StorageUri::Pvc { claim, path }) => {
+            pvc = Some(Volume {
+                name: target.pvc_volume.into(),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name: claim,
+                    read_only: Some(true),
+                }),
+                ..Volume::default()
+            });
+            mounts.push(mount(target.pvc_volume, target.pvc_mount, true, None));
+            format!("file://{}/{path}", target.pvc_mount)
+        }
+        // `validate` ran first; an unparsable URI is passed through for the fetcher
+        // to refuse with its own message.
+        Ok(StorageUri::Remote(_)) | Err(_) => model.storage_uri.clone(),
+    };
+    let mut args = vec![
+        "fetch".to_string(),
+        "--uri".into(),
+        uri,
+        "--dest".into(),
+        target.dest.to_string(),
+    ];
+    if let Some(digest) = &model.sha256 {
+        args.extend(["--sha256".into(), digest.clone()]);
+    }
+    let mut resources = server_resources.clone();
+    for list in [&mut resources.limits, &mut resources.requests]
+        .into_iter()
+        .flatten()
+    {
+        list.remove("nvidia.com/gpu");
+    }
+    let container = Container {
+        name: target.container.into(),
+        image: Some(image.into()),
+        image_pull_policy: Some("IfNotPresent".into()),
+        args: Some(args),
+        env_from: model.credentials_secret.as_ref().map(|secret| {
+            vec![EnvFromSource {
+                secret_ref: Some(SecretEnvSource {
+                    name: secret.clone(),
+                    optional: Some(false),
+                }),
+                ..EnvFromSource::default()
+            }]
+        }),
+        resources: Some(resources),
+        security_context: Some(container_security()),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        volume_mounts: Some(mounts),
+        ..Container::default()
+    };
+    Fetch { container, pvc }
 }
 
 fn mount(volume: &str, path: &str, read_only: bool, sub_path: Option<&str>) -> VolumeMount {

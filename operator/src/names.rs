@@ -68,10 +68,23 @@ pub fn applied_hash<K: Resource>(object: &K) -> Option<&str> {
 }
 
 /// The revision: a short hash of everything that defines the serving pods (the
-/// model, the runtime and the server image actually used).
+/// model, the runtime, the server image actually used, the fallback and the
+/// circuit breaker).
 pub fn revision(spec: &InferenceServiceSpec, cfg: &BuildConfig) -> Result<String> {
     let image = server_image(spec, cfg);
-    let bytes = serde_json::to_vec(&(&spec.model, &spec.runtime, image))?;
+    let bytes = if spec.fallback.is_none() && spec.circuit_breaker.is_none() {
+        // Hashed as before these fields existed, so that upgrading the
+        // operator does not roll out every InferenceService.
+        serde_json::to_vec(&(&spec.model, &spec.runtime, image))?
+    } else {
+        serde_json::to_vec(&(
+            &spec.model,
+            &spec.runtime,
+            image,
+            &spec.fallback,
+            &spec.circuit_breaker,
+        ))?
+    };
     Ok(short_hash(&bytes))
 }
 

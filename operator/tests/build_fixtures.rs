@@ -559,3 +559,100 @@ fn security_settings_become_flags_mounts_https_probes_and_a_network_policy() {
 
     assert!(built(&fixture("minimal")).network_policy.is_none());
 }
+
+#[test]
+fn a_fallback_model_is_fetched_beside_the_primary_and_configured() {
+    let d = built(&fixture("fallback"));
+    let pod = pod_spec(&d);
+    let inits = pod.init_containers.as_ref().unwrap();
+    let names: Vec<&str> = inits.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["fetch-model", "fetch-fallback"]);
+    let fallback = &inits[1];
+    assert_eq!(
+        fallback.args.as_ref().unwrap()[1..],
+        [
+            "--uri",
+            "file:///mnt/fallback-pvc/fraud/v8/model.onnx",
+            "--dest",
+            "/models/fraud/fallback",
+            "--sha256",
+            "0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c",
+        ]
+    );
+    assert!(
+        fallback.env_from.is_none(),
+        "the primary's credentials are not handed to the fallback's fetcher"
+    );
+    let claim = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "fallback-pvc")
+        .and_then(|v| v.persistent_volume_claim.as_ref())
+        .unwrap();
+    assert_eq!(
+        (claim.claim_name.as_str(), claim.read_only),
+        ("fallback-store", Some(true))
+    );
+    let server_mount = pod.containers[0]
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.name == "fallback")
+        .unwrap();
+    assert_eq!(
+        (server_mount.mount_path.as_str(), server_mount.read_only),
+        ("/models/fraud/fallback", Some(true))
+    );
+    let config = &d.config_map.data.as_ref().unwrap()["config.yaml"];
+    for line in [
+        "model: fallback/model.onnx",
+        "timeout_ms: 150",
+        "failure_threshold: 10",
+        "open_ms: 20000",
+    ] {
+        assert!(config.contains(line), "{line} missing from\n{config}");
+    }
+
+    let mut without = fixture("fallback");
+    without.spec.fallback = None;
+    without.spec.circuit_breaker = None;
+    assert_ne!(
+        built(&without).revision,
+        d.revision,
+        "a fallback is part of the revision"
+    );
+}
+
+#[test]
+fn a_static_answer_reaches_the_server_typed_and_must_fill_its_shape() {
+    let mut isvc = fixture("minimal");
+    isvc.spec.fallback = Some(
+        serde_saphyr::from_str(
+            "static:\n  - {name: label, datatype: INT64, shape: [1], data: [3]}\n  - {name: probabilities, datatype: FP32, shape: [1, 2], data: [0.5, 0.5]}\n",
+        )
+        .unwrap(),
+    );
+    let config = built(&isvc).config_map.data.unwrap()["config.yaml"].clone();
+    let server: serde_json::Value = serde_saphyr::from_str(&config).unwrap();
+    assert_eq!(
+        server["fallback"]["static"],
+        serde_json::json!([
+            {"name": "label", "datatype": "INT64", "shape": [1], "data": [3]},
+            {"name": "probabilities", "datatype": "FP32", "shape": [1, 2], "data": [0.5, 0.5]},
+        ])
+    );
+    isvc.spec
+        .fallback
+        .as_mut()
+        .unwrap()
+        .static_outputs
+        .as_mut()
+        .unwrap()[1]
+        .data = vec![0.5];
+    let error = invalid(&isvc).unwrap_err();
+    assert!(
+        error.contains("spec.fallback.static[1].data has 1 values, but shape [1, 2] holds 2"),
+        "{error}"
+    );
+}

@@ -13,10 +13,12 @@ use serde::{Deserialize, Serialize};
 
 pub mod autoscaling;
 pub mod model;
+pub mod resilience;
 pub mod rollout;
 
 pub use autoscaling::{AutoscalingMode, AutoscalingSpec, AutoscalingStatus};
 pub use model::{BatchingSpec, Device, ModelFormat, ModelSpec, RuntimeSpec};
+pub use resilience::{CircuitBreakerSpec, FallbackSpec, StaticDatatype, StaticOutput};
 pub use rollout::{HistoryEntry, RolloutSpec, RolloutStatus};
 
 /// API group of every Sluice resource.
@@ -88,6 +90,13 @@ pub struct InferenceServiceSpec {
     /// absent the server accepts every caller over plain HTTP and gRPC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security: Option<SecuritySpec>,
+    /// What answers when the model fails or times out (see docs/reliability.md).
+    /// Off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<FallbackSpec>,
+    /// Stop calling a failing model for a while. Off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker: Option<CircuitBreakerSpec>,
 }
 
 fn default_min_replicas() -> i32 {

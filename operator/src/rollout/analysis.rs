@@ -3,7 +3,8 @@
 //!
 //! Built-in checks select the new revision by the server's own labels (`isvc`,
 //! `revision`) plus `namespace`, which the scrape configuration attaches:
-//! - `error-rate`: share of requests answered 5xx over the window;
+//! - `error-rate`: share of requests answered 5xx, or by the fallback because
+//!   the model failed, over the window;
 //! - `p99-latency-vs-stable`: p99 of `sluice_inference_request_duration_seconds`
 //!   at most `ratio` times the stable revision's (and more than a tolerance above);
 //! - `p99-latency` (when `maxP99LatencySeconds` is set): an absolute bound;
@@ -123,7 +124,7 @@ pub fn plan(spec: &AnalysisSpec, t: &Target) -> Plan {
         Planned {
             name: "error-rate".into(),
             query: format!(
-                r#"(sum(rate(sluice_inference_requests_total{{{new},code=~"5.."}}[{window}])) or vector(0)) / sum(rate(sluice_inference_requests_total{{{new}}}[{window}]))"#
+                r#"((sum(rate(sluice_inference_requests_total{{{new},code=~"5.."}}[{window}])) or vector(0)) + (sum(rate(sluice_fallback_requests_total{{{new}}}[{window}])) or vector(0))) / sum(rate(sluice_inference_requests_total{{{new}}}[{window}]))"#
             ),
             bound: Bound::AtMost(spec.max_error_rate),
             needs_traffic: true,
@@ -368,6 +369,10 @@ mod tests {
         let names: Vec<_> = p.checks.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["error-rate", "p99-latency-vs-stable"]);
         assert!(p.checks[0].query.contains(r#"code=~"5..""#));
+        assert!(
+            p.checks[0].query.contains("sluice_fallback_requests_total"),
+            "answers from the fallback count as errors"
+        );
         assert!(p.checks[0].query.contains("or vector(0)"));
         let Bound::Relative { query, ratio, .. } = &p.checks[1].bound else {
             panic!("relative latency bound expected");
@@ -522,7 +527,7 @@ mod tests {
         );
         assert!(
             a.summary()
-                .contains("error-rate = 0.2500 (<= 0.02) Fail query: (sum(rate(")
+                .contains("error-rate = 0.2500 (<= 0.02) Fail query: ((sum(rate(")
         );
         assert_eq!(a.failing(), "error-rate = 0.2500, want <= 0.02");
         assert!(a.checks[1].threshold.starts_with("<= 0.0220"));

@@ -3,6 +3,7 @@
 //! take, so they cannot run on an unchecked resource. Pure.
 
 mod autoscaling;
+mod resilience;
 mod rollout;
 
 use kube::ResourceExt;
@@ -134,6 +135,9 @@ fn check(isvc: &InferenceService) -> Result<(), String> {
     }
     if let Some(security) = &spec.security {
         security::validate(security)?;
+    }
+    if let Some(fallback) = &spec.fallback {
+        resilience::check(fallback)?;
     }
     Ok(())
 }
