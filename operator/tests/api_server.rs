@@ -260,6 +260,19 @@ async fn invalid_manifests(client: Client) {
             "spec.minReplicas",
         ),
         (json!({"minReplicas": 2}), "spec.model"),
+        (
+            json!({"model": {"storageUri": uri}, "fallback": {"timeoutMs": 100}}),
+            "spec.fallback takes exactly one of model and static",
+        ),
+        (
+            json!({"model": {"storageUri": uri}, "fallback": {"static": [
+                {"name": "label", "datatype": "STRING", "shape": [1], "data": [0]}]}}),
+            "spec.fallback.static[0].datatype",
+        ),
+        (
+            json!({"model": {"storageUri": uri}, "circuitBreaker": {"failureThreshold": 0}}),
+            "spec.circuitBreaker.failureThreshold",
+        ),
     ];
     for (i, (spec, expected)) in cases.into_iter().enumerate() {
         let err = api
