@@ -9,7 +9,7 @@ use std::task::{Context, Poll, ready};
 
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::Request;
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, Version, header};
 use axum::response::Response;
 use futures_util::future::BoxFuture;
 use http_body_util::BodyExt as _;
@@ -57,6 +57,9 @@ where
         if request.body().is_end_stream() {
             return DrainFuture(Phase::Plain(self.inner.call(request)));
         }
+        // HTTP/2 ends an unread body by resetting its stream alone (and has no
+        // `Connection` header); only HTTP/1 connections need closing.
+        let http1 = request.version() < Version::HTTP_2;
         let awaits_continue = request
             .headers()
             .get(header::EXPECT)
@@ -73,6 +76,7 @@ where
             leftover,
             bounds: self.bounds,
             awaits_continue,
+            http1,
         })
     }
 }
@@ -144,6 +148,7 @@ enum Phase<F> {
         leftover: Leftover,
         bounds: DrainBounds,
         awaits_continue: bool,
+        http1: bool,
     },
     /// The answer is ready; reading the rest of the body.
     Draining(BoxFuture<'static, Response>),
@@ -166,21 +171,23 @@ where
                     leftover,
                     bounds,
                     awaits_continue,
+                    http1,
                 } => {
                     let Ok(response) = ready!(Pin::new(answer).poll(context));
                     let Some(body) = leftover.take() else {
                         return Poll::Ready(Ok(response));
                     };
                     let too_long = body.size_hint().lower() > bounds.bytes as u64;
+                    let http1 = *http1;
                     if *awaits_continue || too_long {
-                        return Poll::Ready(Ok(closing(response)));
+                        return Poll::Ready(Ok(closing(response, http1)));
                     }
                     let bounds = *bounds;
                     *phase = Phase::Draining(Box::pin(async move {
                         if drain(body, bounds).await {
                             response
                         } else {
-                            closing(response)
+                            closing(response, http1)
                         }
                     }));
                 }
@@ -220,10 +227,12 @@ async fn drain(mut body: Body, bounds: DrainBounds) -> bool {
     drained
 }
 
-/// `response`, telling the client the connection closes after it.
-fn closing(mut response: Response) -> Response {
-    response
-        .headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+/// `response`, telling an HTTP/1 client the connection closes after it.
+fn closing(mut response: Response, http1: bool) -> Response {
+    if http1 {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     response
 }
