@@ -11,7 +11,6 @@ use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::Request;
 use axum::http::{HeaderValue, Version, header};
 use axum::response::Response;
-use futures_util::future::BoxFuture;
 use http_body_util::BodyExt as _;
 use tower_service::Service;
 
@@ -21,12 +20,14 @@ use super::DrainBounds;
 ///
 /// Requests without a body cost nothing more. A request with one gets its
 /// body wrapped so that, when a handler drops it unread (or partly read), the
-/// rest comes back here; once the answer is ready, the rest is read and
-/// discarded within the [`DrainBounds`] before the answer goes out. When the
-/// rest is larger than the bounds allow (its `Content-Length` says so, or
-/// reading it hits a bound), or the client waits for `100 Continue` before
-/// sending it, the answer carries `Connection: close` instead, and
-/// [`super::linger::Lingering`] closes the connection without a reset.
+/// rest comes back here. The answer then goes out at once, and a task reads
+/// and discards the rest within the [`DrainBounds`], after which the
+/// connection serves the client's next request. When the rest is larger than
+/// the bounds allow (its `Content-Length` says so), or the client waits for
+/// `100 Continue` before sending it, the answer carries `Connection: close`
+/// instead; when reading it hits a bound, the task gives up and hyper closes
+/// the connection after the answer. Either way
+/// [`super::linger::Lingering`] closes it without a reset.
 #[derive(Clone)]
 pub struct Drained<S> {
     inner: S,
@@ -136,7 +137,9 @@ impl Drop for Watched {
     }
 }
 
-/// The answer to one request, followed by draining what is left of its body.
+/// The answer to one request; once it is ready, what is left of the body is
+/// drained in a task of its own, so the answer goes out at once while hyper
+/// keeps reading the body into that task.
 pub struct DrainFuture<F>(Phase<F>);
 
 enum Phase<F> {
@@ -150,8 +153,6 @@ enum Phase<F> {
         awaits_continue: bool,
         http1: bool,
     },
-    /// The answer is ready; reading the rest of the body.
-    Draining(BoxFuture<'static, Response>),
 }
 
 impl<F> Future for DrainFuture<F>
@@ -161,44 +162,33 @@ where
     type Output = Result<Response, Infallible>;
 
     fn poll(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Self::Output> {
-        let phase = &mut self.get_mut().0;
-        loop {
-            match phase {
-                Phase::Plain(answer) => return Pin::new(answer).poll(context),
-                Phase::Draining(draining) => return draining.as_mut().poll(context).map(Ok),
-                Phase::Watching {
-                    answer,
-                    leftover,
-                    bounds,
-                    awaits_continue,
-                    http1,
-                } => {
-                    let Ok(response) = ready!(Pin::new(answer).poll(context));
-                    let Some(body) = leftover.take() else {
-                        return Poll::Ready(Ok(response));
-                    };
-                    let too_long = body.size_hint().lower() > bounds.bytes as u64;
-                    let http1 = *http1;
-                    if *awaits_continue || too_long {
-                        return Poll::Ready(Ok(closing(response, http1)));
-                    }
-                    let bounds = *bounds;
-                    *phase = Phase::Draining(Box::pin(async move {
-                        if drain(body, bounds).await {
-                            response
-                        } else {
-                            closing(response, http1)
-                        }
-                    }));
+        match &mut self.get_mut().0 {
+            Phase::Plain(answer) => Pin::new(answer).poll(context),
+            Phase::Watching {
+                answer,
+                leftover,
+                bounds,
+                awaits_continue,
+                http1,
+            } => {
+                let Ok(response) = ready!(Pin::new(answer).poll(context));
+                let Some(body) = leftover.take() else {
+                    return Poll::Ready(Ok(response));
+                };
+                if *awaits_continue || body.size_hint().lower() > bounds.bytes as u64 {
+                    return Poll::Ready(Ok(closing(response, *http1)));
                 }
+                tokio::spawn(drain(body, *bounds));
+                Poll::Ready(Ok(response))
             }
         }
     }
 }
 
-/// Reads `body` to its end and discards it; false when it errs or goes past
-/// a bound first.
-async fn drain(mut body: Body, bounds: DrainBounds) -> bool {
+/// Reads `body` to its end and discards it, or gives up when it errs or goes
+/// past a bound; giving up drops the body, and hyper then closes the
+/// connection after the answer (which [`super::linger::Lingering`] makes clean).
+async fn drain(mut body: Body, bounds: DrainBounds) {
     let mut left = bounds.bytes;
     let reading = async {
         while let Some(frame) = body.frame().await {
@@ -224,7 +214,6 @@ async fn drain(mut body: Body, bounds: DrainBounds) -> bool {
             "the rest of a request body could not be read within the bounds; closing the connection after the answer"
         );
     }
-    drained
 }
 
 /// `response`, telling an HTTP/1 client the connection closes after it.

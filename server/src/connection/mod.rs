@@ -8,10 +8,11 @@
 //! client has not read yet: the client sees "connection reset" instead of its
 //! 401 and cannot tell a bad credential from an outage. Two pieces prevent it:
 //!
-//! - [`drain::Drained`] reads and discards what is left of a request's body
-//!   after its answer is ready, so the connection stays usable for the next
-//!   request (keep-alive). When the rest cannot be read within the
-//!   [`DrainBounds`] it answers with `Connection: close` instead.
+//! - [`drain::Drained`] sends the answer at once and reads and discards what
+//!   is left of the request's body, so the connection stays usable for the
+//!   next request (keep-alive). When the rest is more than the
+//!   [`DrainBounds`] allow, the connection closes after the answer instead
+//!   (with `Connection: close` when that is known before the answer goes out).
 //! - [`linger::Lingering`] wraps every connection: when the server closes it,
 //!   it first shuts down its sending side (the client gets the answer and the
 //!   end of the stream), then keeps reading and discarding for a bounded time
@@ -30,8 +31,9 @@ pub mod linger;
 
 use std::time::Duration;
 
-/// The longest the server reads a refused request's body before giving up on
-/// keeping the connection (it then answers with `Connection: close`).
+/// The longest the server reads what is left of a request's body after an
+/// early answer before giving up on keeping the connection (it then closes
+/// after the answer).
 pub const DRAIN_TIME: Duration = Duration::from_secs(10);
 
 /// The longest a closing connection keeps reading what the client still sends.
