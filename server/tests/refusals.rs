@@ -42,7 +42,11 @@ fn key_name(key: &str) -> &'static str {
 
 /// Keys alternating, valid first.
 fn key_of(index: usize) -> &'static str {
-    if index % 2 == 0 { VALID_KEY } else { WRONG_KEY }
+    if index.is_multiple_of(2) {
+        VALID_KEY
+    } else {
+        WRONG_KEY
+    }
 }
 
 /// A JSON request for mlp with `rows` x 16 values written out in full (about
@@ -490,6 +494,10 @@ fn chunked(body: &[u8]) -> Vec<u8> {
     encoded
 }
 
+/// What a raw request is, head, body, how it is sent, the status it must get,
+/// and whether its connection must stay open for another request.
+type RawCase<'a> = (&'static str, String, &'a [u8], Sending, u16, bool);
+
 #[tokio::test]
 async fn hostile_raw_requests_get_a_complete_answer() {
     let repository = Repository::new("refusals-raw").with_model("mlp", "mlp", MLP_CONFIG);
@@ -526,7 +534,7 @@ async fn hostile_raw_requests_get_a_complete_answer() {
     );
 
     // (what, head, body, how it is sent, status, whether the connection stays open)
-    let cases: Vec<(&str, String, &[u8], Sending, u16, bool)> = vec![
+    let cases: Vec<RawCase> = vec![
         (
             "wrong key",
             post(infer, &wrong, body.len()),
