@@ -8,7 +8,7 @@ FUZZ_SECONDS ?= 60
 TEST_TARGETS += fuzz
 .PHONY: fuzz bench-security
 
-## fuzz: fuzz the request parsers with cargo-fuzz (nightly, ASan) for FUZZ_SECONDS (default 60)
+## fuzz: fuzz the request parsers and the refusal path (a refused request gets its whole answer) with cargo-fuzz (nightly, ASan), each for FUZZ_SECONDS (default 60)
 fuzz:
 	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh
 

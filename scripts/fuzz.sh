@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Fuzzes every parser that request bytes reach (server/fuzz, target
-# request_parsers) with cargo-fuzz: libFuzzer plus AddressSanitizer, on the
-# nightly that server/fuzz/rust-toolchain.toml pins, for FUZZ_SECONDS (default
-# 60). Installs cargo-fuzz (into $SLUICE_CACHE) and that nightly when missing.
+# Fuzzes what request bytes reach (server/fuzz) with cargo-fuzz: libFuzzer plus
+# AddressSanitizer, on the nightly that server/fuzz/rust-toolchain.toml pins,
+# each target for FUZZ_SECONDS (default 60): request_parsers (every parser;
+# seeds in server/fuzz/seeds) and refused_requests (a refused request gets its
+# complete answer over a real connection; seeds in server/fuzz/seeds-refused).
+# Installs cargo-fuzz (into $SLUICE_CACHE) and that nightly when missing.
 # Prints the number of executions;
 # exits non-zero, leaving the crashing input under server/fuzz/artifacts/, on a
 # crash, a timeout or running out of memory.
@@ -39,19 +41,23 @@ export PATH=$cache/cargo-fuzz/bin:$PATH
 
 # libFuzzer adds new inputs to the first corpus folder: keep that one out of git,
 # and read the checked-in seeds from the second.
-corpus=target/fuzz/corpus/request_parsers
-mkdir -p "$corpus"
-log=target/fuzz/request_parsers.log
-echo "fuzz: request_parsers for ${seconds}s (log: $log)"
-status=0
-cargo "+$toolchain" fuzz run request_parsers --fuzz-dir server/fuzz --target-dir target/fuzz \
-  "$corpus" server/fuzz/seeds -- \
-  -max_total_time="$seconds" -timeout=10 -rss_limit_mb=4096 -print_final_stats=1 \
-  >"$log" 2>&1 || status=$?
-grep -E '^(Done [0-9]+ runs|stat::number_of_executed_units|stat::peak_rss_mb)' "$log" || true
-if [ "$status" -ne 0 ]; then
-  tail -n 60 "$log"
-  echo "fuzz: request_parsers FAILED (exit $status); the input is under server/fuzz/artifacts/" >&2
-  exit "$status"
-fi
-echo "fuzz: request_parsers: no crash"
+for run in request_parsers:seeds refused_requests:seeds-refused; do
+  target=${run%%:*}
+  seeds=server/fuzz/${run#*:}
+  corpus=target/fuzz/corpus/$target
+  mkdir -p "$corpus"
+  log=target/fuzz/$target.log
+  echo "fuzz: $target for ${seconds}s (log: $log)"
+  status=0
+  cargo "+$toolchain" fuzz run "$target" --fuzz-dir server/fuzz --target-dir target/fuzz \
+    "$corpus" "$seeds" -- \
+    -max_total_time="$seconds" -timeout=10 -rss_limit_mb=4096 -print_final_stats=1 \
+    >"$log" 2>&1 || status=$?
+  grep -E '^(Done [0-9]+ runs|stat::number_of_executed_units|stat::peak_rss_mb)' "$log" || true
+  if [ "$status" -ne 0 ]; then
+    tail -n 60 "$log"
+    echo "fuzz: $target FAILED (exit $status); the input is under server/fuzz/artifacts/" >&2
+    exit "$status"
+  fi
+  echo "fuzz: $target: no crash"
+done

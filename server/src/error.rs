@@ -12,6 +12,9 @@ pub enum InferError {
     /// The request is malformed or does not match the model.
     #[error("{0}")]
     InvalidInput(String),
+    /// The request body is larger than `--max-body-bytes`.
+    #[error("{0}")]
+    TooLarge(String),
     /// The request conflicts with what was already done (feedback given twice).
     #[error("{0}")]
     Conflict(String),
@@ -46,6 +49,7 @@ impl InferError {
             InferError::NotFound(_) => 404,
             InferError::NotReady(_) => 503,
             InferError::InvalidInput(_) => 400,
+            InferError::TooLarge(_) => 413,
             InferError::Conflict(_) => 409,
             InferError::QueueFull(_) => 429,
             InferError::Timeout(_) => 504,
@@ -62,6 +66,8 @@ impl InferError {
                 tonic::Code::Unavailable
             }
             InferError::InvalidInput(_) => tonic::Code::InvalidArgument,
+            // What tonic itself answers for a message over the limit.
+            InferError::TooLarge(_) => tonic::Code::OutOfRange,
             InferError::Conflict(_) => tonic::Code::AlreadyExists,
             InferError::QueueFull(_) => tonic::Code::ResourceExhausted,
             InferError::Timeout(_) => tonic::Code::DeadlineExceeded,

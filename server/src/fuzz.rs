@@ -1,7 +1,11 @@
 //! One entry point into every parser that untrusted request bytes reach, for
-//! the fuzz target in `server/fuzz` (`make fuzz`). The first input byte picks
-//! the parser; the rest is what a client would send. A parser may refuse its
-//! input with an error; what it must never do is panic, hang or blow up.
+//! the fuzz target `request_parsers` in `server/fuzz` (`make fuzz`). The first
+//! input byte picks the parser; the rest is what a client would send. A parser
+//! may refuse its input with an error; what it must never do is panic, hang or
+//! blow up. The target `refused_requests` ([`refusal`]) checks the connection
+//! handling instead: a refused request always gets its complete answer.
+
+pub mod refusal;
 
 use axum::http::HeaderValue;
 use prost::Message;

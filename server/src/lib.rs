@@ -2,7 +2,8 @@
 //! (REST and gRPC) with dynamic batching, warm-up and Prometheus metrics.
 //!
 //! The modules form layers, each using only those before it:
-//! `tensor` and `error`; `wire` (bytes to tensors) and `security`; `config` and
+//! `tensor` and `error`; `wire` (bytes to tensors), `security` and `connection`
+//! (how a REST connection ends when its answer comes before the body is read); `config` and
 //! `metrics`; then, with ONNX Runtime, `runtime`, `monitoring`, `batcher`,
 //! `resilience` (circuit breaker and fallback), `model`, `repository`,
 //! `protocol` (the handlers) and `serve`. The command line (`cli.rs`) belongs
@@ -11,6 +12,7 @@
 // Without ONNX Runtime (feature `onnx` off): everything a request's bytes
 // reach before a model runs, which is what `server/fuzz` fuzzes.
 pub mod config;
+pub mod connection;
 pub mod error;
 pub mod fetch;
 pub mod fuzz;

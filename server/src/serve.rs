@@ -10,6 +10,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::StreamExt;
 
+use crate::connection::DrainBounds;
+use crate::connection::drain::Drained;
+use crate::connection::linger::LingeringListener;
 use crate::metrics::Metrics;
 use crate::protocol::grpc::InferenceService;
 use crate::protocol::guard::{Guarded, Peer};
@@ -104,20 +107,27 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     let until_stopped = |mut receiver: watch::Receiver<bool>| async move {
         let _ = receiver.wait_for(|stop| *stop).await;
     };
-    let app = Guarded::new(rest::router(Arc::clone(&state)), Arc::clone(&state))
-        .into_make_service_with_connect_info::<Peer>();
+    // Answers given before a request's body is read still reach the client:
+    // the rest of the body is drained, or the connection lingers as it closes
+    // (crate::connection), within bounds set by the body limit.
+    let bounds = DrainBounds::for_body_limit(options.max_body_bytes);
+    let guarded = Guarded::new(rest::router(Arc::clone(&state)), Arc::clone(&state));
+    let app = Drained::new(guarded, bounds).into_make_service_with_connect_info::<Peer>();
     let http_server: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> =
         match &security.tls {
             Some(tls) => Box::pin(
                 axum::serve(
-                    TlsListener::new(http, Arc::clone(&tls.rest)).map_err(ServeError::Http)?,
+                    LingeringListener::new(
+                        TlsListener::new(http, Arc::clone(&tls.rest)).map_err(ServeError::Http)?,
+                        bounds.bytes,
+                    ),
                     app,
                 )
                 .with_graceful_shutdown(until_stopped(stopped.clone()))
                 .into_future(),
             ),
             None => Box::pin(
-                axum::serve(http, app)
+                axum::serve(LingeringListener::new(http, bounds.bytes), app)
                     .with_graceful_shutdown(until_stopped(stopped.clone()))
                     .into_future(),
             ),

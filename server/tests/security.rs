@@ -499,7 +499,7 @@ async fn request_limits_refuse_with_the_limit_named() {
         ),
         (
             fp32_request("input", &[512, 16], &[0.5; 8192]),
-            400,
+            413,
             "limit of 20000 bytes (--max-body-bytes)",
         ),
     ];

@@ -238,7 +238,7 @@ async fn a_body_over_the_limit_is_refused_with_the_limit_named() {
         &fp32_request("input", &[64, 16], &[0.5; 1024]),
     )
     .await;
-    assert_eq!(status, 400, "{body}");
+    assert_eq!(status, 413, "{body}");
     assert!(
         body["error"]
             .as_str()
@@ -246,6 +246,48 @@ async fn a_body_over_the_limit_is_refused_with_the_limit_named() {
             .contains("limit of 2000 bytes"),
         "{body}"
     );
+    let (status, _) = infer(&client, &url, &fp32_request("input", &[1, 16], &row(0))).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn an_input_with_a_zero_sized_dimension_gets_400_naming_its_shape() {
+    use sluice_server::wire::grpc::pb;
+    use sluice_server::wire::grpc::pb::grpc_inference_service_client::GrpcInferenceServiceClient;
+
+    let repository = Repository::new("zero-dimension").with_model("mlp", "mlp", "");
+    let server = Server::start(&repository.dir, &[]).await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/v2/models/mlp/infer", server.http);
+    let mut grpc = GrpcInferenceServiceClient::connect(server.grpc.clone())
+        .await
+        .expect("gRPC connects");
+    for shape in [vec![0, 64], vec![0, 16], vec![4, 0]] {
+        let named = format!("invalid shape {shape:?}: a dimension is 0");
+        let (status, body) = infer(&client, &url, &fp32_request("input", &shape, &[])).await;
+        assert_eq!(status, 400, "{shape:?}: {body}");
+        let error = body["error"].as_str().unwrap();
+        assert!(error.contains(&named), "{error}");
+
+        for raw in [true, false] {
+            let input = pb::model_infer_request::InferInputTensor {
+                name: "input".to_string(),
+                datatype: "FP32".to_string(),
+                shape: shape.clone(),
+                contents: (!raw).then(pb::InferTensorContents::default),
+                ..Default::default()
+            };
+            let request = pb::ModelInferRequest {
+                model_name: "mlp".to_string(),
+                inputs: vec![input],
+                raw_input_contents: if raw { vec![Vec::new()] } else { Vec::new() },
+                ..Default::default()
+            };
+            let status = grpc.model_infer(request).await.unwrap_err();
+            assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+            assert!(status.message().contains(&named), "{status:?}");
+        }
+    }
     let (status, _) = infer(&client, &url, &fp32_request("input", &[1, 16], &row(0))).await;
     assert_eq!(status, 200);
 }

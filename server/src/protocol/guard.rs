@@ -22,6 +22,7 @@ use serde_json::json;
 use tower_service::Service;
 
 use super::ServerState;
+use crate::connection::linger::LingeringListener;
 use crate::security::audit::{AuditRecord, REQUEST_ID, millis};
 use crate::security::auth::{API_KEY_HEADER, Credentials};
 use crate::security::principal::Principal;
@@ -41,8 +42,10 @@ pub struct Peer {
     pub client_certificate: bool,
 }
 
-impl Connected<IncomingStream<'_, tokio::net::TcpListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, tokio::net::TcpListener>) -> Peer {
+impl Connected<IncomingStream<'_, LingeringListener<tokio::net::TcpListener>>> for Peer {
+    fn connect_info(
+        stream: IncomingStream<'_, LingeringListener<tokio::net::TcpListener>>,
+    ) -> Peer {
         Peer {
             address: *stream.remote_addr(),
             client_certificate: false,
@@ -50,9 +53,9 @@ impl Connected<IncomingStream<'_, tokio::net::TcpListener>> for Peer {
     }
 }
 
-impl Connected<IncomingStream<'_, TlsListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Peer {
-        let (_, session) = stream.io().get_ref();
+impl Connected<IncomingStream<'_, LingeringListener<TlsListener>>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, LingeringListener<TlsListener>>) -> Peer {
+        let (_, session) = stream.io().get_ref().get_ref();
         Peer {
             address: *stream.remote_addr(),
             client_certificate: session.peer_certificates().is_some_and(|c| !c.is_empty()),

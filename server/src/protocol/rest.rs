@@ -259,10 +259,7 @@ async fn feedback_response(
 ) -> Response {
     let result = async {
         let model = state.repository.resolve(name, version)?;
-        let limit = state.max_body_bytes;
-        let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
-            InferError::InvalidInput(format!("feedback body is larger than the limit of {limit} bytes"))
-        })?;
+        let bytes = read_body(body, state.max_body_bytes).await?;
         let feedback: FeedbackJson = serde_json::from_slice(&bytes).map_err(|e| {
             InferError::InvalidInput(format!(
                 "malformed feedback (expected {{\"id\": \"...\", \"value\": number or [numbers]}}): {e}"
@@ -279,6 +276,22 @@ async fn feedback_response(
     result.unwrap_or_else(|error| error_response(&error))
 }
 
+/// The whole request body, or a 413 when it is larger than `limit`. What is
+/// left unread of a body over the limit is drained by `crate::connection`,
+/// so the 413 reaches the client.
+async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, InferError> {
+    axum::body::to_bytes(body, limit).await.map_err(|error| {
+        let error = error.into_inner();
+        if error.is::<http_body_util::LengthLimitError>() {
+            InferError::TooLarge(format!(
+                "request body is larger than the limit of {limit} bytes (--max-body-bytes)"
+            ))
+        } else {
+            InferError::InvalidInput(format!("cannot read the request body: {error}"))
+        }
+    })
+}
+
 /// Reads, decodes, runs and encodes one inference request.
 async fn run_inference(
     state: &ServerState,
@@ -286,12 +299,7 @@ async fn run_inference(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, InferError> {
-    let limit = state.max_body_bytes;
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        InferError::InvalidInput(format!(
-            "request body is larger than the limit of {limit} bytes (--max-body-bytes)"
-        ))
-    })?;
+    let bytes = read_body(body, state.max_body_bytes).await?;
     let (request, inputs) = parse_infer_body(headers.get(HEADER_LENGTH), &bytes)?;
     state.security.limits.check_inputs(&inputs)?;
     let serving = model.serving()?;

@@ -46,7 +46,8 @@ impl TlsFiles {
     }
 }
 
-/// The live configurations of the REST (HTTP/1.1) and gRPC (HTTP/2) listeners.
+/// The live configurations of the REST (HTTP/2 or HTTP/1.1, as ALPN picks)
+/// and gRPC (HTTP/2) listeners.
 pub struct TlsConfigs {
     watched: WatchedFiles,
     /// Whether clients must present a certificate (a client CA is configured).
@@ -88,13 +89,13 @@ impl TlsConfigs {
 }
 
 fn build_pair(contents: &[Vec<u8>]) -> Result<(ServerConfig, ServerConfig), SecurityError> {
-    let rest = build(contents, b"http/1.1")?;
-    let grpc = build(contents, b"h2")?;
+    let rest = build(contents, &[b"h2", b"http/1.1"])?;
+    let grpc = build(contents, &[b"h2"])?;
     Ok((rest, grpc))
 }
 
 /// One server configuration from the cert, key and optional CA PEM contents.
-fn build(contents: &[Vec<u8>], alpn: &[u8]) -> Result<ServerConfig, SecurityError> {
+fn build(contents: &[Vec<u8>], alpn: &[&[u8]]) -> Result<ServerConfig, SecurityError> {
     let error = |what: &str, e: &dyn std::fmt::Display| SecurityError::Tls(format!("{what}: {e}"));
     let certs = CertificateDer::pem_slice_iter(&contents[0])
         .collect::<Result<Vec<_>, _>>()
@@ -129,7 +130,7 @@ fn build(contents: &[Vec<u8>], alpn: &[u8]) -> Result<ServerConfig, SecurityErro
     let mut config = builder
         .with_single_cert(certs, key)
         .map_err(|e| error("the certificate and key", &e))?;
-    config.alpn_protocols = vec![alpn.to_vec()];
+    config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
     Ok(config)
 }
 

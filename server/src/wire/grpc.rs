@@ -42,7 +42,7 @@ fn decode_input(input: InferInputTensor, raw: Option<&[u8]>) -> Result<NamedTens
             .map_err(|e| named(e.to_string()))?,
         None => from_contents(datatype, input.contents.unwrap_or_default()).map_err(named)?,
     };
-    let tensor = Tensor::new(input.shape, data).map_err(|e| named(e.to_string()))?;
+    let tensor = Tensor::input(input.shape, data).map_err(|e| named(e.to_string()))?;
     Ok(NamedTensor { name, tensor })
 }
 

@@ -97,7 +97,7 @@ impl InputTensorJson<'_> {
             }
         }
         .map_err(|e| named(e.to_string()))?;
-        let tensor = Tensor::new(self.shape, data).map_err(|e| named(e.to_string()))?;
+        let tensor = Tensor::input(self.shape, data).map_err(|e| named(e.to_string()))?;
         Ok(NamedTensor { name, tensor })
     }
 }

@@ -75,6 +75,15 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// The server under test: `SLUICE_SERVER_BIN` when set (to run these tests
+/// against another build, as the Python tests allow), else this package's binary.
+fn server_binary() -> PathBuf {
+    std::env::var_os("SLUICE_SERVER_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_sluice-server")),
+        PathBuf::from,
+    )
+}
+
 /// A running server, killed when dropped.
 pub struct Server {
     child: Child,
@@ -105,7 +114,7 @@ impl Server {
     ) -> Server {
         let (http_port, grpc_port) = (free_port(), free_port());
         let log = repository.with_extension(format!("{http_port}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_sluice-server"))
+        let child = Command::new(server_binary())
             .args(["serve", "--host", "127.0.0.1", "--model-repository"])
             .arg(repository)
             .args([

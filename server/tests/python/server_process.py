@@ -8,6 +8,7 @@ import http.client
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from dataclasses import dataclass
@@ -58,10 +59,17 @@ class Server:
     http_port: int
     grpc_port: int
     log_path: Path
+    ssl_context: ssl.SSLContext | None = None
 
     @property
     def http_url(self):
         return f"127.0.0.1:{self.http_port}"
+
+    @property
+    def base_url(self):
+        """The REST endpoint with its scheme, e.g. ``https://127.0.0.1:8080``."""
+        scheme = "https" if self.ssl_context else "http"
+        return f"{scheme}://{self.http_url}"
 
     @property
     def grpc_url(self):
@@ -69,7 +77,12 @@ class Server:
 
     def request(self, method, path, body=None, headers=None, timeout=10):
         """Send one HTTP request on a fresh connection, without any client library."""
-        connection = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=timeout)
+        if self.ssl_context:
+            connection = http.client.HTTPSConnection(
+                "127.0.0.1", self.http_port, timeout=timeout, context=self.ssl_context
+            )
+        else:
+            connection = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=timeout)
         try:
             connection.request(method, path, body=body, headers=headers or {})
             response = connection.getresponse()
@@ -112,8 +125,12 @@ class Server:
             pytest.fail(f"sluice-server ignored SIGTERM for {timeout}s:\n{self.log_tail()}")
 
 
-def start_server(log_path, model_repository=MODELS_DIR):
-    """Start sluice-server on free ports and wait until it reports ready."""
+def start_server(log_path, model_repository=MODELS_DIR, extra_args=(), ssl_context=None):
+    """Start sluice-server on free ports and wait until it reports ready.
+
+    extra_args are more command-line flags; ssl_context is how to reach a server
+    that extra_args put behind TLS.
+    """
     http_port, grpc_port = free_ports(2)
     command = [
         str(server_binary()),
@@ -124,9 +141,10 @@ def start_server(log_path, model_repository=MODELS_DIR):
         str(http_port),
         "--grpc-port",
         str(grpc_port),
+        *extra_args,
     ]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    server = Server(process, http_port, grpc_port, log_path)
+    server = Server(process, http_port, grpc_port, log_path, ssl_context)
     server.wait_ready()
     return server

@@ -109,6 +109,14 @@ HTTP_ERROR_CASES = [
     ),
     ("wrong-rank", "/v2/models/mlp/infer", {"inputs": [mlp_input(shape=(16,))]}, None, {400}, None),
     (
+        "zero-rows",
+        "/v2/models/mlp/infer",
+        {"inputs": [mlp_input(shape=(0, 16), data=[])]},
+        None,
+        {400},
+        "[0, 16]",
+    ),
+    (
         "fixed-dimension-exceeded",
         "/v2/models/fixed_batch/infer",
         {"inputs": [{"name": "x", "datatype": "FP32", "shape": [2, 4], "data": [1.0] * 8}]},
@@ -221,6 +229,15 @@ def test_grpc_wrong_input_name_is_invalid(grpc_client):
         grpc_client.infer("mlp", [infer_input])
     assert raised.value.status() == "StatusCode.INVALID_ARGUMENT"
     assert "not_an_input" in raised.value.message()
+
+
+def test_grpc_zero_rows_are_invalid_naming_the_shape(grpc_client):
+    infer_input = grpcclient.InferInput("input", [0, 16], "FP32")
+    infer_input.set_data_from_numpy(np.zeros((0, 16), dtype=np.float32))
+    with pytest.raises(InferenceServerException) as raised:
+        grpc_client.infer("mlp", [infer_input])
+    assert raised.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert "[0, 16]" in raised.value.message()
 
 
 def test_server_still_serves_after_errors(server, http_client, grpc_client):
