@@ -230,7 +230,7 @@ async fn refusals_reach_pooled_clients_over_tls_on_http1_and_http2() {
 }
 
 #[tokio::test]
-async fn rate_limited_requests_get_429_over_tls_on_http1_and_http2() {
+async fn rate_limited_requests_get_429_over_tls_on_http1_http2_and_grpc() {
     let repository = Repository::new("refusals-rate").with_model("mlp", "mlp", MLP_CONFIG);
     let pki = Pki::new("refusals test CA");
     let server = tls_server(
@@ -256,6 +256,24 @@ async fn rate_limited_requests_get_429_over_tls_on_http1_and_http2() {
             "the rate limit never applied: {got:?}"
         );
     }
+    let mut grpc = grpc_client(&server, &pki).await;
+    let plan: Vec<(&str, usize)> = (0..120).map(|i| (key_of(i), ROWS)).collect();
+    let got = grpc_send_all(&mut grpc, &plan).await;
+    report(
+        &format!("gRPC: {ROWS}-row requests, 20 requests/s burst 5"),
+        &got,
+    );
+    let count = |name: &str| got.get(name).copied().unwrap_or(0);
+    assert_eq!(count("wrong Unauthenticated"), 60, "{got:?}");
+    assert_eq!(
+        count("valid Ok") + count("valid ResourceExhausted"),
+        60,
+        "{got:?}"
+    );
+    assert!(
+        count("valid ResourceExhausted") > 0,
+        "the rate limit never applied: {got:?}"
+    );
 }
 
 async fn grpc_client(server: &Server, pki: &Pki) -> GrpcInferenceServiceClient<Channel> {

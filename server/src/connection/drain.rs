@@ -70,6 +70,7 @@ where
             Body::new(Watched {
                 body: Some(body),
                 leftover: leftover.clone(),
+                finished: false,
             })
         });
         DrainFuture(Phase::Watching {
@@ -100,6 +101,9 @@ impl Leftover {
 struct Watched {
     body: Option<Body>,
     leftover: Leftover,
+    /// Whether its last frame was read (a chunked body does not say so in
+    /// `is_end_stream`).
+    finished: bool,
 }
 
 impl HttpBody for Watched {
@@ -110,14 +114,17 @@ impl HttpBody for Watched {
         self: Pin<&mut Self>,
         context: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
-        match &mut self.get_mut().body {
-            Some(body) => Pin::new(body).poll_frame(context),
-            None => Poll::Ready(None),
-        }
+        let this = self.get_mut();
+        let Some(body) = &mut this.body else {
+            return Poll::Ready(None);
+        };
+        let frame = ready!(Pin::new(body).poll_frame(context));
+        this.finished |= frame.is_none();
+        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.as_ref().is_none_or(HttpBody::is_end_stream)
+        self.finished || self.body.as_ref().is_none_or(HttpBody::is_end_stream)
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
@@ -130,6 +137,7 @@ impl HttpBody for Watched {
 impl Drop for Watched {
     fn drop(&mut self) {
         if let Some(body) = self.body.take()
+            && !self.finished
             && !body.is_end_stream()
         {
             self.leftover.put(body);
@@ -224,4 +232,74 @@ fn closing(mut response: Response, http1: bool) -> Response {
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use axum::Router;
+    use axum::http::StatusCode;
+    use futures_util::{StreamExt as _, stream};
+    use http_body_util::Full;
+
+    use super::*;
+
+    /// A service that refuses every request without reading its body.
+    fn refusing() -> Drained<Router> {
+        let refuse = Router::new().fallback(|| async { StatusCode::UNAUTHORIZED });
+        Drained::new(
+            refuse,
+            DrainBounds {
+                bytes: 1024,
+                time: Duration::from_secs(5),
+            },
+        )
+    }
+
+    async fn answer(service: &mut Drained<Router>, request: Request) -> Response {
+        let Ok(response) = service.call(request).await;
+        response
+    }
+
+    #[tokio::test]
+    async fn a_refused_body_is_answered_at_once_and_drained_after() {
+        let read = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&read);
+        let chunks = stream::iter(0..10).map(move |_| {
+            counted.fetch_add(1, Ordering::Relaxed);
+            Ok::<_, Infallible>(Bytes::from_static(&[0; 100]))
+        });
+        let request = Request::new(Body::from_stream(chunks));
+        let response = answer(&mut refusing(), request).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert!(!response.headers().contains_key(header::CONNECTION));
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while read.load(Ordering::Relaxed) < 10 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the whole body is drained");
+    }
+
+    #[tokio::test]
+    async fn a_body_longer_than_the_bound_or_awaiting_continue_closes_the_connection() {
+        let long = Request::new(Body::new(Full::new(Bytes::from(vec![0; 2048]))));
+        let response = answer(&mut refusing(), long).await;
+        assert_eq!(response.headers()[header::CONNECTION], "close");
+
+        let mut waiting = Request::new(Body::new(Full::new(Bytes::from(vec![0; 10]))));
+        waiting
+            .headers_mut()
+            .insert(header::EXPECT, HeaderValue::from_static("100-continue"));
+        let response = answer(&mut refusing(), waiting).await;
+        assert_eq!(response.headers()[header::CONNECTION], "close");
+
+        let mut http2 = Request::new(Body::new(Full::new(Bytes::from(vec![0; 2048]))));
+        *http2.version_mut() = Version::HTTP_2;
+        let response = answer(&mut refusing(), http2).await;
+        assert!(!response.headers().contains_key(header::CONNECTION));
+    }
 }

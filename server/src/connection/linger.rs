@@ -189,3 +189,66 @@ impl<L: axum::serve::Listener> axum::serve::Listener for LingeringListener<L> {
         self.inner.local_addr()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
+
+    use super::*;
+
+    /// A server side that writes `answer` and shuts down, lingering over at
+    /// most `max_bytes`; returns how long the shutdown took.
+    async fn answer_and_close(
+        server: tokio::io::DuplexStream,
+        answer: &[u8],
+        max_bytes: usize,
+    ) -> Duration {
+        let mut server = Lingering::new(server, max_bytes);
+        server.write_all(answer).await.unwrap();
+        let started = Instant::now();
+        server.shutdown().await.unwrap();
+        started.elapsed()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_still_sending_can_finish_and_read_the_answer() {
+        let (mut client, server) = duplex(1024);
+        let sending = tokio::spawn(async move {
+            client.write_all(&[7; 64 * 1024]).await.unwrap();
+            let mut answer = Vec::new();
+            client.read_to_end(&mut answer).await.unwrap();
+            answer
+        });
+        answer_and_close(server, b"401", 1 << 20).await;
+        assert_eq!(sending.await.unwrap(), b"401");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lingering_ends_at_its_byte_bound_or_after_silence() {
+        let (mut client, server) = duplex(1024);
+        let flooding =
+            tokio::spawn(async move { while client.write_all(&[7; 1024]).await.is_ok() {} });
+        answer_and_close(server, b"401", 16 * 1024).await;
+        flooding.await.unwrap();
+
+        let (client, server) = duplex(1024);
+        let waited = answer_and_close(server, b"401", 16 * 1024).await;
+        assert_eq!(waited, LINGER_IDLE);
+        drop(client);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_already_finished_costs_no_wait() {
+        let (mut client, server) = duplex(1024);
+        client.shutdown().await.unwrap();
+        let mut server = Lingering::new(server, 1024);
+        let mut request = Vec::new();
+        server.read_to_end(&mut request).await.unwrap();
+        let started = Instant::now();
+        server.shutdown().await.unwrap();
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        drop(client);
+    }
+}
