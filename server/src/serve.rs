@@ -76,6 +76,25 @@ async fn termination_signal() {
     }
 }
 
+/// While the server drains, asks each HTTP/1.1 client to close its connection after
+/// the answer (`Connection: close`), so that keep-alive clients reconnect, through
+/// the Service, to a pod that stays, during the shutdown delay. Without it their
+/// idle connections would be closed when the listeners close, and a request sent on
+/// one at that moment would get a reset instead of an answer. (HTTP/2 and gRPC
+/// clients get a GOAWAY at that point, which they handle without losing a request.)
+async fn close_while_draining(
+    axum::extract::State(state): axum::extract::State<Arc<ServerState>>,
+    mut response: axum::response::Response,
+) -> axum::response::Response {
+    if state.is_draining() {
+        response.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    response
+}
+
 /// Serves until a termination signal, then drains and returns.
 pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     let security = Arc::new(Security::load(&options.security).await?);
@@ -104,8 +123,12 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     let until_stopped = |mut receiver: watch::Receiver<bool>| async move {
         let _ = receiver.wait_for(|stop| *stop).await;
     };
-    let app = Guarded::new(rest::router(Arc::clone(&state)), Arc::clone(&state))
-        .into_make_service_with_connect_info::<Peer>();
+    let router = rest::router(Arc::clone(&state)).layer(axum::middleware::map_response_with_state(
+        Arc::clone(&state),
+        close_while_draining,
+    ));
+    let app =
+        Guarded::new(router, Arc::clone(&state)).into_make_service_with_connect_info::<Peer>();
     let http_server: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> =
         match &security.tls {
             Some(tls) => Box::pin(
