@@ -7,6 +7,7 @@ CLIENTS=()       # "name pid summary-file" of the running clients
 RESULTS=()       # one line per scenario, printed at the end
 
 chaos_setup() {
+    stop_standbys
     rollout_setup
     CHAOS_LOGS="$REPO_ROOT/.cluster/logs/chaos"
     mkdir -p "$CHAOS_LOGS"
@@ -15,7 +16,20 @@ chaos_setup() {
 
 chaos_cleanup() {
     stop_clients >/dev/null 2>&1 || true
+    stop_standbys
     rollout_cleanup
+}
+
+# stop_standbys: stops the extra operator replicas (.cluster/pids/operator-*) a
+# scenario started, so that the next run's operator leads at once.
+stop_standbys() {
+    local f pid _
+    for f in "$REPO_ROOT"/.cluster/pids/operator-*; do
+        [[ -e $f ]] || continue
+        read -r pid _ <"$f" || true
+        [[ -n ${pid:-} ]] && kill -TERM "$pid" 2>/dev/null || true
+        rm -f "$f"
+    done
 }
 
 result() { RESULTS+=("$*"); say "$*"; }
