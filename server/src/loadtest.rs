@@ -310,6 +310,13 @@ pub async fn run_step(
             let (mut errors, mut refused) = (0, 0);
             while let Ok(due) = receiver.recv().await {
                 tokio::time::sleep_until(due.into()).await;
+                // A server that answered `Connection: close` (one that is draining)
+                // closed this connection: open the next one, as a keep-alive pool does.
+                if connection.ready().await.is_err()
+                    && let Ok(fresh) = target.endpoint.connect().await
+                {
+                    connection = fresh;
+                }
                 let status = match connection.send_request(target.request()).await {
                     Ok(response) => {
                         let status = response.status();
