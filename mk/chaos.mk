@@ -1,7 +1,7 @@
 # Reliability on the local cluster (e2e/chaos): nothing lost while pods leave,
 # operator and control-plane faults, and load held at 3x. docs/reliability.md says
 # what each proves. Included by the root Makefile. Not in `make test`: together they
-# take about 25 minutes, beyond its budget (see docs/reliability.md).
+# take about 30 minutes on 2 cores (drain 10, operator 8, load 12), beyond its budget.
 
 .PHONY: test-chaos test-chaos-drain test-chaos-operator test-load test-load-long
 
