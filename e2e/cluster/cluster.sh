@@ -352,17 +352,19 @@ up() {
 }
 
 down_inner() {
-    local i c
+    local i c f
     # A controller that scripts started on the host against this cluster (the
-    # operator, by e2e/operator/lib.sh) goes first.
-    stop "$PIDS/operator" 10
+    # operator, by e2e/operator/lib.sh, and its standby replicas in the chaos
+    # tests) goes first.
+    for f in "$PIDS"/operator*; do
+        [[ -e $f ]] && stop "$f" 10
+    done
     # The node agent first: it stops its pods (SIGTERM, then SIGKILL).
     for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do
         c=${COMPONENTS[i]}
         [[ $c == node-agent ]] && stop "$PIDS/$c" 20
     done
     # Containers whose agent died without stopping them.
-    local f
     for f in "$CLUSTER_DIR"/node/pods/*/*.pid; do
         [[ -e $f ]] && stop "$f" 5
     done
@@ -389,6 +391,18 @@ down() {
     log "cluster stopped"
 }
 
+# restart NAME: stops a running cluster process (kube-apiserver, kube-proxy, ...) and
+# starts it again with the same command line; the chaos tests use it mid-rollout.
+restart() {
+    local name=$1 file="$PIDS/$1" pid _ argv=()
+    alive "$file" || die "$name is not running"
+    read -r pid _ <"$file"
+    mapfile -d '' argv <"/proc/$pid/cmdline"
+    stop "$file" 20
+    start "$name" "${argv[@]}"
+    log "$name restarted"
+}
+
 status() {
     BINS="$("$here/build-bins.sh")"
     KUBECTL="$BINS/kubectl"
@@ -401,5 +415,6 @@ case "${1:-}" in
 up) up ;;
 down) down ;;
 status) status ;;
-*) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+restart) restart "${2:?usage: $0 restart COMPONENT}" ;;
+*) echo "usage: $0 up|down|status|restart COMPONENT" >&2; exit 2 ;;
 esac

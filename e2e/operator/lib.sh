@@ -43,16 +43,27 @@ install_operator() {
         read -r pid _ <"$record" || true
         kill -TERM "$pid" 2>/dev/null && sleep 1 || true
     fi
-    setsid "$REPO_ROOT/target/release/sluice-operator" --metrics-addr "$OPERATOR_METRICS_ADDR" \
-        --lease-namespace default >>"$REPO_ROOT/.cluster/logs/operator.log" 2>&1 </dev/null &
-    pid=$!
-    echo "$pid $(awk '{sub(/.*\) /, ""); print $20}' "/proc/$pid/stat")" >"$record"
-    for _ in $(seq 120); do
-        curl -fs "http://$OPERATOR_METRICS_ADDR/healthz" >/dev/null 2>&1 && break
-        kill -0 "$pid" 2>/dev/null || { tail -20 "$REPO_ROOT/.cluster/logs/operator.log" >&2; return 1; }
+    start_operator
+    say "operator running on the host (log: .cluster/logs/operator.log)"
+}
+
+# start_operator [NAME [METRICS_ADDR]]: one operator replica on the host, recorded in
+# .cluster/pids/NAME (default operator) with the Lease identity NAME, logging to
+# .cluster/logs/NAME.log; waits until its /healthz answers. Sets OPERATOR_PID.
+start_operator() {
+    local name=${1:-operator} addr=${2:-$OPERATOR_METRICS_ADDR} i
+    local record="$REPO_ROOT/.cluster/pids/$name" log="$REPO_ROOT/.cluster/logs/$name.log"
+    setsid "$REPO_ROOT/target/release/sluice-operator" --metrics-addr "$addr" \
+        --lease-namespace default --identity "$name" >>"$log" 2>&1 </dev/null &
+    OPERATOR_PID=$!
+    echo "$OPERATOR_PID $(awk '{sub(/.*\) /, ""); print $20}' "/proc/$OPERATOR_PID/stat")" >"$record"
+    for ((i = 0; i < 120; i++)); do
+        curl -fs "http://$addr/healthz" >/dev/null 2>&1 && return 0
+        kill -0 "$OPERATOR_PID" 2>/dev/null || { tail -20 "$log" >&2; return 1; }
         sleep 0.5
     done
-    say "operator running on the host (log: .cluster/logs/operator.log)"
+    say "FAIL: operator $name did not answer /healthz on $addr"
+    return 1
 }
 
 # apply_sample_and_wait: kubectl apply the iris sample; prints seconds to Ready.

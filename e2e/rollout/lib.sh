@@ -32,9 +32,11 @@ now() { date +%s.%N; }
 since() { python3 -c "print(f'{$2 - $1:.1f}')"; }
 
 # apply_isvc MODEL [ROLLOUT]: server-side apply of the InferenceService serving
-# /opt/sluice/models/MODEL/model.onnx with spec.rollout ROLLOUT (YAML flow style).
+# /opt/sluice/models/MODEL/model.onnx (or MODEL itself when it is a URI) with
+# spec.rollout ROLLOUT (YAML flow style).
 apply_isvc() {
-    local rollout_spec=${2:-}
+    local rollout_spec=${2:-} uri=$1
+    [[ $uri == *://* ]] || uri="file://$MODELS_DIR/$1/model.onnx"
     [[ -n $rollout_spec ]] || rollout_spec='{}'
     k apply --server-side --force-conflicts --field-manager=sluice-e2e -f - >/dev/null <<EOF
 apiVersion: serving.sluice.dev/v1alpha1
@@ -42,7 +44,7 @@ kind: InferenceService
 metadata: {name: $ISVC, namespace: $NS}
 spec:
   model:
-    storageUri: file://$MODELS_DIR/$1/model.onnx
+    storageUri: $uri
   minReplicas: 2
   runtime:
     resources:

@@ -1,24 +1,41 @@
 #!/usr/bin/env python3
-"""Steady inference traffic for the rollout end-to-end tests.
+"""Steady inference traffic for the rollout and chaos end-to-end tests.
 
 Sends RATE requests per second, spread over a few worker threads, to an Open
 Inference Protocol endpoint with rows of the ``mlp`` fixture's shape ([1, 16] FP32
 ``input``): random normal rows (real traffic) or, with --zeros, all-zero rows (a
-smoke test, the same rows the server's warm-up sends). Every 5 seconds it appends a
-line ``<unix time> <status code>=<count> ...`` to --stats (codes since start; 0 is a
-connection error). Runs until killed or --seconds pass.
+smoke test, the same rows the server's warm-up sends).
+
+Two kinds of client (--client):
+  conn       one new TCP connection per request (``Connection: close``), as a
+             client behind a connection-per-request proxy does;
+  keepalive  one ``requests.Session`` per worker, whose urllib3 pool keeps the
+             connection open between requests, as most HTTP client libraries do.
+
+With --retries N a request that fails with a network error (no HTTP answer) is sent
+again, up to N more times after 50 ms, 100 ms, ... (at most 1 s), as a client retrying
+an idempotent call does; an HTTP answer, whatever its code, is never retried.
+
+Every 5 seconds it appends a line ``<unix time> <status code>=<count> ...`` to --stats
+(final outcomes since start; 0 is a network error). On SIGTERM, SIGINT or after
+--seconds it lets in-flight requests finish and writes --summary: a JSON object with
+the counted outcomes (``sent``, ``codes``, ``failed``, ``retried`` attempts,
+``errors`` by kind and the first ones with their time).
 """
 
 import argparse
 import json
 import random
+import signal
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 
+import requests
+
 FEATURES = 16
+# Network errors kept with their time in the summary (the rest are only counted).
+KEPT_ERRORS = 50
 
 
 def body(zeros):
@@ -28,65 +45,131 @@ def body(zeros):
     ).encode()
 
 
-def send(url, zeros):
-    request = urllib.request.Request(
-        url, data=body(zeros), headers={"Content-Type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            response.read()
-            return response.status
-    except urllib.error.HTTPError as error:
-        return error.code
-    except OSError:
-        return 0
+class Client:
+    """One worker's HTTP client: a fresh connection per request, or a keep-alive pool."""
+
+    def __init__(self, kind):
+        self.kind = kind
+        self.session = requests.Session()
+
+    def send(self, url, data):
+        """Returns the HTTP status, or raises requests.RequestException."""
+        headers = {"Content-Type": "application/json"}
+        if self.kind == "conn":
+            headers["Connection"] = "close"
+        response = self.session.post(url, data=data, headers=headers, timeout=10)
+        response.content  # read the whole answer before the next request
+        return response.status_code
 
 
-def worker(url, zeros, period, stop, counts, lock):
+class Tally:
+    """Outcomes counted by every worker."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.codes = Counter()
+        self.kinds = Counter()
+        self.first_errors = []
+        self.retried = 0
+
+    def network_error(self, error, final):
+        kind = type(error).__name__
+        cause = error.__context__ or error.__cause__
+        while cause is not None and cause.__context__ is not None and len(kind) < 200:
+            kind += "/" + type(cause).__name__
+            cause = cause.__context__
+        with self.lock:
+            if final:
+                self.kinds[kind] += 1
+                if len(self.first_errors) < KEPT_ERRORS:
+                    self.first_errors.append({"at": round(time.time(), 3), "error": str(error)[:300]})
+            else:
+                self.retried += 1
+
+    def outcome(self, code):
+        with self.lock:
+            self.codes[code] += 1
+
+    def summary(self):
+        with self.lock:
+            sent = sum(self.codes.values())
+            return {
+                "sent": sent,
+                "ok": self.codes.get(200, 0),
+                "failed": sent - self.codes.get(200, 0),
+                "codes": {str(code): n for code, n in sorted(self.codes.items())},
+                "retried": self.retried,
+                "errors": dict(self.kinds),
+                "first_errors": self.first_errors,
+            }
+
+
+def request(client, url, zeros, retries, tally):
+    data = body(zeros)
+    for attempt in range(retries + 1):
+        try:
+            return client.send(url, data)
+        except requests.RequestException as error:
+            final = attempt == retries
+            tally.network_error(error, final)
+            if final:
+                return 0
+            time.sleep(min(0.05 * 2**attempt, 1.0))
+    return 0
+
+
+def worker(args, period, stop, tally):
+    client = Client(args.client)
     next_at = time.monotonic() + random.random() * period
     while not stop.is_set():
         delay = next_at - time.monotonic()
         if delay > 0:
-            time.sleep(delay)
-        code = send(url, zeros)
-        with lock:
-            counts[code] += 1
+            if stop.wait(delay):
+                break
+        tally.outcome(request(client, args.url, args.zeros, args.retries, tally))
         next_at = max(next_at + period, time.monotonic() - period)
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--url", required=True, help="the /v2/models/<name>/infer URL")
     parser.add_argument("--rate", type=float, default=20.0, help="requests per second")
     parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--client", choices=["conn", "keepalive"], default="conn")
+    parser.add_argument("--retries", type=int, default=0, help="resends after a network error")
     parser.add_argument("--zeros", action="store_true", help="all-zero rows (smoke traffic)")
     parser.add_argument("--seconds", type=float, default=0, help="stop after this long (0: never)")
     parser.add_argument("--stats", help="file to append counts to every 5 s")
+    parser.add_argument("--summary", help="file to write the final counts to (JSON)")
     args = parser.parse_args()
-    if args.rate <= 0 or args.workers < 1:
-        parser.error("--rate must be positive and --workers at least 1")
-    stop, lock, counts = threading.Event(), threading.Lock(), Counter()
+    if args.rate <= 0 or args.workers < 1 or args.retries < 0:
+        parser.error("--rate must be positive, --workers at least 1, --retries not negative")
+    stop, tally = threading.Event(), Tally()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
     period = args.workers / args.rate
     threads = [
-        threading.Thread(
-            target=worker, args=(args.url, args.zeros, period, stop, counts, lock), daemon=True
-        )
+        threading.Thread(target=worker, args=(args, period, stop, tally), daemon=True)
         for _ in range(args.workers)
     ]
     for thread in threads:
         thread.start()
     started = time.monotonic()
-    try:
-        while not args.seconds or time.monotonic() - started < args.seconds:
-            time.sleep(5)
-            if args.stats:
-                with lock:
-                    line = " ".join(f"{code}={n}" for code, n in sorted(counts.items()))
-                with open(args.stats, "a", encoding="utf-8") as out:
-                    out.write(f"{time.time():.0f} {line}\n")
-    except KeyboardInterrupt:
-        pass
+    while not stop.is_set():
+        left = args.seconds - (time.monotonic() - started) if args.seconds else 5
+        if left <= 0 or stop.wait(min(5, left)):
+            break
+        if args.stats:
+            line = " ".join(f"{code}={n}" for code, n in sorted(tally.summary()["codes"].items()))
+            with open(args.stats, "a", encoding="utf-8") as out:
+                out.write(f"{time.time():.0f} {line}\n")
     stop.set()
+    for thread in threads:
+        thread.join(timeout=15)
+    if args.summary:
+        with open(args.summary, "w", encoding="utf-8") as out:
+            json.dump(tally.summary(), out)
+            out.write("\n")
 
 
 if __name__ == "__main__":

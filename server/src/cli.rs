@@ -142,12 +142,13 @@ async fn loadtest(args: LoadtestArgs) -> anyhow::Result<()> {
     };
     let print_step = |step: &loadtest::StepResult| {
         eprintln!(
-            "{:>10.1} req/s offered  {:>10.1} achieved  p50 {:>8.2} ms  p99 {:>8.2} ms  errors {:>5}  {}",
+            "{:>10.1} req/s offered  {:>10.1} achieved  p50 {:>8.2} ms  p99 {:>8.2} ms  errors {:>5} (429: {})  {}",
             step.rate,
             step.achieved,
             step.p50_ms,
             step.p99_ms,
             step.errors,
+            step.refused,
             if step.passed { "pass" } else { "FAIL" }
         );
     };

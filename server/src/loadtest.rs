@@ -256,6 +256,8 @@ pub struct StepResult {
     pub p99_ms: f64,
     /// Requests that failed or got a non-2xx answer.
     pub errors: usize,
+    /// Of the errors, requests refused with 429 Too Many Requests (a full queue).
+    pub refused: usize,
     /// Whether the step met the objective.
     pub passed: bool,
 }
@@ -305,36 +307,49 @@ pub async fn run_step(
         let target = target.clone();
         workers.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
-            let mut errors = 0;
+            let (mut errors, mut refused) = (0, 0);
             while let Ok(due) = receiver.recv().await {
                 tokio::time::sleep_until(due.into()).await;
-                let ok = match connection.send_request(target.request()).await {
+                // A server that answered `Connection: close` (one that is draining)
+                // closed this connection: open the next one, as a keep-alive pool does.
+                if connection.ready().await.is_err()
+                    && let Ok(fresh) = target.endpoint.connect().await
+                {
+                    connection = fresh;
+                }
+                let status = match connection.send_request(target.request()).await {
                     Ok(response) => {
                         let status = response.status();
-                        response.into_body().collect().await.is_ok() && status.is_success()
+                        response.into_body().collect().await.ok().map(|_| status)
                     }
-                    Err(_) => false,
+                    Err(_) => None,
                 };
-                if ok {
-                    latencies.push(due.elapsed());
-                } else {
-                    errors += 1;
-                    if let Ok(fresh) = target.endpoint.connect().await {
-                        connection = fresh;
+                match status {
+                    Some(status) if status.is_success() => latencies.push(due.elapsed()),
+                    Some(status) => {
+                        errors += 1;
+                        refused += usize::from(status == hyper::StatusCode::TOO_MANY_REQUESTS);
+                    }
+                    None => {
+                        errors += 1;
+                        if let Ok(fresh) = target.endpoint.connect().await {
+                            connection = fresh;
+                        }
                     }
                 }
             }
-            (latencies, errors)
+            (latencies, errors, refused)
         }));
     }
     let mut latencies = Vec::with_capacity(total);
-    let mut errors = 0;
+    let (mut errors, mut refused) = (0, 0);
     for worker in workers {
-        let (mine, failed) = worker
+        let (mine, failed, too_many) = worker
             .await
             .map_err(|e| LoadTestError::Setup(e.to_string()))?;
         latencies.extend(mine);
         errors += failed;
+        refused += too_many;
     }
     let elapsed = start.elapsed().as_secs_f64().max(1e-9);
     latencies.sort();
@@ -346,6 +361,7 @@ pub async fn run_step(
         p50_ms: percentile_ms(&latencies, 0.50),
         p99_ms,
         errors,
+        refused,
         passed: errors == 0 && p99_ms <= options.p99_objective.as_secs_f64() * 1e3,
     })
 }

@@ -79,6 +79,29 @@ async fn termination_signal() {
     }
 }
 
+/// While the server drains, asks each HTTP/1.1 client to close its connection after
+/// the answer (`Connection: close`), so that keep-alive clients reconnect, through
+/// the Service, to a pod that stays, during the shutdown delay. Without it their
+/// idle connections would be closed when the listeners close, and a request sent on
+/// one at that moment would get a reset instead of an answer. (HTTP/2 and gRPC
+/// clients get a GOAWAY at that point, which they handle without losing a request.)
+async fn close_while_draining(
+    axum::extract::State(state): axum::extract::State<Arc<ServerState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    // HTTP/2 has no Connection header: its clients get a GOAWAY instead.
+    let http1 = request.version() < axum::http::Version::HTTP_2;
+    let mut response = next.run(request).await;
+    if http1 && state.is_draining() {
+        response.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    response
+}
+
 /// Serves until a termination signal, then drains and returns.
 pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     let security = Arc::new(Security::load(&options.security).await?);
@@ -111,7 +134,11 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     // the rest of the body is drained, or the connection lingers as it closes
     // (crate::connection), within bounds set by the body limit.
     let bounds = DrainBounds::for_body_limit(options.max_body_bytes);
-    let guarded = Guarded::new(rest::router(Arc::clone(&state)), Arc::clone(&state));
+    let router = rest::router(Arc::clone(&state)).layer(axum::middleware::from_fn_with_state(
+        Arc::clone(&state),
+        close_while_draining,
+    ));
+    let guarded = Guarded::new(router, Arc::clone(&state));
     let app = Drained::new(guarded, bounds).into_make_service_with_connect_info::<Peer>();
     let http_server: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> =
         match &security.tls {

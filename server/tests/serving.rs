@@ -293,6 +293,42 @@ async fn an_input_with_a_zero_sized_dimension_gets_400_naming_its_shape() {
 }
 
 #[tokio::test]
+async fn during_the_shutdown_delay_requests_are_answered_and_keep_alive_clients_told_to_close() {
+    let repository = Repository::new("delay").with_model("mlp", "mlp", "");
+    let mut server = Server::start(&repository.dir, &["--shutdown-delay-seconds", "2"]).await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/v2/models/mlp/infer", server.http);
+    let request = fp32_request("input", &[1, 16], &row(0));
+    let before = client.post(&url).json(&request).send().await.unwrap();
+    assert_eq!(before.status(), 200);
+    assert!(
+        before.headers().get("connection").is_none(),
+        "a serving server keeps connections open: {:?}",
+        before.headers()
+    );
+    server.terminate();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..3 {
+        let during = client.post(&url).json(&request).send().await.unwrap();
+        assert_eq!(
+            during.status(),
+            200,
+            "a request in the shutdown delay was refused"
+        );
+        assert_eq!(
+            during
+                .headers()
+                .get("connection")
+                .map(|v| v.to_str().unwrap()),
+            Some("close"),
+            "a draining server must ask keep-alive clients to reconnect elsewhere"
+        );
+    }
+    let status = server.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "{}", server.log());
+}
+
+#[tokio::test]
 async fn sigterm_turns_readiness_off_drains_in_flight_work_and_exits_zero() {
     let repository = Repository::new("drain").with_model("slow", "slow", "max_batch_size: 1\n");
     let mut server = Server::start(&repository.dir, &["--shutdown-delay-seconds", "1"]).await;

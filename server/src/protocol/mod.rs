@@ -56,7 +56,12 @@ impl ServerState {
 
     /// Readiness: every model has finished loading and the server is not shutting down.
     pub fn is_ready(&self) -> bool {
-        !self.draining.load(Ordering::Relaxed) && self.repository.all_settled()
+        !self.is_draining() && self.repository.all_settled()
+    }
+
+    /// Whether a graceful shutdown has begun.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 
     /// Turns readiness off for good, at the start of a graceful shutdown.
