@@ -43,7 +43,7 @@ start_client() {
     local url="http://$(service_ip "$service"):8080/v2/models/$ISVC/infer"
     local summary="$CHAOS_LOGS/$name.json"
     rm -f "$summary"
-    python3 "$REPO_ROOT/e2e/rollout/loadgen.py" --url "$url" --rate "$rate" --client "$kind" \
+    "${SLUICE_CACHE:-$HOME/.cache/sluice}/venv/bin/python" "$REPO_ROOT/e2e/rollout/loadgen.py" --url "$url" --rate "$rate" --client "$kind" \
         --retries "$retries" --summary "$summary" --stats "$CHAOS_LOGS/$name.log" &
     CLIENTS+=("$name $! $summary")
 }

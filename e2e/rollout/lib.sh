@@ -78,7 +78,7 @@ service_ip() { k get svc "$1" -o jsonpath='{.spec.clusterIP}'; }
 # start_load SERVICE RATE [--zeros]: steady traffic to a Service, in the background.
 start_load() {
     local url="http://$(service_ip "$1"):8080/v2/models/$ISVC/infer"
-    python3 "$REPO_ROOT/e2e/rollout/loadgen.py" --url "$url" --rate "$2" ${3:-} \
+    "${SLUICE_CACHE:-$HOME/.cache/sluice}/venv/bin/python" "$REPO_ROOT/e2e/rollout/loadgen.py" --url "$url" --rate "$2" ${3:-} \
         --stats "$REPO_ROOT/.cluster/logs/loadgen-$1.log" &
     LOADGEN_PIDS+=($!)
 }
