@@ -28,10 +28,20 @@ pub fn marker(value: &str) -> Option<(&'static str, f64)> {
 /// its marker string (`NaN` becomes `"\u0000NaN"`), or `None` when it holds
 /// none (or holds `\u0000`).
 pub fn rewrite(json: &[u8]) -> Option<Vec<u8>> {
+    // Most bodies that fail to parse hold no literal: find that out without
+    // copying them.
+    rewrite_into(json, None)?;
     if json.windows(6).any(|w| w == b"\\u0000") {
         return None;
     }
     let mut out = Vec::with_capacity(json.len() + 32);
+    rewrite_into(json, Some(&mut out))?;
+    Some(out)
+}
+
+/// Scans `json`, copying it into `out` (when given) with the literals
+/// replaced; `None` when it holds no literal.
+fn rewrite_into(json: &[u8], mut out: Option<&mut Vec<u8>>) -> Option<()> {
     let mut found = false;
     let mut in_string = false;
     let mut escaped = false;
@@ -60,6 +70,9 @@ pub fn rewrite(json: &[u8]) -> Option<Vec<u8>> {
             .then(|| literal_at(json, i))
             .flatten()
         {
+            let Some(out) = out.as_deref_mut() else {
+                return Some(());
+            };
             out.extend_from_slice(b"\"\\u0000");
             out.extend_from_slice(literal.as_bytes());
             out.push(b'"');
@@ -67,10 +80,12 @@ pub fn rewrite(json: &[u8]) -> Option<Vec<u8>> {
             found = true;
             continue;
         }
-        out.push(byte);
+        if let Some(out) = out.as_deref_mut() {
+            out.push(byte);
+        }
         i += 1;
     }
-    found.then_some(out)
+    found.then_some(())
 }
 
 /// The literal starting at `i` when it is a whole value: after a `[`, `,` or
