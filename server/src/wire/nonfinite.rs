@@ -29,7 +29,10 @@ pub fn marker(value: &str) -> Option<(&'static str, f64)> {
 /// none (or holds `\u0000`).
 pub fn rewrite(json: &[u8]) -> Option<Vec<u8>> {
     // Most bodies that fail to parse hold no literal: find that out without
-    // copying them.
+    // copying them, first by looking for the capitals the literals start with.
+    if !json.contains(&b'N') && !json.contains(&b'I') {
+        return None;
+    }
     rewrite_into(json, None)?;
     if json.windows(6).any(|w| w == b"\\u0000") {
         return None;
