@@ -7,6 +7,7 @@ use serde_json::value::RawValue;
 
 use axum::http::HeaderValue;
 
+use super::nonfinite;
 use super::tensor_json::{self, DataJson};
 use crate::error::InferError;
 use crate::tensor::{DataType, NamedTensor, Tensor, TensorData};
@@ -111,6 +112,16 @@ impl InferRequestJson<'_> {
             .unwrap_or(false)
     }
 
+    /// The request once its inputs are taken, free of the text it was parsed from.
+    fn without_inputs<'b>(self) -> InferRequestJson<'b> {
+        InferRequestJson {
+            id: self.id,
+            parameters: self.parameters,
+            inputs: Vec::new(),
+            outputs: self.outputs,
+        }
+    }
+
     /// Decodes every input, consuming exactly the whole binary section.
     pub fn take_inputs(&mut self, mut binary: &[u8]) -> Result<Vec<NamedTensor>, InferError> {
         let inputs = std::mem::take(&mut self.inputs)
@@ -158,10 +169,23 @@ pub fn parse_infer_body<'a>(
             })?,
     };
     let (json_part, binary_part) = bytes.split_at(header_length);
-    let mut request: InferRequestJson = serde_json::from_slice(json_part)
-        .map_err(|e| InferError::InvalidInput(format!("malformed inference request: {e}")))?;
-    let inputs = request.take_inputs(binary_part)?;
-    Ok((request, inputs))
+    let malformed = |e: serde_json::Error| {
+        InferError::InvalidInput(format!("malformed inference request: {e}"))
+    };
+    match serde_json::from_slice::<InferRequestJson>(json_part) {
+        Ok(mut request) => {
+            let inputs = request.take_inputs(binary_part)?;
+            Ok((request, inputs))
+        }
+        // Only a body that is not JSON is scanned for NaN and the infinities.
+        Err(error) => {
+            let rewritten = nonfinite::rewrite(json_part).ok_or_else(|| malformed(error))?;
+            let mut request: InferRequestJson =
+                serde_json::from_slice(&rewritten).map_err(malformed)?;
+            let inputs = request.take_inputs(binary_part)?;
+            Ok((request.without_inputs(), inputs))
+        }
+    }
 }
 
 /// Parameters on an output sent in the binary section.
@@ -302,6 +326,65 @@ mod tests {
                 .contains("input 'x': unknown datatype 'FP33'"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn bare_non_finite_literals_and_null_decode_in_float_inputs_only() {
+        let body = br#"{"id":"n","inputs":[
+            {"name":"f","datatype":"FP32","shape":[5],"data":[null, NaN, Infinity, -Infinity, 2]},
+            {"name":"s","datatype":"BYTES","shape":[1],"data":["NaN"]}]}"#;
+        let (request, inputs) = parse_infer_body(None, body).unwrap();
+        assert_eq!(request.id.as_deref(), Some("n"));
+        let TensorData::Fp32(v) = &inputs[0].tensor.data else {
+            panic!("{:?}", inputs[0].tensor.data)
+        };
+        assert!(v[0].is_nan() && v[1].is_nan());
+        assert_eq!(v[2..], [f32::INFINITY, f32::NEG_INFINITY, 2.0]);
+        assert_eq!(
+            inputs[1].tensor.data,
+            TensorData::Bytes(vec![b"NaN".to_vec()])
+        );
+
+        let body = br#"{"inputs":[{"name":"x","datatype":"INT64","shape":[1],"data":[NaN]}]}"#;
+        let error = parse_infer_body(None, body).unwrap_err().to_string();
+        assert!(
+            error.contains("input 'x': invalid INT64 data: NaN is only accepted in floating-point data (FP16, BF16, FP32, FP64), not INT64"),
+            "{error}"
+        );
+        let body = br#"{"inputs":[{"name":"b","datatype":"BYTES","shape":[1],"data":[Infinity]}]}"#;
+        let error = parse_infer_body(None, body).unwrap_err().to_string();
+        assert!(
+            error.contains("Infinity is only accepted in floating-point data"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn bodies_that_stay_malformed_keep_their_errors() {
+        for body in [&br#"{"inputs":[NaN"#[..], br#"{"inputs": nan}"#, b"{"] {
+            let error = parse_infer_body(None, body).unwrap_err().to_string();
+            assert!(
+                error.starts_with("malformed inference request: "),
+                "{error}"
+            );
+        }
+        let body = br#"{"inputs":[],"id":NaN}"#;
+        let error = parse_infer_body(None, body).unwrap_err().to_string();
+        assert!(error.contains("malformed inference request"), "{error}");
+    }
+
+    #[test]
+    fn literals_in_the_json_part_leave_the_binary_section_alone() {
+        let json = br#"{"inputs":[{"name":"f","datatype":"FP32","shape":[1],"data":[-Infinity]},{"name":"b","datatype":"FP32","shape":[1],"parameters":{"binary_data_size":4}}]}"#;
+        let mut body = json.to_vec();
+        body.extend_from_slice(&1.5f32.to_le_bytes());
+        let length = HeaderValue::from(json.len());
+        let (_, inputs) = parse_infer_body(Some(&length), &body).unwrap();
+        assert_eq!(
+            inputs[0].tensor.data,
+            TensorData::Fp32(vec![f32::NEG_INFINITY])
+        );
+        assert_eq!(inputs[1].tensor.data, TensorData::Fp32(vec![1.5]));
     }
 
     #[test]

@@ -8,5 +8,6 @@
 
 pub mod grpc;
 pub mod json;
+pub mod nonfinite;
 pub mod paths;
 pub mod tensor_json;

@@ -1,6 +1,12 @@
 //! A tensor's `data` in the protocol's JSON: arrays of numbers, booleans or
 //! strings, flat or nested as deep as the shape, decoded straight into a typed
 //! buffer and encoded as one flat array.
+//!
+//! Floating-point data (FP16, BF16, FP32, FP64) also takes `null` as NaN (a
+//! missing value) and the bare literals `NaN`, `Infinity` and `-Infinity`
+//! (rewritten by [`super::nonfinite`] before they get here); other datatypes
+//! refuse them. Encoding writes NaN and infinities as `null`, as serde_json
+//! does, so every JSON client can read the response.
 
 use std::fmt;
 
@@ -8,6 +14,7 @@ use half::{bf16, f16};
 use serde::de::{self, DeserializeSeed, Visitor};
 use serde::ser::{Serialize, SerializeSeq, Serializer};
 
+use super::nonfinite;
 use crate::tensor::{DataType, TensorData, TensorError, check_element_count, element_count};
 
 /// Decodes JSON `data` (flat or nested arrays of numbers, booleans or strings)
@@ -87,6 +94,19 @@ fn wrong_kind<E: de::Error>(found: &str, datatype: DataType) -> E {
     E::custom(format_args!("expected {datatype} elements, found {found}"))
 }
 
+fn not_float<E: de::Error>(found: &str, datatype: DataType) -> E {
+    E::custom(format_args!(
+        "{found} is only accepted in floating-point data (FP16, BF16, FP32, FP64), not {datatype}"
+    ))
+}
+
+fn is_float(data: &TensorData) -> bool {
+    matches!(
+        data,
+        TensorData::Fp16(_) | TensorData::Bf16(_) | TensorData::Fp32(_) | TensorData::Fp64(_)
+    )
+}
+
 impl<'de> Visitor<'de> for FlattenSeed<'_> {
     type Value = ();
 
@@ -164,6 +184,13 @@ impl<'de> Visitor<'de> for FlattenSeed<'_> {
     }
 
     fn visit_str<E: de::Error>(self, value: &str) -> Result<(), E> {
+        if let Some((literal, number)) = nonfinite::marker(value) {
+            return if is_float(self.data) {
+                self.visit_f64(number)
+            } else {
+                Err(not_float(literal, self.data.datatype()))
+            };
+        }
         match self.data {
             TensorData::Bytes(v) => {
                 v.push(value.as_bytes().to_vec());
@@ -174,7 +201,11 @@ impl<'de> Visitor<'de> for FlattenSeed<'_> {
     }
 
     fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        Err(wrong_kind("null", self.data.datatype()))
+        if is_float(self.data) {
+            self.visit_f64(f64::NAN)
+        } else {
+            Err(not_float("null", self.data.datatype()))
+        }
     }
 
     fn visit_map<A: de::MapAccess<'de>>(self, _map: A) -> Result<(), A::Error> {
@@ -209,7 +240,6 @@ mod tests {
     fn json_rejects_wrong_kinds_and_counts() {
         assert!(decode(DataType::Bool, &[1], "[1]").is_err());
         assert!(decode(DataType::Fp32, &[1], "[\"a\"]").is_err());
-        assert!(decode(DataType::Fp32, &[1], "[null]").is_err());
         assert!(decode(DataType::Fp32, &[1], "[{}]").is_err());
         let error = decode(DataType::Fp32, &[2, 2], "[1, 2, 3]").unwrap_err();
         assert_eq!(
@@ -240,6 +270,69 @@ mod tests {
         .unwrap();
         assert_eq!(data, TensorData::Int64(vec![i64::MIN, i64::MAX]));
         assert!(decode(DataType::Int64, &[1], "[9223372036854775808]").is_err());
+    }
+
+    #[test]
+    fn json_null_and_literal_markers_are_nan_and_infinities_in_every_float_type() {
+        let markers = r#"[null, "\u0000NaN", "\u0000Infinity", "\u0000-Infinity", 1]"#;
+        let data = decode(DataType::Fp64, &[5], markers).unwrap();
+        let TensorData::Fp64(v) = data else {
+            panic!("{data:?}")
+        };
+        assert!(v[0].is_nan() && v[1].is_nan());
+        assert_eq!(v[2..], [f64::INFINITY, f64::NEG_INFINITY, 1.0]);
+        for datatype in [DataType::Fp16, DataType::Bf16, DataType::Fp32] {
+            let data = decode(datatype, &[5], markers).unwrap();
+            let v: Vec<f64> = match data {
+                TensorData::Fp16(v) => v.iter().map(|x| x.to_f64()).collect(),
+                TensorData::Bf16(v) => v.iter().map(|x| x.to_f64()).collect(),
+                TensorData::Fp32(v) => v.iter().map(|&x| x.into()).collect(),
+                other => panic!("{other:?}"),
+            };
+            assert!(v[0].is_nan() && v[1].is_nan(), "{datatype}");
+            assert_eq!(
+                v[2..],
+                [f64::INFINITY, f64::NEG_INFINITY, 1.0],
+                "{datatype}"
+            );
+        }
+    }
+
+    #[test]
+    fn json_null_and_literals_are_refused_outside_float_data_naming_the_datatype() {
+        for datatype in [
+            DataType::Int64,
+            DataType::Uint8,
+            DataType::Bool,
+            DataType::Bytes,
+        ] {
+            let error = decode(datatype, &[1], "[null]").unwrap_err().to_string();
+            assert!(
+                error.contains(&format!(
+                    "null is only accepted in floating-point data (FP16, BF16, FP32, FP64), not {datatype}"
+                )),
+                "{error}"
+            );
+            let error = decode(datatype, &[1], r#"["\u0000-Infinity"]"#)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains(&format!("-Infinity is only accepted in floating-point data (FP16, BF16, FP32, FP64), not {datatype}")),
+                "{error}"
+            );
+        }
+        let data = decode(DataType::Bytes, &[1], r#"["NaN"]"#).unwrap();
+        assert_eq!(data, TensorData::Bytes(vec![b"NaN".to_vec()]));
+        assert!(decode(DataType::Fp32, &[1], r#"["NaN"]"#).is_err());
+    }
+
+    #[test]
+    fn non_finite_floats_serialize_as_null() {
+        let data = TensorData::Fp32(vec![f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.5]);
+        let json = serde_json::to_string(&DataJson(&data)).unwrap();
+        assert_eq!(json, "[null,null,null,0.5]");
+        let data = TensorData::Fp16(vec![f16::NAN]);
+        assert_eq!(serde_json::to_string(&DataJson(&data)).unwrap(), "[null]");
     }
 
     #[test]

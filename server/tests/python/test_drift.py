@@ -17,6 +17,7 @@ import time
 import numpy as np
 import onnxruntime as ort
 import pytest
+import requests
 import scipy.stats
 
 from drift_support import (
@@ -72,6 +73,7 @@ def repo(tmp_path_factory):
             monitoring_yaml(feedback=("variable", "regression"), retention=50),
         ),
         "cancer_nofb": add_model(root, "cancer_nofb", "cancer", monitoring_yaml()),
+        "cancer_json": add_model(root, "cancer_json", "cancer", monitoring_yaml(window=100)),
         "mlp": add_model(root, "mlp", "mlp", None),
     }
     return root, models
@@ -276,6 +278,37 @@ def test_no_drift_series_before_min_rows(server, cancer_data):
             assert labels.get("version") == "1", labels
     finally:
         traffic.close()
+
+
+def test_missing_values_sent_as_json_null_and_nan_count_in_the_missing_ratio(server, cancer_data):
+    """Plain JSON through requests: NaN as json.dumps writes it, and None (null)."""
+    names, _, _, hold_x, _ = cancer_data
+    rows = hold_x[:100].astype(np.float64).tolist()
+    for row in rows[:10]:
+        row[0] = float("nan")  # json.dumps writes NaN
+    for row in rows[10:30]:
+        row[1] = None  # json.dumps writes null
+    url = f"{server.base_url}/v2/models/cancer_json/infer"
+    for start in range(0, len(rows), 10):
+        chunk = rows[start : start + 10]
+        shape = [len(chunk), len(names)]
+        tensor = {"name": "float_input", "datatype": "FP32", "shape": shape, "data": chunk}
+        body = json.dumps({"inputs": [tensor]})
+        assert ("NaN" in body) == (start < 10)
+        headers = {"Content-Type": "application/json"}
+        response = requests.post(url, data=body, headers=headers, timeout=30)
+        assert response.status_code == 200, response.text
+        assert {o["name"] for o in response.json()["outputs"]} >= {"label"}
+    want = {name: 0.0 for name in names}
+    want[names[0]] = 0.1
+    want[names[1]] = 0.2
+    deadline = time.monotonic() + 5
+    while True:
+        got = Metrics(server, "cancer_json").table("sluice_missing_value_ratio", "feature")
+        if got == want or time.monotonic() > deadline:
+            break
+        time.sleep(INTERVAL_MS / 1000)
+    assert got == want
 
 
 def compare_until_agreed(server, model, profile, window, outputs, timeout=5.0):
