@@ -184,7 +184,11 @@ def test_bodies_near_the_limit_get_their_answers(refusing_server):
     assert counts == Counter({(VALID_KEY, 200): count // 2, (WRONG_KEY, 401): count // 2})
 
 
-@pytest.mark.parametrize("times_the_limit", [1.2, 1.9, 2.5])
+# A client that writes its whole body before reading (as requests does) gets its 413
+# for bodies up to twice the limit: the server reads the limit, answers, then lingers
+# over at most the limit again. Past that, whether the answer survives depends on
+# socket buffers and timing (docs/model-server.md, "Refusals always reach the client").
+@pytest.mark.parametrize("times_the_limit", [1.2, 1.5, 1.9])
 def test_bodies_over_the_limit_get_413(refusing_server, times_the_limit):
     server, ca = refusing_server
     body = body_of_size(int(MAX_BODY_BYTES * times_the_limit))
