@@ -18,9 +18,11 @@ pub struct Context {
     pub config: BuildConfig,
     /// Publishes Kubernetes Events.
     pub recorder: Recorder,
-    /// Who publishes: rollout Events go through a fresh Recorder each, because a
-    /// shared one folds Events of one reason into a series that keeps the first
-    /// message, and every analysis must say its own values.
+    /// Who publishes: rollout Events are created under names of their own (one
+    /// per transition, see `events::transition_event_name`) and scale Events
+    /// through a fresh Recorder each, because a shared one folds Events of one
+    /// reason into a series that keeps the first message, and every analysis
+    /// must say its own values.
     pub reporter: Reporter,
     /// The operator's metrics.
     pub metrics: Metrics,

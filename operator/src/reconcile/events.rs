@@ -1,15 +1,20 @@
 //! Kubernetes Events about an InferenceService. A failure to publish is logged,
 //! never fatal: Events explain, they are not state.
 
+use k8s_openapi::api::events::v1::Event as K8sEvent;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Resource, ResourceExt};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::context::Context;
 use super::decide::Plan;
 use super::validate::Validated;
 use crate::autoscale;
 use crate::crd::InferenceService;
+use crate::names::short_hash;
 
 /// Longest Event note the API server keeps (it refuses longer ones).
 const MAX_NOTE_BYTES: usize = 1000;
@@ -36,14 +41,78 @@ pub async fn announce(ctx: &Context, valid: &Validated<'_>, plan: &Plan, running
         let note = format!("scaled from {from} to {to} replicas: {}", plan.scale.reason);
         publish_fact(ctx, isvc, EventType::Normal, "Scaled", note).await;
     }
-    for note in &plan.rollout.notes {
+    for (index, note) in plan.rollout.notes.iter().enumerate() {
         let type_ = if note.warning {
             EventType::Warning
         } else {
             EventType::Normal
         };
         info!(isvc = %isvc.name_any(), reason = note.reason, message = %note.message, "rollout");
-        publish_fact(ctx, isvc, type_, note.reason, note.message.clone()).await;
+        let name = transition_event_name(isvc, index, note.reason);
+        publish_once(ctx, isvc, name, type_, note.reason, note.message.clone()).await;
+    }
+}
+
+/// The name of the Event for the `index`th note of the rollout transition that
+/// starts from `isvc`'s current `status.rollout`. Events are published before
+/// the status write that records the transition, so an operator that dies in
+/// between decides the same transition again from the same status when it
+/// restarts; the same name then makes the API server refuse the repeat, and
+/// each transition has exactly one Event however often the operator restarts.
+pub fn transition_event_name(isvc: &InferenceService, index: usize, reason: &str) -> String {
+    let origin = isvc.status.as_ref().and_then(|s| s.rollout.as_ref());
+    let key = serde_json::to_vec(&(isvc.uid(), origin, index, reason))
+        .expect("a status and plain values always serialize");
+    format!("{}.rollout-{}", isvc.name_any(), short_hash(&key))
+}
+
+/// Creates the Event `name` unless it exists already (see
+/// [`transition_event_name`]).
+async fn publish_once(
+    ctx: &Context,
+    isvc: &InferenceService,
+    name: String,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let Some(namespace) = isvc.namespace() else {
+        return;
+    };
+    let event = K8sEvent {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: Some(namespace.clone()),
+            ..ObjectMeta::default()
+        },
+        action: Some("Reconcile".into()),
+        event_time: Some(MicroTime(Timestamp::now())),
+        note: Some(truncate(note, MAX_NOTE_BYTES)),
+        reason: Some(reason.into()),
+        regarding: Some(isvc.object_ref(&())),
+        reporting_controller: Some(ctx.reporter.controller.clone()),
+        reporting_instance: Some(
+            ctx.reporter
+                .instance
+                .clone()
+                .unwrap_or_else(|| ctx.reporter.controller.clone()),
+        ),
+        type_: Some(
+            match type_ {
+                EventType::Normal => "Normal",
+                EventType::Warning => "Warning",
+            }
+            .into(),
+        ),
+        ..K8sEvent::default()
+    };
+    let events: Api<K8sEvent> = Api::namespaced(ctx.client.clone(), &namespace);
+    match events.create(&PostParams::default(), &event).await {
+        Ok(_) => ctx.metrics.write("Event", "create"),
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            debug!(reason, "event already published before a restart; not repeated")
+        }
+        Err(error) => warn!(%error, reason, "could not publish event"),
     }
 }
 
@@ -96,7 +165,23 @@ fn truncate(mut text: String, max: usize) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::truncate;
+    use super::{transition_event_name, truncate};
+    use crate::crd::InferenceService;
+
+    #[test]
+    fn a_transition_has_one_event_name_per_origin_state_and_note() {
+        let mut isvc: InferenceService = serde_saphyr::from_str(
+            "apiVersion: serving.sluice.dev/v1alpha1\nkind: InferenceService\nmetadata: {name: fraud, namespace: ml, uid: u-1}\nspec:\n  model: {storageUri: s3://m/f.onnx}\n",
+        )
+        .unwrap();
+        let first = transition_event_name(&isvc, 0, "Promoted");
+        assert!(first.starts_with("fraud.rollout-"), "{first}");
+        assert_eq!(first, transition_event_name(&isvc, 0, "Promoted"), "decided again after a restart");
+        assert_ne!(first, transition_event_name(&isvc, 1, "Promoted"));
+        assert_ne!(first, transition_event_name(&isvc, 0, "RolledBack"));
+        isvc.metadata.uid = Some("u-2".into());
+        assert_ne!(first, transition_event_name(&isvc, 0, "Promoted"), "a re-created object");
+    }
 
     #[test]
     fn truncate_keeps_whole_characters() {
