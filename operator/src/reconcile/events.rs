@@ -110,7 +110,10 @@ async fn publish_once(
     match events.create(&PostParams::default(), &event).await {
         Ok(_) => ctx.metrics.write("Event", "create"),
         Err(kube::Error::Api(status)) if status.code == 409 => {
-            debug!(reason, "event already published before a restart; not repeated")
+            debug!(
+                reason,
+                "event already published before a restart; not repeated"
+            )
         }
         Err(error) => warn!(%error, reason, "could not publish event"),
     }
@@ -176,11 +179,19 @@ mod tests {
         .unwrap();
         let first = transition_event_name(&isvc, 0, "Promoted");
         assert!(first.starts_with("fraud.rollout-"), "{first}");
-        assert_eq!(first, transition_event_name(&isvc, 0, "Promoted"), "decided again after a restart");
+        assert_eq!(
+            first,
+            transition_event_name(&isvc, 0, "Promoted"),
+            "decided again after a restart"
+        );
         assert_ne!(first, transition_event_name(&isvc, 1, "Promoted"));
         assert_ne!(first, transition_event_name(&isvc, 0, "RolledBack"));
         isvc.metadata.uid = Some("u-2".into());
-        assert_ne!(first, transition_event_name(&isvc, 0, "Promoted"), "a re-created object");
+        assert_ne!(
+            first,
+            transition_event_name(&isvc, 0, "Promoted"),
+            "a re-created object"
+        );
     }
 
     #[test]
