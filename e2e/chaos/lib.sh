@@ -112,10 +112,13 @@ print(sum(1 for p in pods if not p["metadata"].get("deletionTimestamp") and any(
 
 # preview_traffic REVISION: smoke traffic to a blue-green preview's own Service (the
 # pre-promotion analysis needs requests), counted like the rest, from the moment that
-# Service answers (before, it has no ready pod and refuses connections).
+# Service answers (before, it has no ready pod and refuses connections). It retries
+# (up to 3 times, counted as retried): once, while the operator was being killed
+# mid-rollout, 4 of 207 preview connections timed out (no SYN-ACK for 10 s) while the
+# main Service's clients lost nothing; not yet explained (docs/reliability.md).
 preview_traffic() {
     wait_until 60 "the preview Service exists" k get svc "$ISVC-$1" -o name >/dev/null
     local url="http://$(service_ip "$ISVC-$1"):8080/v2/models/$ISVC/ready"
     wait_until 180 "the preview Service answers" curl -fsS -o /dev/null "$url"
-    start_client preview conn 5 0 "$ISVC-$1"
+    start_client preview conn 5 3 "$ISVC-$1"
 }
