@@ -481,12 +481,7 @@ fn check_input(spec: &TensorSpec, tensor: &Tensor, config: &ModelConfig) -> Resu
             tensor.datatype()
         )));
     }
-    let fits = tensor.shape.len() == spec.shape.len()
-        && tensor
-            .shape
-            .iter()
-            .zip(&spec.shape)
-            .all(|(given, declared)| *declared == -1 || given == declared);
+    let fits = spec.accepts_shape(&tensor.shape);
     if !fits {
         return Err(InferError::InvalidInput(format!(
             "input '{name}' has shape {:?}, but the model expects {:?} (-1 is any size)",

@@ -95,6 +95,16 @@ impl TensorSpec {
     pub fn has_dynamic_batch(&self) -> bool {
         self.shape.first() == Some(&-1)
     }
+
+    /// Whether a tensor of `shape` fits this declaration: same rank, and every
+    /// dimension equal where the declared one is fixed (-1 takes any size).
+    pub fn accepts_shape(&self, shape: &[i64]) -> bool {
+        shape.len() == self.shape.len()
+            && shape
+                .iter()
+                .zip(&self.shape)
+                .all(|(given, declared)| *declared == -1 || given == declared)
+    }
 }
 
 /// A loaded ONNX model, ready to run.

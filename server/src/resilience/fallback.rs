@@ -253,12 +253,7 @@ fn check_static(spec: &TensorSpec, tensor: &Tensor) -> Result<(), String> {
             tensor.datatype()
         ));
     }
-    let fits = tensor.shape.len() == spec.shape.len()
-        && tensor
-            .shape
-            .iter()
-            .zip(&spec.shape)
-            .all(|(given, declared)| *declared == -1 || given == declared);
+    let fits = spec.accepts_shape(&tensor.shape);
     let one_row = !spec.has_dynamic_batch() || tensor.shape.first() == Some(&1);
     if !fits || !one_row {
         return Err(format!(
