@@ -77,19 +77,8 @@ async fn a_failing_model_is_answered_by_its_fallback_model_until_the_circuit_ope
     let mut grpc = GrpcInferenceServiceClient::connect(server.grpc.clone())
         .await
         .expect("gRPC connects");
-    let raw: Vec<u8> = row(9).iter().flat_map(|v| v.to_le_bytes()).collect();
     let response = grpc
-        .model_infer(pb::ModelInferRequest {
-            model_name: "scorer".to_string(),
-            inputs: vec![pb::model_infer_request::InferInputTensor {
-                name: "input".to_string(),
-                datatype: "FP32".to_string(),
-                shape: vec![1, 16],
-                ..Default::default()
-            }],
-            raw_input_contents: vec![raw],
-            ..Default::default()
-        })
+        .model_infer(common::grpc_fp32_row("scorer", &row(9)))
         .await
         .expect("the fallback answers over gRPC")
         .into_inner();

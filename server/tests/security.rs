@@ -81,18 +81,7 @@ fn grpc_infer(
     model: &str,
     credentials: Option<(&'static str, &str)>,
 ) -> tonic::Request<pb::ModelInferRequest> {
-    let raw: Vec<u8> = row().iter().flat_map(|v| v.to_le_bytes()).collect();
-    let mut request = tonic::Request::new(pb::ModelInferRequest {
-        model_name: model.to_string(),
-        inputs: vec![pb::model_infer_request::InferInputTensor {
-            name: "input".to_string(),
-            datatype: "FP32".to_string(),
-            shape: vec![1, 16],
-            ..Default::default()
-        }],
-        raw_input_contents: vec![raw],
-        ..Default::default()
-    });
+    let mut request = tonic::Request::new(common::grpc_fp32_row(model, &row()));
     if let Some((name, value)) = credentials {
         request.metadata_mut().insert(name, value.parse().unwrap());
     }

@@ -291,3 +291,20 @@ pub fn https_client(ca: &str, identity: Option<(&str, &str)>) -> reqwest::Client
     }
     builder.build().unwrap()
 }
+
+/// A gRPC inference request of one FP32 row of `input` (shape `[1, len]`),
+/// sent as raw little-endian contents.
+pub fn grpc_fp32_row(model: &str, row: &[f32]) -> sluice_server::wire::grpc::pb::ModelInferRequest {
+    use sluice_server::wire::grpc::pb;
+    pb::ModelInferRequest {
+        model_name: model.to_string(),
+        inputs: vec![pb::model_infer_request::InferInputTensor {
+            name: "input".to_string(),
+            datatype: "FP32".to_string(),
+            shape: vec![1, row.len() as i64],
+            ..Default::default()
+        }],
+        raw_input_contents: vec![row.iter().flat_map(|v| v.to_le_bytes()).collect()],
+        ..Default::default()
+    }
+}
