@@ -63,7 +63,7 @@ EOF
 apply 1000 2
 k wait "isvc/$NAME" --for=condition=Ready --timeout=240s >/dev/null
 svc="http://$(k get svc "$NAME" -o jsonpath='{.spec.clusterIP}'):8080"
-for _ in $(seq 60); do curl -fsS -o /dev/null "$svc/v2/models/$NAME/ready" 2>/dev/null && break; sleep 1; done
+for _ in $(seq 60); do probe "$svc/v2/models/$NAME/ready" 2>/dev/null && break; sleep 1; done
 
 # The rated throughput: the loadtest search against the two-replica Service.
 "$SERVER" loadtest --url "$svc" --model "$NAME" --step-seconds 3 --connections 64 \

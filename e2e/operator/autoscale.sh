@@ -57,10 +57,10 @@ url="$(echo "http://$("$KUBECTL" get svc "$NAME" -o jsonpath='{.spec.clusterIP}'
 # Ready pods reach the Service's endpoints (and the node's NAT rules) a moment
 # later: wait until the Service itself answers before the load starts.
 for _ in $(seq 60); do
-    curl -fsS -o /dev/null "$url/v2/models/$NAME/ready" 2>/dev/null && break
+    probe "$url/v2/models/$NAME/ready" 2>/dev/null && break
     sleep 1
 done
-curl -fsS -o /dev/null "$url/v2/models/$NAME/ready" || { say "FAIL: the Service $url never answered"; exit 1; }
+probe "$url/v2/models/$NAME/ready" || { say "FAIL: the Service $url never answered"; exit 1; }
 
 # load RATE SECONDS: an open-loop load at RATE requests/s in the background.
 load() {

@@ -6,6 +6,11 @@ MODELS_DIR=/opt/sluice/models
 
 say() { echo "sluice: $*" >&2; }
 
+# probe URL: one GET that must answer 2xx, bounded in time: a SYN that nobody
+# answers (a Service whose rules or endpoints are still settling) fails after 2 s
+# instead of waiting out the kernel's SYN retries, so a poll tries again soon.
+probe() { curl -fsS --connect-timeout 2 --max-time 5 -o /dev/null "$1"; }
+
 # cluster_up: start the local cluster unless it runs; sets STARTED_CLUSTER and KUBECTL.
 cluster_up() {
     STARTED_CLUSTER=0

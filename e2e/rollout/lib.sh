@@ -20,6 +20,8 @@ rollout_setup() {
 }
 
 rollout_cleanup() {
+    local code=$?
+    ((code == 0)) || failure_summary
     stop_load
     [[ -n $PROMETHEUS_PID ]] && kill -CONT "$PROMETHEUS_PID" 2>/dev/null || true
     "$KUBECTL" delete namespace "$NS" --ignore-not-found --wait=false >/dev/null 2>&1 || true
@@ -63,9 +65,32 @@ wait_until() {
         sleep 1
     done
     say "FAIL: $what within ${seconds}s"
-    k get isvc "$ISVC" -o yaml >&2 || true
-    k get pods -o wide >&2 || true
+    LAST_FAIL="$what within ${seconds}s"
     return 1
+}
+
+# failure_summary: a compact picture of $NS for a failed run, printed last so that
+# the tail of a CI log holds it: the rollout, conditions, Deployments, ReplicaSets,
+# pods, the latest Events and the operator's latest log lines.
+LAST_FAIL=""
+operator_log() {
+    sed -e 's/\x1b\[[0-9;]*m//g' -e 's/reconciling object{[^}]*}: //' -e 's/sluice_operator:://' \
+        "$REPO_ROOT/.cluster/logs/operator.log" 2>/dev/null | cut -c1-240
+}
+failure_summary() {
+    {
+        echo "---- state of $NS at the failure ----"
+        isvc_field 'revision={.status.revision} stable={.status.stableRevision} rollout={.status.rollout.revision} {.status.rollout.phase} step={.status.rollout.step} entered={.status.rollout.stepEntered} started={.status.rollout.stepStarted}{"\n"}message={.status.rollout.message}{"\n"}'
+        isvc_field '{range .status.conditions[*]}{.type}={.status} {.reason}; {end}{"\n"}'
+        k get deploy -o jsonpath='{range .items[*]}deploy {.metadata.name} uid={.metadata.uid} spec={.spec.replicas} ready={.status.readyReplicas} updated={.status.updatedReplicas} gen={.metadata.generation}/{.status.observedGeneration}{"\n"}{end}'
+        k get rs -o jsonpath='{range .items[*]}rs {.metadata.name} owner={.metadata.ownerReferences[0].uid} spec={.spec.replicas} ready={.status.readyReplicas} deleting={.metadata.deletionTimestamp}{"\n"}{end}'
+        k get pods -o jsonpath='{range .items[*]}pod {.metadata.name} {.status.phase} ready={.status.conditions[?(@.type=="Ready")].status} deleting={.metadata.deletionTimestamp}{"\n"}{end}'
+        k get events --sort-by=.lastTimestamp -o jsonpath='{range .items[*]}event {.lastTimestamp} {.involvedObject.kind}/{.involvedObject.name} {.reason}: {.message}{"\n"}{end}' | tail -8
+        echo "operator log (warnings, then the tail):"
+        operator_log | grep -E 'WARN|ERROR|panic' | tail -5
+        operator_log | tail -6
+        [[ -n $LAST_FAIL ]] && echo "FAILED: $LAST_FAIL"
+    } >&2 2>/dev/null || true
 }
 
 revision_changed() { [[ "$(isvc_field '{.status.revision}')" != "$1" ]]; }
