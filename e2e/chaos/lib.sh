@@ -113,18 +113,37 @@ print(sum(1 for p in pods if not p["metadata"].get("deletionTimestamp") and any(
 }
 
 # preview_traffic REVISION: smoke traffic to a blue-green preview's own Service (the
-# pre-promotion analysis needs requests), counted like the rest, from the moment that
-# Service answers (before, it has no ready pod and refuses connections). It retries
-# (up to 3 times, counted as retried): a revision rolled out again a few seconds
-# after it was removed shares its labels with its old pods, still terminating, so the
-# preview Service selects them too and, until the new pods are ready, kube-proxy
-# sends some connections to pods that then go away and never answer the SYN
-# (docs/reliability.md). Each probe re-reads the Service and gives up after 2 s.
+# pre-promotion analysis needs requests), counted like the rest, once every pod of
+# that revision is new and ready and the Service answers. A revision rolled out again
+# a few seconds after it was removed shares its labels with its old pods, still
+# terminating, so until they are gone the preview Service selects them too: a probe
+# may be answered by an old pod in its shutdown delay, and connections sent to one
+# that then goes away get no SYN-ACK, or are refused once no endpoint is left
+# (docs/reliability.md). The client retries a connection up to 3 times (counted).
 preview_traffic() {
-    preview_answers() {
+    preview_ready() {
+        [[ $(revision_pods "$1") == "$(isvc_field '{.spec.minReplicas}') 0" ]] || return 1
         local ip
         ip=$(service_ip "$ISVC-$1") && [[ -n $ip ]] && probe "http://$ip:8080/v2/models/$ISVC/ready"
     }
-    wait_until 180 "the preview Service answers" preview_answers "$1"
+    wait_until 180 "the preview's pods are all new and ready, and its Service answers" preview_ready "$1"
     start_client preview conn 5 3 "$ISVC-$1"
+}
+
+# revision_pods REVISION: "<new and ready> <others>": the revision's pods created for
+# its current Deployment that are Ready and not terminating, and every other pod of
+# the revision (older, terminating, or not ready).
+revision_pods() {
+    local since
+    since=$(k get deploy "$ISVC-$1" -o jsonpath='{.metadata.creationTimestamp}') || return 1
+    k get pods -l "serving.sluice.dev/revision=$1" -o json | python3 -c '
+import json, sys
+since, pods = sys.argv[1], json.load(sys.stdin)["items"]
+def new_and_ready(p):
+    return (p["metadata"]["creationTimestamp"] >= since
+            and not p["metadata"].get("deletionTimestamp")
+            and any(c["type"] == "Ready" and c["status"] == "True"
+                    for c in p.get("status", {}).get("conditions", [])))
+ready = sum(1 for p in pods if new_and_ready(p))
+print(ready, len(pods) - ready)' "$since"
 }

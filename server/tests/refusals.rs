@@ -183,7 +183,10 @@ async fn refusals_reach_pooled_clients_over_tls_on_http1_and_http2() {
     let server = tls_server(&repository, &pki, &[]).await;
     let small = infer_body(ROWS, 0);
     let near_limit = body_of_size(MAX_BODY_BYTES - 100);
-    let over_limit: Vec<Vec<u8>> = [1.2, 1.9, 2.5]
+    // The 413 is promised up to about twice the limit (docs/model-server.md): past
+    // that the server stops lingering and a client still sending may be reset
+    // before it reads the answer, which a loaded machine made happen.
+    let over_limit: Vec<Vec<u8>> = [1.2, 1.5, 1.9]
         .iter()
         .map(|times| body_of_size((MAX_BODY_BYTES as f64 * times) as usize))
         .collect();
