@@ -60,7 +60,9 @@ impl CountingRelay {
 }
 
 fn repository(name: &str) -> Repository {
-    Repository::new(name).with_model("mlp", "mlp", "")
+    Repository::new(name)
+        .with_model("mlp", "mlp", "")
+        .with_model("slow", "slow", "")
 }
 
 async fn server(repository: &Repository, max_age: &str) -> Server {
@@ -112,11 +114,11 @@ where
     total
 }
 
-/// Loads the server through a relay with a reqwest client built by `client`,
-/// and returns what the callers saw and how many connections they opened.
-async fn rest_load(server: &Server, client: reqwest::Client) -> (Outcome, usize) {
+/// Loads `model` on the server through a relay with `client`, and returns what
+/// the callers saw and how many connections they opened.
+async fn rest_load(server: &Server, client: reqwest::Client, model: &str) -> (Outcome, usize) {
     let relay = CountingRelay::to(&server.http).await;
-    let url = format!("{}/v2/models/mlp/infer", relay.address);
+    let url = format!("{}/v2/models/{model}/infer", relay.address);
     let body = fp32_request("input", &[1, 16], &[0.5; 16]);
     let outcome = load(move || {
         let (client, url, body) = (client.clone(), url.clone(), body.clone());
@@ -163,7 +165,7 @@ fn http2_client() -> reqwest::Client {
 async fn http1_keep_alive_clients_reconnect_after_the_age_without_a_failed_request() {
     let repository = repository("rotation-http1");
     let server = server(&repository, "0.3").await;
-    let (outcome, connections) = rest_load(&server, http1_client()).await;
+    let (outcome, connections) = rest_load(&server, http1_client(), "mlp").await;
     assert!(outcome.failed.is_empty(), "failed: {:?}", outcome.failed);
     // Each of the callers' connections lives about 0.3 s of the 3 s.
     assert!(
@@ -182,7 +184,7 @@ async fn http1_keep_alive_clients_reconnect_after_the_age_without_a_failed_reque
 async fn http2_clients_reconnect_after_a_go_away_without_a_failed_request() {
     let repository = repository("rotation-http2");
     let server = server(&repository, "0.3").await;
-    let (outcome, connections) = rest_load(&server, http2_client()).await;
+    let (outcome, connections) = rest_load(&server, http2_client(), "mlp").await;
     assert!(outcome.failed.is_empty(), "failed: {:?}", outcome.failed);
     // One multiplexed connection at a time, replaced about every 0.3 s.
     assert!(
@@ -207,6 +209,18 @@ fn never_sent(status: &tonic::Status) -> bool {
         source = error.source();
     }
     false
+}
+
+#[tokio::test]
+async fn a_go_away_lets_the_requests_in_flight_on_the_connection_finish() {
+    // The slow model takes about 30 ms a run, so while one answer triggers the
+    // GOAWAY the other callers' requests are still running on the connection
+    // (with no grace period they fail: the test was checked that way).
+    let repository = repository("rotation-in-flight");
+    let server = server(&repository, "0.2").await;
+    let (outcome, connections) = rest_load(&server, http2_client(), "slow").await;
+    assert!(outcome.failed.is_empty(), "failed: {:?}", outcome.failed);
+    assert!(connections >= 4, "{connections} connections: never rotated");
 }
 
 #[tokio::test]
@@ -272,7 +286,7 @@ async fn without_an_age_connections_stay_open() {
     let repository = repository("rotation-off");
     let server = server(&repository, "0").await;
     for client in [http1_client(), http2_client()] {
-        let (outcome, connections) = rest_load(&server, client).await;
+        let (outcome, connections) = rest_load(&server, client, "mlp").await;
         assert!(outcome.failed.is_empty(), "failed: {:?}", outcome.failed);
         assert!(
             connections <= CALLERS,
