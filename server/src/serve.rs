@@ -75,12 +75,11 @@ async fn bind(host: IpAddr, port: u16) -> Result<TcpListener, ServeError> {
         .map_err(|source| ServeError::Bind { address, source })
 }
 
-/// How gRPC connections are served: HTTP/2 only, with hyper's timers on, as
+/// How gRPC connections are served: HTTP/2 only, with hyper's timer on, as
 /// tonic's own server sets them.
 fn grpc_builder() -> Builder<TokioExecutor> {
     let mut builder = Builder::new(TokioExecutor::new()).http2_only();
     builder.http2().timer(TokioTimer::new());
-    builder.http1().timer(TokioTimer::new());
     builder
 }
 
