@@ -16,7 +16,7 @@
 //!
 //! Starvation is no data of its own kind: when the new revision served no
 //! request in the window while the stable one served at least `minRequests`,
-//! a `traffic` check says so ("the canary received 0 of 12105 requests in the
+//! a `traffic` check says so ("the canary received 0 of 12,105 requests in the
 //! window"). It is what clients that keep connections opened before the new
 //! revision existed cause (kube-proxy balances connections, not requests); the
 //! server's connection rotation is the cure (docs/rollouts.md).
@@ -304,11 +304,24 @@ fn starvation(plan: &Plan, requests: &Sample, stable_requests: &Sample) -> Optio
         threshold: "> 0 while stable serves".into(),
         verdict: CheckVerdict::NoData,
         detail: Some(format!(
-            "the {} received 0 of {:.0} requests in the window",
+            "the {} received 0 of {} requests in the window",
             plan.role,
-            new + stable
+            grouped(new + stable)
         )),
     })
+}
+
+/// A count rounded to a whole number, with thousands separated: `12,105`.
+fn grouped(count: f64) -> String {
+    let digits = format!("{:.0}", count.max(0.0));
+    let mut text = String::new();
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            text.push(',');
+        }
+        text.push(digit);
+    }
+    text
 }
 
 /// The name of the check that reports a starved new revision.
@@ -635,7 +648,7 @@ mod tests {
             (
                 none.clone(),
                 Ok(Some(12105.0)),
-                Some("the canary received 0 of 12105 requests in the window"),
+                Some("the canary received 0 of 12,105 requests in the window"),
             ),
             (
                 Ok(Some(0.0)),
@@ -663,6 +676,20 @@ mod tests {
                         .starts_with("traffic NoData (the canary received 0 of")
                 );
             }
+        }
+    }
+
+    #[test]
+    fn counts_are_grouped_by_thousands() {
+        let cases = [
+            (0.0, "0"),
+            (999.0, "999"),
+            (1000.0, "1,000"),
+            (12105.4, "12,105"),
+            (1234567.0, "1,234,567"),
+        ];
+        for (count, want) in cases {
+            assert_eq!(grouped(count), want);
         }
     }
 

@@ -878,7 +878,7 @@ mod tests {
                 value: Some(0.0),
                 threshold: "> 0 while stable serves".into(),
                 verdict: CheckVerdict::NoData,
-                detail: Some("the canary received 0 of 12105 requests in the window".into()),
+                detail: Some("the canary received 0 of 12,105 requests in the window".into()),
             }],
         };
         let mut w = World::rolling(Strategy::Canary);
@@ -894,7 +894,7 @@ mod tests {
                 assert!(
                     w.state()
                         .message
-                        .contains("holding, starved, the canary received 0 of 12105"),
+                        .contains("holding, starved, the canary received 0 of 12,105"),
                     "{}",
                     w.state().message
                 );
@@ -907,7 +907,7 @@ mod tests {
         assert_eq!(last.outcome, RolloutPhase::RolledBack);
         assert!(
             last.reason.starts_with(
-                "starved, the canary received 0 of 12105 requests in the window for 12 analyses in a row"
+                "starved, the canary received 0 of 12,105 requests in the window for 12 analyses in a row"
             ),
             "{}",
             last.reason
