@@ -40,12 +40,6 @@ pub struct RotationPolicy {
 }
 
 impl RotationPolicy {
-    /// No rotation.
-    pub const OFF: RotationPolicy = RotationPolicy {
-        max_age: None,
-        grace: Duration::ZERO,
-    };
-
     /// The age limit of one connection: the maximum age scaled by `draw`, a
     /// number in [0, 1) (uniform), mapped onto [1 - JITTER, 1 + JITTER).
     pub fn age_limit(&self, draw: f64) -> Option<Duration> {
@@ -114,6 +108,11 @@ impl ConnectionAge {
 mod tests {
     use super::*;
 
+    const OFF: RotationPolicy = RotationPolicy {
+        max_age: None,
+        grace: Duration::ZERO,
+    };
+
     #[test]
     fn the_age_limit_stays_within_the_jitter() {
         let policy = RotationPolicy {
@@ -123,7 +122,7 @@ mod tests {
         assert_eq!(policy.age_limit(0.0), Some(Duration::from_secs(90)));
         assert_eq!(policy.age_limit(0.5), Some(Duration::from_secs(100)));
         assert!(policy.age_limit(0.999_999).unwrap() < Duration::from_secs(110));
-        assert_eq!(RotationPolicy::OFF.age_limit(0.3), None);
+        assert_eq!(OFF.age_limit(0.3), None);
     }
 
     #[test]
@@ -172,7 +171,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn without_a_limit_nothing_rotates() {
-        let age = ConnectionAge::start(&RotationPolicy::OFF);
+        let age = ConnectionAge::start(&OFF);
         tokio::time::advance(Duration::from_secs(100_000)).await;
         assert_eq!(age.on_answer(false), None);
         assert_eq!(age.on_answer(true), None);
