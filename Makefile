@@ -15,8 +15,8 @@ export SLUICE_CACHE
 # TEST_TARGETS, which `make test` runs after the server's tests.
 TEST_TARGETS :=
 -include mk/*.mk
-.PHONY: help deps build test lint lint-tools test-rust test-python bench up up-server fmt \
-	python-lock fresh-check
+.PHONY: help deps build test lint lint-tools test-rust test-python bench bench-rotation up \
+	up-server fmt python-lock fresh-check
 
 ## help: this list (also what a bare `make` prints)
 help:
@@ -73,6 +73,11 @@ bench: build
 	$(CARGO) build --release -p sluice-server --examples
 	taskset -c 1 target/release/examples/bench
 	target/release/examples/bench_monitoring
+
+## bench-rotation: reconnects/s, p50/p99, throughput and CPU per request with connection rotation against a server without, loaded side by side (prints figures)
+bench-rotation: build
+	$(CARGO) build --release -p sluice-server --examples
+	taskset -c 1 target/release/examples/bench_rotation
 
 ## up: the main job: local cluster, CRDs, operator, a sample InferenceService, one prediction
 up: up-cluster

@@ -55,10 +55,11 @@ install_operator() {
 # start_operator [NAME [METRICS_ADDR]]: one operator replica on the host, recorded in
 # .cluster/pids/NAME (default operator) with the Lease identity NAME, logging to
 # .cluster/logs/NAME.log; waits until its /healthz answers. Sets OPERATOR_PID.
+# SLUICE_OPERATOR_BIN runs another binary (as in e2e/cluster/cluster.sh).
 start_operator() {
     local name=${1:-operator} addr=${2:-$OPERATOR_METRICS_ADDR} i
     local record="$REPO_ROOT/.cluster/pids/$name" log="$REPO_ROOT/.cluster/logs/$name.log"
-    setsid "$REPO_ROOT/target/release/sluice-operator" --metrics-addr "$addr" \
+    setsid "${SLUICE_OPERATOR_BIN:-$REPO_ROOT/target/release/sluice-operator}" --metrics-addr "$addr" \
         --lease-namespace default --identity "$name" >>"$log" 2>&1 </dev/null &
     OPERATOR_PID=$!
     echo "$OPERATOR_PID $(awk '{sub(/.*\) /, ""); print $20}' "/proc/$OPERATOR_PID/stat")" >"$record"

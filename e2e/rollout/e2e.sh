@@ -7,7 +7,9 @@
 #   5. blue-green switches a good version, and switches back when post-promotion
 #      analysis fails (`faulty` passes the preview's smoke traffic, fails real traffic).
 # Scenarios 1-3 use the default rollout settings and print the times the issue asks
-# for; 4-5 use short intervals. Uses the running local cluster or starts (and stops) one.
+# for; 4-5 use short intervals. The traffic comes from callers that keep their
+# connections open (HTTP/1.1 keep-alive and gRPC), and scenario 1 checks that the
+# canary's share of their requests at each step is within 10 points of its weight. Uses the running local cluster or starts (and stops) one.
 set -euo pipefail
 REPO_ROOT="${REPO_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
 # shellcheck source=e2e/operator/lib.sh
@@ -26,10 +28,22 @@ apply_isvc mlp/1
 wait_until 60 "status names the first revision" revision_set
 first=$(isvc_field '{.status.revision}')
 wait_until 180 "the first revision becomes stable" stable_is "$first"
-start_load "$ISVC" 20
+start_callers "$ISVC" 40
 
-# 1. A good version goes through every step and is promoted (default settings).
+# 1. A good version goes through every step and is promoted (default settings), and
+# at each step the callers, whose connections were all opened before it, send the
+# canary its share of their requests (the servers rotate connections).
+SHARES="$REPO_ROOT/.cluster/logs/canary-shares.txt"
+: >"$SHARES"
+sample_shares "$SHARES"
 rollout mlp/2 "" Promoted
+kill "${LOADGEN_PIDS[-1]}" 2>/dev/null || true
+[[ -s $SHARES ]] || { say "FAIL: no canary share sampled at any step"; exit 1; }
+while read -r step weight share; do
+    [[ $share != none ]] && (((share > weight ? share - weight : weight - share) <= 10)) ||
+        { say "FAIL: at step $step the canary served $share% of the requests, weight $weight%"; exit 1; }
+    result "share at step $step: the canary served $share% of the requests of persistent-connection callers (HTTP/1.1 keep-alive and gRPC), weight $weight%"
+done <"$SHARES"
 steps=$(events_with StepAdvanced | grep -c "revision $REV" || true)
 [[ $steps -ge 2 ]] || { say "FAIL: $steps StepAdvanced events for $REV, want 2 (25% and 50%, then full size)"; exit 1; }
 [[ $(events_with AnalysisPassed | grep -c "error-rate = ") -ge 1 ]] || { say "FAIL: no AnalysisPassed event with values"; exit 1; }
@@ -84,7 +98,7 @@ bluegreen() { # bluegreen MODEL WANT
     wait_until 30 "the new revision is in status" revision_changed "$before"
     rev=$(isvc_field '{.status.revision}')
     wait_until 60 "the preview Service exists" k get svc "$ISVC-$rev" -o name >/dev/null
-    start_load "$ISVC-$rev" 5 --zeros
+    start_load "$ISVC-$rev" 5 keepalive --zeros
     selector() { k get svc "$ISVC" -o jsonpath='{.spec.selector.serving\.sluice\.dev/revision}'; }
     [[ $(selector) != "$rev" ]] || { say "FAIL: the Service selected the preview before analysis"; exit 1; }
     switched() { [[ $(selector) == "$rev" ]]; }
@@ -93,7 +107,7 @@ bluegreen() { # bluegreen MODEL WANT
     wait_until 120 "the blue-green rollout ends" ended
     [[ $(isvc_field '{.status.rollout.phase}') == "$2" ]] || { say "FAIL: blue-green of $1 ended $(isvc_field '{.status.rollout.phase}'), want $2"; exit 1; }
     stop_load
-    start_load "$ISVC" 20
+    start_callers "$ISVC" 40
 }
 bluegreen mlp/2 Promoted
 good=$(isvc_field '{.status.stableRevision}')

@@ -19,7 +19,7 @@ SPEC='{canary: {steps: [50], stepSeconds: 10}}'
 apply_isvc mlp/1 "$SPEC"
 wait_until 60 "status names the first revision" revision_set
 wait_until 180 "the first revision becomes stable" stable_is "$(isvc_field '{.status.revision}')"
-start_load "$ISVC" 20
+start_callers "$ISVC" 20
 
 wrong=0
 current=mlp/1

@@ -100,11 +100,58 @@ revision_set() { [[ -n "$(isvc_field '{.status.revision}')" ]]; }
 # service_ip NAME: the ClusterIP of a Service (reachable from the host).
 service_ip() { k get svc "$1" -o jsonpath='{.spec.clusterIP}'; }
 
-# start_load SERVICE RATE [--zeros]: steady traffic to a Service, in the background.
+# start_load SERVICE RATE KIND [--zeros]: steady traffic to a Service, in the
+# background, from LOAD_WORKERS (32) callers of loadgen.py's client KIND: keepalive
+# (HTTP/1.1 pools) or grpc (tritonclient channels), whose connections stay open as
+# real callers' do, or conn (a connection per request).
 start_load() {
     local url="http://$(service_ip "$1"):8080/v2/models/$ISVC/infer"
-    "${SLUICE_CACHE:-$HOME/.cache/sluice}/venv/bin/python" "$REPO_ROOT/e2e/rollout/loadgen.py" --url "$url" --rate "$2" ${3:-} \
-        --stats "$REPO_ROOT/.cluster/logs/loadgen-$1.log" &
+    "${SLUICE_CACHE:-$HOME/.cache/sluice}/venv/bin/python" "$REPO_ROOT/e2e/rollout/loadgen.py" --url "$url" --rate "$2" \
+        --client "$3" --workers "${LOAD_WORKERS:-32}" ${4:-} --stats "$REPO_ROOT/.cluster/logs/loadgen-$1-$3.log" &
+    LOADGEN_PIDS+=($!)
+}
+
+# start_callers SERVICE RATE: RATE requests/s to a Service, half from HTTP/1.1
+# keep-alive callers and half from gRPC callers.
+start_callers() {
+    start_load "$1" "$(python3 -c "print($2 / 2)")" keepalive
+    start_load "$1" "$(python3 -c "print($2 / 2)")" grpc
+}
+
+# request_share REVISION SECONDS: REVISION's percentage of this InferenceService's
+# requests over the last SECONDS, from Prometheus ("none" without requests).
+request_share() {
+    python3 - "$PROMETHEUS_URL" "$NS" "$ISVC" "$1" "$2" <<'PY'
+import json, sys, urllib.parse, urllib.request
+prometheus, ns, isvc, revision, seconds = sys.argv[1:]
+query = f'sum by (revision) (increase(sluice_inference_requests_total{{namespace="{ns}",isvc="{isvc}"}}[{seconds}s]))'
+with urllib.request.urlopen(f"{prometheus}/api/v1/query?" + urllib.parse.urlencode({"query": query})) as answer:
+    series = json.load(answer)["data"]["result"]
+counts = {s["metric"].get("revision"): float(s["value"][1]) for s in series}
+total = sum(counts.values())
+print(f"{100 * counts.get(revision, 0.0) / total:.0f}" if total else "none")
+PY
+}
+
+# sample_shares FILE: in the background, once per canary step, when it has run 26 s
+# (steps last 30 s by default), appends "<step> <status.canaryWeight> <share of the
+# last 14 s>" to FILE. With the servers rotating connections every 10 s, every
+# caller's connection has been placed again by the start of that window, but for
+# Prometheus's scrape lag (up to 5 s).
+sample_shares() {
+    (
+        local sampled="" step weight started age
+        while sleep 2; do
+            step=$(isvc_field '{.status.rollout.step}')
+            weight=$(isvc_field '{.status.canaryWeight}')
+            started=$(isvc_field '{.status.rollout.stepStarted}')
+            [[ -n $weight && -n $started && $step != "$sampled" ]] || continue
+            age=$(($(date +%s) - $(date -d "$started" +%s)))
+            ((age >= 26)) || continue
+            echo "$step $weight $(request_share "$(isvc_field '{.status.rollout.revision}')" 14)" >>"$1"
+            sampled=$step
+        done
+    ) &
     LOADGEN_PIDS+=($!)
 }
 

@@ -6,11 +6,19 @@ Inference Protocol endpoint with rows of the ``mlp`` fixture's shape ([1, 16] FP
 ``input``): random normal rows (real traffic) or, with --zeros, all-zero rows (a
 smoke test, the same rows the server's warm-up sends).
 
-Two kinds of client (--client):
+Three kinds of client (--client):
   conn       one new TCP connection per request (``Connection: close``), as a
              client behind a connection-per-request proxy does;
   keepalive  one ``requests.Session`` per worker, whose urllib3 pool keeps the
-             connection open between requests, as most HTTP client libraries do.
+             connection open between requests, as most HTTP client libraries do;
+  grpc       one tritonclient gRPC client per worker (a grpc C-core channel with
+             its own connection, which stays open), to the host of --url on
+             --grpc-port, the same model.
+The last two reach a new pod only when the server rotates their connections
+(sluice-server --max-connection-age-seconds), as real callers do.
+
+A gRPC answer counts under the HTTP code the server gives the same error over REST
+(INTERNAL 500, UNAVAILABLE 503, ...); a call that never got an answer is 0.
 
 With --retries N a request that fails with a network error (no HTTP answer) is sent
 again, up to N more times after 50 ms, 100 ms, ... (at most 1 s), as a client retrying
@@ -29,36 +37,84 @@ import random
 import signal
 import threading
 import time
+import urllib.parse
 from collections import Counter
 
+import numpy
+
 import requests
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
 
 FEATURES = 16
 # Network errors kept with their time in the summary (the rest are only counted).
 KEPT_ERRORS = 50
 
 
-def body(zeros):
-    row = [0.0] * FEATURES if zeros else [random.gauss(0.0, 1.0) for _ in range(FEATURES)]
-    return json.dumps(
-        {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, FEATURES], "data": row}]}
-    ).encode()
+# The HTTP status the server answers over REST for the gRPC code of the same error
+# (server/src/error.rs); UNAVAILABLE is also what a call that never reached a
+# server gets, so it is a network error (retried), as over HTTP.
+GRPC_TO_HTTP = {
+    "StatusCode.NOT_FOUND": 404,
+    "StatusCode.INVALID_ARGUMENT": 400,
+    "StatusCode.OUT_OF_RANGE": 413,
+    "StatusCode.ALREADY_EXISTS": 409,
+    "StatusCode.RESOURCE_EXHAUSTED": 429,
+    "StatusCode.DEADLINE_EXCEEDED": 504,
+    "StatusCode.INTERNAL": 500,
+}
+
+
+class NetworkError(Exception):
+    """A call that got no answer from a server."""
+
+
+def row(zeros):
+    return [0.0] * FEATURES if zeros else [random.gauss(0.0, 1.0) for _ in range(FEATURES)]
 
 
 class Client:
-    """One worker's HTTP client: a fresh connection per request, or a keep-alive pool."""
+    """One worker's client: HTTP with a fresh connection per request or a keep-alive
+    pool, or a gRPC channel."""
 
-    def __init__(self, kind):
+    def __init__(self, kind, url, grpc_port):
         self.kind = kind
-        self.session = requests.Session()
+        self.url = url
+        if kind == "grpc":
+            address = urllib.parse.urlsplit(url)
+            self.model = address.path.split("/")[3]  # /v2/models/<name>/infer
+            # A subchannel pool of its own: C-core otherwise shares one connection
+            # among the channels of a process, and each worker stands for a caller.
+            self.grpc = grpcclient.InferenceServerClient(
+                f"{address.hostname}:{grpc_port}",
+                channel_args=[("grpc.use_local_subchannel_pool", 1)],
+            )
+        else:
+            self.session = requests.Session()
 
-    def send(self, url, data):
-        """Returns the HTTP status, or raises requests.RequestException."""
+    def send(self, values):
+        """Returns the HTTP status (or its equivalent), or raises NetworkError."""
+        if self.kind == "grpc":
+            tensor = grpcclient.InferInput("input", [1, FEATURES], "FP32")
+            tensor.set_data_from_numpy(numpy.array([values], dtype=numpy.float32))
+            try:
+                self.grpc.infer(self.model, [tensor], client_timeout=10)
+                return 200
+            except InferenceServerException as error:
+                if error.status() in GRPC_TO_HTTP:
+                    return GRPC_TO_HTTP[error.status()]
+                raise NetworkError(f"{error.status()}: {error.message()}") from error
+        data = json.dumps(
+            {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, FEATURES], "data": values}]}
+        ).encode()
         headers = {"Content-Type": "application/json"}
         if self.kind == "conn":
             headers["Connection"] = "close"
-        response = self.session.post(url, data=data, headers=headers, timeout=10)
-        response.content  # read the whole answer before the next request
+        try:
+            response = self.session.post(self.url, data=data, headers=headers, timeout=10)
+            response.content  # read the whole answer before the next request
+        except requests.RequestException as error:
+            raise NetworkError(str(error)) from error
         return response.status_code
 
 
@@ -73,6 +129,7 @@ class Tally:
         self.retried = 0
 
     def network_error(self, error, final):
+        error = error.__cause__ or error  # the client library's own exception
         kind = type(error).__name__
         cause = error.__context__ or error.__cause__
         while cause is not None and cause.__context__ is not None and len(kind) < 200:
@@ -104,12 +161,12 @@ class Tally:
             }
 
 
-def request(client, url, zeros, retries, tally):
-    data = body(zeros)
+def request(client, zeros, retries, tally):
+    values = row(zeros)
     for attempt in range(retries + 1):
         try:
-            return client.send(url, data)
-        except requests.RequestException as error:
+            return client.send(values)
+        except NetworkError as error:
             final = attempt == retries
             tally.network_error(error, final)
             if final:
@@ -119,14 +176,14 @@ def request(client, url, zeros, retries, tally):
 
 
 def worker(args, period, stop, tally):
-    client = Client(args.client)
+    client = Client(args.client, args.url, args.grpc_port)
     next_at = time.monotonic() + random.random() * period
     while not stop.is_set():
         delay = next_at - time.monotonic()
         if delay > 0:
             if stop.wait(delay):
                 break
-        tally.outcome(request(client, args.url, args.zeros, args.retries, tally))
+        tally.outcome(request(client, args.zeros, args.retries, tally))
         next_at = max(next_at + period, time.monotonic() - period)
 
 
@@ -135,7 +192,8 @@ def main():
     parser.add_argument("--url", required=True, help="the /v2/models/<name>/infer URL")
     parser.add_argument("--rate", type=float, default=20.0, help="requests per second")
     parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--client", choices=["conn", "keepalive"], default="conn")
+    parser.add_argument("--client", choices=["conn", "keepalive", "grpc"], default="conn")
+    parser.add_argument("--grpc-port", type=int, default=8081, help="gRPC port (--client grpc)")
     parser.add_argument("--retries", type=int, default=0, help="resends after a network error")
     parser.add_argument("--zeros", action="store_true", help="all-zero rows (smoke traffic)")
     parser.add_argument("--seconds", type=float, default=0, help="stop after this long (0: never)")

@@ -43,6 +43,15 @@ pub const FALLBACK_DIR: &str = "fallback";
 pub const SHUTDOWN_DELAY_SECONDS: i64 = 5;
 /// Seconds in-flight requests may take to finish after the listeners close.
 pub const DRAIN_TIMEOUT_SECONDS: i64 = 20;
+/// Seconds after which the server asks a client connection to reconnect
+/// (`--max-connection-age-seconds`, ±10% per connection). kube-proxy balances
+/// connections, not requests, so clients that keep connections open reach a
+/// new canary only when they reconnect. At 10 s every busy connection has
+/// reconnected, and been spread by kube-proxy, within 11 s of a step's pods
+/// being ready, about a third of the default 30 s step and analysis window,
+/// and each window then averages about three placements per connection. It
+/// costs each client connection one TCP (or TLS) handshake per 10 s.
+pub const MAX_CONNECTION_AGE_SECONDS: i64 = 10;
 const UID: i64 = 65532;
 /// Everything that serves one InferenceService, as the operator wants it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -502,6 +511,8 @@ fn deployment_spec(
                 &SHUTDOWN_DELAY_SECONDS.to_string(),
                 "--drain-timeout-seconds",
                 &DRAIN_TIMEOUT_SECONDS.to_string(),
+                "--max-connection-age-seconds",
+                &MAX_CONNECTION_AGE_SECONDS.to_string(),
                 "--log-format",
                 "json",
             ]

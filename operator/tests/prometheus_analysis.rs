@@ -1,8 +1,9 @@
 //! Rollout analysis against a real Prometheus scraping real `sluice-server`
 //! processes: a stable revision serving `mlp` and a new revision serving the `faulty`
 //! fixture (500 on real rows), both under real traffic. The built-in checks must fail
-//! the faulty revision on its error rate, pass the healthy one, find no data for a
-//! revision that served nothing, and hold (Error) once Prometheus is gone.
+//! the faulty revision on its error rate, pass the healthy one, find a revision that
+//! served nothing while stable served starved (no data of its own kind), and hold
+//! (Error) once Prometheus is gone.
 //!
 //! Needs `make build` (the release `sluice-server` and the fixture models) and the
 //! cached Prometheus binary of `e2e/cluster/build-bins.sh`.
@@ -97,6 +98,7 @@ async fn analysis_against_real_prometheus_and_servers() {
                 revision,
                 stable: "stable",
                 stable_offset_seconds: None,
+                role: "canary",
             },
         );
         let client = client.clone();
@@ -123,6 +125,13 @@ async fn analysis_against_real_prometheus_and_servers() {
 
     let silent = analyse("never-served").await;
     assert_eq!(silent.verdict, CheckVerdict::NoData, "{}", silent.summary());
+    assert!(
+        silent
+            .starvation()
+            .is_some_and(|why| why.starts_with("the canary received 0 of ")),
+        "a revision that served nothing while stable served is starved: {}",
+        silent.summary()
+    );
 
     drop(prom);
     let down = analyse("faulty").await;

@@ -17,6 +17,8 @@
 //! The servers run pinned to CPU 0; pin this process to another CPU, as
 //! `make bench-security` does.
 
+#[path = "support/launch.rs"]
+mod launch;
 mod support;
 
 use std::path::{Path, PathBuf};
@@ -26,7 +28,8 @@ use anyhow::Context;
 use base64::Engine;
 use http_body_util::Full;
 use hyper::body::Bytes;
-use support::{Server, closed_loop, process_cpu, sluice_serve};
+use launch::median;
+use support::{Server, closed_loop, process_cpu};
 
 /// Rounds unless `ROUNDS` in the environment says otherwise: each costs about
 /// 3 s per configuration, and a row's spread from round to round is about 1.5%,
@@ -65,66 +68,19 @@ struct Running<'a> {
     server: Server,
 }
 
-/// Two ports nothing listens on, held together while they are picked so they
-/// differ (the machine is shared: fixed ports may be taken).
-fn free_ports() -> anyhow::Result<(u16, u16)> {
-    let bind = || std::net::TcpListener::bind("127.0.0.1:0");
-    let (first, second) = (bind()?, bind()?);
-    Ok((first.local_addr()?.port(), second.local_addr()?.port()))
-}
-
-/// A server on `http_port`, or `None` if it exited before it was ready (a
-/// port taken in the meantime).
-async fn start(
-    binary: &Path,
-    repository: &Path,
-    (http_port, grpc_port): (u16, u16),
-    flags: &[String],
-) -> anyhow::Result<Option<Server>> {
-    let child = sluice_serve(binary, repository, http_port, grpc_port)
-        .args(flags)
-        .spawn()
-        .context("start sluice-server")?;
-    let mut server = Server(child);
-    let client = reqwest::Client::new();
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(30) {
-        if server.0.try_wait()?.is_some() {
-            return Ok(None);
-        }
-        if let Ok(response) = client
-            .get(format!("http://127.0.0.1:{http_port}/v2/health/ready"))
-            .send()
-            .await
-            && response.status().is_success()
-        {
-            return Ok(Some(server));
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    anyhow::bail!("the server on port {http_port} never became ready")
-}
-
-/// A fresh server of `configuration`, trying new ports if one was taken.
+/// A fresh server of `configuration` ([`launch::launch`]).
 async fn launch<'a>(
     binary: &Path,
     repository: &Path,
     configuration: &'a Configuration,
 ) -> anyhow::Result<Running<'a>> {
-    for _ in 0..3 {
-        let ports = free_ports()?;
-        if let Some(server) = start(binary, repository, ports, &configuration.flags).await? {
-            return Ok(Running {
-                configuration,
-                port: ports.0,
-                server,
-            });
-        }
-    }
-    anyhow::bail!(
-        "the '{}' server exited before it was ready, three times",
-        configuration.name
-    )
+    let (server, port) =
+        launch::launch(binary, repository, &configuration.flags, configuration.name).await?;
+    Ok(Running {
+        configuration,
+        port,
+        server,
+    })
 }
 
 /// An ES256 key pair: the JWKS text and a token for `sub: bench` valid for an hour.
@@ -236,11 +192,6 @@ async fn guard_cost(keys: &Path, jwks: &Path, header: (&str, &str)) -> anyhow::R
         std::hint::black_box(admission.is_ok());
     }
     Ok(started.elapsed().as_nanos() as f64 / f64::from(GUARD_CALLS))
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 /// The mean of `values` and the half-width of its 95% confidence interval

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
+use sluice_server::connection::rotation::RotationPolicy;
 use sluice_server::fetch::{FetchRequest, MODEL_FILE, fetch};
 use sluice_server::loadtest;
 use sluice_server::monitoring::profile::{ProfileRequest, TrainingData, build};
@@ -244,6 +245,24 @@ struct ServeArgs {
     /// Seconds in-flight requests may take to finish after the listeners close.
     #[arg(long, default_value_t = 20.0, env = "SLUICE_DRAIN_TIMEOUT_SECONDS")]
     drain_timeout_seconds: f64,
+    /// Seconds after which a client connection is asked to reconnect (HTTP/1.1:
+    /// `Connection: close` on the first answer after it; HTTP/2 and gRPC: a
+    /// graceful GOAWAY), drawn per connection within ±10%, so that clients
+    /// spread again over the pods behind a Service; 0 never.
+    #[arg(
+        long,
+        default_value_t = 300.0,
+        env = "SLUICE_MAX_CONNECTION_AGE_SECONDS"
+    )]
+    max_connection_age_seconds: f64,
+    /// Seconds a rotated HTTP/2 or gRPC connection's open requests may take to
+    /// finish after its GOAWAY before it is closed.
+    #[arg(
+        long,
+        default_value_t = 20.0,
+        env = "SLUICE_MAX_CONNECTION_AGE_GRACE_SECONDS"
+    )]
+    max_connection_age_grace_seconds: f64,
     #[command(flatten)]
     security: SecurityArgs,
 }
@@ -280,6 +299,17 @@ pub fn run() -> anyhow::Result<()> {
                 max_body_bytes: args.max_body_bytes,
                 shutdown_delay: seconds(args.shutdown_delay_seconds, "shutdown-delay-seconds")?,
                 drain_timeout: seconds(args.drain_timeout_seconds, "drain-timeout-seconds")?,
+                rotation: RotationPolicy {
+                    max_age: Some(seconds(
+                        args.max_connection_age_seconds,
+                        "max-connection-age-seconds",
+                    )?)
+                    .filter(|age| !age.is_zero()),
+                    grace: seconds(
+                        args.max_connection_age_grace_seconds,
+                        "max-connection-age-grace-seconds",
+                    )?,
+                },
                 security: args.security.options().map_err(anyhow::Error::msg)?,
             };
             let runtime = tokio::runtime::Builder::new_multi_thread()

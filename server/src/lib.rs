@@ -3,7 +3,8 @@
 //!
 //! The modules form layers, each using only those before it:
 //! `tensor` and `error`; `wire` (bytes to tensors), `security` and `connection`
-//! (how a REST connection ends when its answer comes before the body is read); `config` and
+//! (accepting connections, rotating them after their maximum age, and how a
+//! REST connection ends when its answer comes before the body is read); `config` and
 //! `metrics`; then, with ONNX Runtime, `runtime`, `monitoring`, `batcher`,
 //! `resilience` (circuit breaker and fallback), `model`, `repository`,
 //! `protocol` (the handlers) and `serve`. The command line (`cli.rs`) belongs

@@ -39,6 +39,7 @@ pub struct Metrics {
     fallback_requests: IntCounterVec,
     circuit_state: IntGaugeVec,
     circuit_opens: IntCounterVec,
+    connections_rotated: IntCounterVec,
     monitoring: MonitoringFamilies,
 }
 
@@ -222,8 +223,17 @@ impl Metrics {
             &MODEL_LABELS,
         )
         .expect("valid counter");
+        let connections_rotated = IntCounterVec::new(
+            Opts::new(
+                "sluice_connections_rotated_total",
+                "Client connections asked to reconnect because they reached their maximum age, by protocol (http1, http2, grpc).",
+            ),
+            &["protocol"],
+        )
+        .expect("valid counter");
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(connections_rotated.clone()),
             Box::new(fallback_requests.clone()),
             Box::new(circuit_state.clone()),
             Box::new(circuit_opens.clone()),
@@ -251,7 +261,14 @@ impl Metrics {
             fallback_requests,
             circuit_state,
             circuit_opens,
+            connections_rotated,
         }
+    }
+
+    /// The counter of connections rotated while speaking `protocol` (`http1`,
+    /// `http2` or `grpc`).
+    pub fn connections_rotated(&self, protocol: &str) -> IntCounter {
+        self.connections_rotated.with_label_values(&[protocol])
     }
 
     /// The series of one model version, resolved once so that the hot path does

@@ -3,24 +3,30 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::connect_info::ConnectInfo;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::StreamExt;
+use tonic::service::Routes;
+use tonic::transport::server::Connected as _;
 
 use crate::connection::DrainBounds;
+use crate::connection::accept::{self, Rotation};
 use crate::connection::drain::Drained;
 use crate::connection::linger::LingeringListener;
+use crate::connection::rotation::RotationPolicy;
 use crate::metrics::Metrics;
 use crate::protocol::grpc::InferenceService;
 use crate::protocol::guard::{Guarded, Peer};
 use crate::protocol::{ServerState, rest};
 use crate::repository::{Repository, RepositoryError};
-use crate::security::tls::{TlsListener, accept_tls};
+use crate::security::tls::TlsListener;
 use crate::security::{Security, SecurityError, SecurityOptions};
-use axum::ServiceExt as _;
 
 /// How to serve.
 #[derive(Debug, Clone)]
@@ -40,6 +46,8 @@ pub struct ServeOptions {
     pub shutdown_delay: Duration,
     /// After listeners close, how long in-flight requests may take to finish.
     pub drain_timeout: Duration,
+    /// When client connections are asked to reconnect (REST and gRPC alike).
+    pub rotation: RotationPolicy,
     /// Authentication, rate limits, request limits, audit log and TLS.
     pub security: SecurityOptions,
 }
@@ -58,8 +66,6 @@ pub enum ServeError {
     },
     #[error("the HTTP server failed: {0}")]
     Http(std::io::Error),
-    #[error("the gRPC server failed: {0}")]
-    Grpc(tonic::transport::Error),
 }
 
 async fn bind(host: IpAddr, port: u16) -> Result<TcpListener, ServeError> {
@@ -67,6 +73,14 @@ async fn bind(host: IpAddr, port: u16) -> Result<TcpListener, ServeError> {
     TcpListener::bind(address)
         .await
         .map_err(|source| ServeError::Bind { address, source })
+}
+
+/// How gRPC connections are served: HTTP/2 only, with hyper's timer on, as
+/// tonic's own server sets them.
+fn grpc_builder() -> Builder<TokioExecutor> {
+    let mut builder = Builder::new(TokioExecutor::new()).http2_only();
+    builder.http2().timer(TokioTimer::new());
+    builder
 }
 
 /// Resolves when SIGTERM or SIGINT arrives.
@@ -127,9 +141,6 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     );
 
     let (stop, stopped) = watch::channel(false);
-    let until_stopped = |mut receiver: watch::Receiver<bool>| async move {
-        let _ = receiver.wait_for(|stop| *stop).await;
-    };
     // Answers given before a request's body is read still reach the client:
     // the rest of the body is drained, or the connection lingers as it closes
     // (crate::connection), within bounds set by the body limit.
@@ -138,51 +149,56 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         Arc::clone(&state),
         close_while_draining,
     ));
-    let guarded = Guarded::new(router, Arc::clone(&state));
-    let app = Drained::new(guarded, bounds).into_make_service_with_connect_info::<Peer>();
-    let http_server: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> =
-        match &security.tls {
-            Some(tls) => Box::pin(
-                axum::serve(
-                    LingeringListener::new(
-                        TlsListener::new(http, Arc::clone(&tls.rest)).map_err(ServeError::Http)?,
-                        bounds.bytes,
-                    ),
-                    app,
-                )
-                .with_graceful_shutdown(until_stopped(stopped.clone()))
-                .into_future(),
+    let app = Drained::new(Guarded::new(router, Arc::clone(&state)), bounds);
+    let rest_rotation = Rotation {
+        policy: options.rotation,
+        http1: state.metrics.connections_rotated("http1"),
+        http2: state.metrics.connections_rotated("http2"),
+    };
+    let grpc_rotation = Rotation {
+        policy: options.rotation,
+        http1: state.metrics.connections_rotated("grpc"),
+        http2: state.metrics.connections_rotated("grpc"),
+    };
+    let rest_builder = Builder::new(TokioExecutor::new());
+    let http_server: Pin<Box<dyn Future<Output = ()> + Send>> = match &security.tls {
+        Some(tls) => Box::pin(accept::serve(
+            LingeringListener::new(
+                TlsListener::new(http, Arc::clone(&tls.rest)).map_err(ServeError::Http)?,
+                bounds.bytes,
             ),
-            None => Box::pin(
-                axum::serve(LingeringListener::new(http, bounds.bytes), app)
-                    .with_graceful_shutdown(until_stopped(stopped.clone()))
-                    .into_future(),
-            ),
-        };
-    let grpc_builder = tonic::transport::Server::builder()
-        .add_service(InferenceService::server(Arc::clone(&state)));
-    let grpc_server: std::pin::Pin<
-        Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>,
-    > = match &security.tls {
-        Some(tls) => Box::pin(
-            grpc_builder.serve_with_incoming_shutdown(
-                tokio_stream::wrappers::ReceiverStream::new(accept_tls(
-                    grpc,
-                    Arc::clone(&tls.grpc),
-                ))
-                .map(|(stream, _)| Ok::<_, std::io::Error>(stream)),
-                until_stopped(stopped.clone()),
-            ),
-        ),
-        None => Box::pin(grpc_builder.serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(grpc),
-            until_stopped(stopped.clone()),
+            rest_builder,
+            rest_rotation,
+            move |io, address| (app.clone(), ConnectInfo(Peer::tls(io.get_ref(), address))),
+            stopped.clone(),
+        )),
+        None => Box::pin(accept::serve(
+            LingeringListener::new(http, bounds.bytes),
+            rest_builder,
+            rest_rotation,
+            move |_, address| (app.clone(), ConnectInfo(Peer::plain(address))),
+            stopped.clone(),
+        )),
+    };
+    let grpc_routes = Routes::new(InferenceService::server(Arc::clone(&state)));
+    let grpc_server: Pin<Box<dyn Future<Output = ()> + Send>> = match &security.tls {
+        Some(tls) => Box::pin(accept::serve(
+            TlsListener::new(grpc, Arc::clone(&tls.grpc)).map_err(ServeError::Http)?,
+            grpc_builder(),
+            grpc_rotation,
+            move |io, _| (grpc_routes.clone(), io.connect_info()),
+            stopped.clone(),
+        )),
+        None => Box::pin(accept::serve(
+            grpc,
+            grpc_builder(),
+            grpc_rotation,
+            move |io, _| (grpc_routes.clone(), io.connect_info()),
+            stopped.clone(),
         )),
     };
     let servers = async {
-        let (http_result, grpc_result) = tokio::join!(http_server, grpc_server);
-        http_result.map_err(ServeError::Http)?;
-        grpc_result.map_err(ServeError::Grpc)
+        tokio::join!(http_server, grpc_server);
     };
 
     let drain_timeout = options.drain_timeout;
@@ -197,8 +213,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     };
 
     tokio::select! {
-        result = servers => {
-            result?;
+        () = servers => {
             tracing::info!("drained; exiting");
         }
         () = shutdown => {

@@ -133,6 +133,10 @@ fn due_analysis(
             revision: &rollout.revision,
             stable: rollout.stable.as_deref().unwrap_or_default(),
             stable_offset_seconds: stable_offset_seconds(rollout, now),
+            role: match rollout.strategy {
+                Strategy::Canary => "canary",
+                Strategy::BlueGreen => "preview",
+            },
         },
     )))
 }

@@ -13,6 +13,13 @@
 //! Latency and error checks count only when the new revision served at least
 //! `minRequests` in the window; otherwise they are no data. No data holds a
 //! rollout and never passes it; a Prometheus error holds it and never promotes.
+//!
+//! Starvation is no data of its own kind: when the new revision served no
+//! request in the window while the stable one served at least `minRequests`,
+//! a `traffic` check says so ("the canary received 0 of 12,105 requests in the
+//! window"). It is what clients that keep connections opened before the new
+//! revision existed cause (kube-proxy balances connections, not requests); the
+//! server's connection rotation is the cure (docs/rollouts.md).
 
 use std::fmt::Write as _;
 
@@ -33,6 +40,8 @@ pub struct Target<'a> {
     /// Seconds since production traffic left the stable revision (blue-green after
     /// the switch): its latency is then taken from the window before the switch.
     pub stable_offset_seconds: Option<u64>,
+    /// What messages call the new revision: `canary` or `preview`.
+    pub role: &'a str,
 }
 
 /// The bound a check's value is held to.
@@ -74,6 +83,12 @@ pub struct Planned {
 pub struct Plan {
     /// Requests the new revision served in the window.
     pub requests: String,
+    /// Requests the stable revision served in the same window, to tell a starved
+    /// new revision from one without traffic at all; `None` when the stable
+    /// revision no longer takes production traffic (blue-green after the switch).
+    pub stable_requests: Option<String>,
+    /// What messages call the new revision: `canary` or `preview`.
+    pub role: String,
     /// Fewest requests for traffic checks to count.
     pub min_requests: f64,
     /// The checks.
@@ -176,8 +191,13 @@ pub fn plan(spec: &AnalysisSpec, t: &Target) -> Plan {
             needs_traffic: false,
         });
     }
+    let requests = |selector: &str| {
+        format!("sum(increase(sluice_inference_requests_total{{{selector}}}[{window}]))")
+    };
     Plan {
-        requests: format!("sum(increase(sluice_inference_requests_total{{{new}}}[{window}]))"),
+        requests: requests(&new),
+        stable_requests: t.stable_offset_seconds.is_none().then(|| requests(&stable)),
+        role: t.role.to_string(),
         min_requests: spec.min_requests.into(),
         checks,
     }
@@ -270,22 +290,69 @@ fn judge(
     result
 }
 
+/// The `traffic` check when the new revision is starved: it served no request
+/// in the window while the stable revision served at least `minRequests`.
+fn starvation(plan: &Plan, requests: &Sample, stable_requests: &Sample) -> Option<CheckResult> {
+    let (Ok(new), Ok(Some(stable))) = (requests, stable_requests) else {
+        return None;
+    };
+    let new = new.unwrap_or(0.0);
+    (new < 0.5 && *stable >= plan.min_requests).then(|| CheckResult {
+        name: STARVATION_CHECK.into(),
+        query: plan.requests.clone(),
+        value: Some(new),
+        threshold: "> 0 while stable serves".into(),
+        verdict: CheckVerdict::NoData,
+        detail: Some(format!(
+            "the {} received 0 of {} requests in the window",
+            plan.role,
+            grouped(new + stable)
+        )),
+    })
+}
+
+/// A count rounded to a whole number, with thousands separated: `12,105`.
+fn grouped(count: f64) -> String {
+    let digits = format!("{:.0}", count.max(0.0));
+    let mut text = String::new();
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            text.push(',');
+        }
+        text.push(digit);
+    }
+    text
+}
+
+/// The name of the check that reports a starved new revision.
+pub const STARVATION_CHECK: &str = "traffic";
+
 /// Turns the answers to `plan`'s queries into an analysis. `values[i]` answers
-/// `plan.checks[i]`: its own query, and the stable revision's for a relative bound.
-pub fn evaluate(plan: &Plan, requests: &Sample, values: &[(Sample, Option<Sample>)]) -> Analysis {
-    let checks: Vec<CheckResult> = plan
-        .checks
-        .iter()
-        .zip(values)
-        .map(|(planned, (value, reference))| {
-            judge(
-                planned,
-                value,
-                reference.as_ref(),
-                requests,
-                plan.min_requests,
-            )
-        })
+/// `plan.checks[i]`: its own query, and the stable revision's for a relative
+/// bound; `stable_requests` answers `plan.stable_requests` (`Ok(None)` when
+/// there is none).
+pub fn evaluate(
+    plan: &Plan,
+    requests: &Sample,
+    stable_requests: &Sample,
+    values: &[(Sample, Option<Sample>)],
+) -> Analysis {
+    let checks: Vec<CheckResult> = starvation(plan, requests, stable_requests)
+        .into_iter()
+        .chain(
+            plan.checks
+                .iter()
+                .zip(values)
+                .map(|(planned, (value, reference))| {
+                    judge(
+                        planned,
+                        value,
+                        reference.as_ref(),
+                        requests,
+                        plan.min_requests,
+                    )
+                }),
+        )
         .collect();
     let any = |v: CheckVerdict| checks.iter().any(|c| c.verdict == v);
     let verdict = if any(CheckVerdict::Fail) {
@@ -307,6 +374,14 @@ pub fn finite(value: f64) -> Option<f64> {
 }
 
 impl Analysis {
+    /// Why the new revision is starved of traffic, when it is.
+    pub fn starvation(&self) -> Option<&str> {
+        self.checks
+            .iter()
+            .find(|c| c.name == STARVATION_CHECK && c.verdict == CheckVerdict::NoData)
+            .and_then(|c| c.detail.as_deref())
+    }
+
     /// Every check with its value, bound, verdict and query, for an Event.
     pub fn summary(&self) -> String {
         let mut text = format!("analysis {:?}:", self.verdict);
@@ -353,6 +428,7 @@ mod tests {
         revision: "new1",
         stable: "old1",
         stable_offset_seconds: None,
+        role: "canary",
     };
 
     fn spec() -> AnalysisSpec {
@@ -503,7 +579,12 @@ mod tests {
             ),
         ];
         for (i, (requests, errors, p99, stable, want)) in cases.into_iter().enumerate() {
-            let a = evaluate(&p, &requests, &[(errors, None), (p99, Some(stable))]);
+            let a = evaluate(
+                &p,
+                &requests,
+                &Ok(None),
+                &[(errors, None), (p99, Some(stable))],
+            );
             assert_eq!(a.verdict, want, "case {i}: {}", a.summary());
             assert_eq!(a.checks.len(), 2);
         }
@@ -514,6 +595,7 @@ mod tests {
         let p = plan(&spec(), &T);
         let a = evaluate(
             &p,
+            &Ok(Some(50.0)),
             &Ok(Some(50.0)),
             &[
                 (Ok(Some(0.25)), None),
@@ -531,6 +613,118 @@ mod tests {
         );
         assert_eq!(a.failing(), "error-rate = 0.2500, want <= 0.02");
         assert!(a.checks[1].threshold.starts_with("<= 0.0220"));
+    }
+
+    #[test]
+    fn the_stable_revisions_requests_are_counted_over_the_same_window() {
+        let p = plan(&spec(), &T);
+        assert_eq!(
+            p.stable_requests.as_deref(),
+            Some(
+                r#"sum(increase(sluice_inference_requests_total{isvc="fraud",namespace="ml",revision="old1"}[30s]))"#
+            )
+        );
+        let after_switch = Target {
+            stable_offset_seconds: Some(42),
+            ..T
+        };
+        assert_eq!(plan(&spec(), &after_switch).stable_requests, None);
+    }
+
+    /// (new requests, stable requests) -> starved?, with every other check healthy
+    /// but for the traffic they need.
+    #[test]
+    fn starvation_is_told_apart_from_other_missing_data() {
+        let p = plan(&spec(), &T);
+        let none: Sample = Ok(None);
+        let healthy = || {
+            [
+                (Ok(Some(0.0)), None),
+                (Ok(Some(0.002)), Some(Ok(Some(0.002)))),
+            ]
+        };
+        let cases: Vec<(Sample, Sample, Option<&str>)> = vec![
+            // clients pinned to the stable pods: the canary's counter never appeared
+            (
+                none.clone(),
+                Ok(Some(12105.0)),
+                Some("the canary received 0 of 12,105 requests in the window"),
+            ),
+            (
+                Ok(Some(0.0)),
+                Ok(Some(40.0)),
+                Some("the canary received 0 of 40 requests in the window"),
+            ),
+            // no traffic anywhere: plain no data, not starvation
+            (none.clone(), none.clone(), None),
+            (Ok(Some(0.0)), Ok(Some(3.0)), None),
+            // a little traffic is not starvation (minRequests decides the rest)
+            (Ok(Some(4.0)), Ok(Some(12105.0)), None),
+            // Prometheus failed: unknown, not starved
+            (Err("down".into()), Ok(Some(100.0)), None),
+            (Ok(Some(0.0)), Err("down".into()), None),
+        ];
+        for (i, (new, stable, want)) in cases.into_iter().enumerate() {
+            let a = evaluate(&p, &new, &stable, &healthy());
+            assert_eq!(a.starvation(), want, "case {i}: {}", a.summary());
+            assert_ne!(a.verdict, CheckVerdict::Pass, "case {i}: {}", a.summary());
+            if want.is_some() {
+                assert_eq!(a.verdict, CheckVerdict::NoData, "case {i}");
+                assert_eq!(a.checks[0].name, STARVATION_CHECK);
+                assert!(
+                    a.failing()
+                        .starts_with("traffic NoData (the canary received 0 of")
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn counts_are_grouped_by_thousands() {
+        let cases = [
+            (0.0, "0"),
+            (999.0, "999"),
+            (1000.0, "1,000"),
+            (12105.4, "12,105"),
+            (1234567.0, "1,234,567"),
+        ];
+        for (count, want) in cases {
+            assert_eq!(grouped(count), want);
+        }
+    }
+
+    #[test]
+    fn a_starved_canary_never_passes_even_when_every_other_check_does() {
+        let mut s = spec();
+        s.min_requests = 1;
+        s.checks = vec![CustomCheck {
+            name: "always".into(),
+            query: "vector(1)".into(),
+            max: Some(2.0),
+            min: None,
+        }];
+        let p = plan(
+            &s,
+            &Target {
+                role: "preview",
+                ..T
+            },
+        );
+        let a = evaluate(
+            &p,
+            &Ok(Some(0.0)),
+            &Ok(Some(500.0)),
+            &[
+                (Ok(Some(0.0)), None),
+                (Ok(Some(0.002)), Some(Ok(Some(0.002)))),
+                (Ok(Some(1.0)), None),
+            ],
+        );
+        assert_eq!(a.verdict, CheckVerdict::NoData, "{}", a.summary());
+        assert_eq!(
+            a.starvation(),
+            Some("the preview received 0 of 500 requests in the window")
+        );
     }
 
     #[test]

@@ -379,17 +379,23 @@ impl Run<'_, '_> {
             }
             CheckVerdict::NoData => {
                 s.no_data += 1;
-                self.note(true, "AnalysisNoData", summary);
+                // Starvation is named apart: it has a cause (clients holding
+                // connections to the stable pods) and a cure (rotation).
+                let (event, held) = match analysis.starvation() {
+                    Some(starved) => ("AnalysisStarved", format!("starved, {starved}")),
+                    None => ("AnalysisNoData", "no data".to_string()),
+                };
+                self.note(true, event, summary);
                 if s.no_data >= a.no_data_limit {
                     let reason = format!(
-                        "no data for {} analyses in a row: {}",
+                        "{held} for {} analyses in a row: {}",
                         s.no_data,
                         analysis.failing()
                     );
                     return self.fail(s, reason);
                 }
                 s.message = format!(
-                    "step {}: holding, no data ({} of {}): {}",
+                    "step {}: holding, {held} ({} of {}): {}",
                     s.step,
                     s.no_data,
                     a.no_data_limit,
@@ -860,6 +866,52 @@ mod tests {
                 _ => assert_eq!(d.replicas, replicas(&[("a", 2), ("b", 1)]), "row {i}"),
             }
         }
+    }
+
+    #[test]
+    fn a_starved_canary_is_named_in_events_status_and_the_rollback_reason() {
+        let starved = Analysis {
+            verdict: CheckVerdict::NoData,
+            checks: vec![CheckResult {
+                name: "traffic".into(),
+                query: "q".into(),
+                value: Some(0.0),
+                threshold: "> 0 while stable serves".into(),
+                verdict: CheckVerdict::NoData,
+                detail: Some("the canary received 0 of 12,105 requests in the window".into()),
+            }],
+        };
+        let mut w = World::rolling(Strategy::Canary);
+        w.spec.canary.step_seconds = 100_000;
+        w.tick(None, None);
+        w.tick(None, None);
+        let mut d = None;
+        for _ in 0..w.spec.analysis.no_data_limit {
+            w.wait(w.spec.analysis.interval_seconds.into());
+            let decision = w.tick(Some(&starved), None);
+            if w.state().phase == RolloutPhase::Progressing {
+                assert_eq!(reasons(&decision), ["AnalysisStarved"]);
+                assert!(
+                    w.state()
+                        .message
+                        .contains("holding, starved, the canary received 0 of 12,105"),
+                    "{}",
+                    w.state().message
+                );
+                assert_eq!(w.state().checks[0].name, "traffic");
+            }
+            d = Some(decision);
+        }
+        assert!(reasons(&d.unwrap()).contains(&"RolledBack"));
+        let last = w.history.last().unwrap();
+        assert_eq!(last.outcome, RolloutPhase::RolledBack);
+        assert!(
+            last.reason.starts_with(
+                "starved, the canary received 0 of 12,105 requests in the window for 12 analyses in a row"
+            ),
+            "{}",
+            last.reason
+        );
     }
 
     #[test]

@@ -22,11 +22,18 @@ pub async fn run(client: Option<&Client>, plan: &Plan) -> Analysis {
         });
         (value, reference)
     });
-    let (requests, values) = futures::join!(
+    let stable_requests = async {
+        match &plan.stable_requests {
+            Some(query) => sample(client, query).await,
+            None => Ok(None),
+        }
+    };
+    let (requests, stable_requests, values) = futures::join!(
         sample(client, &plan.requests),
+        stable_requests,
         futures::future::join_all(checks)
     );
-    analysis::evaluate(plan, &requests, &values)
+    analysis::evaluate(plan, &requests, &stable_requests, &values)
 }
 
 /// One instant query: the value of its single sample, `None` when it returned no

@@ -1,7 +1,9 @@
-//! How a REST connection ends when the server answers before it has read the
-//! whole request body: a refusal (401, 403, 429, 431), an unknown model or
-//! route (404, 405), a body over the limit (413), or an error hyper itself
-//! answers (a 431 for too many headers, a 400 for a malformed head).
+//! Client connections: how they are accepted and served ([`accept`]), when
+//! they are asked to reconnect ([`rotation`]), and how a REST connection ends
+//! when the server answers before it has read the whole request body: a
+//! refusal (401, 403, 429, 431), an unknown model or route (404, 405), a body
+//! over the limit (413), or an error hyper itself answers (a 431 for too many
+//! headers, a 400 for a malformed head).
 //!
 //! Closing a TCP connection while unread request bytes sit in its receive
 //! buffer makes the kernel send a reset, and a reset throws away the answer the
@@ -26,8 +28,10 @@
 //! [`LINGER_IDLE`] between reads while lingering. A client that sends more than
 //! that after its answer gets a reset, as before.
 
+pub mod accept;
 pub mod drain;
 pub mod linger;
+pub mod rotation;
 
 use std::time::Duration;
 

@@ -12,23 +12,22 @@ use std::time::Instant;
 use axum::Router;
 use axum::body::{Body, HttpBody};
 use axum::extract::Request;
-use axum::extract::connect_info::{ConnectInfo, Connected};
+use axum::extract::connect_info::ConnectInfo;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::future::RouteFuture;
-use axum::serve::IncomingStream;
 use futures_util::future::BoxFuture;
 use serde_json::json;
 use tower_service::Service;
 
 use super::ServerState;
-use crate::connection::linger::LingeringListener;
 use crate::security::audit::{AuditRecord, REQUEST_ID, millis};
 use crate::security::auth::{API_KEY_HEADER, Credentials};
 use crate::security::principal::Principal;
-use crate::security::tls::TlsListener;
 use crate::security::{Admission, Denial, Security};
 use crate::wire::paths::{is_health, model_in_path};
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
 
 /// The API key header, by its pre-parsed name.
 static X_API_KEY: HeaderName = HeaderName::from_static(API_KEY_HEADER);
@@ -42,22 +41,20 @@ pub struct Peer {
     pub client_certificate: bool,
 }
 
-impl Connected<IncomingStream<'_, LingeringListener<tokio::net::TcpListener>>> for Peer {
-    fn connect_info(
-        stream: IncomingStream<'_, LingeringListener<tokio::net::TcpListener>>,
-    ) -> Peer {
+impl Peer {
+    /// A plain-text peer at `address`.
+    pub fn plain(address: SocketAddr) -> Peer {
         Peer {
-            address: *stream.remote_addr(),
+            address,
             client_certificate: false,
         }
     }
-}
 
-impl Connected<IncomingStream<'_, LingeringListener<TlsListener>>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, LingeringListener<TlsListener>>) -> Peer {
-        let (_, session) = stream.io().get_ref().get_ref();
+    /// A TLS peer at `address`, over `stream`.
+    pub fn tls(stream: &TlsStream<TcpStream>, address: SocketAddr) -> Peer {
+        let (_, session) = stream.get_ref();
         Peer {
-            address: *stream.remote_addr(),
+            address,
             client_certificate: session.peer_certificates().is_some_and(|c| !c.is_empty()),
         }
     }

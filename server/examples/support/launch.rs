@@ -1,0 +1,74 @@
+//! Starting sluice-server processes on ports picked at run time, for the
+//! benchmarks that start several (the machine is shared: fixed ports may be
+//! taken), and the median of their rounds. Included with `#[path]` beside
+//! `mod support;` by the benchmarks that use it.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use crate::support::{Server, sluice_serve};
+
+/// Two ports nothing listens on, held together while they are picked so they
+/// differ.
+fn free_ports() -> anyhow::Result<(u16, u16)> {
+    let bind = || std::net::TcpListener::bind("127.0.0.1:0");
+    let (first, second) = (bind()?, bind()?);
+    Ok((first.local_addr()?.port(), second.local_addr()?.port()))
+}
+
+/// A server on `http_port`, or `None` if it exited before it was ready (a
+/// port taken in the meantime).
+async fn start(
+    binary: &Path,
+    repository: &Path,
+    (http_port, grpc_port): (u16, u16),
+    flags: &[String],
+) -> anyhow::Result<Option<Server>> {
+    let child = sluice_serve(binary, repository, http_port, grpc_port)
+        .args(flags)
+        .spawn()
+        .context("start sluice-server")?;
+    let mut server = Server(child);
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(30) {
+        if server.0.try_wait()?.is_some() {
+            return Ok(None);
+        }
+        if let Ok(response) = client
+            .get(format!("http://127.0.0.1:{http_port}/v2/health/ready"))
+            .send()
+            .await
+            && response.status().is_success()
+        {
+            return Ok(Some(server));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    anyhow::bail!("the server on port {http_port} never became ready")
+}
+
+/// A fresh, ready server with `flags` and its REST port, trying new ports if
+/// one was taken; `name` names it in the error.
+pub async fn launch(
+    binary: &Path,
+    repository: &Path,
+    flags: &[String],
+    name: &str,
+) -> anyhow::Result<(Server, u16)> {
+    for _ in 0..3 {
+        let ports = free_ports()?;
+        if let Some(server) = start(binary, repository, ports, flags).await? {
+            return Ok((server, ports.0));
+        }
+    }
+    anyhow::bail!("the '{name}' server exited before it was ready, three times")
+}
+
+/// The median of `values` (which it sorts).
+pub fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
