@@ -334,7 +334,7 @@ fn server_config(spec: &InferenceServiceSpec) -> Result<String> {
     #[derive(Serialize)]
     struct FeedbackConfig<'a> {
         output: &'a str,
-        task: &'static str,
+        task: FeedbackTask,
         window: u32,
         retention: u32,
     }
@@ -413,10 +413,7 @@ fn server_config(spec: &InferenceServiceSpec) -> Result<String> {
             interval_ms: u64::from(monitoring.interval_seconds) * 1000,
             feedback: monitoring.feedback.as_ref().map(|feedback| FeedbackConfig {
                 output: &feedback.output,
-                task: match feedback.task {
-                    FeedbackTask::Classification => "classification",
-                    FeedbackTask::Regression => "regression",
-                },
+                task: feedback.task,
                 window: feedback.window_rows,
                 retention: feedback.retention,
             }),

@@ -435,6 +435,10 @@ fn validate_names_the_field_at_fault() {
             }),
             "spec.monitoring.profileUri",
         ),
+        (
+            Box::new(|i| i.spec.rollout.analysis.max_drift_score = Some(0.25)),
+            "spec.rollout.analysis.maxDriftScore needs spec.monitoring",
+        ),
     ];
     for (mutate, expected) in cases {
         let mut isvc = base.clone();

@@ -133,8 +133,12 @@ fn check(isvc: &InferenceService) -> Result<(), String> {
     if let Some(fallback) = &spec.fallback {
         resilience::check(fallback)?;
     }
-    if let Some(monitoring) = &spec.monitoring {
-        monitoring::check(monitoring)?;
+    match &spec.monitoring {
+        Some(monitoring) => monitoring::check(monitoring)?,
+        None if spec.rollout.analysis.max_drift_score.is_some() => {
+            return Err("spec.rollout.analysis.maxDriftScore needs spec.monitoring: drift is measured against its profile, and without one every analysis would have no data".into());
+        }
+        None => {}
     }
     Ok(())
 }
