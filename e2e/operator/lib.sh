@@ -53,7 +53,7 @@ install_operator() {
 start_operator() {
     local name=${1:-operator} addr=${2:-$OPERATOR_METRICS_ADDR} i
     local record="$REPO_ROOT/.cluster/pids/$name" log="$REPO_ROOT/.cluster/logs/$name.log"
-    setsid "$REPO_ROOT/target/release/sluice-operator" --metrics-addr "$addr" \
+    setsid "${SLUICE_OPERATOR_BIN:-$REPO_ROOT/target/release/sluice-operator}" --metrics-addr "$addr" \
         --lease-namespace default --identity "$name" >>"$log" 2>&1 </dev/null &
     OPERATOR_PID=$!
     echo "$OPERATOR_PID $(awk '{sub(/.*\) /, ""); print $20}' "/proc/$OPERATOR_PID/stat")" >"$record"
