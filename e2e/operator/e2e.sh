@@ -6,6 +6,8 @@ set -euo pipefail
 REPO_ROOT="${REPO_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
 # shellcheck source=e2e/operator/lib.sh
 source "$REPO_ROOT/e2e/operator/lib.sh"
+# shellcheck source=e2e/operator/monitoring.sh
+source "$REPO_ROOT/e2e/operator/monitoring.sh"
 
 cluster_up
 cleanup() {
@@ -94,6 +96,8 @@ assert reasons == ["failure"] * 3 + ["circuit_open"] * 2, reasons
 print(f"sluice: fallback model answered all 5 requests of {rows} rows with mlp's outputs; reasons {reasons}", file=sys.stderr)
 PY
 echo "$FALLBACK_ISVC" | "$KUBECTL" delete -f - --wait=true >/dev/null
+
+monitoring_e2e
 
 "$KUBECTL" delete -f "$SAMPLE" --wait=true >/dev/null
 for _ in $(seq 120); do

@@ -21,13 +21,16 @@ use kube::{Resource, ResourceExt};
 use serde::Serialize;
 
 use crate::config::BuildConfig;
-use crate::crd::{Device, InferenceService, InferenceServiceSpec, ModelSpec, StaticDatatype};
+use crate::crd::{
+    Device, FeedbackTask, InferenceService, InferenceServiceSpec, ModelSpec, StaticDatatype,
+};
 use crate::names::{
     APPLIED_HASH_ANNOTATION, GRPC_PORT, HTTP_PORT, ISVC_LABEL, REVISION_LABEL, config_map_name,
     revision, revision_object_name, revision_selector, selector, server_image, short_hash,
 };
 use crate::resources::{cpu_limit_threads, resources};
 use crate::security;
+use crate::status::{FETCH_CONTAINER, PROFILE_FETCH_CONTAINER};
 use crate::{Error, Result};
 
 /// Where model repositories live inside the pod.
@@ -39,6 +42,13 @@ pub const FALLBACK_PVC_MOUNT: &str = "/mnt/fallback-pvc";
 /// The fallback model's folder inside the model's folder, as the server's
 /// `config.yaml` names it (`fallback.model: fallback/model.onnx`).
 pub const FALLBACK_DIR: &str = "fallback";
+/// The reference profile's folder inside the model's folder, as the server's
+/// `config.yaml` names it (`monitoring.profile: monitoring/profile.json`).
+pub const PROFILE_DIR: &str = "monitoring";
+/// The file name the profile is fetched to.
+pub const PROFILE_FILE: &str = "profile.json";
+/// Where a profile's `pvc://` claim is mounted (read-only) in its fetcher.
+pub const PROFILE_PVC_MOUNT: &str = "/mnt/profile-pvc";
 /// Seconds the server keeps serving after SIGTERM while endpoints are removed.
 pub const SHUTDOWN_DELAY_SECONDS: i64 = 5;
 /// Seconds in-flight requests may take to finish after the listeners close.
@@ -318,6 +328,24 @@ fn server_config(spec: &InferenceServiceSpec) -> Result<String> {
         fallback: Option<FallbackConfig<'a>>,
         #[serde(skip_serializing_if = "Option::is_none")]
         circuit_breaker: Option<CircuitBreakerConfig>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        monitoring: Option<MonitoringConfig<'a>>,
+    }
+    #[derive(Serialize)]
+    struct MonitoringConfig<'a> {
+        profile: String,
+        window: u32,
+        min_rows: u32,
+        interval_ms: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        feedback: Option<FeedbackConfig<'a>>,
+    }
+    #[derive(Serialize)]
+    struct FeedbackConfig<'a> {
+        output: &'a str,
+        task: FeedbackTask,
+        window: u32,
+        retention: u32,
     }
     #[derive(Serialize)]
     struct FallbackConfig<'a> {
@@ -387,6 +415,18 @@ fn server_config(spec: &InferenceServiceSpec) -> Result<String> {
                 open_ms: breaker.open_seconds.map(|s| u64::from(s) * 1000),
                 half_open_probes: breaker.half_open_probes,
             }),
+        monitoring: spec.monitoring.as_ref().map(|monitoring| MonitoringConfig {
+            profile: format!("{PROFILE_DIR}/{PROFILE_FILE}"),
+            window: monitoring.window_rows,
+            min_rows: monitoring.min_rows,
+            interval_ms: u64::from(monitoring.interval_seconds) * 1000,
+            feedback: monitoring.feedback.as_ref().map(|feedback| FeedbackConfig {
+                output: &feedback.output,
+                task: feedback.task,
+                window: feedback.window_rows,
+                retention: feedback.retention,
+            }),
+        }),
     };
     serde_saphyr::to_string(&config).map_err(|e| Error::ConfigYaml(e.to_string()))
 }
@@ -441,13 +481,14 @@ fn deployment_spec(
     volumes.extend(security_volumes);
     let model_fetch = fetch_container(
         &FetchTarget {
-            container: "fetch-model",
+            container: FETCH_CONTAINER,
             volume: "model",
             pvc_volume: "pvc",
             pvc_mount: PVC_MOUNT,
             dest: &version_dir,
+            file_name: None,
         },
-        &spec.model,
+        &FetchSource::model(&spec.model),
         &image,
         &resources,
     );
@@ -468,13 +509,41 @@ fn deployment_spec(
                 pvc_volume: "fallback-pvc",
                 pvc_mount: FALLBACK_PVC_MOUNT,
                 dest: &fallback_dir,
+                file_name: None,
             },
-            model,
+            &FetchSource::model(model),
             &image,
             &resources,
         );
         volumes.extend(fallback_fetch.pvc);
         init_containers.push(fallback_fetch.container);
+    }
+    let profile_dir = format!("{MODEL_REPOSITORY}/{name}/{PROFILE_DIR}");
+    if let Some(monitoring) = &spec.monitoring {
+        volumes.push(Volume {
+            name: "profile".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        });
+        let profile_fetch = fetch_container(
+            &FetchTarget {
+                container: PROFILE_FETCH_CONTAINER,
+                volume: "profile",
+                pvc_volume: "profile-pvc",
+                pvc_mount: PROFILE_PVC_MOUNT,
+                dest: &profile_dir,
+                file_name: Some(PROFILE_FILE),
+            },
+            &FetchSource {
+                uri: &monitoring.profile_uri,
+                sha256: monitoring.profile_sha256.as_deref(),
+                credentials_secret: spec.model.credentials_secret.as_deref(),
+            },
+            &image,
+            &resources,
+        );
+        volumes.extend(profile_fetch.pvc);
+        init_containers.push(profile_fetch.container);
     }
 
     let mut env = vec![
@@ -544,6 +613,11 @@ fn deployment_spec(
             ]
             .into_iter()
             .chain(fallback_model.map(|_| mount("fallback", &fallback_dir, true, None)))
+            .chain(
+                spec.monitoring
+                    .as_ref()
+                    .map(|_| mount("profile", &profile_dir, true, None)),
+            )
             .chain(security_mounts)
             .collect(),
         ),
@@ -637,11 +711,33 @@ struct FetchTarget<'a> {
     /// The volume a `pvc://` claim becomes, mounted read-only at `pvc_mount`.
     pvc_volume: &'a str,
     pvc_mount: &'a str,
-    /// The folder `model.onnx` is written to.
+    /// The folder the file is written to.
     dest: &'a str,
+    /// The file's name in `dest`; the fetcher's default, `model.onnx`, when absent.
+    file_name: Option<&'a str>,
 }
 
-/// An init container that fetches `model` (and checks its digest), with the
+/// What one fetch init container downloads, and with which credentials.
+struct FetchSource<'a> {
+    /// The location, in `storageUri` form.
+    uri: &'a str,
+    /// The expected SHA-256, when given.
+    sha256: Option<&'a str>,
+    /// A Secret whose keys become the fetcher's environment.
+    credentials_secret: Option<&'a str>,
+}
+
+impl<'a> FetchSource<'a> {
+    fn model(model: &'a ModelSpec) -> Self {
+        Self {
+            uri: &model.storage_uri,
+            sha256: model.sha256.as_deref(),
+            credentials_secret: model.credentials_secret.as_deref(),
+        }
+    }
+}
+
+/// An init container that fetches a file (and checks its digest), with the
 /// volume of its `pvc://` claim when it has one.
 struct Fetch {
     container: Container,
@@ -650,7 +746,7 @@ struct Fetch {
 
 fn fetch_container(
     target: &FetchTarget<'_>,
-    model: &ModelSpec,
+    source: &FetchSource<'_>,
     image: &str,
     server_resources: &ResourceRequirements,
 ) -> Fetch {
@@ -659,7 +755,7 @@ fn fetch_container(
         mount("tmp", "/tmp", false, None),
     ];
     let mut pvc = None;
-    let uri = match StorageUri::parse(&model.storage_uri) {
+    let uri = match StorageUri::parse(source.uri) {
         Ok(StorageUri::Pvc { claim, path }) => {
             pvc = Some(Volume {
                 name: target.pvc_volume.into(),
@@ -674,7 +770,7 @@ fn fetch_container(
         }
         // `validate` ran first; an unparsable URI is passed through for the fetcher
         // to refuse with its own message.
-        Ok(StorageUri::Remote(_)) | Err(_) => model.storage_uri.clone(),
+        Ok(StorageUri::Remote(_)) | Err(_) => source.uri.to_string(),
     };
     let mut args = vec![
         "fetch".to_string(),
@@ -683,8 +779,11 @@ fn fetch_container(
         "--dest".into(),
         target.dest.to_string(),
     ];
-    if let Some(digest) = &model.sha256 {
-        args.extend(["--sha256".into(), digest.clone()]);
+    if let Some(file_name) = target.file_name {
+        args.extend(["--file-name".into(), file_name.to_string()]);
+    }
+    if let Some(digest) = source.sha256 {
+        args.extend(["--sha256".into(), digest.to_string()]);
     }
     let mut resources = server_resources.clone();
     for list in [&mut resources.limits, &mut resources.requests]
@@ -698,10 +797,10 @@ fn fetch_container(
         image: Some(image.into()),
         image_pull_policy: Some("IfNotPresent".into()),
         args: Some(args),
-        env_from: model.credentials_secret.as_ref().map(|secret| {
+        env_from: source.credentials_secret.map(|secret| {
             vec![EnvFromSource {
                 secret_ref: Some(SecretEnvSource {
-                    name: secret.clone(),
+                    name: secret.to_string(),
                     optional: Some(false),
                 }),
                 ..EnvFromSource::default()

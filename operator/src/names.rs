@@ -68,22 +68,22 @@ pub fn applied_hash<K: Resource>(object: &K) -> Option<&str> {
 }
 
 /// The revision: a short hash of everything that defines the serving pods (the
-/// model, the runtime, the server image actually used, the fallback and the
-/// circuit breaker).
+/// model, the runtime, the server image actually used, the fallback, the
+/// circuit breaker and monitoring).
 pub fn revision(spec: &InferenceServiceSpec, cfg: &BuildConfig) -> Result<String> {
     let image = server_image(spec, cfg);
-    let bytes = if spec.fallback.is_none() && spec.circuit_breaker.is_none() {
-        // Hashed as before these fields existed, so that upgrading the
-        // operator does not roll out every InferenceService.
-        serde_json::to_vec(&(&spec.model, &spec.runtime, image))?
-    } else {
-        serde_json::to_vec(&(
-            &spec.model,
-            &spec.runtime,
-            image,
-            &spec.fallback,
-            &spec.circuit_breaker,
-        ))?
+    let core = (&spec.model, &spec.runtime, image);
+    let resilience = (&spec.fallback, &spec.circuit_breaker);
+    // Fields added later join the hash only when set, so that upgrading the
+    // operator does not roll out every InferenceService.
+    let bytes = match (&spec.monitoring, resilience) {
+        (None, (None, None)) => serde_json::to_vec(&core)?,
+        (None, (fallback, breaker)) => {
+            serde_json::to_vec(&(core.0, core.1, core.2, fallback, breaker))?
+        }
+        (Some(monitoring), (fallback, breaker)) => {
+            serde_json::to_vec(&(core.0, core.1, core.2, fallback, breaker, monitoring))?
+        }
     };
     Ok(short_hash(&bytes))
 }

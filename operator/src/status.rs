@@ -23,8 +23,38 @@ pub const AVAILABLE: &str = "Available";
 /// autoscaler measures. `False` says loudly that rollouts hold at their first
 /// analysis and the replica count stays at `minReplicas`.
 pub const METRICS_AVAILABLE: &str = "MetricsAvailable";
+/// Condition, present only when `spec.monitoring` is set: the current
+/// revision's init container fetched and verified the reference profile.
+pub const PROFILE_FETCHED: &str = "ProfileFetched";
 /// Name of the init container that fetches the model.
 pub const FETCH_CONTAINER: &str = "fetch-model";
+/// Name of the init container that fetches the reference profile.
+pub const PROFILE_FETCH_CONTAINER: &str = "fetch-profile";
+
+/// One fetched file as its condition reports it: which init container, what
+/// it fetches, and the reasons of its failures.
+struct Fetched {
+    container: &'static str,
+    what: &'static str,
+    failed: &'static str,
+    mismatch: &'static str,
+}
+
+/// The model's fetch (`ModelFetched`).
+const MODEL: Fetched = Fetched {
+    container: FETCH_CONTAINER,
+    what: "model",
+    failed: "FetchFailed",
+    mismatch: "DigestMismatch",
+};
+
+/// The reference profile's fetch (`ProfileFetched`).
+const PROFILE: Fetched = Fetched {
+    container: PROFILE_FETCH_CONTAINER,
+    what: "reference profile",
+    failed: "ProfileFetchFailed",
+    mismatch: "ProfileDigestMismatch",
+};
 
 /// What the reconcile did before computing status.
 #[derive(Clone, Debug, PartialEq)]
@@ -138,61 +168,73 @@ pub fn compute(
         history: old.history.clone(),
     };
 
-    let (reconciled, fetched, available, rolled_out, revision, url, view, autoscaling, metrics) =
-        match outcome {
-            Outcome::Refused { reason, message } => {
-                let unknown =
-                    || Verdict::new("Unknown", reason, "the objects could not be applied");
-                (
-                    Verdict::new("False", reason, message.clone()),
-                    unknown(),
-                    unknown(),
-                    false,
-                    old.revision.clone(),
-                    old.url.clone(),
-                    old_view,
-                    old.autoscaling.clone(),
-                    unknown(),
-                )
+    let monitored = isvc.spec.monitoring.is_some();
+    let (
+        reconciled,
+        fetched,
+        profile,
+        available,
+        rolled_out,
+        revision,
+        url,
+        view,
+        autoscaling,
+        metrics,
+    ) = match outcome {
+        Outcome::Refused { reason, message } => {
+            let unknown = || Verdict::new("Unknown", reason, "the objects could not be applied");
+            (
+                Verdict::new("False", reason, message.clone()),
+                unknown(),
+                unknown(),
+                unknown(),
+                false,
+                old.revision.clone(),
+                old.url.clone(),
+                old_view,
+                old.autoscaling.clone(),
+                unknown(),
+            )
+        }
+        Outcome::Applied {
+            revision,
+            url,
+            rollout,
+            autoscaling,
+            measured,
+        } => {
+            let current: Vec<&Pod> = pods
+                .iter()
+                .filter(|p| p.labels().get(REVISION_LABEL) == Some(revision))
+                .collect();
+            let serving = rollout.stable.as_deref().unwrap_or(revision);
+            let serving_pods: Vec<&Pod> = pods
+                .iter()
+                .filter(|p| p.labels().get(REVISION_LABEL).map(String::as_str) == Some(serving))
+                .collect();
+            let mut available = availability(&serving_pods, ready_of(serving), min);
+            if serving != revision.as_str()
+                && let crash @ Verdict {
+                    reason: "CrashLooping",
+                    ..
+                } = availability(&current, 0, 0)
+            {
+                available = crash;
             }
-            Outcome::Applied {
-                revision,
-                url,
-                rollout,
-                autoscaling,
-                measured,
-            } => {
-                let current: Vec<&Pod> = pods
-                    .iter()
-                    .filter(|p| p.labels().get(REVISION_LABEL) == Some(revision))
-                    .collect();
-                let serving = rollout.stable.as_deref().unwrap_or(revision);
-                let serving_pods: Vec<&Pod> = pods
-                    .iter()
-                    .filter(|p| p.labels().get(REVISION_LABEL).map(String::as_str) == Some(serving))
-                    .collect();
-                let mut available = availability(&serving_pods, ready_of(serving), min);
-                if serving != revision.as_str()
-                    && let crash @ Verdict {
-                        reason: "CrashLooping",
-                        ..
-                    } = availability(&current, 0, 0)
-                {
-                    available = crash;
-                }
-                (
-                    Verdict::new("True", "Applied", format!("revision {revision} is applied")),
-                    model_fetched(&current),
-                    available,
-                    rollout.stable.as_ref() == Some(revision) && rollout.running().is_none(),
-                    Some(revision.clone()),
-                    Some(url.clone()),
-                    (**rollout).clone(),
-                    Some(autoscaling.clone()),
-                    metrics_available(*measured),
-                )
-            }
-        };
+            (
+                Verdict::new("True", "Applied", format!("revision {revision} is applied")),
+                fetched(&MODEL, &current),
+                fetched(&PROFILE, &current),
+                available,
+                rollout.stable.as_ref() == Some(revision) && rollout.running().is_none(),
+                Some(revision.clone()),
+                Some(url.clone()),
+                (**rollout).clone(),
+                Some(autoscaling.clone()),
+                metrics_available(*measured),
+            )
+        }
+    };
     let rollout_message = view.rollout.as_ref().map(|r| r.message.clone());
     let rolled_back = view.rollout.as_ref().filter(|r| {
         Some(&r.revision) == revision.as_ref()
@@ -202,6 +244,8 @@ pub fn compute(
         Verdict::new("False", reconciled.reason, reconciled.message.clone())
     } else if fetched.status == "False" {
         Verdict::new("False", fetched.reason, fetched.message.clone())
+    } else if monitored && profile.status == "False" {
+        Verdict::new("False", profile.reason, profile.message.clone())
     } else if !available.is_true() {
         Verdict::new("False", available.reason, available.message.clone())
     } else if let Some(r) = rolled_back {
@@ -242,6 +286,7 @@ pub fn compute(
 
     let failed = !reconciled.is_true()
         || fetched.status == "False"
+        || (monitored && profile.status == "False")
         || available.reason == "CrashLooping"
         || rolled_back.is_some();
     let phase = if ready.is_true() {
@@ -261,6 +306,7 @@ pub fn compute(
         (METRICS_AVAILABLE, &metrics),
     ]
     .into_iter()
+    .chain(monitored.then_some((PROFILE_FETCHED, &profile)))
     .map(|(type_, verdict)| condition(&old.conditions, type_, verdict, generation, &now))
     .collect();
 
@@ -320,13 +366,13 @@ pub fn ready_pods(deployment: &Deployment) -> i32 {
         .min(status.updated_replicas.unwrap_or(0))
 }
 
-fn init_status(pod: &Pod) -> Option<&ContainerStatus> {
+fn init_status<'a>(pod: &'a Pod, container: &str) -> Option<&'a ContainerStatus> {
     pod.status
         .as_ref()?
         .init_container_statuses
         .as_ref()?
         .iter()
-        .find(|s| s.name == FETCH_CONTAINER)
+        .find(|s| s.name == container)
 }
 
 /// The exit code and message of the fetcher's latest failed run, if it failed.
@@ -362,37 +408,46 @@ fn last_line(text: &str) -> &str {
         .trim()
 }
 
-fn model_fetched(pods: &[&Pod]) -> Verdict {
+/// Whether the current revision's pods fetched and verified `file`.
+fn fetched(file: &Fetched, pods: &[&Pod]) -> Verdict {
     if let Some((pod, message)) = pods
         .iter()
-        .find_map(|p| fetch_failure(init_status(p)?).map(|m| (p, m)))
+        .find_map(|p| fetch_failure(init_status(p, file.container)?).map(|m| (p, m)))
     {
         let lower = message.to_ascii_lowercase();
         let reason = if lower.contains("mismatch")
             && (lower.contains("sha256") || lower.contains("digest"))
         {
-            "DigestMismatch"
+            file.mismatch
         } else {
-            "FetchFailed"
+            file.failed
         };
         return Verdict::new(
             "False",
             reason,
-            format!("pod {}: {message}", pod.name_any()),
+            format!(
+                "pod {}: fetching the {} failed: {message}",
+                pod.name_any(),
+                file.what
+            ),
         );
     }
     let done = pods.iter().any(|p| {
-        init_status(p)
+        init_status(p, file.container)
             .and_then(|s| s.state.as_ref()?.terminated.as_ref())
             .is_some_and(|t| t.exit_code == 0)
     });
     if done {
-        Verdict::new("True", "Fetched", "the model was fetched and verified")
+        Verdict::new(
+            "True",
+            "Fetched",
+            format!("the {} was fetched and verified", file.what),
+        )
     } else {
         Verdict::new(
             "Unknown",
             "Pending",
-            "no pod of this revision has fetched the model yet",
+            format!("no pod of this revision has fetched the {} yet", file.what),
         )
     }
 }
@@ -738,6 +793,100 @@ mod tests {
                 "{case}"
             );
         }
+    }
+
+    /// A pod of the current revision whose model was fetched and whose profile
+    /// fetch ended as `profile` (a container state) says.
+    fn profile_fetch(profile: Value) -> Pod {
+        let mut pod = fetched(REVISION);
+        let statuses = pod
+            .status
+            .as_mut()
+            .unwrap()
+            .init_container_statuses
+            .as_mut()
+            .unwrap();
+        let mut status = json!({"name": PROFILE_FETCH_CONTAINER, "image": "s", "imageID": "",
+            "ready": false, "restartCount": 1});
+        status
+            .as_object_mut()
+            .unwrap()
+            .extend(profile.as_object().unwrap().clone());
+        statuses.push(serde_json::from_value(status).unwrap());
+        pod
+    }
+
+    #[test]
+    fn a_profile_that_cannot_be_fetched_keeps_the_revision_from_ready() {
+        let mut monitored = isvc(None);
+        monitored.spec.monitoring =
+            Some(serde_json::from_value(json!({"profileUri": "s3://m/profile.json"})).unwrap());
+        let serving = [deployment(REVISION, 2, 2)];
+        let failed = |message: &str| {
+            profile_fetch(json!({"state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                "lastState": {"terminated": {"exitCode": 1, "message": message}}}))
+        };
+        let now = Time(Timestamp::UNIX_EPOCH);
+        for (case, pod, reason) in [
+            (
+                "unreachable",
+                failed("GET s3://m/profile.json: 404 Not Found"),
+                "ProfileFetchFailed",
+            ),
+            (
+                "wrong digest",
+                failed("sha256 mismatch: expected 5e0c, got 29ab"),
+                "ProfileDigestMismatch",
+            ),
+        ] {
+            let status = compute(
+                &monitored,
+                &applied(REVISION, None, true),
+                &serving,
+                &[pod],
+                now.clone(),
+            );
+            let profile = condition(&status, PROFILE_FETCHED);
+            assert_eq!(
+                (profile.status.as_str(), profile.reason.as_str()),
+                ("False", reason),
+                "{case}"
+            );
+            assert!(
+                profile
+                    .message
+                    .contains("fetching the reference profile failed"),
+                "{case}: {}",
+                profile.message
+            );
+            assert_eq!(condition(&status, READY).reason, reason, "{case}");
+            assert_eq!(status.phase, Some(Phase::Failed), "{case}");
+            assert_eq!(condition(&status, MODEL_FETCHED).status, "True", "{case}");
+        }
+        let done = profile_fetch(json!({"state": {"terminated": {"exitCode": 0}}}));
+        let status = compute(
+            &monitored,
+            &applied(REVISION, None, true),
+            &serving,
+            &[done],
+            now.clone(),
+        );
+        assert_eq!(condition(&status, PROFILE_FETCHED).reason, "Fetched");
+        assert_eq!(status.phase, Some(Phase::Ready));
+        let unmonitored = compute(
+            &isvc(None),
+            &applied(REVISION, None, true),
+            &serving,
+            &[fetched(REVISION)],
+            now,
+        );
+        assert!(
+            unmonitored
+                .conditions
+                .iter()
+                .all(|c| c.type_ != PROFILE_FETCHED),
+            "no ProfileFetched condition without spec.monitoring"
+        );
     }
 
     #[test]

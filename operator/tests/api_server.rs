@@ -83,6 +83,10 @@ fn main() {
                 Box::pin(pod_failures(client.clone())),
             ),
             (
+                "a profile that cannot be fetched becomes ProfileFetched=False and an event",
+                Box::pin(profile_failures(client.clone())),
+            ),
+            (
                 "a named HTTPRoute gets per-revision weights",
                 Box::pin(route_weights(client.clone())),
             ),
@@ -272,6 +276,34 @@ async fn invalid_manifests(client: Client) {
         (
             json!({"model": {"storageUri": uri}, "circuitBreaker": {"failureThreshold": 0}}),
             "spec.circuitBreaker.failureThreshold",
+        ),
+        (
+            json!({"model": {"storageUri": uri}, "monitoring": {"windowRows": 100}}),
+            "spec.monitoring.profileUri",
+        ),
+        (
+            json!({"model": {"storageUri": uri}, "monitoring": {"profileUri": "gs://m/profile.json"}}),
+            "spec.monitoring.profileUri must start with",
+        ),
+        (
+            json!({"model": {"storageUri": uri}, "monitoring": {"profileUri": "pvc://claim-only"}}),
+            "spec.monitoring.profileUri pvc:// must be pvc://<claim-name>/<path>",
+        ),
+        (
+            json!({"model": {"storageUri": uri}, "monitoring": {"profileUri": uri, "profileSha256": "ABC"}}),
+            "spec.monitoring.profileSha256 must be 64 lowercase hexadecimal digits",
+        ),
+        (
+            json!({"model": {"storageUri": uri}, "monitoring": {"profileUri": uri, "minRows": 500, "windowRows": 200}}),
+            "spec.monitoring.minRows must not be above spec.monitoring.windowRows",
+        ),
+        (
+            json!({"model": {"storageUri": uri}, "monitoring": {"profileUri": uri, "intervalSeconds": 0}}),
+            "spec.monitoring.intervalSeconds",
+        ),
+        (
+            json!({"model": {"storageUri": uri}, "monitoring": {"profileUri": uri, "feedback": {"output": "label", "task": "ranking"}}}),
+            "spec.monitoring.feedback.task",
         ),
     ];
     for (i, (spec, expected)) in cases.into_iter().enumerate() {
@@ -843,6 +875,90 @@ async fn pod_failures(client: Client) {
             .then_some(())
     })
     .await;
+}
+
+/// A monitored InferenceService whose profile fetcher fails, first unreachable
+/// and then with a wrong digest, as the kubelet reports it.
+async fn profile_failures(client: Client) {
+    let ns = "profiles";
+    namespace(&client, ns).await;
+    let isvcs: Api<InferenceService> = Api::namespaced(client.clone(), ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    dynamic(&client, ns)
+        .create(
+            &PostParams::default(),
+            &manifest(
+                "fraud",
+                json!({"model": {"storageUri": "file:///models/fraud.onnx"},
+                       "monitoring": {"profileUri": "http://10.0.0.1/profile.json", "profileSha256": "0".repeat(64)}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let revision = eventually("status reports the revision", || async {
+        isvcs.get("fraud").await.ok()?.status?.revision
+    })
+    .await;
+    let isvc = isvcs.get("fraud").await.unwrap();
+    assert_eq!(
+        condition(&isvc, "ProfileFetched").map(|c| c.0),
+        Some("Unknown".to_string()),
+        "a monitored revision reports its profile's fetch"
+    );
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "fraud-1", "labels": {ISVC_LABEL: "fraud", REVISION_LABEL: revision}},
+        "spec": {"containers": [{"name": "server", "image": "sluice-server"}]},
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    for (message, reason) in [
+        (
+            "fetching http://10.0.0.1/profile.json\nerror: download failed: connection refused",
+            "ProfileFetchFailed",
+        ),
+        (
+            "fetching http://10.0.0.1/profile.json\nerror: sha256 mismatch: expected 0000, got 1234",
+            "ProfileDigestMismatch",
+        ),
+    ] {
+        let status = json!({"status": {"initContainerStatuses": [
+            {"name": "fetch-model", "image": "sluice-server", "imageID": "", "ready": true, "restartCount": 0,
+             "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}},
+            {"name": "fetch-profile", "image": "sluice-server", "imageID": "", "ready": false, "restartCount": 2,
+             "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+             "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "message": message}}},
+        ]}});
+        pods.patch_status("fraud-1", &PatchParams::default(), &Patch::Merge(status))
+            .await
+            .unwrap();
+        let (_, _, text) = eventually(
+            &format!("ProfileFetched turns False with {reason}"),
+            || async {
+                let c = condition(&isvcs.get("fraud").await.ok()?, "ProfileFetched")?;
+                (c.0 == "False" && c.1 == reason).then_some(c)
+            },
+        )
+        .await;
+        assert!(
+            text.contains("fetching the reference profile failed"),
+            "{text}"
+        );
+        let isvc = isvcs.get("fraud").await.unwrap();
+        assert_eq!(condition(&isvc, "Ready").unwrap().1, reason);
+        assert_eq!(condition(&isvc, "ModelFetched").unwrap().0, "True");
+        assert_eq!(
+            isvc.status.unwrap().phase,
+            Some(sluice_operator::crd::Phase::Failed)
+        );
+        eventually(&format!("a {reason} warning is published"), || async {
+            events(&client, ns, "fraud")
+                .await
+                .iter()
+                .any(|e| e.0 == "Warning" && e.1 == reason)
+                .then_some(())
+        })
+        .await;
+    }
 }
 
 async fn leader_election(client: Client) {

@@ -419,6 +419,26 @@ fn validate_names_the_field_at_fault() {
             }),
             "spec.runtime.env",
         ),
+        (
+            Box::new(|i| {
+                i.spec.monitoring = Some(
+                    serde_saphyr::from_str("{profileUri: s3://m/profile.json, profileSha256: abc}")
+                        .unwrap(),
+                )
+            }),
+            "spec.monitoring.profileSha256",
+        ),
+        (
+            Box::new(|i| {
+                i.spec.monitoring =
+                    Some(serde_saphyr::from_str("{profileUri: gs://m/profile.json}").unwrap())
+            }),
+            "spec.monitoring.profileUri",
+        ),
+        (
+            Box::new(|i| i.spec.rollout.analysis.max_drift_score = Some(0.25)),
+            "spec.rollout.analysis.maxDriftScore needs spec.monitoring",
+        ),
     ];
     for (mutate, expected) in cases {
         let mut isvc = base.clone();
@@ -622,6 +642,100 @@ fn a_fallback_model_is_fetched_beside_the_primary_and_configured() {
         d.revision,
         "a fallback is part of the revision"
     );
+}
+
+#[test]
+fn monitoring_fetches_the_profile_beside_the_model_and_turns_drift_on() {
+    let d = built(&fixture("monitoring"));
+    let pod = pod_spec(&d);
+    let inits = pod.init_containers.as_ref().unwrap();
+    let names: Vec<&str> = inits.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["fetch-model", "fetch-profile"]);
+    let profile = &inits[1];
+    assert_eq!(
+        profile.args.as_ref().unwrap()[1..],
+        [
+            "--uri",
+            "s3://models/fraud/v9/profile.json",
+            "--dest",
+            "/models/fraud/monitoring",
+            "--file-name",
+            "profile.json",
+            "--sha256",
+            "5e0c4a3b2f1e0d9c8b7a6f5e4d3c2b1a0f9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c",
+        ]
+    );
+    assert_eq!(
+        profile.env_from, inits[0].env_from,
+        "the profile is fetched with the model's credentials"
+    );
+    let server_mount = pod.containers[0]
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.name == "profile")
+        .unwrap();
+    assert_eq!(
+        (server_mount.mount_path.as_str(), server_mount.read_only),
+        ("/models/fraud/monitoring", Some(true))
+    );
+    let config = &d.config_map.data.as_ref().unwrap()["config.yaml"];
+    let server: serde_json::Value = serde_saphyr::from_str(config).unwrap();
+    assert_eq!(
+        server["monitoring"],
+        serde_json::json!({
+            "profile": "monitoring/profile.json", "window": 500, "min_rows": 50,
+            "interval_ms": 2000,
+            "feedback": {"output": "label", "task": "classification", "window": 500, "retention": 20000},
+        })
+    );
+
+    let on_claim = built(&fixture("monitoring-pvc"));
+    let pod = pod_spec(&on_claim);
+    let fetcher = &pod.init_containers.as_ref().unwrap()[1];
+    assert_eq!(
+        fetcher.args.as_ref().unwrap()[1..3],
+        ["--uri", "file:///mnt/profile-pvc/churn/7/profile.json"]
+    );
+    let claim = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "profile-pvc")
+        .and_then(|v| v.persistent_volume_claim.as_ref())
+        .unwrap();
+    assert_eq!(
+        (claim.claim_name.as_str(), claim.read_only),
+        ("profile-store", Some(true))
+    );
+    let config = &on_claim.config_map.data.as_ref().unwrap()["config.yaml"];
+    let server: serde_json::Value = serde_saphyr::from_str(config).unwrap();
+    assert_eq!(
+        server["monitoring"],
+        serde_json::json!({"profile": "monitoring/profile.json", "window": 1000, "min_rows": 100, "interval_ms": 1000}),
+        "the documented defaults"
+    );
+}
+
+#[test]
+fn monitoring_is_part_of_the_revision_only_when_set() {
+    let base = fixture("monitoring");
+    let mut without = base.clone();
+    without.spec.monitoring = None;
+    assert_ne!(built(&without).revision, built(&base).revision);
+    let mut other_profile = base.clone();
+    other_profile.spec.monitoring.as_mut().unwrap().profile_uri =
+        "s3://models/fraud/v10/profile.json".into();
+    assert_ne!(
+        built(&other_profile).revision,
+        built(&base).revision,
+        "a new profile is a new revision"
+    );
+    let mut other_window = base.clone();
+    other_window.spec.monitoring.as_mut().unwrap().window_rows = 2000;
+    assert_ne!(built(&other_window).revision, built(&base).revision);
+    // Without monitoring the revision is hashed as before the field existed:
+    // the other fixtures' golden files pin their revisions.
 }
 
 #[test]

@@ -143,3 +143,125 @@ async fn analysis_against_real_prometheus_and_servers() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A model repository laid out as the operator's pods see it for the
+/// `monitoring` build fixture: the `cancer` fixture as `roll` version 1, its
+/// reference profile where `fetch-profile` puts it, and the `config.yaml` that
+/// `build` generates for the revision.
+fn monitored_repository(dir: &Path) -> std::path::PathBuf {
+    let fixture = repo_root().join("server/fixtures/models/cancer");
+    let isvc: sluice_operator::crd::InferenceService = serde_saphyr::from_str(
+        &std::fs::read_to_string(repo_root().join("operator/tests/fixtures/build/monitoring.yaml"))
+            .unwrap(),
+    )
+    .unwrap();
+    let desired = sluice_operator::build::build(
+        &isvc,
+        &sluice_operator::config::BuildConfig::default(),
+        &sluice_operator::build::Layout::alone(1),
+    )
+    .unwrap();
+    let models = dir.join("monitored");
+    let model = models.join("roll");
+    std::fs::create_dir_all(model.join("1")).unwrap();
+    std::fs::create_dir_all(model.join(sluice_operator::build::PROFILE_DIR)).unwrap();
+    std::fs::copy(fixture.join("1/model.onnx"), model.join("1/model.onnx")).unwrap();
+    std::fs::copy(
+        fixture.join("profile.json"),
+        model
+            .join(sluice_operator::build::PROFILE_DIR)
+            .join(sluice_operator::build::PROFILE_FILE),
+    )
+    .expect("the cancer profile is missing: run `make build`");
+    std::fs::write(
+        model.join("config.yaml"),
+        &desired.config_map.data.unwrap()["config.yaml"],
+    )
+    .unwrap();
+    models
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Prometheus and the release sluice-server: run by `make test-operator`"]
+async fn the_drift_check_reads_what_an_operator_configured_server_exports() {
+    let dir = std::env::temp_dir().join(format!("sluice-drift-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (_server, port) = sluice_server(
+        &monitored_repository(&dir),
+        "roll",
+        "monitored",
+        &dir.join("monitored.log"),
+    );
+    let (_prom, prom_port) = processes::prometheus(&dir, &[port], "ns").await;
+    wait_ok(&format!("http://127.0.0.1:{port}/v2/models/roll/ready")).await;
+
+    // The holdout rows of the cancer fixture, 10 per request: more than the
+    // fixture's minRows (50).
+    let holdout =
+        std::fs::read_to_string(repo_root().join("server/fixtures/models/cancer/holdout.csv"))
+            .unwrap();
+    let rows: Vec<Vec<f32>> = holdout
+        .lines()
+        .skip(1)
+        .map(|line| {
+            let mut values: Vec<f32> = line.split(',').map(|v| v.parse().unwrap()).collect();
+            values.pop(); // the target
+            values
+        })
+        .collect();
+    let http = reqwest::Client::new();
+    for chunk in rows.chunks(10) {
+        let body = serde_json::json!({"inputs": [{"name": "float_input", "datatype": "FP32",
+            "shape": [chunk.len(), chunk[0].len()], "data": chunk}]});
+        let response = http
+            .post(format!("http://127.0.0.1:{port}/v2/models/roll/infer"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "{}",
+            response.text().await.unwrap()
+        );
+    }
+
+    let spec = AnalysisSpec {
+        window_seconds: 15,
+        max_drift_score: Some(0.5),
+        ..AnalysisSpec::default()
+    };
+    let client =
+        sluice_operator::prometheus::client(&format!("http://127.0.0.1:{prom_port}")).unwrap();
+    let plan = analysis::plan(
+        &spec,
+        &Target {
+            isvc: "roll",
+            namespace: "ns",
+            revision: "monitored",
+            stable: "stable",
+            stable_offset_seconds: None,
+        },
+    );
+    let started = Instant::now();
+    let drift = loop {
+        let result = prometheus::run(Some(&client), &plan).await;
+        let drift = result
+            .checks
+            .into_iter()
+            .find(|c| c.name == "drift")
+            .unwrap();
+        if drift.verdict != CheckVerdict::NoData || started.elapsed() > Duration::from_secs(20) {
+            break drift;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(
+        drift.verdict,
+        CheckVerdict::Pass,
+        "holdout rows of the training distribution pass the drift check: {drift:?}"
+    );
+    assert!(drift.value.is_some_and(|v| v > 0.0 && v < 0.5), "{drift:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -39,9 +39,7 @@ pub enum FetchError {
     },
     #[error("download of {uri} failed: {reason}")]
     Download { uri: String, reason: String },
-    #[error(
-        "sha256 mismatch for {uri}: expected {expected}, got {actual}; the model was not written"
-    )]
+    #[error("sha256 mismatch for {uri}: expected {expected}, got {actual}; nothing was written")]
     DigestMismatch {
         uri: String,
         expected: String,

@@ -13,11 +13,13 @@ use serde::{Deserialize, Serialize};
 
 pub mod autoscaling;
 pub mod model;
+pub mod monitoring;
 pub mod resilience;
 pub mod rollout;
 
 pub use autoscaling::{AutoscalingMode, AutoscalingSpec, AutoscalingStatus};
 pub use model::{BatchingSpec, Device, ModelFormat, ModelSpec, RuntimeSpec};
+pub use monitoring::{FeedbackSpec, FeedbackTask, MonitoringSpec};
 pub use resilience::{CircuitBreakerSpec, FallbackSpec, StaticDatatype, StaticOutput};
 pub use rollout::{HistoryEntry, RolloutSpec, RolloutStatus};
 
@@ -97,6 +99,10 @@ pub struct InferenceServiceSpec {
     /// Stop calling a failing model for a while. Off when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub circuit_breaker: Option<CircuitBreakerSpec>,
+    /// Drift and quality monitoring against a reference profile (see
+    /// docs/monitoring.md). Off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitoring: Option<MonitoringSpec>,
 }
 
 fn default_min_replicas() -> i32 {
@@ -382,6 +388,9 @@ spec:
             "spec.minReplicas must not be above spec.maxReplicas",
             "storageUri must start with",
             "sha256 must be 64 lowercase hexadecimal digits",
+            "spec.monitoring.profileUri must start with",
+            "spec.monitoring.profileSha256 must be 64 lowercase hexadecimal digits",
+            "spec.monitoring.minRows must not be above spec.monitoring.windowRows",
         ] {
             assert!(json.contains(message), "missing rule message {message:?}");
         }

@@ -69,22 +69,30 @@ impl Monitor {
     ) -> Result<Monitor, String> {
         let profile_path = model_dir.join(&config.profile);
         let profile = Profile::load(&profile_path).map_err(|e| e.to_string())?;
+        let misfit = |mismatch: String| {
+            format!(
+                "the profile {} does not fit the model: {mismatch}",
+                config.profile
+            )
+        };
         let feature_input = inputs
             .iter()
             .position(|spec| spec.name == profile.input)
             .ok_or_else(|| {
-                format!(
-                    "the profile describes input '{}', which the model lacks",
-                    profile.input
-                )
+                misfit(format!(
+                    "it describes input '{}', but the model's inputs are {:?}",
+                    profile.input,
+                    inputs.iter().map(|spec| &spec.name).collect::<Vec<_>>()
+                ))
             })?;
-        if width(&inputs[feature_input]) != profile.features.len() {
-            return Err(format!(
-                "the profile has {} features but input '{}' has shape {:?}",
+        let columns = width(&inputs[feature_input]);
+        if columns != profile.features.len() {
+            return Err(misfit(format!(
+                "it has {} features, but input '{}' has {columns} columns (shape {:?})",
                 profile.features.len(),
                 profile.input,
                 inputs[feature_input].shape
-            ));
+            )));
         }
         let state = State::new(config, &profile, outputs, metrics.clone())?;
         let (sender, receiver) = std::sync::mpsc::sync_channel(CHANNEL_CAPACITY);
@@ -290,8 +298,10 @@ impl State {
             .map(|column| {
                 let (output, index, columns) = *by_name.get(&column.name).ok_or_else(|| {
                     format!(
-                        "the profile describes output '{}', which the model lacks",
-                        column.name
+                        "the profile {} does not fit the model: it describes output column '{}', but the model's output columns are {:?}",
+                        config.profile,
+                        column.name,
+                        by_name.keys().collect::<Vec<_>>()
                     )
                 })?;
                 Ok(OutputColumn {

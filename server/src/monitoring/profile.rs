@@ -511,7 +511,10 @@ impl Profile {
             path: path.display().to_string(),
             message,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| invalid(e.to_string()))?;
+        let text = std::fs::read_to_string(path).map_err(|e| ProfileError::Read {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
         let profile: Profile = serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
         if profile.format != FORMAT {
             return Err(invalid(format!(

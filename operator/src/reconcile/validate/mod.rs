@@ -3,6 +3,7 @@
 //! take, so they cannot run on an unchecked resource. Pure.
 
 mod autoscaling;
+mod monitoring;
 mod resilience;
 mod rollout;
 
@@ -101,14 +102,7 @@ fn check(isvc: &InferenceService) -> Result<(), String> {
     let spec = &isvc.spec;
     StorageUri::parse(&spec.model.storage_uri)
         .map_err(|e| format!("spec.model.storageUri: {e}"))?;
-    if let Some(digest) = &spec.model.sha256
-        && !(digest.len() == 64
-            && digest
-                .chars()
-                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)))
-    {
-        return Err("spec.model.sha256 must be 64 lowercase hexadecimal digits".into());
-    }
+    check_sha256("spec.model.sha256", spec.model.sha256.as_deref())?;
     if spec.min_replicas < 1 {
         return Err("spec.minReplicas must be at least 1".into());
     }
@@ -139,5 +133,28 @@ fn check(isvc: &InferenceService) -> Result<(), String> {
     if let Some(fallback) = &spec.fallback {
         resilience::check(fallback)?;
     }
+    match &spec.monitoring {
+        Some(monitoring) => monitoring::check(monitoring)?,
+        None if spec.rollout.analysis.max_drift_score.is_some() => {
+            return Err("spec.rollout.analysis.maxDriftScore needs spec.monitoring: drift is measured against its profile, and without one every analysis would have no data".into());
+        }
+        None => {}
+    }
     Ok(())
+}
+
+/// Checks that `digest`, when given, is 64 lowercase hexadecimal digits; the
+/// message names `field`.
+fn check_sha256(field: &str, digest: Option<&str>) -> Result<(), String> {
+    match digest {
+        Some(digest)
+            if !(digest.len() == 64
+                && digest
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))) =>
+        {
+            Err(format!("{field} must be 64 lowercase hexadecimal digits"))
+        }
+        _ => Ok(()),
+    }
 }

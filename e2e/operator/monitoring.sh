@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Drift monitoring through the operator (sourced by e2e/operator/e2e.sh after
+# install_operator): an InferenceService with spec.monitoring gets its profile
+# fetched beside the model and verified, serves real rows, and Prometheus then
+# holds sluice_feature_drift_score for its isvc and revision (what a rollout's
+# maxDriftScore reads); a profile with a wrong digest keeps its revision from
+# Ready with ProfileFetched=False, reason ProfileDigestMismatch, and an Event.
+
+monitoring_isvc() { # NAME DIGEST
+    cat <<YAML
+apiVersion: serving.sluice.dev/v1alpha1
+kind: InferenceService
+metadata: {name: $1, namespace: default}
+spec:
+  minReplicas: 1
+  model: {storageUri: "file://$MODELS_DIR/cancer/1/model.onnx"}
+  monitoring:
+    profileUri: "file://$MODELS_DIR/cancer/profile.json"
+    profileSha256: "$2"
+    windowRows: 200
+    minRows: 50
+    feedback: {output: label, task: classification}
+YAML
+}
+
+monitoring_e2e() {
+    local started digest revision url
+    started=$(date +%s)
+    digest=$(sha256sum "$MODELS_DIR/cancer/profile.json" | cut -d' ' -f1)
+    # Globals: the EXIT trap may run after this function's locals are gone.
+    MONITORED_ISVC=$(monitoring_isvc cancer "$digest")
+    BAD_PROFILE_ISVC=$(monitoring_isvc cancer-bad "$(printf '0%.0s' {1..64})")
+    trap 'cleanup; for isvc in "$MONITORED_ISVC" "$BAD_PROFILE_ISVC"; do echo "$isvc" | "$KUBECTL" delete -f - --ignore-not-found --wait=false >/dev/null 2>&1 || true; done' EXIT
+    echo "$MONITORED_ISVC" | "$KUBECTL" apply -f - >/dev/null
+    echo "$BAD_PROFILE_ISVC" | "$KUBECTL" apply -f - >/dev/null
+    "$KUBECTL" wait isvc/cancer --for=condition=Ready --timeout=240s >/dev/null || {
+        "$KUBECTL" describe isvc cancer >&2; exit 1; }
+    revision=$("$KUBECTL" get isvc cancer -o jsonpath='{.status.revision}')
+    url="http://$("$KUBECTL" get svc cancer -o jsonpath='{.spec.clusterIP}'):8080/v2/models/cancer/infer"
+    python3 - "$url" "$MODELS_DIR/cancer/holdout.csv" <<'PY'
+import csv, json, sys, time, urllib.error, urllib.request
+url, holdout = sys.argv[1], sys.argv[2]
+rows = [[float(v) for k, v in r.items() if k != "target"] for r in csv.DictReader(open(holdout))]
+
+
+def post(body):
+    """POST, retrying refused connections: kube-proxy refuses a Service for a
+    moment after Ready, until it has synced the ready endpoint (issue 20)."""
+    for attempt in range(40):
+        request = urllib.request.Request(url, body.encode(), {"Content-Type": "application/json"})
+        try:
+            return json.load(urllib.request.urlopen(request, timeout=30))
+        except urllib.error.HTTPError:
+            raise
+        except urllib.error.URLError:
+            if attempt == 39:
+                raise
+            time.sleep(0.5)
+
+
+for start in range(0, len(rows), 10):
+    chunk = rows[start:start + 10]
+    post(json.dumps({"inputs": [{"name": "float_input", "datatype": "FP32",
+                                 "shape": [len(chunk), len(chunk[0])], "data": chunk}]}))
+print(f"sluice: sent the {len(rows)} holdout rows of cancer in requests of 10", file=sys.stderr)
+PY
+    # The analysis's drift query (operator/src/rollout/analysis.rs) for this revision.
+    local query="max(sluice_feature_drift_score{isvc=\"cancer\",namespace=\"default\",revision=\"$revision\"})"
+    python3 - "$PROMETHEUS_URL" "$query" "$revision" <<'PY'
+import json, sys, time, urllib.parse, urllib.request
+prometheus, query, revision = sys.argv[1:]
+
+
+def value(q):
+    url = f"{prometheus}/api/v1/query?" + urllib.parse.urlencode({"query": q})
+    result = json.load(urllib.request.urlopen(url, timeout=10))["data"]["result"]
+    return result
+
+
+deadline = time.time() + 90
+while not value(query):
+    if time.time() > deadline:
+        sys.exit(f"FAIL: no sluice_feature_drift_score for revision {revision} in Prometheus after 90 s")
+    time.sleep(2)
+series = value(f'count by (test) (sluice_feature_drift_score{{isvc="cancer",revision="{revision}"}})')
+tests = {s["metric"]["test"]: int(float(s["value"][1])) for s in series}
+print(f"sluice: Prometheus holds sluice_feature_drift_score for cancer revision {revision}: "
+      f"series per test {tests}; the rollout's drift query reads {float(value(query)[0]['value'][1]):.3f}",
+      file=sys.stderr)
+PY
+    local reason=""
+    for _ in $(seq 120); do
+        reason=$("$KUBECTL" get isvc cancer-bad -o jsonpath='{.status.conditions[?(@.type=="ProfileFetched")].reason}')
+        [[ $reason == ProfileDigestMismatch ]] && break
+        sleep 1
+    done
+    [[ $reason == ProfileDigestMismatch ]] || {
+        say "FAIL: cancer-bad's ProfileFetched reason is '$reason', not ProfileDigestMismatch"
+        "$KUBECTL" describe isvc cancer-bad >&2; exit 1; }
+    [[ $("$KUBECTL" get isvc cancer-bad -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}') == False ]] || {
+        say "FAIL: cancer-bad is Ready with a profile that failed its digest check"; exit 1; }
+    "$KUBECTL" get events --field-selector involvedObject.name=cancer-bad,reason=ProfileDigestMismatch -o name | grep -q . || {
+        say "FAIL: no ProfileDigestMismatch event for cancer-bad"; exit 1; }
+    say "a wrong profileSha256 holds the revision: ProfileFetched=False ProfileDigestMismatch, Ready=False, and a Warning event"
+    for isvc in "$MONITORED_ISVC" "$BAD_PROFILE_ISVC"; do echo "$isvc" | "$KUBECTL" delete -f - --wait=true >/dev/null; done
+    say "monitoring scenario passed in $(($(date +%s) - started))s"
+}
