@@ -242,6 +242,7 @@ async fn the_drift_check_reads_what_an_operator_configured_server_exports() {
             revision: "monitored",
             stable: "stable",
             stable_offset_seconds: None,
+            role: "canary",
         },
     );
     let started = Instant::now();
