@@ -101,13 +101,13 @@ revision_set() { [[ -n "$(isvc_field '{.status.revision}')" ]]; }
 service_ip() { k get svc "$1" -o jsonpath='{.spec.clusterIP}'; }
 
 # start_load SERVICE RATE KIND [--zeros]: steady traffic to a Service, in the
-# background, from LOAD_WORKERS (32) callers of loadgen.py's client KIND: keepalive
+# background, from LOAD_WORKERS (64) callers of loadgen.py's client KIND: keepalive
 # (HTTP/1.1 pools) or grpc (tritonclient channels), whose connections stay open as
 # real callers' do, or conn (a connection per request).
 start_load() {
     local url="http://$(service_ip "$1"):8080/v2/models/$ISVC/infer"
     "${SLUICE_CACHE:-$HOME/.cache/sluice}/venv/bin/python" "$REPO_ROOT/e2e/rollout/loadgen.py" --url "$url" --rate "$2" \
-        --client "$3" --workers "${LOAD_WORKERS:-32}" ${4:-} --stats "$REPO_ROOT/.cluster/logs/loadgen-$1-$3.log" &
+        --client "$3" --workers "${LOAD_WORKERS:-64}" ${4:-} --stats "$REPO_ROOT/.cluster/logs/loadgen-$1-$3.log" &
     LOADGEN_PIDS+=($!)
 }
 
