@@ -206,7 +206,6 @@ fn flags(age: f64) -> Vec<String> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     // The server beside this benchmark, or `SLUICE_SERVER_BIN` (as in the tests).
     let binary = match std::env::var_os("SLUICE_SERVER_BIN") {
         Some(binary) => PathBuf::from(binary),
@@ -215,20 +214,7 @@ fn main() -> anyhow::Result<()> {
             .context("bench has a folder")?
             .join("../sluice-server"),
     };
-    let model = root.join("server/fixtures/models/mlp/1/model.onnx");
-    anyhow::ensure!(
-        model.exists(),
-        "run `make deps` first: {} is missing",
-        model.display()
-    );
-    let repository =
-        std::env::temp_dir().join(format!("sluice-bench-rotation-{}", std::process::id()));
-    std::fs::create_dir_all(repository.join("mlp/1"))?;
-    std::fs::copy(&model, repository.join("mlp/1/model.onnx"))?;
-    std::fs::write(
-        repository.join("mlp/config.yaml"),
-        "max_batch_size: 64\nintra_op_threads: 1\n",
-    )?;
+    let repository = launch::mlp_repository("bench-rotation")?;
     let rounds = std::env::var("ROUNDS")
         .ok()
         .and_then(|r| r.parse().ok())

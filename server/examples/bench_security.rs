@@ -21,7 +21,7 @@
 mod launch;
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -207,27 +207,12 @@ fn mean_and_interval(values: &[f64]) -> (f64, f64) {
 }
 
 fn main() -> anyhow::Result<()> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let exe = std::env::current_exe()?;
     let binary = exe
         .parent()
         .context("bench has a folder")?
         .join("../sluice-server");
-    let model = root.join("server/fixtures/models/mlp/1/model.onnx");
-    anyhow::ensure!(
-        model.exists(),
-        "run `make deps` first: {} is missing",
-        model.display()
-    );
-
-    let repository =
-        std::env::temp_dir().join(format!("sluice-bench-security-{}", std::process::id()));
-    std::fs::create_dir_all(repository.join("mlp/1"))?;
-    std::fs::copy(&model, repository.join("mlp/1/model.onnx"))?;
-    std::fs::write(
-        repository.join("mlp/config.yaml"),
-        "max_batch_size: 64\nintra_op_threads: 1\n",
-    )?;
+    let repository = launch::mlp_repository("bench-security")?;
     let secrets = repository.with_extension("secrets");
     std::fs::create_dir_all(&secrets)?;
     let key = "sk-bench-4f9a1c7e2b8d3f60a5c9e1b7d2f8a4c6";

@@ -3,7 +3,7 @@
 //! taken), and the median of their rounds. Included with `#[path]` beside
 //! `mod support;` by the benchmarks that use it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -71,4 +71,24 @@ pub async fn launch(
 pub fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
+}
+
+/// A model repository in the temporary folder, named after `bench`, serving the mlp
+/// fixture with batches of up to 64 and one intra-op thread; the caller removes it.
+pub fn mlp_repository(bench: &str) -> anyhow::Result<PathBuf> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let model = root.join("server/fixtures/models/mlp/1/model.onnx");
+    anyhow::ensure!(
+        model.exists(),
+        "run `make deps` first: {} is missing",
+        model.display()
+    );
+    let repository = std::env::temp_dir().join(format!("sluice-{bench}-{}", std::process::id()));
+    std::fs::create_dir_all(repository.join("mlp/1"))?;
+    std::fs::copy(&model, repository.join("mlp/1/model.onnx"))?;
+    std::fs::write(
+        repository.join("mlp/config.yaml"),
+        "max_batch_size: 64\nintra_op_threads: 1\n",
+    )?;
+    Ok(repository)
 }
