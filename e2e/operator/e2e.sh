@@ -59,32 +59,17 @@ echo "$FALLBACK_ISVC" | "$KUBECTL" apply -f - >/dev/null
 "$KUBECTL" wait isvc/scorer --for=condition=Ready --timeout=240s >/dev/null || {
     "$KUBECTL" describe isvc scorer >&2; exit 1; }
 scorer="http://$("$KUBECTL" get svc scorer -o jsonpath='{.spec.clusterIP}'):8080/v2/models/scorer/infer"
-python3 - "$scorer" "$REPO_ROOT/server/fixtures/models/mlp/1/reference.json" <<'PY'
-import json, math, sys, time, urllib.error, urllib.request
+PYTHONPATH="$REPO_ROOT/e2e/operator" python3 - "$scorer" "$REPO_ROOT/server/fixtures/models/mlp/1/reference.json" <<'PY'
+import json, math, sys
+from post_retrying import post
 url, reference = sys.argv[1], json.load(open(sys.argv[2]))
-
-
-def post(body):
-    """POST, retrying refused connections: kube-proxy refuses a Service for a
-    moment after Ready, until it has synced the ready endpoint (issue 20)."""
-    for attempt in range(40):
-        request = urllib.request.Request(url, body.encode(), {"Content-Type": "application/json"})
-        try:
-            return json.load(urllib.request.urlopen(request, timeout=30))
-        except urllib.error.HTTPError:
-            raise
-        except urllib.error.URLError:
-            if attempt == 39:
-                raise
-            time.sleep(0.5)
-
 
 x = reference["inputs"]["input"]
 rows = x["shape"][0]
 reasons = []
 for attempt in range(5):
     body = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": x["shape"], "data": x["data"]}]})
-    answer = post(body)
+    answer = post(url, body)
     parameters = answer.get("parameters", {})
     assert parameters.get("sluice_fallback") == "model", answer
     reasons.append(parameters["sluice_fallback_reason"])

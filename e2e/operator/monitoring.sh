@@ -37,31 +37,16 @@ monitoring_e2e() {
         "$KUBECTL" describe isvc cancer >&2; exit 1; }
     revision=$("$KUBECTL" get isvc cancer -o jsonpath='{.status.revision}')
     url="http://$("$KUBECTL" get svc cancer -o jsonpath='{.spec.clusterIP}'):8080/v2/models/cancer/infer"
-    python3 - "$url" "$MODELS_DIR/cancer/holdout.csv" <<'PY'
-import csv, json, sys, time, urllib.error, urllib.request
+    PYTHONPATH="$REPO_ROOT/e2e/operator" python3 - "$url" "$MODELS_DIR/cancer/holdout.csv" <<'PY'
+import csv, json, sys
+from post_retrying import post
 url, holdout = sys.argv[1], sys.argv[2]
 rows = [[float(v) for k, v in r.items() if k != "target"] for r in csv.DictReader(open(holdout))]
 
-
-def post(body):
-    """POST, retrying refused connections: kube-proxy refuses a Service for a
-    moment after Ready, until it has synced the ready endpoint (issue 20)."""
-    for attempt in range(40):
-        request = urllib.request.Request(url, body.encode(), {"Content-Type": "application/json"})
-        try:
-            return json.load(urllib.request.urlopen(request, timeout=30))
-        except urllib.error.HTTPError:
-            raise
-        except urllib.error.URLError:
-            if attempt == 39:
-                raise
-            time.sleep(0.5)
-
-
 for start in range(0, len(rows), 10):
     chunk = rows[start:start + 10]
-    post(json.dumps({"inputs": [{"name": "float_input", "datatype": "FP32",
-                                 "shape": [len(chunk), len(chunk[0])], "data": chunk}]}))
+    post(url, json.dumps({"inputs": [{"name": "float_input", "datatype": "FP32",
+                                      "shape": [len(chunk), len(chunk[0])], "data": chunk}]}))
 print(f"sluice: sent the {len(rows)} holdout rows of cancer in requests of 10", file=sys.stderr)
 PY
     # The analysis's drift query (operator/src/rollout/analysis.rs) for this revision.
