@@ -122,28 +122,13 @@ print(sum(1 for p in pods if not p["metadata"].get("deletionTimestamp") and any(
 # (docs/reliability.md). The client retries a connection up to 3 times (counted).
 preview_traffic() {
     preview_ready() {
-        [[ $(revision_pods "$1") == "$(isvc_field '{.spec.minReplicas}') 0" ]] || return 1
-        local ip
+        local want since ip
+        want=$(isvc_field '{.spec.minReplicas}')
+        since=$(k get deploy "$ISVC-$1" -o jsonpath='{.metadata.creationTimestamp}') || return 1
+        [[ $(serving_pods "$1" "$since") == "$want" &&
+            $(k get pods -l "serving.sluice.dev/revision=$1" -o name | wc -l) == "$want" ]] || return 1
         ip=$(service_ip "$ISVC-$1") && [[ -n $ip ]] && probe "http://$ip:8080/v2/models/$ISVC/ready"
     }
     wait_until 180 "the preview's pods are all new and ready, and its Service answers" preview_ready "$1"
     start_client preview conn 5 3 "$ISVC-$1"
-}
-
-# revision_pods REVISION: "<new and ready> <others>": the revision's pods created for
-# its current Deployment that are Ready and not terminating, and every other pod of
-# the revision (older, terminating, or not ready).
-revision_pods() {
-    local since
-    since=$(k get deploy "$ISVC-$1" -o jsonpath='{.metadata.creationTimestamp}') || return 1
-    k get pods -l "serving.sluice.dev/revision=$1" -o json | python3 -c '
-import json, sys
-since, pods = sys.argv[1], json.load(sys.stdin)["items"]
-def new_and_ready(p):
-    return (p["metadata"]["creationTimestamp"] >= since
-            and not p["metadata"].get("deletionTimestamp")
-            and any(c["type"] == "Ready" and c["status"] == "True"
-                    for c in p.get("status", {}).get("conditions", [])))
-ready = sum(1 for p in pods if new_and_ready(p))
-print(ready, len(pods) - ready)' "$since"
 }

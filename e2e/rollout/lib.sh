@@ -161,14 +161,16 @@ stop_load() {
     LOADGEN_PIDS=()
 }
 
-# serving_pods REVISION: pods of REVISION that are Ready and not terminating
-# (the ones the Services send traffic to).
+# serving_pods REVISION [SINCE]: pods of REVISION that are Ready and not terminating
+# (the ones the Services send traffic to), counting only those created at or after
+# SINCE (an RFC 3339 time) when it is given.
 serving_pods() {
     k get pods -l "serving.sluice.dev/revision=$1" -o json | python3 -c '
 import json, sys
-pods = json.load(sys.stdin)["items"]
-print(sum(1 for p in pods if not p["metadata"].get("deletionTimestamp") and any(
-    c["type"] == "Ready" and c["status"] == "True" for c in p.get("status", {}).get("conditions", []))))'
+since, pods = sys.argv[1], json.load(sys.stdin)["items"]
+print(sum(1 for p in pods if p["metadata"]["creationTimestamp"] >= since
+          and not p["metadata"].get("deletionTimestamp") and any(
+    c["type"] == "Ready" and c["status"] == "True" for c in p.get("status", {}).get("conditions", []))))' "${2:-}"
 }
 
 # rollout MODEL ROLLOUT WANT: applies MODEL and follows its rollout to the outcome
