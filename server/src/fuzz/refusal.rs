@@ -110,10 +110,14 @@ pub fn refused_request(data: &[u8]) {
     let request = framing.request(&body, usize::from(*repeat) + 1);
     let answer = exchange(refusing_server(), &request);
     let complete = first_answer(&answer.bytes, 401);
-    if let (Err(problem), _) | (_, Some(problem)) = (complete, answer.error) {
+    if complete.is_err() || answer.error.is_some() {
         panic!(
-            "{framing:?} request of {} body bytes got no complete 401: {problem}; received {:?}",
+            "{framing:?} request of {} body bytes got no complete 401: {}; {}; received {:?}",
             body.len(),
+            complete
+                .err()
+                .unwrap_or_else(|| "the answer is complete".into()),
+            answer.error.as_deref().unwrap_or("no transport error"),
             String::from_utf8_lossy(&answer.bytes[..answer.bytes.len().min(512)]),
         );
     }
@@ -188,6 +192,8 @@ fn exchange(address: SocketAddr, request: &[u8]) -> Answer {
         match stream.read(&mut chunk) {
             Ok(0) => break,
             Ok(read) => answer.bytes.extend_from_slice(&chunk[..read]),
+            // libFuzzer's timeout alarm (SIGALRM) interrupts a blocking read.
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
             Err(error) => {
                 answer.error = Some(format!("reading failed: {error}"));
                 break;
