@@ -3,7 +3,9 @@
 //! fixture (500 on real rows), both under real traffic. The built-in checks must fail
 //! the faulty revision on its error rate, pass the healthy one, find a revision that
 //! served nothing while stable served starved (no data of its own kind), and hold
-//! (Error) once Prometheus is gone.
+//! (Error) once Prometheus is gone. The prediction-agreement check must pass a
+//! retrained model (`mlp` version 2) and fail one that answers fast and without
+//! errors but wrongly (`inverted`).
 //!
 //! Needs `make build` (the release `sluice-server` and the fixture models) and the
 //! cached Prometheus binary of `e2e/cluster/build-bins.sh`.
@@ -18,18 +20,19 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use processes::{Killed, sluice_server, wait_ok};
-use sluice_operator::crd::rollout::AnalysisSpec;
 use sluice_operator::crd::rollout::CheckVerdict;
+use sluice_operator::crd::rollout::{AnalysisSpec, PredictionAgreementSpec};
 use sluice_operator::rollout::analysis::{self, Target};
 use sluice_operator::rollout::prometheus;
 use support::repo_root;
 
-/// A sluice-server serving `model` (a fixture folder) as `roll`, labelled `revision`.
+/// A sluice-server serving `model` (a fixture `name/version`) as `roll`, labelled
+/// `revision`.
 fn server(dir: &Path, model: &str, revision: &str) -> (Killed, u16) {
     let models = dir.join(revision);
     std::fs::create_dir_all(models.join("roll/1")).unwrap();
     std::fs::copy(
-        repo_root().join(format!("server/fixtures/models/{model}/1/model.onnx")),
+        repo_root().join(format!("server/fixtures/models/{model}/model.onnx")),
         models.join("roll/1/model.onnx"),
     )
     .expect("fixture models missing: run `make build`");
@@ -47,8 +50,8 @@ async fn analysis_against_real_prometheus_and_servers() {
     let dir = std::env::temp_dir().join(format!("sluice-analysis-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let (_stable, stable_port) = server(&dir, "mlp", "stable");
-    let (_faulty, faulty_port) = server(&dir, "faulty", "faulty");
+    let (_stable, stable_port) = server(&dir, "mlp/1", "stable");
+    let (_faulty, faulty_port) = server(&dir, "faulty/1", "faulty");
     let (prom, prom_port) = processes::prometheus(&dir, &[stable_port, faulty_port], "ns").await;
     let http = reqwest::Client::new();
     for port in [stable_port, faulty_port] {
@@ -83,8 +86,14 @@ async fn analysis_against_real_prometheus_and_servers() {
     );
     tokio::time::sleep(Duration::from_secs(2)).await; // a last scrape
 
+    // At most 160 rows each, fewer in Prometheus's first scrapes: the agreement
+    // check (stable against itself) needs fewer.
     let spec = AnalysisSpec {
         window_seconds: 15,
+        prediction_agreement: PredictionAgreementSpec {
+            min_rows: 30,
+            ..PredictionAgreementSpec::default()
+        },
         ..AnalysisSpec::default()
     };
     let client =
@@ -264,5 +273,120 @@ async fn the_drift_check_reads_what_an_operator_configured_server_exports() {
         "holdout rows of the training distribution pass the drift check: {drift:?}"
     );
     assert!(drift.value.is_some_and(|v| v > 0.0 && v < 0.5), "{drift:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Rows of 16 values from a seeded normal distribution (xorshift and Box-Muller):
+/// the random rows the `mlp` fixtures' class shares are measured on.
+fn normal_rows(seed: u64, rows: usize) -> Vec<Vec<f32>> {
+    let mut state = seed.max(1);
+    let mut uniform = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        ((state >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    };
+    (0..rows)
+        .map(|_| {
+            (0..16)
+                .map(|_| {
+                    let (u, v) = (uniform(), uniform());
+                    ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Prometheus and the release sluice-server: run by `make test-operator`"]
+async fn prediction_agreement_passes_a_retrain_and_fails_a_silently_wrong_model() {
+    let dir = std::env::temp_dir().join(format!("sluice-agreement-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (_stable, stable_port) = server(&dir, "mlp/1", "stable");
+    let (_retrained, retrained_port) = server(&dir, "mlp/2", "retrained");
+    let (_inverted, inverted_port) = server(&dir, "inverted/1", "inverted");
+    let ports = [stable_port, retrained_port, inverted_port];
+    let (_prom, prom_port) = processes::prometheus(&dir, &ports, "ns").await;
+    for port in ports {
+        wait_ok(&format!("http://127.0.0.1:{port}/v2/models/roll/ready")).await;
+    }
+
+    let client =
+        sluice_operator::prometheus::client(&format!("http://127.0.0.1:{prom_port}")).unwrap();
+    // Rows answered before Prometheus's first scrape of a server are not in its
+    // increase(): start once every server has been scraped.
+    let started = Instant::now();
+    while client
+        .query("count(up == 1) == 3")
+        .get()
+        .await
+        .map_or(true, |r| r.data().as_vector().is_none_or(|v| v.is_empty()))
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "Prometheus scrapes every server"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The same 1,500 random rows to each revision, 25 per request, over about 3 s.
+    let http = reqwest::Client::new();
+    for chunk in normal_rows(42, 1500).chunks(25) {
+        let body = serde_json::json!({"inputs": [{"name": "input", "datatype": "FP32",
+            "shape": [chunk.len(), 16], "data": chunk}]});
+        for port in ports {
+            let response = http
+                .post(format!("http://127.0.0.1:{port}/v2/models/roll/infer"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert!(response.status().is_success());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await; // the last scrapes
+
+    let agreement = |revision: &'static str| {
+        let plan = analysis::plan(
+            &AnalysisSpec::default(),
+            &Target {
+                isvc: "roll",
+                namespace: "ns",
+                revision,
+                stable: "stable",
+                stable_offset_seconds: None,
+                role: "canary",
+            },
+        );
+        let client = client.clone();
+        async move {
+            let analysis = prometheus::run(Some(&client), &plan).await;
+            analysis
+                .checks
+                .into_iter()
+                .find(|c| c.name == "prediction-agreement")
+                .expect("the check runs by default")
+        }
+    };
+
+    let retrained = agreement("retrained").await;
+    println!("retrained: {:?}", retrained.detail);
+    assert_eq!(retrained.verdict, CheckVerdict::Pass, "{retrained:?}");
+    assert!(
+        retrained.value.is_some_and(|psi| psi < 0.05),
+        "{retrained:?}"
+    );
+    let inverted = agreement("inverted").await;
+    println!("inverted: {:?}", inverted.detail);
+    assert_eq!(inverted.verdict, CheckVerdict::Fail, "{inverted:?}");
+    assert!(inverted.value.is_some_and(|psi| psi > 1.0), "{inverted:?}");
+    let detail = inverted.detail.unwrap();
+    assert!(
+        detail.starts_with("predictions disagree with stable: output logits: PSI"),
+        "{detail}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

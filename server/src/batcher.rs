@@ -24,6 +24,7 @@ use tokio::sync::oneshot;
 use crate::error::InferError;
 use crate::metrics::VersionMetrics;
 use crate::monitoring::Monitor;
+use crate::monitoring::predictions::PredictionCounts;
 use crate::runtime::OnnxModel;
 use crate::tensor::Tensor;
 
@@ -125,6 +126,7 @@ pub struct Batcher {
     placement: Placement,
     metrics: VersionMetrics,
     monitor: Option<Arc<Monitor>>,
+    predictions: Option<PredictionCounts>,
     model_name: String,
 }
 
@@ -135,8 +137,9 @@ fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Batcher {
-    /// A batcher for `model`. With [`Placement::Thread`] the caller must run
-    /// [`Batcher::run_thread`] on a thread of its own.
+    /// A batcher for `model`, showing finished batches to `monitor` and counting
+    /// their rows in `predictions` when given. With [`Placement::Thread`] the
+    /// caller must run [`Batcher::run_thread`] on a thread of its own.
     pub fn new(
         model: OnnxModel,
         model_name: &str,
@@ -144,6 +147,7 @@ impl Batcher {
         placement: Placement,
         metrics: VersionMetrics,
         monitor: Option<Arc<Monitor>>,
+        predictions: Option<PredictionCounts>,
     ) -> Arc<Batcher> {
         Arc::new(Batcher {
             queue: Mutex::new(QueueState {
@@ -157,6 +161,7 @@ impl Batcher {
             placement,
             metrics,
             monitor,
+            predictions,
             model_name: model_name.to_string(),
         })
     }
@@ -292,6 +297,9 @@ impl Batcher {
             .compute_duration
             .observe(started.elapsed().as_secs_f64());
         metrics.batch_size.observe(total_rows as f64);
+        if let (Some(predictions), Ok(outputs)) = (&self.predictions, &result) {
+            predictions.record(outputs);
+        }
         if let (Some(monitor), Ok(outputs)) = (&self.monitor, &result) {
             let requests = batch
                 .iter()

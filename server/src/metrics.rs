@@ -40,6 +40,7 @@ pub struct Metrics {
     circuit_state: IntGaugeVec,
     circuit_opens: IntCounterVec,
     connections_rotated: IntCounterVec,
+    predictions: IntCounterVec,
     monitoring: MonitoringFamilies,
 }
 
@@ -231,8 +232,17 @@ impl Metrics {
             &["protocol"],
         )
         .expect("valid counter");
+        let predictions = IntCounterVec::new(
+            Opts::new(
+                "sluice_predictions_total",
+                "Rows the model answered, by output and bin: the predicted class, label or value range (docs/model-server.md).",
+            ),
+            &["model", "version", "output", "bin"],
+        )
+        .expect("valid counter");
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(predictions.clone()),
             Box::new(connections_rotated.clone()),
             Box::new(fallback_requests.clone()),
             Box::new(circuit_state.clone()),
@@ -262,6 +272,7 @@ impl Metrics {
             circuit_state,
             circuit_opens,
             connections_rotated,
+            predictions,
         }
     }
 
@@ -300,6 +311,7 @@ impl Metrics {
             circuit_state: self.circuit_state.with_label_values(&labels),
             circuit_opens: self.circuit_opens.with_label_values(&labels),
             fallback_requests: self.fallback_requests.clone(),
+            predictions: self.predictions.clone(),
             monitoring: self.monitoring.clone(),
         }
     }
@@ -401,10 +413,22 @@ pub struct VersionMetrics {
     /// Times the circuit breaker opened.
     pub circuit_opens: IntCounter,
     fallback_requests: IntCounterVec,
+    predictions: IntCounterVec,
     monitoring: MonitoringFamilies,
 }
 
 impl VersionMetrics {
+    /// The counter of rows whose `output` fell in `bin`
+    /// (the binning is `monitoring::predictions`').
+    pub fn prediction_counter(&self, output: &str, bin: &str) -> IntCounter {
+        self.predictions.with_label_values(&[
+            self.model.as_str(),
+            self.version.as_str(),
+            output,
+            bin,
+        ])
+    }
+
     /// Records one finished request: its outcome and its whole duration.
     pub fn observe_request(&self, status: u16, duration: Duration) {
         let code = status.to_string();

@@ -13,6 +13,7 @@ use crate::config::{ModelConfig, RunnerChoice};
 use crate::error::InferError;
 use crate::metrics::VersionMetrics;
 use crate::monitoring::Monitor;
+use crate::monitoring::predictions::PredictionCounts;
 use crate::resilience::circuit::{CircuitBreaker, CircuitMetrics};
 use crate::resilience::fallback::{Fallback, FallbackModel, StaticAnswer, check_signature};
 use crate::resilience::{Answer, Resilience};
@@ -166,6 +167,7 @@ impl ModelVersion {
         let inputs = onnx.inputs().to_vec();
         let outputs = onnx.outputs().to_vec();
         let device = onnx.device();
+        let predictions = PredictionCounts::new(&outputs, &self.metrics);
         let batcher = Batcher::new(
             onnx,
             &self.name,
@@ -173,6 +175,7 @@ impl ModelVersion {
             placement,
             self.metrics.clone(),
             monitor.clone(),
+            Some(predictions),
         );
         let serving = Serving {
             inputs,
@@ -284,7 +287,8 @@ impl ModelVersion {
             .fallback_metrics
             .clone()
             .unwrap_or_else(|| self.metrics.clone());
-        let batcher = Batcher::new(onnx, &self.name, policy, placement, metrics, None);
+        // The fallback's answers are not the model's predictions: not counted.
+        let batcher = Batcher::new(onnx, &self.name, policy, placement, metrics, None, None);
         if placement == Placement::Thread {
             let runner = Arc::clone(&batcher);
             std::thread::Builder::new()

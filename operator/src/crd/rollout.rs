@@ -155,11 +155,62 @@ pub struct AnalysisSpec {
     /// revision; off when absent (drift needs a reference profile).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_drift_score: Option<f64>,
+    /// The `prediction-agreement` check: the new revision's predictions must be
+    /// distributed like the stable revision's over the same window. On by default;
+    /// it needs no profile.
+    #[serde(default)]
+    pub prediction_agreement: PredictionAgreementSpec,
     /// User checks: PromQL with `$isvc`, `$namespace`, `$revision`, `$stable` and
     /// `$window` substituted, compared with a bound.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 20))]
     pub checks: Vec<CustomCheck>,
+}
+
+/// How the new revision's predictions are compared with the stable revision's:
+/// the distribution of `sluice_predictions_total` by output and bin (the predicted
+/// class, label or value range) over the same window. A difference fails the check
+/// when it is both large (population stability index above `maxPsi`) and not
+/// chance (a chi-square test of homogeneity below `significance`); see
+/// docs/rollouts.md.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PredictionAgreementSpec {
+    /// Whether the check runs (default true).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Largest population stability index between the two distributions (default
+    /// 0.2, the usual boundary of a significant shift).
+    #[serde(default = "default_max_psi")]
+    #[schemars(range(min = 0.001, max = 10.0))]
+    pub max_psi: f64,
+    /// A difference counts only when the chi-square test's p-value is below this
+    /// (default 0.001), so that too few rows never fail a rollout by chance.
+    #[serde(default = "default_significance")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub significance: f64,
+    /// Fewest predictions each revision must have made in the window for the check
+    /// to count (default 200); fewer is no data.
+    #[serde(default = "default_min_rows")]
+    #[schemars(range(min = 10, max = 10000000))]
+    pub min_rows: u32,
+    /// Range of the comparison, in seconds (default 120): longer than the other
+    /// checks' window, so that a canary with a small share gathers `minRows`.
+    #[serde(default = "default_agreement_window")]
+    #[schemars(range(min = 5, max = 86400))]
+    pub window_seconds: u32,
+}
+
+impl Default for PredictionAgreementSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_psi: default_max_psi(),
+            significance: default_significance(),
+            min_rows: default_min_rows(),
+            window_seconds: default_agreement_window(),
+        }
+    }
 }
 
 impl Default for AnalysisSpec {
@@ -175,6 +226,7 @@ impl Default for AnalysisSpec {
             latency_tolerance_seconds: default_latency_tolerance(),
             max_error_rate: default_max_error_rate(),
             max_drift_score: None,
+            prediction_agreement: PredictionAgreementSpec::default(),
             checks: Vec::new(),
         }
     }
@@ -245,6 +297,21 @@ fn default_latency_tolerance() -> f64 {
 }
 fn default_max_error_rate() -> f64 {
     0.02
+}
+fn default_true() -> bool {
+    true
+}
+fn default_max_psi() -> f64 {
+    0.2
+}
+fn default_significance() -> f64 {
+    0.001
+}
+fn default_min_rows() -> u32 {
+    200
+}
+fn default_agreement_window() -> u32 {
+    120
 }
 
 impl Default for RolloutSpec {

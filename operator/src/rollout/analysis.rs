@@ -8,7 +8,9 @@
 //! - `p99-latency-vs-stable`: p99 of `sluice_inference_request_duration_seconds`
 //!   at most `ratio` times the stable revision's (and more than a tolerance above);
 //! - `p99-latency` (when `maxP99LatencySeconds` is set): an absolute bound;
-//! - `drift` (when `maxDriftScore` is set): the largest feature drift score.
+//! - `drift` (when `maxDriftScore` is set): the largest feature drift score;
+//! - `prediction-agreement` (on by default): the new revision's predictions are
+//!   distributed like the stable revision's ([`super::agreement`]).
 //!
 //! Latency and error checks count only when the new revision served at least
 //! `minRequests` in the window; otherwise they are no data. No data holds a
@@ -23,6 +25,7 @@
 
 use std::fmt::Write as _;
 
+use super::agreement::{self, AgreementPlan, CountsSample};
 use crate::crd::rollout::AnalysisSpec;
 use crate::crd::rollout::{CheckResult, CheckVerdict};
 
@@ -93,6 +96,8 @@ pub struct Plan {
     pub min_requests: f64,
     /// The checks.
     pub checks: Vec<Planned>,
+    /// The prediction-agreement check, when it runs.
+    pub agreement: Option<AgreementPlan>,
 }
 
 /// A query's answer: a value, no data (`Ok(None)`), or why Prometheus failed.
@@ -200,6 +205,13 @@ pub fn plan(spec: &AnalysisSpec, t: &Target) -> Plan {
         role: t.role.to_string(),
         min_requests: spec.min_requests.into(),
         checks,
+        agreement: agreement::plan(
+            &spec.prediction_agreement,
+            &new,
+            &stable,
+            t.stable_offset_seconds,
+            t.role,
+        ),
     }
 }
 
@@ -330,12 +342,13 @@ pub const STARVATION_CHECK: &str = "traffic";
 /// Turns the answers to `plan`'s queries into an analysis. `values[i]` answers
 /// `plan.checks[i]`: its own query, and the stable revision's for a relative
 /// bound; `stable_requests` answers `plan.stable_requests` (`Ok(None)` when
-/// there is none).
+/// there is none); `agreement` answers `plan.agreement`'s two queries (new, stable).
 pub fn evaluate(
     plan: &Plan,
     requests: &Sample,
     stable_requests: &Sample,
     values: &[(Sample, Option<Sample>)],
+    agreement: Option<&(CountsSample, CountsSample)>,
 ) -> Analysis {
     let checks: Vec<CheckResult> = starvation(plan, requests, stable_requests)
         .into_iter()
@@ -352,6 +365,12 @@ pub fn evaluate(
                         plan.min_requests,
                     )
                 }),
+        )
+        .chain(
+            plan.agreement
+                .as_ref()
+                .zip(agreement)
+                .map(|(planned, (new, stable))| agreement::judge(planned, new, stable)),
         )
         .collect();
     let any = |v: CheckVerdict| checks.iter().any(|c| c.verdict == v);
@@ -584,6 +603,7 @@ mod tests {
                 &requests,
                 &Ok(None),
                 &[(errors, None), (p99, Some(stable))],
+                None,
             );
             assert_eq!(a.verdict, want, "case {i}: {}", a.summary());
             assert_eq!(a.checks.len(), 2);
@@ -601,6 +621,7 @@ mod tests {
                 (Ok(Some(0.25)), None),
                 (Ok(Some(0.003)), Some(Ok(Some(0.002)))),
             ],
+            None,
         );
         let e = &a.checks[0];
         assert_eq!(
@@ -665,7 +686,7 @@ mod tests {
             (Ok(Some(0.0)), Err("down".into()), None),
         ];
         for (i, (new, stable, want)) in cases.into_iter().enumerate() {
-            let a = evaluate(&p, &new, &stable, &healthy());
+            let a = evaluate(&p, &new, &stable, &healthy(), None);
             assert_eq!(a.starvation(), want, "case {i}: {}", a.summary());
             assert_ne!(a.verdict, CheckVerdict::Pass, "case {i}: {}", a.summary());
             if want.is_some() {
@@ -719,6 +740,7 @@ mod tests {
                 (Ok(Some(0.002)), Some(Ok(Some(0.002)))),
                 (Ok(Some(1.0)), None),
             ],
+            None,
         );
         assert_eq!(a.verdict, CheckVerdict::NoData, "{}", a.summary());
         assert_eq!(

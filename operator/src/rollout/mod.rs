@@ -7,10 +7,12 @@
 //! - [`machine`]: the pure state machine (spec, observed state, analysis -> next
 //!   state and actions), persisted in `status.rollout` so a restarted operator resumes.
 //! - [`analysis`]: the PromQL of every check and how values become verdicts (pure).
+//! - [`agreement`]: the prediction-agreement check's queries and statistics (pure).
 //! - [`prometheus`]: the thin layer that runs those queries.
 //! - [`traffic`]: replica counts per revision and HTTPRoute weights (pure).
 //! - [`control`]: the `serving.sluice.dev/rollout` annotation (manual control).
 
+pub mod agreement;
 pub mod analysis;
 pub mod control;
 pub mod machine;

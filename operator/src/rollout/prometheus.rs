@@ -3,6 +3,7 @@
 use prometheus_http_query::Client;
 use prometheus_http_query::response::Data;
 
+use super::agreement::{Counts, CountsSample};
 use super::analysis::{self, Analysis, Plan, Sample};
 
 /// Runs every query of `plan` and judges the answers. Without a client (no
@@ -28,12 +29,50 @@ pub async fn run(client: Option<&Client>, plan: &Plan) -> Analysis {
             None => Ok(None),
         }
     };
-    let (requests, stable_requests, values) = futures::join!(
+    let agreement = async {
+        match &plan.agreement {
+            Some(planned) => Some(futures::join!(
+                counts(client, &planned.new),
+                counts(client, &planned.stable)
+            )),
+            None => None,
+        }
+    };
+    let (requests, stable_requests, values, agreement) = futures::join!(
         sample(client, &plan.requests),
         stable_requests,
-        futures::future::join_all(checks)
+        futures::future::join_all(checks),
+        agreement
     );
-    analysis::evaluate(plan, &requests, &stable_requests, &values)
+    analysis::evaluate(
+        plan,
+        &requests,
+        &stable_requests,
+        &values,
+        agreement.as_ref(),
+    )
+}
+
+/// One instant query aggregated `by (output, bin)`: rows per output and bin.
+async fn counts(client: Option<&Client>, query: &str) -> CountsSample {
+    let client = client.ok_or("no Prometheus URL configured (--prometheus-url)")?;
+    let response = client
+        .query(query)
+        .get()
+        .await
+        .map_err(|e| format!("Prometheus query failed: {e}"))?;
+    let Data::Vector(vector) = response.data() else {
+        return Err("the query returned no instant vector".into());
+    };
+    let mut counts = Counts::new();
+    for series in vector {
+        let labels = series.metric();
+        let label = |name: &str| labels.get(name).cloned().unwrap_or_default();
+        if let Some(rows) = analysis::finite(series.sample().value()) {
+            counts.insert((label("output"), label("bin")), rows);
+        }
+    }
+    Ok(counts)
 }
 
 /// One instant query: the value of its single sample, `None` when it returned no

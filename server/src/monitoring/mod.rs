@@ -8,6 +8,7 @@
 //! logged predictions, and publishes everything as Prometheus gauges. Request
 //! threads never take a lock for it.
 
+pub mod predictions;
 pub mod profile;
 pub mod stats;
 

@@ -27,6 +27,7 @@ REFERENCE_CASES = [
     ("int64_fp64", "1"),
     ("dtypes", "1"),
     ("slow", "1"),
+    ("inverted", "1"),
 ]
 
 # Models whose every version is expected to load.

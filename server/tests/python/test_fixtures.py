@@ -89,6 +89,22 @@ def test_mlp_versions_differ():
     assert not np.allclose(v1, v2, atol=1e-2)
 
 
+def predicted_classes(model, version, rows):
+    session = ort.InferenceSession(str(MODELS_DIR / model / version / "model.onnx"))
+    return np.argmax(session.run(None, {"input": rows})[0], axis=1)
+
+
+def test_mlp_v2_is_a_retrain_that_mostly_agrees_and_inverted_disagrees():
+    """What the prediction-agreement tests rely on: on random normal rows mlp v2
+    picks v1's class on most rows, and inverted on few."""
+    rows = np.random.default_rng(5).normal(0, 1, (4000, 16)).astype(np.float32)
+    v1 = predicted_classes("mlp", "1", rows)
+    v2 = predicted_classes("mlp", "2", rows)
+    inverted = predicted_classes("inverted", "1", rows)
+    assert 0.85 < np.mean(v1 == v2) < 0.99
+    assert np.mean(v1 == inverted) < 0.1
+
+
 def test_faulty_model_serves_zeros_and_fails_real_rows():
     """Warm-up sends zeros, which pass (as mlp v1); any real row fails the run."""
     faulty = ort.InferenceSession(str(MODELS_DIR / "faulty" / "1" / "model.onnx"))
