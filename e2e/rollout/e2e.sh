@@ -3,10 +3,12 @@
 #   1. a good new version (mlp v2) is promoted through every canary step;
 #   2. a much slower version (the `slow` fixture) is rolled back on latency;
 #   3. a version that fails requests (the `faulty` fixture) is rolled back on errors;
+#      and one that answers fast and without errors but wrongly (the `inverted`
+#      fixture: negated logits) is rolled back on prediction agreement;
 #   4. Prometheus stopped mid-rollout holds it; started again, the rollout finishes;
 #   5. blue-green switches a good version, and switches back when post-promotion
 #      analysis fails (`faulty` passes the preview's smoke traffic, fails real traffic).
-# Scenarios 1-3 use the default rollout settings and print the times the issue asks
+# Scenarios 1-3 use the default rollout settings (the prediction-agreement check on) and print the times the issue asks
 # for; 4-5 use short intervals. The traffic comes from callers that keep their
 # connections open (HTTP/1.1 keep-alive and gRPC), and scenario 1 checks that the
 # canary's share of their requests at each step is within 10 points of its weight. Uses the running local cluster or starts (and stops) one.
@@ -65,6 +67,17 @@ rollout faulty/1 "" RolledBack
 reason=$(last_history reason)
 [[ $reason == *error-rate* ]] || { say "FAIL: rollback reason does not name the error rate: $reason"; exit 1; }
 result "faulty (defaults): full rollback $(since "$T_TRAFFIC" "$T_GONE")s after its first traffic; reason: $reason"
+
+# 3b. A silently wrong version: same signature and cost, no errors, inverted
+# predictions. Latency and errors pass; prediction agreement with stable fails.
+rollout inverted/1 "" RolledBack
+reason=$(last_history reason)
+[[ $reason == *prediction-agreement* && $reason == *"predictions disagree with stable"* ]] ||
+    { say "FAIL: rollback reason does not name prediction agreement: $reason"; exit 1; }
+stable_is "$good" || { say "FAIL: stable revision changed"; exit 1; }
+has_event AnalysisFailed "error-rate = [0-9.]* (<= 0.02) Pass.*prediction-agreement = [0-9.]* (PSI <= 0.2 unless chi-square p < 0.001) Fail" ||
+    { say "FAIL: no AnalysisFailed event where the error rate passed and prediction agreement failed"; exit 1; }
+result "inverted (defaults): full rollback $(since "$T_TRAFFIC" "$T_GONE")s after its first traffic (goal: under 90 s); reason: $reason"
 
 # 4. Prometheus stopped mid-rollout holds it; started again, the rollout promotes.
 read -r PROMETHEUS_PID _ <"$REPO_ROOT/.cluster/pids/prometheus"

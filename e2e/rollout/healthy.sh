@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Healthy canaries in a row (default 20, ROUNDS to change): mlp v1 and v2 alternately,
-# two healthy versions of the same network, so every canary is healthy, rolled out
-# with the default checks and thresholds but one short step, under steady traffic.
+# two healthy versions of the same network (v2 is v1 retrained: they pick the same
+# class on about 92% of rows), so every canary is healthy, rolled out with the default
+# checks and thresholds (prediction agreement included) but one short step, under
+# steady traffic. Prints each promotion's last prediction-agreement PSI.
 # Prints how many were wrongly rolled back (the goal is none) and exits non-zero
 # when any was. Uses the running local cluster or starts (and stops) one.
 set -euo pipefail
@@ -27,7 +29,8 @@ for ((round = 1; round <= ROUNDS; round++)); do
     candidate=mlp/2
     [[ $current == mlp/2 ]] && candidate=mlp/1
     if rollout "$candidate" "$SPEC" Promoted 240; then
-        say "round $round/$ROUNDS: $candidate promoted ${T_END}s after apply"
+        psi=$(isvc_field '{.status.rollout.checks[?(@.name=="prediction-agreement")].value}')
+        say "round $round/$ROUNDS: $candidate promoted ${T_END}s after apply (prediction-agreement PSI ${psi:-none})"
         current=$candidate
     else
         wrong=$((wrong + 1))
