@@ -75,7 +75,7 @@ reason=$(last_history reason)
 [[ $reason == *prediction-agreement* && $reason == *"predictions disagree with stable"* ]] ||
     { say "FAIL: rollback reason does not name prediction agreement: $reason"; exit 1; }
 stable_is "$good" || { say "FAIL: stable revision changed"; exit 1; }
-has_event AnalysisFailed "error-rate = [0-9.]* (<= 0.02) Pass.*prediction-agreement = [0-9.]* (PSI <= 0.2 unless chi-square p < 0.001) Fail" ||
+has_event AnalysisFailed "error-rate = [0-9.]* (<= [0-9.]* (max of [^)]*)) Pass.*prediction-agreement = [0-9.]* (PSI <= 0.2 unless chi-square p < 0.001) Fail" ||
     { say "FAIL: no AnalysisFailed event where the error rate passed and prediction agreement failed"; exit 1; }
 result "inverted (defaults): full rollback $(since "$T_TRAFFIC" "$T_GONE")s after its first traffic (goal: under 90 s); reason: $reason"
 

@@ -148,9 +148,15 @@ pub struct AnalysisSpec {
     /// that sub-millisecond noise never rolls back.
     #[serde(default = "default_latency_tolerance")]
     pub latency_tolerance_seconds: f64,
-    /// Most share of requests answered 5xx (default 0.02).
+    /// Most share of requests answered 5xx (or by the fallback) above the stable
+    /// revision's over the same window (default 0.02): against a stable revision
+    /// without errors, the bound itself.
     #[serde(default = "default_max_error_rate")]
     pub max_error_rate: f64,
+    /// Most error rate of the new revision relative to the stable one (default
+    /// 2.0); the check fails only when it is also more than `maxErrorRate` above.
+    #[serde(default = "default_error_rate_ratio")]
+    pub max_error_rate_ratio: f64,
     /// Most `sluice_feature_drift_score` over all features and tests of the new
     /// revision; off when absent (drift needs a reference profile).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -225,6 +231,7 @@ impl Default for AnalysisSpec {
             max_p99_latency_ratio: default_latency_ratio(),
             latency_tolerance_seconds: default_latency_tolerance(),
             max_error_rate: default_max_error_rate(),
+            max_error_rate_ratio: default_error_rate_ratio(),
             max_drift_score: None,
             prediction_agreement: PredictionAgreementSpec::default(),
             checks: Vec::new(),
@@ -297,6 +304,9 @@ fn default_latency_tolerance() -> f64 {
 }
 fn default_max_error_rate() -> f64 {
     0.02
+}
+fn default_error_rate_ratio() -> f64 {
+    2.0
 }
 fn default_true() -> bool {
     true

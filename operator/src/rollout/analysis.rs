@@ -4,7 +4,9 @@
 //! Built-in checks select the new revision by the server's own labels (`isvc`,
 //! `revision`) plus `namespace`, which the scrape configuration attaches:
 //! - `error-rate`: share of requests answered 5xx, or by the fallback because
-//!   the model failed, over the window;
+//!   the model failed, over the window, at most `maxErrorRateRatio` times the
+//!   stable revision's (and failing only when also more than `maxErrorRate`
+//!   above it, so that `maxErrorRate` is the bound against an error-free stable);
 //! - `p99-latency-vs-stable`: p99 of `sluice_inference_request_duration_seconds`
 //!   at most `ratio` times the stable revision's (and more than a tolerance above);
 //! - `p99-latency` (when `maxP99LatencySeconds` is set): an absolute bound;
@@ -135,6 +137,18 @@ fn p99_before(selector: &str, window: &str, offset: Option<u64>) -> String {
     }
 }
 
+/// The share of a revision's requests answered 5xx or by the fallback, over
+/// `window` (ending `offset` seconds ago).
+fn error_rate(selector: &str, window: &str, offset: Option<u64>) -> String {
+    let range = match offset {
+        Some(seconds) => format!("[{window}] offset {seconds}s"),
+        None => format!("[{window}]"),
+    };
+    format!(
+        r#"((sum(rate(sluice_inference_requests_total{{{selector},code=~"5.."}}{range})) or vector(0)) + (sum(rate(sluice_fallback_requests_total{{{selector}}}{range})) or vector(0))) / sum(rate(sluice_inference_requests_total{{{selector}}}{range}))"#
+    )
+}
+
 /// The queries of one analysis of `t` under `spec`.
 pub fn plan(spec: &AnalysisSpec, t: &Target) -> Plan {
     let window = format!("{}s", spec.window_seconds);
@@ -143,10 +157,17 @@ pub fn plan(spec: &AnalysisSpec, t: &Target) -> Plan {
     let mut checks = vec![
         Planned {
             name: "error-rate".into(),
-            query: format!(
-                r#"((sum(rate(sluice_inference_requests_total{{{new},code=~"5.."}}[{window}])) or vector(0)) + (sum(rate(sluice_fallback_requests_total{{{new}}}[{window}])) or vector(0))) / sum(rate(sluice_inference_requests_total{{{new}}}[{window}]))"#
-            ),
-            bound: Bound::AtMost(spec.max_error_rate),
+            query: error_rate(&new, &window, None),
+            // A stable revision without requests has no error rate: 0, so that the
+            // bound is `maxErrorRate` alone.
+            bound: Bound::Relative {
+                query: format!(
+                    "({}) or vector(0)",
+                    error_rate(&stable, &window, t.stable_offset_seconds)
+                ),
+                ratio: spec.max_error_rate_ratio,
+                tolerance: spec.max_error_rate,
+            },
             needs_traffic: true,
         },
         Planned {
@@ -251,7 +272,7 @@ fn judge(
         (Bound::Relative { .. }, Some(Err(e))) => Err((CheckVerdict::Error, e.clone())),
         (Bound::Relative { .. }, _) => Err((
             CheckVerdict::NoData,
-            "the stable revision has no latency data".to_string(),
+            "the stable revision has no data for this check".to_string(),
         )),
     };
     let (max, min) = match threshold {
@@ -602,12 +623,53 @@ mod tests {
                 &p,
                 &requests,
                 &Ok(None),
-                &[(errors, None), (p99, Some(stable))],
+                &[(errors, Some(ok(0.0))), (p99, Some(stable))],
                 None,
             );
             assert_eq!(a.verdict, want, "case {i}: {}", a.summary());
             assert_eq!(a.checks.len(), 2);
         }
+    }
+
+    #[test]
+    fn the_error_rate_is_judged_against_the_stable_revisions() {
+        let p = plan(&spec(), &T);
+        let Bound::Relative { query, .. } = &p.checks[0].bound else {
+            panic!("relative error bound expected");
+        };
+        assert!(query.contains(r#"revision="old1",code=~"5..""#), "{query}");
+        assert!(query.ends_with(") or vector(0)"), "{query}");
+        let verdict = |canary: f64, stable: f64| {
+            evaluate(
+                &p,
+                &Ok(Some(100.0)),
+                &Ok(Some(100.0)),
+                &[
+                    (Ok(Some(canary)), Some(Ok(Some(stable)))),
+                    (Ok(Some(0.002)), Some(Ok(Some(0.002)))),
+                ],
+                None,
+            )
+            .verdict
+        };
+        // Against an error-free stable, maxErrorRate is the bound.
+        assert_eq!(verdict(0.02, 0.0), CheckVerdict::Pass);
+        assert_eq!(verdict(0.03, 0.0), CheckVerdict::Fail);
+        // Stable fails 10% (a bad dependency): the canary is judged against that.
+        assert_eq!(verdict(0.15, 0.1), CheckVerdict::Pass);
+        assert_eq!(verdict(0.25, 0.1), CheckVerdict::Fail);
+        // After a blue-green switch: the old revision's rate from before it.
+        let after = plan(
+            &spec(),
+            &Target {
+                stable_offset_seconds: Some(42),
+                ..T
+            },
+        );
+        let Bound::Relative { query, .. } = &after.checks[0].bound else {
+            panic!("relative error bound expected");
+        };
+        assert!(query.contains("[30s] offset 42s"), "{query}");
     }
 
     #[test]
@@ -618,21 +680,24 @@ mod tests {
             &Ok(Some(50.0)),
             &Ok(Some(50.0)),
             &[
-                (Ok(Some(0.25)), None),
+                (Ok(Some(0.25)), Some(Ok(Some(0.0)))),
                 (Ok(Some(0.003)), Some(Ok(Some(0.002)))),
             ],
             None,
         );
         let e = &a.checks[0];
+        let threshold = "<= 0.0200 (max of 2x and +0.02 over stable 0.0000)";
         assert_eq!(
             (e.value, e.threshold.as_str(), e.verdict),
-            (Some(0.25), "<= 0.02", CheckVerdict::Fail)
+            (Some(0.25), threshold, CheckVerdict::Fail)
         );
-        assert!(
-            a.summary()
-                .contains("error-rate = 0.2500 (<= 0.02) Fail query: ((sum(rate(")
+        assert!(a.summary().contains(&format!(
+            "error-rate = 0.2500 ({threshold}) Fail query: ((sum(rate("
+        )));
+        assert_eq!(
+            a.failing(),
+            format!("error-rate = 0.2500, want {threshold}")
         );
-        assert_eq!(a.failing(), "error-rate = 0.2500, want <= 0.02");
         assert!(a.checks[1].threshold.starts_with("<= 0.0220"));
     }
 

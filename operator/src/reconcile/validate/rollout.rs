@@ -21,7 +21,16 @@ pub fn check(spec: &RolloutSpec) -> Result<(), String> {
         ("maxP99LatencyRatio", Some(a.max_p99_latency_ratio)),
         ("latencyToleranceSeconds", Some(a.latency_tolerance_seconds)),
         ("maxErrorRate", Some(a.max_error_rate)),
+        ("maxErrorRateRatio", Some(a.max_error_rate_ratio)),
         ("maxDriftScore", a.max_drift_score),
+        (
+            "predictionAgreement.maxPsi",
+            Some(a.prediction_agreement.max_psi),
+        ),
+        (
+            "predictionAgreement.significance",
+            Some(a.prediction_agreement.significance),
+        ),
     ];
     if let Some((field, value)) = bounds
         .iter()
