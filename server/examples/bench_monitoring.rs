@@ -4,7 +4,9 @@
 //! Feeds batches to a real [`Monitor`] at a steady rate, as the executor does,
 //! and reports (1) the time `observe` takes on the executor thread and (2) the
 //! whole process's CPU time per row, the monitor thread's windows, tests and
-//! publishing included, minus the same feeding loop without a monitor.
+//! publishing included, minus the same feeding loop without a monitor. Then (3)
+//! the time the always-on prediction counts ([`PredictionCounts`], what the
+//! rollout's prediction-agreement check reads) take per row on the same outputs.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -14,6 +16,7 @@ use sluice_server::config::ModelConfig;
 use sluice_server::config::monitoring::{FeedbackConfig, MonitoringConfig, Task};
 use sluice_server::metrics::Metrics;
 use sluice_server::monitoring::Monitor;
+use sluice_server::monitoring::predictions::PredictionCounts;
 use sluice_server::monitoring::profile::{ProfileRequest, TrainingData, build};
 use sluice_server::runtime::OnnxModel;
 use sluice_server::tensor::{Tensor, TensorData};
@@ -136,6 +139,21 @@ fn main() -> anyhow::Result<()> {
         "rows dropped because the monitor fell behind: {}",
         series.monitoring_dropped_rows.get()
     );
+    let counts = PredictionCounts::new(model.outputs(), &series);
+    for batch_rows in [1, 32] {
+        let values: Vec<f32> = (0..batch_rows * 30).map(|i| (i % 7) as f32).collect();
+        let inputs = Tensor::new(vec![batch_rows as i64, 30], TensorData::Fp32(values))?;
+        let outputs = model.run(&[&inputs])?;
+        let rows = 2_000_000 / batch_rows * batch_rows;
+        let started = Instant::now();
+        for _ in 0..rows / batch_rows {
+            counts.record(std::hint::black_box(&outputs));
+        }
+        println!(
+            "prediction counts (always on; label and probabilities outputs), batches of {batch_rows:>2} rows: {:.1} ns/row on the executor thread",
+            started.elapsed().as_secs_f64() * 1e9 / rows as f64
+        );
+    }
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }
