@@ -16,8 +16,8 @@
 //!   magnitudes under 0.001 and `"1e6"`/`"-1e6"` those from a million up;
 //! - `"nan"`: a row whose value (or any of whose scores) is NaN.
 //!
-//! Outputs of other shapes (wider rows, text) are not counted, nor are outputs
-//! after the first [`MAX_OUTPUTS`].
+//! Outputs of other shapes (wider rows, text, a dynamic dimension after the
+//! first) are not counted, nor are outputs after the first [`MAX_OUTPUTS`].
 //!
 //! Counting is a few comparisons and one atomic add per row; each bin's counter is
 //! resolved once, on its first row (a class's at load, so that its series starts
