@@ -112,10 +112,14 @@ bluegreen() { # bluegreen MODEL WANT
     rev=$(isvc_field '{.status.revision}')
     wait_until 60 "the preview Service exists" k get svc "$ISVC-$rev" -o name >/dev/null
     start_load "$ISVC-$rev" 5 keepalive --zeros
+    local smoke=${LOADGEN_PIDS[-1]}
     selector() { k get svc "$ISVC" -o jsonpath='{.spec.selector.serving\.sluice\.dev/revision}'; }
     [[ $(selector) != "$rev" ]] || { say "FAIL: the Service selected the preview before analysis"; exit 1; }
     switched() { [[ $(selector) == "$rev" ]]; }
     wait_until 120 "traffic switches to the preview" switched
+    # The smoke test is over: after the switch the new revision is judged on live
+    # traffic (its predictions against the old revision's, docs/rollouts.md).
+    kill "$smoke" 2>/dev/null || true
     ended() { [[ $(isvc_field '{.status.rollout.phase}') != Progressing ]]; }
     wait_until 120 "the blue-green rollout ends" ended
     [[ $(isvc_field '{.status.rollout.phase}') == "$2" ]] || { say "FAIL: blue-green of $1 ended $(isvc_field '{.status.rollout.phase}'), want $2"; exit 1; }
@@ -130,6 +134,7 @@ result "blue-green: switched to the preview after pre-promotion analysis, promot
 bluegreen faulty/1 RolledBack
 has_event SwitchedBack "switched back to revision $good" || { say "FAIL: no SwitchedBack event"; exit 1; }
 stable_is "$good" || { say "FAIL: stable revision changed"; exit 1; }
+[[ $(last_history reason) == *error-rate* ]] || { say "FAIL: the switch back does not name the error rate: $(last_history reason)"; exit 1; }
 result "blue-green: faulty passed the preview's smoke traffic, failed real traffic after the switch and was switched back: $(last_history reason)"
 
 stop_load
