@@ -27,6 +27,7 @@ use std::sync::OnceLock;
 
 use prometheus::IntCounter;
 
+use super::profile::for_each_f64;
 use crate::metrics::VersionMetrics;
 use crate::runtime::TensorSpec;
 use crate::tensor::{DataType, Tensor, TensorData};
@@ -164,14 +165,18 @@ fn three_significant_digits(edge: f64) -> String {
 /// Calls `bin` with the bin of each row of `data`, binned by `binning`.
 fn row_bins(binning: Binning, data: &TensorData, mut bin: impl FnMut(usize)) {
     match binning {
-        Binning::Values => for_each_f64(data, |value| bin(value_bin(value))),
-        Binning::Labels => for_each_f64(data, |value| {
-            bin(if value >= 0.0 && value < MAX_CLASSES as f64 {
-                value as usize
-            } else {
-                MAX_CLASSES
-            })
-        }),
+        Binning::Values => {
+            for_each_f64(data, |value| bin(value_bin(value)));
+        }
+        Binning::Labels => {
+            for_each_f64(data, |value| {
+                bin(if value >= 0.0 && value < MAX_CLASSES as f64 {
+                    value as usize
+                } else {
+                    MAX_CLASSES
+                })
+            });
+        }
         Binning::ClassScores { classes } => {
             let mut column = 0;
             let mut best = (0, f64::NEG_INFINITY);
@@ -190,26 +195,6 @@ fn row_bins(binning: Binning, data: &TensorData, mut bin: impl FnMut(usize)) {
                 }
             });
         }
-    }
-}
-
-/// Calls `f` with every element of a numeric tensor as f64 (nothing for text).
-fn for_each_f64(data: &TensorData, mut f: impl FnMut(f64)) {
-    match data {
-        TensorData::Bool(v) => v.iter().for_each(|x| f(f64::from(u8::from(*x)))),
-        TensorData::Uint8(v) => v.iter().for_each(|x| f(f64::from(*x))),
-        TensorData::Uint16(v) => v.iter().for_each(|x| f(f64::from(*x))),
-        TensorData::Uint32(v) => v.iter().for_each(|x| f(f64::from(*x))),
-        TensorData::Uint64(v) => v.iter().for_each(|x| f(*x as f64)),
-        TensorData::Int8(v) => v.iter().for_each(|x| f(f64::from(*x))),
-        TensorData::Int16(v) => v.iter().for_each(|x| f(f64::from(*x))),
-        TensorData::Int32(v) => v.iter().for_each(|x| f(f64::from(*x))),
-        TensorData::Int64(v) => v.iter().for_each(|x| f(*x as f64)),
-        TensorData::Fp16(v) => v.iter().for_each(|x| f(x.to_f64())),
-        TensorData::Bf16(v) => v.iter().for_each(|x| f(x.to_f64())),
-        TensorData::Fp32(v) => v.iter().for_each(|x| f(f64::from(*x))),
-        TensorData::Fp64(v) => v.iter().for_each(|x| f(*x)),
-        TensorData::Bytes(_) => {}
     }
 }
 

@@ -294,22 +294,30 @@ pub fn is_categorical(datatype: DataType) -> bool {
 
 /// The elements of a numeric tensor as `f64`; `None` for BYTES.
 pub fn to_f64(data: &TensorData) -> Option<Vec<f64>> {
-    Some(match data {
-        TensorData::Bool(v) => v.iter().map(|x| f64::from(u8::from(*x))).collect(),
-        TensorData::Uint8(v) => v.iter().map(|x| f64::from(*x)).collect(),
-        TensorData::Uint16(v) => v.iter().map(|x| f64::from(*x)).collect(),
-        TensorData::Uint32(v) => v.iter().map(|x| f64::from(*x)).collect(),
-        TensorData::Uint64(v) => v.iter().map(|x| *x as f64).collect(),
-        TensorData::Int8(v) => v.iter().map(|x| f64::from(*x)).collect(),
-        TensorData::Int16(v) => v.iter().map(|x| f64::from(*x)).collect(),
-        TensorData::Int32(v) => v.iter().map(|x| f64::from(*x)).collect(),
-        TensorData::Int64(v) => v.iter().map(|x| *x as f64).collect(),
-        TensorData::Fp16(v) => v.iter().map(|x| x.to_f64()).collect(),
-        TensorData::Bf16(v) => v.iter().map(|x| x.to_f64()).collect(),
-        TensorData::Fp32(v) => v.iter().map(|x| f64::from(*x)).collect(),
-        TensorData::Fp64(v) => v.clone(),
-        TensorData::Bytes(_) => return None,
-    })
+    let mut values = Vec::with_capacity(data.len());
+    for_each_f64(data, |value| values.push(value)).then_some(values)
+}
+
+/// Calls `f` with every element of a numeric tensor as `f64`, without copying the
+/// tensor; returns false (calling nothing) for BYTES.
+pub fn for_each_f64(data: &TensorData, mut f: impl FnMut(f64)) -> bool {
+    match data {
+        TensorData::Bool(v) => v.iter().for_each(|x| f(f64::from(u8::from(*x)))),
+        TensorData::Uint8(v) => v.iter().for_each(|x| f(f64::from(*x))),
+        TensorData::Uint16(v) => v.iter().for_each(|x| f(f64::from(*x))),
+        TensorData::Uint32(v) => v.iter().for_each(|x| f(f64::from(*x))),
+        TensorData::Uint64(v) => v.iter().for_each(|x| f(*x as f64)),
+        TensorData::Int8(v) => v.iter().for_each(|x| f(f64::from(*x))),
+        TensorData::Int16(v) => v.iter().for_each(|x| f(f64::from(*x))),
+        TensorData::Int32(v) => v.iter().for_each(|x| f(f64::from(*x))),
+        TensorData::Int64(v) => v.iter().for_each(|x| f(*x as f64)),
+        TensorData::Fp16(v) => v.iter().for_each(|x| f(x.to_f64())),
+        TensorData::Bf16(v) => v.iter().for_each(|x| f(x.to_f64())),
+        TensorData::Fp32(v) => v.iter().for_each(|x| f(f64::from(*x))),
+        TensorData::Fp64(v) => v.iter().for_each(|x| f(*x)),
+        TensorData::Bytes(_) => return false,
+    }
+    true
 }
 
 /// The predicted class or value of each row of a prediction output: the value
