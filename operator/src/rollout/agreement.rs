@@ -114,8 +114,8 @@ struct Comparison {
 
 impl Comparison {
     fn of(output: &str, new: &BTreeMap<&str, f64>, stable: &BTreeMap<&str, f64>) -> Comparison {
-        let bins: Vec<&str> = new.keys().chain(stable.keys()).copied().collect();
-        let bins: std::collections::BTreeSet<&str> = bins.into_iter().collect();
+        let bins: std::collections::BTreeSet<&str> =
+            new.keys().chain(stable.keys()).copied().collect();
         let count = |side: &BTreeMap<&str, f64>, bin: &str| side.get(bin).copied().unwrap_or(0.0);
         let new_rows: f64 = new.values().sum();
         let stable_rows: f64 = stable.values().sum();

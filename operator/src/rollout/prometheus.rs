@@ -1,7 +1,7 @@
 //! The thin layer that runs an analysis [`Plan`] against Prometheus's HTTP API.
 
 use prometheus_http_query::Client;
-use prometheus_http_query::response::Data;
+use prometheus_http_query::response::{Data, PromqlResult};
 
 use super::agreement::{Counts, CountsSample};
 use super::analysis::{self, Analysis, Plan, Sample};
@@ -53,14 +53,19 @@ pub async fn run(client: Option<&Client>, plan: &Plan) -> Analysis {
     )
 }
 
-/// One instant query aggregated `by (output, bin)`: rows per output and bin.
-async fn counts(client: Option<&Client>, query: &str) -> CountsSample {
+/// Runs one instant query; the error says why there is no answer.
+async fn instant_query(client: Option<&Client>, query: &str) -> Result<PromqlResult, String> {
     let client = client.ok_or("no Prometheus URL configured (--prometheus-url)")?;
-    let response = client
+    client
         .query(query)
         .get()
         .await
-        .map_err(|e| format!("Prometheus query failed: {e}"))?;
+        .map_err(|e| format!("Prometheus query failed: {e}"))
+}
+
+/// One instant query aggregated `by (output, bin)`: rows per output and bin.
+async fn counts(client: Option<&Client>, query: &str) -> CountsSample {
+    let response = instant_query(client, query).await?;
     let Data::Vector(vector) = response.data() else {
         return Err("the query returned no instant vector".into());
     };
@@ -79,12 +84,7 @@ async fn counts(client: Option<&Client>, query: &str) -> CountsSample {
 /// samples (or a non-finite value), an error when Prometheus failed or the query
 /// returned several series.
 async fn sample(client: Option<&Client>, query: &str) -> Sample {
-    let client = client.ok_or("no Prometheus URL configured (--prometheus-url)")?;
-    let response = client
-        .query(query)
-        .get()
-        .await
-        .map_err(|e| format!("Prometheus query failed: {e}"))?;
+    let response = instant_query(client, query).await?;
     match response.data() {
         Data::Vector(v) if v.is_empty() => Ok(None),
         Data::Vector(v) if v.len() == 1 => Ok(analysis::finite(v[0].sample().value())),
