@@ -26,6 +26,18 @@ use sluice_operator::rollout::analysis::{self, Target};
 use sluice_operator::rollout::prometheus;
 use support::repo_root;
 
+/// The analysis target of a canary `revision` of `roll` in `ns` against `stable`.
+fn canary(revision: &str) -> Target<'_> {
+    Target {
+        isvc: "roll",
+        namespace: "ns",
+        revision,
+        stable: "stable",
+        stable_offset_seconds: None,
+        role: "canary",
+    }
+}
+
 /// A sluice-server serving `model` (a fixture `name/version`) as `roll`, labelled
 /// `revision`.
 fn server(dir: &Path, model: &str, revision: &str) -> (Killed, u16) {
@@ -99,17 +111,7 @@ async fn analysis_against_real_prometheus_and_servers() {
     let client =
         sluice_operator::prometheus::client(&format!("http://127.0.0.1:{prom_port}")).unwrap();
     let analyse = |revision: &'static str| {
-        let plan = analysis::plan(
-            &spec,
-            &Target {
-                isvc: "roll",
-                namespace: "ns",
-                revision,
-                stable: "stable",
-                stable_offset_seconds: None,
-                role: "canary",
-            },
-        );
+        let plan = analysis::plan(&spec, &canary(revision));
         let client = client.clone();
         async move { prometheus::run(Some(&client), &plan).await }
     };
@@ -243,17 +245,7 @@ async fn the_drift_check_reads_what_an_operator_configured_server_exports() {
     };
     let client =
         sluice_operator::prometheus::client(&format!("http://127.0.0.1:{prom_port}")).unwrap();
-    let plan = analysis::plan(
-        &spec,
-        &Target {
-            isvc: "roll",
-            namespace: "ns",
-            revision: "monitored",
-            stable: "stable",
-            stable_offset_seconds: None,
-            role: "canary",
-        },
-    );
+    let plan = analysis::plan(&spec, &canary("monitored"));
     let started = Instant::now();
     let drift = loop {
         let result = prometheus::run(Some(&client), &plan).await;
@@ -350,17 +342,7 @@ async fn prediction_agreement_passes_a_retrain_and_fails_a_silently_wrong_model(
     tokio::time::sleep(Duration::from_secs(3)).await; // the last scrapes
 
     let agreement = |revision: &'static str| {
-        let plan = analysis::plan(
-            &AnalysisSpec::default(),
-            &Target {
-                isvc: "roll",
-                namespace: "ns",
-                revision,
-                stable: "stable",
-                stable_offset_seconds: None,
-                role: "canary",
-            },
-        );
+        let plan = analysis::plan(&AnalysisSpec::default(), &canary(revision));
         let client = client.clone();
         async move {
             let analysis = prometheus::run(Some(&client), &plan).await;
