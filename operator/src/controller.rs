@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -43,6 +44,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         managed.clone(),
     )
     .owns(Api::<NetworkPolicy>::all(client.clone()), managed.clone())
+    // A retraining Job that finishes updates status.drift at once.
+    .owns(Api::<Job>::all(client.clone()), managed.clone())
     .watches(
         Api::<Pod>::all(client),
         watcher::Config::default().labels(ISVC_LABEL),

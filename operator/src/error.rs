@@ -22,6 +22,10 @@ pub enum Error {
     /// The object lacks a field every stored object has (name, namespace, uid).
     #[error("object is missing {0}")]
     MissingObjectKey(&'static str),
+
+    /// `spec.monitoring.onDrift.jobTemplate` cannot make a Job.
+    #[error("{0}")]
+    JobTemplate(String),
 }
 
 impl Error {
@@ -33,6 +37,7 @@ impl Error {
             Error::Serialization(_) => "serialization",
             Error::ConfigYaml(_) => "config_yaml",
             Error::MissingObjectKey(_) => "missing_object_key",
+            Error::JobTemplate(_) => "job_template",
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod build;
 pub mod config;
 pub mod controller;
 pub mod crd;
+pub mod drift;
 pub mod error;
 pub mod http;
 pub mod leader;

@@ -52,6 +52,22 @@ pub fn selector(name: &str) -> BTreeMap<String, String> {
     BTreeMap::from([(ISVC_LABEL.to_string(), name.to_string())])
 }
 
+/// The labels of a retraining Job (besides the template's own), and so the
+/// selector that lists an InferenceService's retraining Jobs.
+pub fn retraining_labels(name: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (ISVC_LABEL.to_string(), name.to_string()),
+        (
+            "app.kubernetes.io/component".to_string(),
+            "retraining".to_string(),
+        ),
+        (
+            "app.kubernetes.io/managed-by".to_string(),
+            "sluice-operator".to_string(),
+        ),
+    ])
+}
+
 /// The selector as a `key=value` string.
 pub fn selector_string(name: &str) -> String {
     format!("{ISVC_LABEL}={name}")
@@ -82,6 +98,7 @@ pub fn revision(spec: &InferenceServiceSpec, cfg: &BuildConfig) -> Result<String
             serde_json::to_vec(&(core.0, core.1, core.2, fallback, breaker))?
         }
         (Some(monitoring), (fallback, breaker)) => {
+            let monitoring = monitoring.for_pods();
             serde_json::to_vec(&(core.0, core.1, core.2, fallback, breaker, monitoring))?
         }
     };

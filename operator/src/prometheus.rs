@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use prometheus_http_query::Client;
+use prometheus_http_query::response::PromqlResult;
 
 /// How long one Prometheus query may take before it counts as failed (a rollout
 /// then holds, and the autoscaler treats the signal as missing).
@@ -23,4 +24,14 @@ pub enum ClientError {
 pub fn client(url: &str) -> Result<Client, ClientError> {
     let http = reqwest::Client::builder().timeout(QUERY_TIMEOUT).build()?;
     Ok(Client::from(http, url)?)
+}
+
+/// Runs one instant query; the error says why there is no answer.
+pub async fn instant_query(client: Option<&Client>, query: &str) -> Result<PromqlResult, String> {
+    let client = client.ok_or("no Prometheus URL configured (--prometheus-url)")?;
+    client
+        .query(query)
+        .get()
+        .await
+        .map_err(|e| format!("Prometheus query failed: {e}"))
 }

@@ -9,6 +9,7 @@ use kube::ResourceExt;
 
 use crate::crd::rollout::{HistoryEntry, RolloutPhase, RolloutStatus};
 use crate::crd::{AutoscalingStatus, InferenceService, InferenceServiceStatus, Phase};
+use crate::drift::decision::{self as drift, INPUT_DRIFT};
 use crate::names::{REVISION_LABEL, selector_string};
 
 /// Condition: everything below holds and the current revision is fully rolled out.
@@ -79,6 +80,8 @@ pub enum Outcome {
         autoscaling: AutoscalingStatus,
         /// Whether the operator has a Prometheus to read.
         measured: bool,
+        /// With `spec.monitoring`: the drift decision (condition and `status.drift`).
+        drift: Option<Box<drift::Plan>>,
     },
 }
 
@@ -180,6 +183,7 @@ pub fn compute(
         view,
         autoscaling,
         metrics,
+        drift,
     ) = match outcome {
         Outcome::Refused { reason, message } => {
             let unknown = || Verdict::new("Unknown", reason, "the objects could not be applied");
@@ -194,6 +198,7 @@ pub fn compute(
                 old_view,
                 old.autoscaling.clone(),
                 unknown(),
+                None,
             )
         }
         Outcome::Applied {
@@ -202,6 +207,7 @@ pub fn compute(
             rollout,
             autoscaling,
             measured,
+            drift,
         } => {
             let current: Vec<&Pod> = pods
                 .iter()
@@ -232,6 +238,7 @@ pub fn compute(
                 (**rollout).clone(),
                 Some(autoscaling.clone()),
                 metrics_available(*measured),
+                drift.as_deref(),
             )
         }
     };
@@ -284,6 +291,25 @@ pub fn compute(
         )
     };
 
+    // Drift as decided this reconcile, else (a refused spec) as it was.
+    let drift_verdict = drift.filter(|_| monitored).map(|plan| {
+        Verdict::new(
+            plan.verdict.status,
+            plan.verdict.reason,
+            plan.verdict.message.clone(),
+        )
+    });
+    let kept_drift = old
+        .conditions
+        .iter()
+        .find(|c| c.type_ == INPUT_DRIFT && monitored && drift.is_none())
+        .cloned();
+    let drift_status = match drift {
+        Some(plan) => Some(plan.status.clone()),
+        None => old.drift.clone(),
+    }
+    .filter(|_| monitored);
+
     let failed = !reconciled.is_true()
         || fetched.status == "False"
         || (monitored && profile.status == "False")
@@ -307,7 +333,9 @@ pub fn compute(
     ]
     .into_iter()
     .chain(monitored.then_some((PROFILE_FETCHED, &profile)))
+    .chain(drift_verdict.as_ref().map(|verdict| (INPUT_DRIFT, verdict)))
     .map(|(type_, verdict)| condition(&old.conditions, type_, verdict, generation, &now))
+    .chain(kept_drift)
     .collect();
 
     InferenceServiceStatus {
@@ -326,6 +354,7 @@ pub fn compute(
         ready_replicas,
         selector: Some(selector_string(&isvc.name_any())),
         autoscaling,
+        drift: drift_status,
     }
 }
 
@@ -510,11 +539,21 @@ fn availability(pods: &[&Pod], ready: i32, min: i32) -> Verdict {
     }
 }
 
+/// Whether `condition` in its state is bad news.
+fn is_warning(condition: &Condition) -> bool {
+    if condition.type_ == INPUT_DRIFT {
+        condition.status == "True"
+    } else {
+        condition.status == "False"
+    }
+}
+
 /// A condition change worth an Event: `(warning, reason, message)`.
 pub type Transition = (bool, String, String);
 
 /// Conditions (other than `Ready`'s mirror of them) whose status or reason changed
-/// between `old` and `new`. `False` transitions are warnings.
+/// between `old` and `new`. `False` transitions are warnings, except for
+/// `InputDrift`, where `True` is the bad news.
 pub fn transitions(
     old: Option<&InferenceServiceStatus>,
     new: &InferenceServiceStatus,
@@ -530,7 +569,7 @@ pub fn transitions(
         })
         // A False Ready repeats the failing condition's reason; report it once.
         .filter(|c| c.type_ != READY || c.status == "True")
-        .map(|c| (c.status == "False", c.reason.clone(), c.message.clone()))
+        .map(|c| (is_warning(c), c.reason.clone(), c.message.clone()))
         .collect()
 }
 
@@ -647,6 +686,7 @@ mod tests {
                 Timestamp::UNIX_EPOCH,
             ),
             measured,
+            drift: None,
         }
     }
 
@@ -814,6 +854,99 @@ mod tests {
             .extend(profile.as_object().unwrap().clone());
         statuses.push(serde_json::from_value(status).unwrap());
         pod
+    }
+
+    #[test]
+    fn input_drift_is_a_condition_whose_true_is_the_warning_and_survives_a_refusal() {
+        let mut monitored = isvc(None);
+        monitored.spec.monitoring =
+            Some(serde_json::from_value(json!({"profileUri": "s3://m/profile.json"})).unwrap());
+        let serving = [deployment(REVISION, 2, 2)];
+        let pods = [fetched(REVISION)];
+        let drift = |status: &'static str, reason: &'static str| {
+            let mut outcome = applied(REVISION, None, true);
+            if let Outcome::Applied { drift, .. } = &mut outcome {
+                *drift = Some(Box::new(drift::Plan {
+                    status: crate::crd::DriftStatus {
+                        revision: Some(REVISION.into()),
+                        ..Default::default()
+                    },
+                    verdict: drift::Verdict {
+                        status,
+                        reason,
+                        message: format!("{reason} message"),
+                    },
+                    launch: None,
+                    notes: Vec::new(),
+                }));
+            }
+            outcome
+        };
+        let now = Time(Timestamp::UNIX_EPOCH);
+        let quiet = compute(
+            &monitored,
+            &drift("False", "NoDrift"),
+            &serving,
+            &pods,
+            now.clone(),
+        );
+        assert_eq!(condition(&quiet, INPUT_DRIFT).reason, "NoDrift");
+        assert_eq!(
+            quiet.drift.as_ref().unwrap().revision.as_deref(),
+            Some(REVISION)
+        );
+        monitored.status = Some(quiet.clone());
+        let drifting = compute(
+            &monitored,
+            &drift("True", "Drifting"),
+            &serving,
+            &pods,
+            now.clone(),
+        );
+        let events = transitions(Some(&quiet), &drifting);
+        assert_eq!(
+            events,
+            [(true, "Drifting".to_string(), "Drifting message".to_string())],
+            "drift starting is the warning"
+        );
+        assert_eq!(
+            drifting.phase,
+            Some(Phase::Ready),
+            "drift does not stop serving"
+        );
+        let cleared = compute(
+            &monitored,
+            &drift("False", "NoDrift"),
+            &serving,
+            &pods,
+            now.clone(),
+        );
+        monitored.status = Some(drifting.clone());
+        assert_eq!(
+            transitions(Some(&drifting), &cleared),
+            [(false, "NoDrift".to_string(), "NoDrift message".to_string())]
+        );
+        let refused = Outcome::Refused {
+            reason: "InvalidSpec",
+            message: "spec.x is wrong".into(),
+        };
+        let kept = compute(&monitored, &refused, &serving, &pods, now);
+        assert_eq!(
+            condition(&kept, INPUT_DRIFT),
+            condition(&drifting, INPUT_DRIFT)
+        );
+        assert_eq!(kept.drift, drifting.drift);
+        assert!(condition_absent(&compute(
+            &isvc(None),
+            &applied(REVISION, None, true),
+            &serving,
+            &pods,
+            Time(Timestamp::UNIX_EPOCH)
+        )));
+    }
+
+    fn condition_absent(status: &InferenceServiceStatus) -> bool {
+        status.conditions.iter().all(|c| c.type_ != INPUT_DRIFT) && status.drift.is_none()
     }
 
     #[test]

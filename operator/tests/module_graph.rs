@@ -20,6 +20,8 @@ const PURE: &[&str] = &[
     "crd::autoscaling",
     "crd::monitoring",
     "crd::rollout",
+    "drift::decision",
+    "drift::job",
     "names",
     "reconcile::decide",
     "reconcile::validate",

@@ -33,6 +33,8 @@ const EXPECTED: &[(&str, &str, &[&str])] = &[
     ("policy", "poddisruptionbudgets", OWN),
     ("networking.k8s.io", "networkpolicies", OWN),
     ("", "pods", READ),
+    // Retraining Jobs (spec.monitoring.onDrift): created once, then only watched.
+    ("batch", "jobs", &["get", "list", "watch", "create"]),
     ("events.k8s.io", "events", &["create", "patch"]),
     // Rollouts write per-revision weights into the HTTPRoute a spec names.
     ("gateway.networking.k8s.io", "httproutes", &["get", "patch"]),

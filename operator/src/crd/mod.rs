@@ -19,7 +19,10 @@ pub mod rollout;
 
 pub use autoscaling::{AutoscalingMode, AutoscalingSpec, AutoscalingStatus};
 pub use model::{BatchingSpec, Device, ModelFormat, ModelSpec, RuntimeSpec};
-pub use monitoring::{FeedbackSpec, FeedbackTask, MonitoringSpec};
+pub use monitoring::{
+    DriftEpisode, DriftSpec, DriftStatus, FeedbackSpec, FeedbackTask, JobOutcome, MonitoringSpec,
+    OnDriftSpec, RetrainingStatus,
+};
 pub use resilience::{CircuitBreakerSpec, FallbackSpec, StaticDatatype, StaticOutput};
 pub use rollout::{HistoryEntry, RolloutSpec, RolloutStatus};
 
@@ -290,6 +293,10 @@ pub struct InferenceServiceStatus {
     /// The replica count decided, by which signal, and the autoscaler's state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaling: Option<AutoscalingStatus>,
+    /// With `spec.monitoring`: the stable revision's drift episode and the last
+    /// retraining Job (condition `InputDrift` says it in words).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<DriftStatus>,
 }
 
 /// Coarse lifecycle phase of an InferenceService.

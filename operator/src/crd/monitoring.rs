@@ -4,6 +4,7 @@
 //! other change. Each field maps to the server's `monitoring` section of
 //! `config.yaml` (docs/model-server.md).
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -55,6 +56,176 @@ pub struct MonitoringSpec {
     /// absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub feedback: Option<FeedbackSpec>,
+    /// When the stable revision's inputs count as drifting from the profile
+    /// (condition `InputDrift`). Every field has a default. Read by the operator
+    /// only: changing it starts no rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<DriftSpec>,
+    /// The retraining Job the operator runs when drift starts. None when absent.
+    /// Read by the operator only: changing it starts no rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_drift: Option<OnDriftSpec>,
+}
+
+impl MonitoringSpec {
+    /// The drift thresholds in force: `drift`, or the defaults.
+    pub fn drift(&self) -> DriftSpec {
+        self.drift.clone().unwrap_or_default()
+    }
+
+    /// What the serving pods see: everything but the operator's own fields
+    /// (`drift`, `onDrift`), which therefore stay out of the revision hash.
+    pub fn for_pods(&self) -> Self {
+        Self {
+            drift: None,
+            on_drift: None,
+            ..self.clone()
+        }
+    }
+}
+
+/// Per-test thresholds past which a feature of the stable revision drifts, and
+/// how the operator watches them. A feature drifts when any of its tests
+/// crosses its threshold, averaged over the revision's pods.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DriftSpec {
+    /// Numeric features: population stability index above this drifts
+    /// (default 0.25, the usual "major shift").
+    #[serde(default = "default_max_psi")]
+    #[schemars(range(min = 0.001, max = 100.0))]
+    pub max_psi: f64,
+    /// Numeric features: Kolmogorov-Smirnov statistic above this drifts
+    /// (default 0.2: the cumulative distributions 20 points apart somewhere).
+    #[serde(default = "default_max_ks")]
+    #[schemars(range(min = 0.001, max = 1.0))]
+    pub max_ks: f64,
+    /// Categorical features: chi-squared p-value below this drifts (default 0.001).
+    #[serde(default = "default_chi2_significance")]
+    #[schemars(range(min = 0.0, max = 0.5))]
+    pub chi2_significance: f64,
+    /// Seconds between the operator's readings of the stable revision's drift
+    /// (default 30).
+    #[serde(default = "default_check_seconds")]
+    #[schemars(range(min = 5, max = 3600))]
+    pub check_seconds: u32,
+    /// Seconds without any feature past its threshold before `InputDrift`
+    /// clears and the drift episode ends (default 300).
+    #[serde(default = "default_clear_after_seconds")]
+    #[schemars(range(min = 0, max = 86400))]
+    pub clear_after_seconds: u32,
+}
+
+impl Default for DriftSpec {
+    fn default() -> Self {
+        Self {
+            max_psi: default_max_psi(),
+            max_ks: default_max_ks(),
+            chi2_significance: default_chi2_significance(),
+            check_seconds: default_check_seconds(),
+            clear_after_seconds: default_clear_after_seconds(),
+        }
+    }
+}
+
+fn default_max_psi() -> f64 {
+    0.25
+}
+fn default_max_ks() -> f64 {
+    0.2
+}
+fn default_chi2_significance() -> f64 {
+    0.001
+}
+fn default_check_seconds() -> u32 {
+    30
+}
+fn default_clear_after_seconds() -> u32 {
+    300
+}
+
+/// The retraining hook: a Job the operator creates when a drift episode starts.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct OnDriftSpec {
+    /// A `batch/v1` Job's `metadata` (labels, annotations) and `spec`, as in a
+    /// CronJob's `jobTemplate`. The pod's `restartPolicy` must be `Never` or
+    /// `OnFailure`. Every container gets `SLUICE_ISVC`, `SLUICE_NAMESPACE`,
+    /// `SLUICE_REVISION`, `SLUICE_DRIFT_FEATURES`, `SLUICE_MODEL_URI` and
+    /// `SLUICE_PROFILE_URI`. Kept as written and checked by the operator, so that
+    /// a mistake is reported on the InferenceService (`InvalidSpec`).
+    #[schemars(schema_with = "any_object")]
+    pub job_template: serde_json::Value,
+    /// Seconds after a retraining Job's creation before another may start, even
+    /// for a new episode (default 86400: one a day).
+    #[serde(default = "default_cooldown_seconds")]
+    #[schemars(range(min = 0, max = 31_536_000))]
+    pub cooldown_seconds: u32,
+}
+
+fn default_cooldown_seconds() -> u32 {
+    86_400
+}
+
+/// An object whose fields the API server keeps as written.
+fn any_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+    })
+}
+
+/// `status.drift`: the stable revision's drift episode and the last retraining Job.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DriftStatus {
+    /// The revision whose drift is read (the stable one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// The drift episode in progress, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub episode: Option<DriftEpisode>,
+    /// The newest retraining Job, if one was ever created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retraining: Option<RetrainingStatus>,
+}
+
+/// A drift episode: from the first reading past a threshold until
+/// `clearAfterSeconds` without one.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DriftEpisode {
+    /// When the episode began.
+    pub since: Time,
+    /// The last reading with a feature past its threshold.
+    pub last_detected: Time,
+    /// The features past their thresholds at that reading, worst first.
+    pub features: Vec<String>,
+}
+
+/// A retraining Job the operator created, and how it went.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RetrainingStatus {
+    /// The Job's name (in the InferenceService's namespace).
+    pub job: String,
+    /// When the Job was created.
+    pub created: Time,
+    /// `Running`, `Succeeded`, `Failed` or `Missing` (deleted).
+    pub outcome: JobOutcome,
+}
+
+/// Where a retraining Job stands.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobOutcome {
+    /// Created and not finished.
+    Running,
+    /// Its `Complete` condition is true.
+    Succeeded,
+    /// Its `Failed` condition is true.
+    Failed,
+    /// The Job is gone (deleted, or removed by its `ttlSecondsAfterFinished`).
+    Missing,
 }
 
 fn default_window_rows() -> u32 {

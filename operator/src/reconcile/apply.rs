@@ -3,9 +3,10 @@
 //! unchanged object is not written again.
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams,
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
 };
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
@@ -307,4 +308,20 @@ where
     .await?;
     ctx.metrics.write(&K::kind(&()), "apply");
     Ok(true)
+}
+
+/// Creates a retraining Job. It is created once and left to run: one that exists
+/// already (the same episode decided again after a lost status write) is kept.
+pub async fn create_job(job: &Job, ctx: &Context) -> Result<()> {
+    let namespace = job.metadata.namespace.as_deref().unwrap_or_default();
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
+    match jobs.create(&PostParams::default(), job).await {
+        Ok(_) => {
+            ctx.metrics.write("Job", "create");
+            info!(job = ?job.metadata.name, namespace, "created retraining Job");
+            Ok(())
+        }
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(error) => Err(error.into()),
+    }
 }

@@ -9,6 +9,7 @@ use super::validate::Validated;
 use crate::autoscale;
 use crate::build::Layout;
 use crate::crd::AutoscalingStatus;
+use crate::drift::decision::{self as drift, Input as DriftInput};
 use crate::rollout::machine::{self, Decision, Input};
 
 /// What this reconcile will make true.
@@ -20,6 +21,9 @@ pub struct Plan {
     pub rollout: Decision,
     /// Where the current spec's revision goes, for `build`.
     pub layout: Layout,
+    /// With `spec.monitoring`: the `InputDrift` condition, `status.drift`, and a
+    /// retraining Job to start.
+    pub drift: Option<drift::Plan>,
 }
 
 /// Decides the total, then lets the rollout split it between the revisions.
@@ -54,9 +58,23 @@ pub fn decide(valid: &Validated, observed: &Observed, now: Timestamp) -> Plan {
         total: scale.desired_replicas,
         active: rollout.active.clone(),
     };
+    let drift = match (&spec.monitoring, &observed.drift) {
+        (Some(monitoring), Some(read)) => Some(drift::decide(&DriftInput {
+            spec: monitoring,
+            isvc: &valid.name,
+            // The revision `dereference` read, even if this reconcile promotes another.
+            revision: status.stable_revision.as_deref(),
+            previous: status.drift.as_ref(),
+            reading: read.reading.as_ref(),
+            newest_job: read.newest_job.as_ref(),
+            now,
+        })),
+        _ => None,
+    };
     Plan {
         scale,
         rollout,
         layout,
+        drift,
     }
 }

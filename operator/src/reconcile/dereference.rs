@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -15,9 +16,11 @@ use kube::{Client, Resource, ResourceExt};
 
 use super::context::Context;
 use crate::autoscale::{self, decision::Signals};
-use crate::crd::InferenceService;
 use crate::crd::rollout::{RolloutStatus, Strategy};
-use crate::names::{REVISION_LABEL, revision, selector_string};
+use crate::crd::{InferenceService, JobOutcome};
+use crate::drift::decision::{ObservedJob, Reading};
+use crate::drift::prometheus as drift_prometheus;
+use crate::names::{REVISION_LABEL, retraining_labels, revision, selector_string};
 use crate::rollout::analysis::{self, Analysis, Target};
 use crate::rollout::{control, machine, prometheus};
 use crate::status;
@@ -35,6 +38,18 @@ pub struct Observed {
     pub signals: Option<Signals>,
     /// The rollout's analysis, when one was due.
     pub analysis: Option<Analysis>,
+    /// With `spec.monitoring`: the stable revision's drift and the newest
+    /// retraining Job.
+    pub drift: Option<DriftObserved>,
+}
+
+/// What drift monitoring reads.
+#[derive(Clone, Debug)]
+pub struct DriftObserved {
+    /// The stable revision's drift; `None` before there is a stable revision.
+    pub reading: Option<Reading>,
+    /// The newest retraining Job the InferenceService owns.
+    pub newest_job: Option<ObservedJob>,
 }
 
 /// The objects an InferenceService owns.
@@ -100,12 +115,77 @@ pub async fn dereference(
         Some(plan) => Some(prometheus::run(ctx.prometheus.as_ref(), &plan).await),
         None => None,
     };
+    let drift = drift(&isvc, ctx).await?;
     Ok(Some(Observed {
         isvc,
         objects,
         signals,
         analysis,
+        drift,
     }))
+}
+
+/// The stable revision's drift and the newest retraining Job, for an
+/// InferenceService with `spec.monitoring`. Jobs are listed only when it has a
+/// retraining hook or had a Job.
+async fn drift(isvc: &InferenceService, ctx: &Context) -> Result<Option<DriftObserved>> {
+    let Some(monitoring) = &isvc.spec.monitoring else {
+        return Ok(None);
+    };
+    let namespace = namespace(isvc)?;
+    let name = isvc.name_any();
+    let status = isvc.status.as_ref();
+    let reading = match status.and_then(|s| s.stable_revision.as_deref()) {
+        Some(stable) => {
+            let queries = drift_prometheus::queries(&namespace, &name, stable);
+            Some(drift_prometheus::read(ctx.prometheus.as_ref(), &queries).await)
+        }
+        None => None,
+    };
+    let had_job = status
+        .and_then(|s| s.drift.as_ref())
+        .is_some_and(|d| d.retraining.is_some());
+    let newest_job = if monitoring.on_drift.is_some() || had_job {
+        let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
+        let selector = retraining_labels(&name)
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let listed = jobs.list(&ListParams::default().labels(&selector)).await?;
+        owned(listed.items, isvc)
+            .iter()
+            .filter_map(observed_job)
+            .max_by_key(|job| job.created)
+    } else {
+        None
+    };
+    Ok(Some(DriftObserved {
+        reading,
+        newest_job,
+    }))
+}
+
+/// A Job's name, creation time and outcome.
+fn observed_job(job: &Job) -> Option<ObservedJob> {
+    let condition = |type_: &str| {
+        job.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == type_ && c.status == "True"))
+    };
+    let outcome = if condition("Complete") {
+        JobOutcome::Succeeded
+    } else if condition("Failed") {
+        JobOutcome::Failed
+    } else {
+        JobOutcome::Running
+    };
+    Some(ObservedJob {
+        name: job.metadata.name.clone()?,
+        created: job.metadata.creation_timestamp.as_ref()?.0,
+        outcome,
+    })
 }
 
 /// The analysis plan when the rollout in `status.rollout` is due for one. A pending

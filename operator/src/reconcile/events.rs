@@ -31,8 +31,9 @@ pub async fn publish(
     publish_with(&ctx.recorder, ctx, isvc, type_, reason, note).await
 }
 
-/// Announces what `plan` changes: a scale change (from the `running` count) and
-/// each note of the rollout, one Event each.
+/// Announces what `plan` changes: a scale change (from the `running` count), each
+/// note of the rollout and each of drift monitoring (a retraining Job started,
+/// deferred or finished), one Event each.
 pub async fn announce(ctx: &Context, valid: &Validated<'_>, plan: &Plan, running: Option<i32>) {
     let isvc = valid.isvc;
     let previous = isvc.status.as_ref().and_then(|s| s.autoscaling.as_ref());
@@ -50,6 +51,15 @@ pub async fn announce(ctx: &Context, valid: &Validated<'_>, plan: &Plan, running
         info!(isvc = %isvc.name_any(), reason = note.reason, message = %note.message, "rollout");
         let name = transition_event_name(isvc, index, note.reason);
         publish_once(ctx, isvc, name, type_, note.reason, note.message.clone()).await;
+    }
+    for note in plan.drift.iter().flat_map(|d| &d.notes) {
+        let type_ = if note.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        info!(isvc = %isvc.name_any(), reason = note.reason, message = %note.message, "drift");
+        publish_fact(ctx, isvc, type_, note.reason, note.message.clone()).await;
     }
 }
 

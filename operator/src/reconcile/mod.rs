@@ -32,6 +32,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
+use k8s_openapi::api::batch::v1::Job;
+use kube::Resource;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -40,6 +42,7 @@ use kube::runtime::finalizer::{Event as Finalized, finalizer};
 use crate::autoscale;
 use crate::build::build;
 use crate::crd::InferenceService;
+use crate::drift;
 use crate::rollout::control::Command;
 use crate::status::{Outcome, RolloutView};
 use crate::{Error, Result};
@@ -111,6 +114,7 @@ async fn serve(cached: &InferenceService, ctx: &Context) -> Result<Action> {
     }
     let plan = decide(&valid, &observed, now);
     let desired = build(isvc, &ctx.config, &plan.layout)?;
+    let retraining = retraining_job(&valid, plan.drift.as_ref())?;
     if let Err(error) = apply(&valid, &desired, &plan.rollout, &observed.objects, ctx).await {
         // The apply error is what matters; a status write failing too adds nothing.
         let _ = refuse(
@@ -122,6 +126,9 @@ async fn serve(cached: &InferenceService, ctx: &Context) -> Result<Action> {
         )
         .await;
         return Err(error);
+    }
+    if let Some(job) = &retraining {
+        apply::create_job(job, ctx).await?;
     }
     if valid.command.command().is_some() {
         command::clear(&valid, ctx).await?;
@@ -149,6 +156,32 @@ async fn refuse(
     update_status(isvc, &Outcome::Refused { reason, message }, objects, ctx).await
 }
 
+/// The retraining Job the drift decision starts, built from the template.
+fn retraining_job(valid: &Validated, drift: Option<&drift::decision::Plan>) -> Result<Option<Job>> {
+    let isvc = valid.isvc;
+    let (Some(launch), Some(monitoring)) = (
+        drift.and_then(|d| d.launch.as_ref()),
+        isvc.spec.monitoring.as_ref(),
+    ) else {
+        return Ok(None);
+    };
+    let Some(on_drift) = &monitoring.on_drift else {
+        return Ok(None);
+    };
+    let target = drift::job::Target {
+        isvc: &valid.name,
+        namespace: &valid.namespace,
+        owner: isvc
+            .controller_owner_ref(&())
+            .ok_or(Error::MissingObjectKey("metadata.uid"))?,
+        model_uri: &isvc.spec.model.storage_uri,
+        monitoring,
+    };
+    drift::job::build(&target, on_drift, launch)
+        .map(Some)
+        .map_err(Error::JobTemplate)
+}
+
 /// The outcome of an applied plan, for status.
 fn applied(revision: String, url: String, plan: Plan, measured: bool) -> Outcome {
     Outcome::Applied {
@@ -162,18 +195,31 @@ fn applied(revision: String, url: String, plan: Plan, measured: bool) -> Outcome
         }),
         autoscaling: plan.scale,
         measured,
+        drift: plan.drift.map(Box::new),
     }
 }
 
-/// When to reconcile again: when the rollout asks, sooner while not Ready, and at
-/// the autoscaling interval while the operator scales (metrics change without any
-/// object changing).
+/// When to reconcile again: when the rollout asks, sooner while not Ready, at the
+/// autoscaling interval while the operator scales, and at the drift check's
+/// interval while it monitors (metrics change without any object changing).
 fn next_look(valid: &Validated, rollout: Duration, ready: bool, ctx: &Context) -> Duration {
     let settled = if ready {
         rollout
     } else {
         rollout.min(NOT_READY_REQUEUE)
     };
-    autoscale::requeue_after(valid.isvc, ctx.prometheus.is_some())
-        .map_or(settled, |every| every.min(settled))
+    let drift_check = valid
+        .isvc
+        .spec
+        .monitoring
+        .as_ref()
+        .filter(|_| ctx.prometheus.is_some())
+        .map(|m| Duration::from_secs(m.drift().check_seconds.into()));
+    [
+        autoscale::requeue_after(valid.isvc, ctx.prometheus.is_some()),
+        drift_check,
+    ]
+    .into_iter()
+    .flatten()
+    .fold(settled, Duration::min)
 }

@@ -1,10 +1,11 @@
 //! The thin layer that runs an analysis [`Plan`] against Prometheus's HTTP API.
 
 use prometheus_http_query::Client;
-use prometheus_http_query::response::{Data, PromqlResult};
+use prometheus_http_query::response::Data;
 
 use super::agreement::{Counts, CountsSample};
 use super::analysis::{self, Analysis, Plan, Sample};
+use crate::prometheus::instant_query;
 
 /// Runs every query of `plan` and judges the answers. Without a client (no
 /// `--prometheus-url`) every query is an error, so the rollout holds.
@@ -51,16 +52,6 @@ pub async fn run(client: Option<&Client>, plan: &Plan) -> Analysis {
         &values,
         agreement.as_ref(),
     )
-}
-
-/// Runs one instant query; the error says why there is no answer.
-async fn instant_query(client: Option<&Client>, query: &str) -> Result<PromqlResult, String> {
-    let client = client.ok_or("no Prometheus URL configured (--prometheus-url)")?;
-    client
-        .query(query)
-        .get()
-        .await
-        .map_err(|e| format!("Prometheus query failed: {e}"))
 }
 
 /// One instant query aggregated `by (output, bin)`: rows per output and bin.

@@ -1,9 +1,11 @@
 //! Checks of `spec.monitoring` that an older CRD may not enforce: the profile's
-//! location and digest, and a window that can hold the rows drift needs.
+//! location and digest, a window that can hold the rows drift needs, the drift
+//! thresholds and the retraining Job's template.
 
 use super::check_sha256;
 use crate::build::StorageUri;
-use crate::crd::MonitoringSpec;
+use crate::crd::{DriftSpec, MonitoringSpec};
+use crate::drift::job;
 
 /// Checks `spec.monitoring`; the message names the field.
 pub fn check(monitoring: &MonitoringSpec) -> Result<(), String> {
@@ -27,12 +29,37 @@ pub fn check(monitoring: &MonitoringSpec) -> Result<(), String> {
     {
         return Err("spec.monitoring.feedback.output must name an output of the model".into());
     }
+    if let Some(drift) = &monitoring.drift {
+        check_drift(drift)?;
+    }
+    if let Some(on_drift) = &monitoring.on_drift {
+        job::template(on_drift)?;
+    }
+    Ok(())
+}
+
+/// The thresholds' ranges, which the CRD's schema also states.
+fn check_drift(drift: &DriftSpec) -> Result<(), String> {
+    let positive = |value: f64| value.is_finite() && value > 0.0;
+    if !positive(drift.max_psi) {
+        return Err("spec.monitoring.drift.maxPsi must be above 0".into());
+    }
+    if !(positive(drift.max_ks) && drift.max_ks <= 1.0) {
+        return Err("spec.monitoring.drift.maxKs must be above 0 and at most 1".into());
+    }
+    if !(drift.chi2_significance.is_finite() && (0.0..=0.5).contains(&drift.chi2_significance)) {
+        return Err("spec.monitoring.drift.chi2Significance must be between 0 and 0.5".into());
+    }
+    if drift.check_seconds < 5 {
+        return Err("spec.monitoring.drift.checkSeconds must be at least 5".into());
+    }
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crd::OnDriftSpec;
 
     fn monitoring() -> MonitoringSpec {
         serde_json::from_value(serde_json::json!({"profileUri": "s3://models/fraud/profile.json"}))
@@ -52,7 +79,7 @@ mod tests {
         );
         assert_eq!(check(&defaults), Ok(()));
         type Mutation = fn(&mut MonitoringSpec);
-        let cases: [(Mutation, &str); 5] = [
+        let cases: [(Mutation, &str); 9] = [
             (
                 |m| m.profile_uri = "ftp://x/profile.json".into(),
                 "spec.monitoring.profileUri",
@@ -72,6 +99,27 @@ mod tests {
             (
                 |m| m.interval_seconds = 0,
                 "spec.monitoring.intervalSeconds",
+            ),
+            (
+                |m| m.drift.get_or_insert_default().max_ks = 1.5,
+                "spec.monitoring.drift.maxKs",
+            ),
+            (
+                |m| m.drift.get_or_insert_default().max_psi = 0.0,
+                "spec.monitoring.drift.maxPsi",
+            ),
+            (
+                |m| m.drift.get_or_insert_default().check_seconds = 1,
+                "spec.monitoring.drift.checkSeconds",
+            ),
+            (
+                |m| {
+                    m.on_drift = Some(OnDriftSpec {
+                        job_template: serde_json::json!({"spec": {"template": {"spec": {"containers": [{"name": "t", "image": "i"}]}}}}),
+                        cooldown_seconds: 0,
+                    })
+                },
+                "spec.monitoring.onDrift.jobTemplate.spec.template.spec.restartPolicy",
             ),
         ];
         for (mutate, expected) in cases {
