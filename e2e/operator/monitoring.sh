@@ -3,10 +3,12 @@
 # install_operator): an InferenceService with spec.monitoring gets its profile
 # fetched beside the model and verified, serves real rows, and Prometheus then
 # holds sluice_feature_drift_score for its isvc and revision (what a rollout's
-# maxDriftScore reads); a profile with a wrong digest keeps its revision from
-# Ready with ProfileFetched=False and a Warning Event, the fetcher naming the mismatch.
+# maxDriftScore reads); shifted traffic sets InputDrift and runs the retraining
+# Job once per episode (drift_e2e); a profile with a wrong digest keeps its
+# revision from Ready with ProfileFetched=False and a Warning Event, the fetcher
+# naming the mismatch.
 
-monitoring_isvc() { # NAME DIGEST
+monitoring_isvc() { # NAME DIGEST [MORE: lines under spec.monitoring]
     cat <<YAML
 apiVersion: serving.sluice.dev/v1alpha1
 kind: InferenceService
@@ -20,15 +22,37 @@ spec:
     windowRows: 200
     minRows: 50
     feedback: {output: label, task: classification}
+${3:-}
 YAML
 }
+
+# Drift thresholds read every 5 s, an episode that ends after 15 quiet seconds,
+# and a retraining Job (any image name: the local node runs the command; issue
+# 16's kubelet will pull a real image) that says what it was told.
+DRIFT_MONITORING=$(cat <<'YAML'
+    drift: {checkSeconds: 5, clearAfterSeconds: 15}
+    onDrift:
+      cooldownSeconds: 0
+      jobTemplate:
+        metadata: {labels: {team: e2e}}
+        spec:
+          backoffLimit: 0
+          template:
+            spec:
+              restartPolicy: Never
+              containers:
+              - name: retrain
+                image: example.org/retrain:1
+                command: [/bin/sh, -c, 'echo "retraining $SLUICE_ISVC (revision $SLUICE_REVISION, model $SLUICE_MODEL_URI) for drift in $SLUICE_DRIFT_FEATURES"']
+YAML
+)
 
 monitoring_e2e() {
     local started digest revision url
     started=$(date +%s)
     digest=$(sha256sum "$MODELS_DIR/cancer/profile.json" | cut -d' ' -f1)
     # Globals: the EXIT trap may run after this function's locals are gone.
-    MONITORED_ISVC=$(monitoring_isvc cancer "$digest")
+    MONITORED_ISVC=$(monitoring_isvc cancer "$digest" "$DRIFT_MONITORING")
     BAD_PROFILE_ISVC=$(monitoring_isvc cancer-bad "$(printf '0%.0s' {1..64})")
     trap 'cleanup; for isvc in "$MONITORED_ISVC" "$BAD_PROFILE_ISVC"; do echo "$isvc" | "$KUBECTL" delete -f - --ignore-not-found --wait=false >/dev/null 2>&1 || true; done' EXIT
     echo "$MONITORED_ISVC" | "$KUBECTL" apply -f - >/dev/null
@@ -73,6 +97,7 @@ print(f"sluice: Prometheus holds sluice_feature_drift_score for cancer revision 
       f"series per test {tests}; the rollout's drift query reads {float(value(query)[0]['value'][1]):.3f}",
       file=sys.stderr)
 PY
+    drift_e2e "$url" "$revision"
     # The fetcher says "sha256 mismatch" in its termination message, from which the
     # operator picks ProfileDigestMismatch. The local node agent does not implement
     # FallbackToLogsOnError (issue 16's kubelet will), so here that message is only
@@ -100,4 +125,23 @@ PY
     say "a wrong profileSha256 holds the revision: ProfileFetched=False $reason (the fetcher's log: sha256 mismatch), Ready=False, and a Warning event"
     for isvc in "$MONITORED_ISVC" "$BAD_PROFILE_ISVC"; do echo "$isvc" | "$KUBECTL" delete -f - --wait=true >/dev/null; done
     say "monitoring scenario passed in $(($(date +%s) - started))s"
+}
+
+# drift_e2e URL REVISION: Monitor -> Detect drift -> Retrain on the cancer
+# InferenceService (e2e/operator/drift_loop.py drives it and checks the condition
+# and the Jobs); then the retraining pod's log must show the drift it was given,
+# and the Events must mark the episode and the Jobs.
+drift_e2e() {
+    local url=$1 revision=$2 pod log
+    pod=$(python3 "$REPO_ROOT/e2e/operator/drift_loop.py" "$url" "$MODELS_DIR/cancer/holdout.csv" \
+        "$KUBECTL" cancer mean_radius,mean_texture | tail -1)
+    log=$(cat "$REPO_ROOT/.cluster/logs/pods/default_$pod"/retrain/*.log 2>/dev/null || true)
+    [[ $log == *"retraining cancer (revision $revision, model file://"*"for drift in "*mean_radius* ]] || {
+        say "FAIL: the retraining pod's log does not show the drift it was given: ${log:0:300}"; exit 1; }
+    local reason
+    for reason in Drifting RetrainingStarted RetrainingSucceeded NoDrift; do
+        "$KUBECTL" get events --field-selector "involvedObject.name=cancer,reason=$reason" -o name | grep -q . || {
+            say "FAIL: no $reason Event for cancer"; "$KUBECTL" get events --field-selector involvedObject.name=cancer >&2; exit 1; }
+    done
+    say "the retraining pod was told the drift (its log: ${log:0:160}); Events Drifting, RetrainingStarted, RetrainingSucceeded, NoDrift"
 }

@@ -115,7 +115,14 @@ async fn serve(cached: &InferenceService, ctx: &Context) -> Result<Action> {
     let plan = decide(&valid, &observed, now);
     let desired = build(isvc, &ctx.config, &plan.layout)?;
     let retraining = retraining_job(&valid, plan.drift.as_ref())?;
-    if let Err(error) = apply(&valid, &desired, &plan.rollout, &observed.objects, ctx).await {
+    let written = async {
+        apply(&valid, &desired, &plan.rollout, &observed.objects, ctx).await?;
+        match &retraining {
+            Some(job) => apply::create_job(job, ctx).await,
+            None => Ok(()),
+        }
+    };
+    if let Err(error) = written.await {
         // The apply error is what matters; a status write failing too adds nothing.
         let _ = refuse(
             isvc,
@@ -126,9 +133,6 @@ async fn serve(cached: &InferenceService, ctx: &Context) -> Result<Action> {
         )
         .await;
         return Err(error);
-    }
-    if let Some(job) = &retraining {
-        apply::create_job(job, ctx).await?;
     }
     if valid.command.command().is_some() {
         command::clear(&valid, ctx).await?;
