@@ -5,7 +5,8 @@
 //! served nothing while stable served starved (no data of its own kind), and hold
 //! (Error) once Prometheus is gone. The prediction-agreement check must pass a
 //! retrained model (`mlp` version 2) and fail one that answers fast and without
-//! errors but wrongly (`inverted`).
+//! errors but wrongly (`inverted`). The quality check must wait for labels, then
+//! pass a canary as accurate as stable and fail one whose labels say it is wrong.
 //!
 //! Needs `make build` (the release `sluice-server` and the fixture models) and the
 //! cached Prometheus binary of `e2e/cluster/build-bins.sh`.
@@ -21,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use processes::{Killed, sluice_server, wait_ok};
 use sluice_operator::crd::rollout::CheckVerdict;
-use sluice_operator::crd::rollout::{AnalysisSpec, PredictionAgreementSpec};
+use sluice_operator::crd::rollout::{AnalysisSpec, PredictionAgreementSpec, QualitySpec};
 use sluice_operator::rollout::analysis::{self, Target};
 use sluice_operator::rollout::prometheus;
 use support::repo_root;
@@ -111,7 +112,7 @@ async fn analysis_against_real_prometheus_and_servers() {
     let client =
         sluice_operator::prometheus::client(&format!("http://127.0.0.1:{prom_port}")).unwrap();
     let analyse = |revision: &'static str| {
-        let plan = analysis::plan(&spec, &canary(revision));
+        let plan = analysis::plan(&spec, &canary(revision), None);
         let client = client.clone();
         async move { prometheus::run(Some(&client), &plan).await }
     };
@@ -159,7 +160,7 @@ async fn analysis_against_real_prometheus_and_servers() {
 /// `monitoring` build fixture: the `cancer` fixture as `roll` version 1, its
 /// reference profile where `fetch-profile` puts it, and the `config.yaml` that
 /// `build` generates for the revision.
-fn monitored_repository(dir: &Path) -> std::path::PathBuf {
+fn monitored_repository(dir: &Path, name: &str) -> std::path::PathBuf {
     let fixture = repo_root().join("server/fixtures/models/cancer");
     let isvc: sluice_operator::crd::InferenceService = serde_saphyr::from_str(
         &std::fs::read_to_string(repo_root().join("operator/tests/fixtures/build/monitoring.yaml"))
@@ -172,7 +173,7 @@ fn monitored_repository(dir: &Path) -> std::path::PathBuf {
         &sluice_operator::build::Layout::alone(1),
     )
     .unwrap();
-    let models = dir.join("monitored");
+    let models = dir.join(name);
     let model = models.join("roll");
     std::fs::create_dir_all(model.join("1")).unwrap();
     std::fs::create_dir_all(model.join(sluice_operator::build::PROFILE_DIR)).unwrap();
@@ -199,7 +200,7 @@ async fn the_drift_check_reads_what_an_operator_configured_server_exports() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let (_server, port) = sluice_server(
-        &monitored_repository(&dir),
+        &monitored_repository(&dir, "monitored"),
         "roll",
         "monitored",
         &dir.join("monitored.log"),
@@ -209,18 +210,7 @@ async fn the_drift_check_reads_what_an_operator_configured_server_exports() {
 
     // The holdout rows of the cancer fixture, 10 per request: more than the
     // fixture's minRows (50).
-    let holdout =
-        std::fs::read_to_string(repo_root().join("server/fixtures/models/cancer/holdout.csv"))
-            .unwrap();
-    let rows: Vec<Vec<f32>> = holdout
-        .lines()
-        .skip(1)
-        .map(|line| {
-            let mut values: Vec<f32> = line.split(',').map(|v| v.parse().unwrap()).collect();
-            values.pop(); // the target
-            values
-        })
-        .collect();
+    let rows: Vec<Vec<f32>> = cancer_holdout().into_iter().map(|(row, _)| row).collect();
     let http = reqwest::Client::new();
     for chunk in rows.chunks(10) {
         let body = serde_json::json!({"inputs": [{"name": "float_input", "datatype": "FP32",
@@ -245,7 +235,7 @@ async fn the_drift_check_reads_what_an_operator_configured_server_exports() {
     };
     let client =
         sluice_operator::prometheus::client(&format!("http://127.0.0.1:{prom_port}")).unwrap();
-    let plan = analysis::plan(&spec, &canary("monitored"));
+    let plan = analysis::plan(&spec, &canary("monitored"), None);
     let started = Instant::now();
     let drift = loop {
         let result = prometheus::run(Some(&client), &plan).await;
@@ -265,6 +255,156 @@ async fn the_drift_check_reads_what_an_operator_configured_server_exports() {
         "holdout rows of the training distribution pass the drift check: {drift:?}"
     );
     assert!(drift.value.is_some_and(|v| v > 0.0 && v < 0.5), "{drift:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Waits until Prometheus has scraped all `servers`: rows answered before its
+/// first scrape of a server are not in that server's `increase()`.
+async fn scraped(client: &prometheus_http_query::Client, servers: usize) {
+    let started = Instant::now();
+    while client
+        .query(format!("count(up == 1) == {servers}"))
+        .get()
+        .await
+        .map_or(true, |r| r.data().as_vector().is_none_or(|v| v.is_empty()))
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "Prometheus scrapes every server"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The cancer fixture's holdout rows and their true classes.
+fn cancer_holdout() -> Vec<(Vec<f32>, i64)> {
+    let holdout =
+        std::fs::read_to_string(repo_root().join("server/fixtures/models/cancer/holdout.csv"))
+            .unwrap();
+    holdout
+        .lines()
+        .skip(1)
+        .map(|line| {
+            let mut values: Vec<f32> = line.split(',').map(|v| v.parse().unwrap()).collect();
+            let target = values.pop().unwrap() as i64;
+            (values, target)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Prometheus and the release sluice-server: run by `make test-operator`"]
+async fn the_quality_check_waits_for_labels_then_compares_accuracy_with_stable() {
+    let dir = std::env::temp_dir().join(format!("sluice-quality-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    // Three revisions on the operator-generated config (feedback: label,
+    // classification): stable, a canary whose labels agree with it, and one whose
+    // labels say it is wrong on most rows.
+    let revisions = ["stable", "good", "wrong"];
+    let mut servers = Vec::new();
+    for revision in revisions {
+        let repository = monitored_repository(&dir, revision);
+        servers.push(sluice_server(
+            &repository,
+            "roll",
+            revision,
+            &dir.join(format!("{revision}.log")),
+        ));
+    }
+    let ports: Vec<u16> = servers.iter().map(|(_, port)| *port).collect();
+    let (_prom, prom_port) = processes::prometheus(&dir, &ports, "ns").await;
+    for port in &ports {
+        wait_ok(&format!("http://127.0.0.1:{port}/v2/models/roll/ready")).await;
+    }
+    let client =
+        sluice_operator::prometheus::client(&format!("http://127.0.0.1:{prom_port}")).unwrap();
+    let spec = AnalysisSpec {
+        window_seconds: 15,
+        quality: QualitySpec {
+            window_seconds: 60,
+            ..QualitySpec::default()
+        },
+        ..AnalysisSpec::default()
+    };
+    let quality = |revision: &'static str| {
+        let plan = analysis::plan(
+            &spec,
+            &canary(revision),
+            Some(sluice_operator::crd::FeedbackTask::Classification),
+        );
+        let client = client.clone();
+        async move {
+            prometheus::run(Some(&client), &plan)
+                .await
+                .checks
+                .into_iter()
+                .find(|c| c.name == "accuracy-vs-stable")
+                .expect("the check runs with feedback")
+        }
+    };
+    scraped(&client, ports.len()).await;
+    // Before any label: Waiting, which holds nothing.
+    let waiting = quality("good").await;
+    assert_eq!(waiting.verdict, CheckVerdict::Waiting, "{waiting:?}");
+
+    let http = reqwest::Client::new();
+    let holdout = cancer_holdout();
+    for (i, (row, truth)) in holdout.iter().enumerate() {
+        let body = serde_json::json!({"id": format!("r{i}"), "inputs": [{"name": "float_input",
+            "datatype": "FP32", "shape": [1, row.len()], "data": row}]});
+        for (revision, port) in revisions.iter().zip(&ports) {
+            let base = format!("http://127.0.0.1:{port}/v2/models/roll");
+            let answer = http
+                .post(format!("{base}/infer"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert!(answer.status().is_success());
+            let label = if *revision == "wrong" {
+                1 - truth
+            } else {
+                *truth
+            };
+            let feedback = serde_json::json!({"id": format!("r{i}"), "value": label});
+            let scored = http
+                .post(format!("{base}/feedback"))
+                .json(&feedback)
+                .send()
+                .await
+                .unwrap();
+            assert!(
+                scored.status().is_success(),
+                "{}",
+                scored.text().await.unwrap()
+            );
+        }
+    }
+    // Prometheus scrapes every second; increase() needs two samples after the rows.
+    let started = Instant::now();
+    let (good, wrong) = loop {
+        let (good, wrong) = (quality("good").await, quality("wrong").await);
+        let judged =
+            |c: &sluice_operator::crd::rollout::CheckResult| c.verdict != CheckVerdict::Waiting;
+        if (judged(&good) && judged(&wrong)) || started.elapsed() > Duration::from_secs(20) {
+            break (good, wrong);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    println!("good: {:?}\nwrong: {:?}", good.detail, wrong.detail);
+    assert_eq!(good.verdict, CheckVerdict::Pass, "{good:?}");
+    assert!(good.value.is_some_and(|a| a > 0.9), "{good:?}");
+    assert_eq!(wrong.verdict, CheckVerdict::Fail, "{wrong:?}");
+    assert!(wrong.value.is_some_and(|a| a < 0.1), "{wrong:?}");
+    assert!(
+        wrong
+            .detail
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with("accuracy 0.0"),
+        "{wrong:?}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -307,21 +447,7 @@ async fn prediction_agreement_passes_a_retrain_and_fails_a_silently_wrong_model(
 
     let client =
         sluice_operator::prometheus::client(&format!("http://127.0.0.1:{prom_port}")).unwrap();
-    // Rows answered before Prometheus's first scrape of a server are not in its
-    // increase(): start once every server has been scraped.
-    let started = Instant::now();
-    while client
-        .query("count(up == 1) == 3")
-        .get()
-        .await
-        .map_or(true, |r| r.data().as_vector().is_none_or(|v| v.is_empty()))
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "Prometheus scrapes every server"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    scraped(&client, ports.len()).await;
 
     // The same 1,500 random rows to each revision, 25 per request, over about 3 s.
     let http = reqwest::Client::new();
@@ -342,7 +468,7 @@ async fn prediction_agreement_passes_a_retrain_and_fails_a_silently_wrong_model(
     tokio::time::sleep(Duration::from_secs(3)).await; // the last scrapes
 
     let agreement = |revision: &'static str| {
-        let plan = analysis::plan(&AnalysisSpec::default(), &canary(revision));
+        let plan = analysis::plan(&AnalysisSpec::default(), &canary(revision), None);
         let client = client.clone();
         async move {
             let analysis = prometheus::run(Some(&client), &plan).await;

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    CounterVec, Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::config::monitoring::Task;
@@ -56,6 +56,9 @@ struct MonitoringFamilies {
     baseline_accuracy: GaugeVec,
     baseline_mae: GaugeVec,
     dropped_rows: IntCounterVec,
+    feedback_rows: CounterVec,
+    feedback_correct_rows: CounterVec,
+    feedback_absolute_error: CounterVec,
 }
 
 impl MonitoringFamilies {
@@ -79,7 +82,26 @@ impl MonitoringFamilies {
         registry
             .register(Box::new(dropped_rows.clone()))
             .expect("unique metric");
+        let counter = |name: &str, help: &str| {
+            let vec = CounterVec::new(Opts::new(name, help), &MODEL_LABELS).expect("valid counter");
+            registry
+                .register(Box::new(vec.clone()))
+                .expect("unique metric");
+            vec
+        };
         MonitoringFamilies {
+            feedback_rows: counter(
+                "sluice_feedback_rows_total",
+                "Rows whose ground truth came back as feedback and was scored.",
+            ),
+            feedback_correct_rows: counter(
+                "sluice_feedback_correct_rows_total",
+                "Scored feedback rows whose prediction was right (classification).",
+            ),
+            feedback_absolute_error: counter(
+                "sluice_feedback_absolute_error_total",
+                "Sum of the absolute errors of scored feedback rows (regression).",
+            ),
             feature_drift_score: gauge(
                 "sluice_feature_drift_score",
                 "Drift of an input feature from the reference profile: the test's statistic.",
@@ -457,6 +479,24 @@ impl VersionMetrics {
         family
             .with_label_values(&[self.model.as_str(), self.version.as_str()])
             .set(value);
+    }
+
+    /// Counts scored feedback: `rows` rows whose scores (1 or 0 for a right or
+    /// wrong class, the absolute error of a value) sum to `score`. With
+    /// Prometheus's `increase()`, a rollout compares two revisions' quality over
+    /// the same window from these.
+    pub fn count_feedback(&self, task: Task, rows: usize, score: f64) {
+        let labels = [self.model.as_str(), self.version.as_str()];
+        let monitoring = &self.monitoring;
+        monitoring
+            .feedback_rows
+            .with_label_values(&labels)
+            .inc_by(rows as f64);
+        let scored = match task {
+            Task::Classification => &monitoring.feedback_correct_rows,
+            Task::Regression => &monitoring.feedback_absolute_error,
+        };
+        scored.with_label_values(&labels).inc_by(score);
     }
 
     /// Publishes the model's quality on the training data, from its profile.

@@ -166,6 +166,11 @@ pub struct AnalysisSpec {
     /// it needs no profile.
     #[serde(default)]
     pub prediction_agreement: PredictionAgreementSpec,
+    /// The quality check from ground truth (`spec.monitoring.feedback`): the new
+    /// revision's accuracy (or mean absolute error) against the stable revision's
+    /// over the same window, once labels arrive.
+    #[serde(default)]
+    pub quality: QualitySpec,
     /// User checks: PromQL with `$isvc`, `$namespace`, `$revision`, `$stable` and
     /// `$window` substituted, compared with a bound.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -207,6 +212,85 @@ pub struct PredictionAgreementSpec {
     pub window_seconds: u32,
 }
 
+/// How the new revision's quality on labelled rows is held to the stable
+/// revision's. It runs when `spec.monitoring.feedback` is set, and counts only
+/// once both revisions have `minRows` labelled rows in the window: until then it
+/// is `Waiting` and neither holds nor passes the rollout, since labels may come
+/// late or never. See docs/rollouts.md.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct QualitySpec {
+    /// Whether the check runs when feedback is configured (default true).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Classification: largest drop of accuracy below the stable revision's
+    /// (default 0.05). It fails only when the drop is also not chance (a one-sided
+    /// two-proportion test below `significance`).
+    #[serde(default = "default_max_accuracy_drop")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub max_accuracy_drop: f64,
+    /// Classification: the absolute floor of the new revision's accuracy; off
+    /// when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub min_accuracy: Option<f64>,
+    /// Regression: largest mean absolute error relative to the stable revision's
+    /// (default 1.2).
+    #[serde(default = "default_max_error_ratio")]
+    #[schemars(range(min = 1.0, max = 100.0))]
+    pub max_error_ratio: f64,
+    /// Regression: the absolute ceiling of the new revision's mean absolute error;
+    /// off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0))]
+    pub max_mean_absolute_error: Option<f64>,
+    /// A drop counts only when the test's p-value is below this (default 0.01).
+    #[serde(default = "default_quality_significance")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub significance: f64,
+    /// Labelled rows each revision needs in the window for the check to count
+    /// (default 100).
+    #[serde(default = "default_quality_min_rows")]
+    #[schemars(range(min = 1, max = 10000000))]
+    pub min_rows: u32,
+    /// Range of the comparison, in seconds (default 600): labels come later than
+    /// answers.
+    #[serde(default = "default_quality_window")]
+    #[schemars(range(min = 5, max = 86400))]
+    pub window_seconds: u32,
+}
+
+impl Default for QualitySpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_accuracy_drop: default_max_accuracy_drop(),
+            min_accuracy: None,
+            max_error_ratio: default_max_error_ratio(),
+            max_mean_absolute_error: None,
+            significance: default_quality_significance(),
+            min_rows: default_quality_min_rows(),
+            window_seconds: default_quality_window(),
+        }
+    }
+}
+
+fn default_max_accuracy_drop() -> f64 {
+    0.05
+}
+fn default_max_error_ratio() -> f64 {
+    1.2
+}
+fn default_quality_significance() -> f64 {
+    0.01
+}
+fn default_quality_min_rows() -> u32 {
+    100
+}
+fn default_quality_window() -> u32 {
+    600
+}
+
 impl Default for PredictionAgreementSpec {
     fn default() -> Self {
         Self {
@@ -234,6 +318,7 @@ impl Default for AnalysisSpec {
             max_error_rate_ratio: default_error_rate_ratio(),
             max_drift_score: None,
             prediction_agreement: PredictionAgreementSpec::default(),
+            quality: QualitySpec::default(),
             checks: Vec::new(),
         }
     }
@@ -440,6 +525,9 @@ pub enum CheckVerdict {
     NoData,
     /// Prometheus could not answer: holds the rollout, never promotes.
     Error,
+    /// Not judged yet, and not counted: the quality check before both revisions
+    /// have enough labelled rows.
+    Waiting,
 }
 
 /// One finished rollout in `status.history`.

@@ -218,6 +218,11 @@ fn due_analysis(
                 Strategy::BlueGreen => "preview",
             },
         },
+        isvc.spec
+            .monitoring
+            .as_ref()
+            .and_then(|m| m.feedback.as_ref())
+            .map(|f| f.task),
     )))
 }
 

@@ -12,7 +12,10 @@
 //! - `p99-latency` (when `maxP99LatencySeconds` is set): an absolute bound;
 //! - `drift` (when `maxDriftScore` is set): the largest feature drift score;
 //! - `prediction-agreement` (on by default): the new revision's predictions are
-//!   distributed like the stable revision's ([`super::agreement`]).
+//!   distributed like the stable revision's ([`super::agreement`]);
+//! - `accuracy-vs-stable` or `mean-absolute-error-vs-stable` (with
+//!   `spec.monitoring.feedback`): quality on labelled rows against the stable
+//!   revision's, once both have enough labels ([`super::quality`]).
 //!
 //! Latency and error checks count only when the new revision served at least
 //! `minRequests` in the window; otherwise they are no data. No data holds a
@@ -28,6 +31,8 @@
 use std::fmt::Write as _;
 
 use super::agreement::{self, AgreementPlan, CountsSample};
+use super::quality::{self, QualityPlan, QualitySamples};
+use crate::crd::FeedbackTask;
 use crate::crd::rollout::AnalysisSpec;
 use crate::crd::rollout::{CheckResult, CheckVerdict};
 
@@ -100,6 +105,8 @@ pub struct Plan {
     pub checks: Vec<Planned>,
     /// The prediction-agreement check, when it runs.
     pub agreement: Option<AgreementPlan>,
+    /// The quality check from feedback, when it runs.
+    pub quality: Option<QualityPlan>,
 }
 
 /// A query's answer: a value, no data (`Ok(None)`), or why Prometheus failed.
@@ -149,8 +156,9 @@ fn error_rate(selector: &str, window: &str, offset: Option<u64>) -> String {
     )
 }
 
-/// The queries of one analysis of `t` under `spec`.
-pub fn plan(spec: &AnalysisSpec, t: &Target) -> Plan {
+/// The queries of one analysis of `t` under `spec`; `feedback` is the task of
+/// `spec.monitoring.feedback`, when labels come back.
+pub fn plan(spec: &AnalysisSpec, t: &Target, feedback: Option<FeedbackTask>) -> Plan {
     let window = format!("{}s", spec.window_seconds);
     let new = selector(t, t.revision);
     let stable = selector(t, t.stable);
@@ -228,6 +236,14 @@ pub fn plan(spec: &AnalysisSpec, t: &Target) -> Plan {
         checks,
         agreement: agreement::plan(
             &spec.prediction_agreement,
+            &new,
+            &stable,
+            t.stable_offset_seconds,
+            t.role,
+        ),
+        quality: quality::plan(
+            &spec.quality,
+            feedback,
             &new,
             &stable,
             t.stable_offset_seconds,
@@ -363,13 +379,15 @@ pub const STARVATION_CHECK: &str = "traffic";
 /// Turns the answers to `plan`'s queries into an analysis. `values[i]` answers
 /// `plan.checks[i]`: its own query, and the stable revision's for a relative
 /// bound; `stable_requests` answers `plan.stable_requests` (`Ok(None)` when
-/// there is none); `agreement` answers `plan.agreement`'s two queries (new, stable).
+/// there is none); `agreement` answers `plan.agreement`'s two queries (new,
+/// stable), and `quality` those of `plan.quality`.
 pub fn evaluate(
     plan: &Plan,
     requests: &Sample,
     stable_requests: &Sample,
     values: &[(Sample, Option<Sample>)],
     agreement: Option<&(CountsSample, CountsSample)>,
+    quality: Option<&QualitySamples>,
 ) -> Analysis {
     let checks: Vec<CheckResult> = starvation(plan, requests, stable_requests)
         .into_iter()
@@ -393,13 +411,21 @@ pub fn evaluate(
                 .zip(agreement)
                 .map(|(planned, (new, stable))| agreement::judge(planned, new, stable)),
         )
+        .chain(
+            plan.quality
+                .as_ref()
+                .zip(quality)
+                .map(|(planned, samples)| quality::judge(planned, samples)),
+        )
         .collect();
     let any = |v: CheckVerdict| checks.iter().any(|c| c.verdict == v);
+    // A Waiting check does not count, either way.
+    let counted = checks.iter().any(|c| c.verdict != CheckVerdict::Waiting);
     let verdict = if any(CheckVerdict::Fail) {
         CheckVerdict::Fail
     } else if any(CheckVerdict::Error) {
         CheckVerdict::Error
-    } else if any(CheckVerdict::NoData) || checks.is_empty() {
+    } else if any(CheckVerdict::NoData) || !counted {
         CheckVerdict::NoData
     } else {
         CheckVerdict::Pass
@@ -444,7 +470,7 @@ impl Analysis {
     pub fn failing(&self) -> String {
         self.checks
             .iter()
-            .filter(|c| c.verdict != CheckVerdict::Pass)
+            .filter(|c| !matches!(c.verdict, CheckVerdict::Pass | CheckVerdict::Waiting))
             .map(|c| {
                 let value = c.value.map_or("none".into(), |v| format!("{v:.4}"));
                 match &c.detail {
@@ -477,7 +503,7 @@ mod tests {
 
     #[test]
     fn queries_select_the_revision_by_the_servers_labels() {
-        let p = plan(&spec(), &T);
+        let p = plan(&spec(), &T, None);
         assert_eq!(
             p.requests,
             r#"sum(increase(sluice_inference_requests_total{isvc="fraud",namespace="ml",revision="new1"}[30s]))"#
@@ -503,7 +529,7 @@ mod tests {
             stable_offset_seconds: Some(42),
             ..T
         };
-        let Bound::Relative { query, .. } = &plan(&spec(), &t).checks[1].bound else {
+        let Bound::Relative { query, .. } = &plan(&spec(), &t, None).checks[1].bound else {
             panic!("relative latency bound expected");
         };
         assert!(
@@ -523,7 +549,7 @@ mod tests {
             max: None,
             min: Some(-0.05),
         }];
-        let p = plan(&s, &T);
+        let p = plan(&s, &T, None);
         let names: Vec<_> = p.checks.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(
             names,
@@ -546,7 +572,7 @@ mod tests {
     /// (requests, error rate, canary p99, stable p99) -> verdict.
     #[test]
     fn verdict_table() {
-        let p = plan(&spec(), &T);
+        let p = plan(&spec(), &T, None);
         let ok = |v: f64| -> Sample { Ok(Some(v)) };
         let none: Sample = Ok(None);
         let down: Sample = Err("connection refused".into());
@@ -625,6 +651,7 @@ mod tests {
                 &Ok(None),
                 &[(errors, Some(ok(0.0))), (p99, Some(stable))],
                 None,
+                None,
             );
             assert_eq!(a.verdict, want, "case {i}: {}", a.summary());
             assert_eq!(a.checks.len(), 2);
@@ -633,7 +660,7 @@ mod tests {
 
     #[test]
     fn the_error_rate_is_judged_against_the_stable_revisions() {
-        let p = plan(&spec(), &T);
+        let p = plan(&spec(), &T, None);
         let Bound::Relative { query, .. } = &p.checks[0].bound else {
             panic!("relative error bound expected");
         };
@@ -648,6 +675,7 @@ mod tests {
                     (Ok(Some(canary)), Some(Ok(Some(stable)))),
                     (Ok(Some(0.002)), Some(Ok(Some(0.002)))),
                 ],
+                None,
                 None,
             )
             .verdict
@@ -665,6 +693,7 @@ mod tests {
                 stable_offset_seconds: Some(42),
                 ..T
             },
+            None,
         );
         let Bound::Relative { query, .. } = &after.checks[0].bound else {
             panic!("relative error bound expected");
@@ -674,7 +703,7 @@ mod tests {
 
     #[test]
     fn results_carry_query_value_threshold_and_verdict() {
-        let p = plan(&spec(), &T);
+        let p = plan(&spec(), &T, None);
         let a = evaluate(
             &p,
             &Ok(Some(50.0)),
@@ -683,6 +712,7 @@ mod tests {
                 (Ok(Some(0.25)), Some(Ok(Some(0.0)))),
                 (Ok(Some(0.003)), Some(Ok(Some(0.002)))),
             ],
+            None,
             None,
         );
         let e = &a.checks[0];
@@ -703,7 +733,7 @@ mod tests {
 
     #[test]
     fn the_stable_revisions_requests_are_counted_over_the_same_window() {
-        let p = plan(&spec(), &T);
+        let p = plan(&spec(), &T, None);
         assert_eq!(
             p.stable_requests.as_deref(),
             Some(
@@ -714,14 +744,14 @@ mod tests {
             stable_offset_seconds: Some(42),
             ..T
         };
-        assert_eq!(plan(&spec(), &after_switch).stable_requests, None);
+        assert_eq!(plan(&spec(), &after_switch, None).stable_requests, None);
     }
 
     /// (new requests, stable requests) -> starved?, with every other check healthy
     /// but for the traffic they need.
     #[test]
     fn starvation_is_told_apart_from_other_missing_data() {
-        let p = plan(&spec(), &T);
+        let p = plan(&spec(), &T, None);
         let none: Sample = Ok(None);
         let healthy = || {
             [
@@ -751,7 +781,7 @@ mod tests {
             (Ok(Some(0.0)), Err("down".into()), None),
         ];
         for (i, (new, stable, want)) in cases.into_iter().enumerate() {
-            let a = evaluate(&p, &new, &stable, &healthy(), None);
+            let a = evaluate(&p, &new, &stable, &healthy(), None, None);
             assert_eq!(a.starvation(), want, "case {i}: {}", a.summary());
             assert_ne!(a.verdict, CheckVerdict::Pass, "case {i}: {}", a.summary());
             if want.is_some() {
@@ -795,6 +825,7 @@ mod tests {
                 role: "preview",
                 ..T
             },
+            None,
         );
         let a = evaluate(
             &p,
@@ -805,6 +836,7 @@ mod tests {
                 (Ok(Some(0.002)), Some(Ok(Some(0.002)))),
                 (Ok(Some(1.0)), None),
             ],
+            None,
             None,
         );
         assert_eq!(a.verdict, CheckVerdict::NoData, "{}", a.summary());

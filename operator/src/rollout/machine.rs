@@ -377,7 +377,8 @@ impl Run<'_, '_> {
                     analysis.failing()
                 );
             }
-            CheckVerdict::NoData => {
+            // An analysis is never Waiting as a whole (`analysis::evaluate`).
+            CheckVerdict::NoData | CheckVerdict::Waiting => {
                 s.no_data += 1;
                 // Starvation is named apart: it has a cause (clients holding
                 // connections to the stable pods) and a cure (rotation).

@@ -8,6 +8,7 @@
 //!   state and actions), persisted in `status.rollout` so a restarted operator resumes.
 //! - [`analysis`]: the PromQL of every check and how values become verdicts (pure).
 //! - [`agreement`]: the prediction-agreement check's queries and statistics (pure).
+//! - [`quality`]: the quality check from ground-truth feedback (pure).
 //! - [`prometheus`]: the thin layer that runs those queries.
 //! - [`traffic`]: replica counts per revision and HTTPRoute weights (pure).
 //! - [`control`]: the `serving.sluice.dev/rollout` annotation (manual control).
@@ -17,4 +18,5 @@ pub mod analysis;
 pub mod control;
 pub mod machine;
 pub mod prometheus;
+pub mod quality;
 pub mod traffic;

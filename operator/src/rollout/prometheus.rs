@@ -5,6 +5,7 @@ use prometheus_http_query::response::Data;
 
 use super::agreement::{Counts, CountsSample};
 use super::analysis::{self, Analysis, Plan, Sample};
+use super::quality::QualitySamples;
 use crate::prometheus::instant_query;
 
 /// Runs every query of `plan` and judges the answers. Without a client (no
@@ -39,11 +40,31 @@ pub async fn run(client: Option<&Client>, plan: &Plan) -> Analysis {
             None => None,
         }
     };
-    let (requests, stable_requests, values, agreement) = futures::join!(
+    let quality = async {
+        match &plan.quality {
+            Some(planned) => {
+                let (new_rows, new_score, stable_rows, stable_score) = futures::join!(
+                    sample(client, &planned.new_rows),
+                    sample(client, &planned.new_score),
+                    sample(client, &planned.stable_rows),
+                    sample(client, &planned.stable_score)
+                );
+                Some(QualitySamples {
+                    new_rows,
+                    new_score,
+                    stable_rows,
+                    stable_score,
+                })
+            }
+            None => None,
+        }
+    };
+    let (requests, stable_requests, values, agreement, quality) = futures::join!(
         sample(client, &plan.requests),
         stable_requests,
         futures::future::join_all(checks),
-        agreement
+        agreement,
+        quality
     );
     analysis::evaluate(
         plan,
@@ -51,6 +72,7 @@ pub async fn run(client: Option<&Client>, plan: &Plan) -> Analysis {
         &stable_requests,
         &values,
         agreement.as_ref(),
+        quality.as_ref(),
     )
 }
 

@@ -336,6 +336,9 @@ impl State {
             if let Some(value) = baseline {
                 metrics.set_baseline_quality(config.task, value);
             }
+            // The counters exist from load, at 0, so that `increase()` counts the
+            // first feedback.
+            metrics.count_feedback(config.task, 0, 0.0);
         }
         Ok(State {
             window: config.window.max(1),
@@ -432,16 +435,19 @@ impl State {
             )));
         }
         *answered = true;
+        let mut total = 0.0;
         for (p, t) in predicted.iter().zip(&truth) {
             let score = match task {
                 Task::Classification => f64::from(u8::from((p - t).abs() < 0.5)),
                 Task::Regression => (p - t).abs(),
             };
+            total += score;
             if self.quality.len() == capacity {
                 self.quality.pop_front();
             }
             self.quality.push_back(score);
         }
+        self.metrics.count_feedback(task, truth.len(), total);
         let mean = self.quality.iter().sum::<f64>() / self.quality.len() as f64;
         self.metrics.set_quality(task, mean);
         Ok(truth.len())

@@ -744,6 +744,12 @@ def test_accuracy_from_feedback(server, repo, cancer_data):
     _, _, _, hold_x, hold_y = cancer_data
     traffic = Traffic(server, "cancer_fb", CLASSIFIER_OUTPUTS)
     correct = []
+    before = Metrics(server, "cancer_fb")
+    # The counters a rollout's accuracy check reads exist from load, at 0 or more.
+    rows_before = before.value("sluice_feedback_rows_total")
+    correct_before = before.value("sluice_feedback_correct_rows_total")
+    assert rows_before is not None and correct_before is not None
+    assert before.value("sluice_feedback_absolute_error_total") is None, "not for a classifier"
     try:
         for i, (row, truth) in enumerate(zip(hold_x, hold_y, strict=True)):
             label = int(traffic.infer(row[None], request_id=f"h{i}")["label"][0])
@@ -775,6 +781,9 @@ def test_accuracy_from_feedback(server, repo, cancer_data):
         flipped = metrics.value("sluice_model_accuracy")
         assert close(flipped, float(np.mean(correct[-200:])), rel=1e-9)
         assert flipped < 0.95 * baseline, "the SluiceAccuracyDrop rule would not fire"
+        counted = metrics.value("sluice_feedback_rows_total") - rows_before
+        right = metrics.value("sluice_feedback_correct_rows_total") - correct_before
+        assert (counted, right) == (len(correct), sum(correct)), (counted, right)
     finally:
         traffic.close()
     record(
@@ -843,6 +852,10 @@ def test_mean_absolute_error_and_retention(server, repo):
     _, hold_x, hold_y = read_csv(MODELS_DIR / "regressor" / "holdout.csv")
     traffic = Traffic(server, "regressor_fb", ["variable"])
     errors = []
+    before = Metrics(server, "regressor_fb")
+    rows_before = before.value("sluice_feedback_rows_total")
+    error_before = before.value("sluice_feedback_absolute_error_total")
+    assert before.value("sluice_feedback_correct_rows_total") is None, "not for a regressor"
     try:
         for i, (row, truth) in enumerate(zip(hold_x, hold_y, strict=True)):
             prediction = float(
@@ -862,6 +875,10 @@ def test_mean_absolute_error_and_retention(server, repo):
             baseline, profiles["regressor_fb"]["baseline"]["mean_absolute_error"], rel=1e-9
         )
         assert mae < 1.3 * baseline, (mae, baseline)
+        counted = metrics.value("sluice_feedback_rows_total") - rows_before
+        summed = metrics.value("sluice_feedback_absolute_error_total") - error_before
+        assert counted == len(errors), counted
+        assert close(summed, float(np.sum(errors)), rel=1e-5), (summed, np.sum(errors))
 
         # retention: 50 requests; the oldest of 60 newer ones has expired.
         for i in range(60):
