@@ -32,6 +32,7 @@ const PURE: &[&str] = &[
     "rollout::analysis",
     "rollout::control",
     "rollout::machine",
+    "rollout::quality",
     "rollout::traffic",
     "security",
     "status",

@@ -20,7 +20,6 @@
 
 use statrs::distribution::{ContinuousCDF, Normal};
 
-use super::analysis::Sample;
 use crate::crd::FeedbackTask;
 use crate::crd::rollout::{CheckResult, CheckVerdict, QualitySpec};
 
@@ -45,6 +44,10 @@ pub struct QualityPlan {
     /// The bounds.
     pub spec: QualitySpec,
 }
+
+/// A query's answer: a value, no samples (`Ok(None)`), or why Prometheus failed
+/// (the shape of `analysis::Sample`, which builds on this module).
+type Sample = Result<Option<f64>, String>;
 
 /// The answers to a [`QualityPlan`]'s queries, in its order.
 #[derive(Clone, Debug, PartialEq)]
