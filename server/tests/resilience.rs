@@ -210,6 +210,69 @@ async fn a_static_answer_is_repeated_per_row_and_a_slow_model_times_out_into_it(
     );
 }
 
+/// One unary `ModelInfer` call over raw HTTP/2 with `grpc-timeout: timeout`:
+/// tonic's client would enforce that header itself, so a raw call is the way to
+/// see what the server answers. Returns `grpc-status` and `grpc-message` (the
+/// errors here come as trailers-only responses, in the headers).
+async fn raw_model_infer(
+    grpc: &str,
+    request: &pb::ModelInferRequest,
+    timeout: &str,
+) -> (String, String) {
+    use prost::Message;
+    let message = request.encode_to_vec();
+    let mut body = vec![0u8];
+    body.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    body.extend_from_slice(&message);
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let response = client
+        .post(format!("{grpc}/inference.GRPCInferenceService/ModelInfer"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("grpc-timeout", timeout)
+        .body(body)
+        .send()
+        .await
+        .expect("the server answers");
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default()
+    };
+    (header("grpc-status"), header("grpc-message"))
+}
+
+#[tokio::test]
+async fn a_grpc_deadline_ends_the_call_on_the_server_with_deadline_exceeded() {
+    let repository = Repository::new("grpc-deadline").with_model("slowpoke", "slow", "");
+    let server = Server::start(&repository.dir, &[]).await;
+    let request = common::grpc_fp32_row("slowpoke", &row(4));
+
+    // The slow fixture takes well over 2 ms a row.
+    let (status, message) = raw_model_infer(&server.grpc, &request, "2m").await;
+    assert_eq!(status, "4", "DEADLINE_EXCEEDED expected: {message}");
+    assert!(message.contains("passed%20before%20the%20model%20answered"), "{message}");
+
+    let (status, message) = raw_model_infer(&server.grpc, &request, "soon").await;
+    assert_eq!(status, "3", "INVALID_ARGUMENT expected: {message}");
+    assert!(message.contains("%22soon%22"), "{message}");
+
+    // A deadline that is met changes nothing (tonic's client sends the header).
+    let mut grpc = GrpcInferenceServiceClient::connect(server.grpc.clone())
+        .await
+        .expect("gRPC connects");
+    let mut patient = tonic::Request::new(request);
+    patient.set_timeout(Duration::from_secs(30));
+    grpc.model_infer(patient)
+        .await
+        .expect("a generous deadline is met");
+}
+
 #[tokio::test]
 async fn fallbacks_that_do_not_fit_the_model_fail_its_load_with_the_mismatch_named() {
     let repository = Repository::new("fallback-mismatch")

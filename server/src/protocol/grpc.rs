@@ -3,7 +3,7 @@
 //! back as `raw_output_contents`, as Triton and its clients expect.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tonic::{Request, Response, Status};
 
@@ -108,7 +108,18 @@ impl GrpcInferenceService for InferenceService {
             "ModelInfer",
             Some(&request.get_ref().model_name),
         )?;
-        let result = self.model_infer_response(request.into_inner()).await;
+        let deadline = grpc_timeout(request.metadata())?;
+        let work = self.model_infer_response(request.into_inner());
+        let result = match deadline {
+            // The client's deadline (tonic's `Request::set_timeout`, grpc-go's
+            // context deadline): an answer after it is one nobody waits for.
+            Some(limit) => tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
+                Err(Status::deadline_exceeded(format!(
+                    "the call's deadline (grpc-timeout {limit:?}) passed before the model answered"
+                )))
+            }),
+            None => work.await,
+        };
         let version = result
             .as_ref()
             .ok()
@@ -116,6 +127,39 @@ impl GrpcInferenceService for InferenceService {
         call.finish(&result, version.as_deref());
         result
     }
+}
+
+/// The call's `grpc-timeout` header: 1 to 8 digits and a unit (`H`, `M`, `S`,
+/// `m`, `u`, `n`), as the gRPC over HTTP/2 specification writes it. Absent is
+/// no deadline; malformed is refused with the value named.
+fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Result<Option<Duration>, Status> {
+    let Some(value) = metadata.get("grpc-timeout") else {
+        return Ok(None);
+    };
+    let text = value.to_str().unwrap_or_default();
+    parse_grpc_timeout(text).map(Some).ok_or_else(|| {
+        Status::invalid_argument(format!(
+            "grpc-timeout {text:?} is not 1 to 8 digits followed by H, M, S, m, u or n"
+        ))
+    })
+}
+
+fn parse_grpc_timeout(text: &str) -> Option<Duration> {
+    let unit = text.chars().last()?;
+    let digits = &text[..text.len() - unit.len_utf8()];
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        'H' => Duration::from_secs(amount * 3600),
+        'M' => Duration::from_secs(amount * 60),
+        'S' => Duration::from_secs(amount),
+        'm' => Duration::from_millis(amount),
+        'u' => Duration::from_micros(amount),
+        'n' => Duration::from_nanos(amount),
+        _ => return None,
+    })
 }
 
 impl InferenceService {
@@ -213,5 +257,32 @@ fn string_parameter(value: &str) -> pb::InferParameter {
         parameter_choice: Some(pb::infer_parameter::ParameterChoice::StringParam(
             value.to_string(),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse_as_the_specification_writes_them() {
+        let cases = [
+            ("1H", Some(Duration::from_secs(3600))),
+            ("2M", Some(Duration::from_secs(120))),
+            ("30S", Some(Duration::from_secs(30))),
+            ("250m", Some(Duration::from_millis(250))),
+            ("99999999u", Some(Duration::from_micros(99_999_999))),
+            ("7n", Some(Duration::from_nanos(7))),
+            ("", None),
+            ("m", None),
+            ("123456789m", None),
+            ("1.5S", None),
+            ("-1S", None),
+            ("10x", None),
+            ("10", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse_grpc_timeout(text), want, "{text:?}");
+        }
     }
 }
