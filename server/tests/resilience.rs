@@ -256,7 +256,10 @@ async fn a_grpc_deadline_ends_the_call_on_the_server_with_deadline_exceeded() {
     // The slow fixture takes well over 2 ms a row.
     let (status, message) = raw_model_infer(&server.grpc, &request, "2m").await;
     assert_eq!(status, "4", "DEADLINE_EXCEEDED expected: {message}");
-    assert!(message.contains("passed%20before%20the%20model%20answered"), "{message}");
+    assert!(
+        message.contains("passed%20before%20the%20model%20answered"),
+        "{message}"
+    );
 
     let (status, message) = raw_model_infer(&server.grpc, &request, "soon").await;
     assert_eq!(status, "3", "INVALID_ARGUMENT expected: {message}");

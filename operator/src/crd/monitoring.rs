@@ -85,8 +85,12 @@ impl MonitoringSpec {
 }
 
 /// Per-test thresholds past which a feature of the stable revision drifts, and
-/// how the operator watches them. A feature drifts when any of its tests
-/// crosses its threshold, averaged over the revision's pods.
+/// how the operator watches them. Each statistic is the mean over the revision's
+/// pods. A numeric feature drifts when its PSI or KS statistic is past its
+/// maximum **and** the KS test says that is not chance (p-value below its share
+/// of `significance`); a categorical one when its chi-squared p-value is below
+/// that share. Large alone is not enough in small windows, and significant
+/// alone is not enough in large ones.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct DriftSpec {
@@ -100,17 +104,19 @@ pub struct DriftSpec {
     #[serde(default = "default_max_ks")]
     #[schemars(range(min = 0.001, max = 1.0))]
     pub max_ks: f64,
-    /// Categorical features: chi-squared p-value below this drifts (default 0.001).
-    #[serde(default = "default_chi2_significance")]
+    /// The chance of a false alarm per reading (default 0.001), shared among the
+    /// features (Bonferroni): a feature's KS p-value (numeric) or chi-squared
+    /// p-value (categorical) must be below `significance / features`.
+    #[serde(default = "default_significance")]
     #[schemars(range(min = 0.0, max = 0.5))]
-    pub chi2_significance: f64,
+    pub significance: f64,
     /// Seconds between the operator's readings of the stable revision's drift
     /// (default 30).
     #[serde(default = "default_check_seconds")]
     #[schemars(range(min = 5, max = 3600))]
     pub check_seconds: u32,
-    /// Seconds without any feature past its threshold before `InputDrift`
-    /// clears and the drift episode ends (default 300).
+    /// Seconds without any drifting feature before `InputDrift` clears and the
+    /// drift episode ends (default 300).
     #[serde(default = "default_clear_after_seconds")]
     #[schemars(range(min = 0, max = 86400))]
     pub clear_after_seconds: u32,
@@ -121,7 +127,7 @@ impl Default for DriftSpec {
         Self {
             max_psi: default_max_psi(),
             max_ks: default_max_ks(),
-            chi2_significance: default_chi2_significance(),
+            significance: default_significance(),
             check_seconds: default_check_seconds(),
             clear_after_seconds: default_clear_after_seconds(),
         }
@@ -134,7 +140,7 @@ fn default_max_psi() -> f64 {
 fn default_max_ks() -> f64 {
     0.2
 }
-fn default_chi2_significance() -> f64 {
+fn default_significance() -> f64 {
     0.001
 }
 fn default_check_seconds() -> u32 {

@@ -1,10 +1,10 @@
 //! From the stable revision's drift statistics to the `InputDrift` condition, the
 //! drift episode in `status.drift`, and whether a retraining Job starts. Pure.
 //!
-//! - A feature drifts when any of its tests crosses its threshold
-//!   (`spec.monitoring.drift`): PSI or KS statistic above its maximum, chi-squared
-//!   p-value below its significance. The statistics are the mean over the
-//!   revision's pods.
+//! - A numeric feature drifts when its PSI or KS statistic is above its maximum
+//!   (`spec.monitoring.drift`) and its KS p-value is below `significance`: large
+//!   and not chance. A categorical feature drifts when its chi-squared p-value is
+//!   below `significance`. The statistics are the mean over the revision's pods.
 //! - An episode starts at the first reading with a drifting feature and ends after
 //!   `clearAfterSeconds` of readings without one, so a statistic that wavers
 //!   around its threshold makes one episode, not many. A new stable revision
@@ -212,7 +212,7 @@ pub fn decide(input: &Input) -> Plan {
                         reason: "NoDrift",
                         message: format!(
                             "the {features} features of revision {revision} are within their thresholds ({})",
-                            bounds(&thresholds)
+                            bounds(&thresholds, features)
                         ),
                     },
                 )
@@ -308,45 +308,57 @@ pub fn job_name(isvc: &str, since: &Time) -> String {
     format!("{}{suffix}", isvc[..keep].trim_end_matches(['-', '.']))
 }
 
-/// The features past a threshold, worst first.
+/// The drifting features, worst first: a numeric feature past its PSI or KS
+/// maximum whose KS p-value (when exported) is below the per-feature
+/// significance, and a categorical one whose chi-squared p-value is. The
+/// per-feature significance is `significance` divided by the number of features
+/// (Bonferroni), so that `significance` bounds the chance of any false alarm in
+/// a reading, however many features the profile has.
 fn judge(thresholds: &DriftSpec, statistics: &Statistics) -> Vec<Drifting> {
-    let mut drifting: Vec<Drifting> = Vec::new();
-    let mut cross = |feature: &str, crossed: String, severity: f64| match drifting
-        .iter_mut()
-        .find(|d| d.feature == feature)
-    {
-        Some(d) => {
-            d.crossed.push(crossed);
-            d.severity = d.severity.max(severity);
-        }
-        None => drifting.push(Drifting {
-            feature: feature.to_string(),
-            crossed: vec![crossed],
-            severity,
-        }),
+    let significance = per_feature(thresholds, statistics);
+    let p_value = |feature: &str, test: &str| {
+        statistics
+            .pvalues
+            .iter()
+            .find(|s| s.feature == feature && s.test == test)
+            .map(|s| s.value)
     };
+    let mut drifting: Vec<Drifting> = Vec::new();
     for s in &statistics.scores {
         let max = match s.test.as_str() {
             "psi" => thresholds.max_psi,
             "ks" => thresholds.max_ks,
             _ => continue,
         };
-        if s.value > max {
-            cross(
-                &s.feature,
-                format!("{} {:.3} > {max}", s.test, s.value),
-                s.value / max,
-            );
+        // Large, but possibly chance (a small window): not drift.
+        if s.value <= max || p_value(&s.feature, "ks").is_some_and(|p| p >= significance) {
+            continue;
+        }
+        let crossed = format!("{} {:.3} > {max}", s.test, s.value);
+        match drifting.iter_mut().find(|d| d.feature == s.feature) {
+            Some(d) => {
+                d.crossed.push(crossed);
+                d.severity = d.severity.max(s.value / max);
+            }
+            None => drifting.push(Drifting {
+                feature: s.feature.clone(),
+                crossed: vec![crossed],
+                severity: s.value / max,
+            }),
         }
     }
-    for s in &statistics.pvalues {
-        let significance = thresholds.chi2_significance;
-        if s.test == "chi2" && s.value < significance {
-            cross(
-                &s.feature,
-                format!("chi2 p {:.1e} < {significance}", s.value),
-                significance / s.value.max(f64::MIN_POSITIVE),
-            );
+    for d in &mut drifting {
+        if let Some(p) = p_value(&d.feature, "ks") {
+            d.crossed.push(format!("ks p {p:.1e}"));
+        }
+    }
+    for s in statistics.pvalues.iter().filter(|s| s.test == "chi2") {
+        if s.value < significance {
+            drifting.push(Drifting {
+                feature: s.feature.clone(),
+                crossed: vec![format!("chi2 p {:.1e} < {significance:.1e}", s.value)],
+                severity: significance / s.value.max(f64::MIN_POSITIVE),
+            });
         }
     }
     drifting.sort_by(|a, b| {
@@ -355,6 +367,11 @@ fn judge(thresholds: &DriftSpec, statistics: &Statistics) -> Vec<Drifting> {
             .then_with(|| a.feature.cmp(&b.feature))
     });
     drifting
+}
+
+/// `significance` shared among the features (Bonferroni).
+fn per_feature(thresholds: &DriftSpec, statistics: &Statistics) -> f64 {
+    thresholds.significance / feature_count(statistics).max(1) as f64
 }
 
 /// Distinct features with any statistic.
@@ -383,10 +400,10 @@ fn listed(drifting: &[Drifting]) -> String {
     }
 }
 
-fn bounds(t: &DriftSpec) -> String {
+fn bounds(t: &DriftSpec, features: usize) -> String {
     format!(
-        "psi <= {}, ks <= {}, chi2 p >= {}",
-        t.max_psi, t.max_ks, t.chi2_significance
+        "psi <= {} and ks <= {}, or ks and chi2 p >= {} / {features} features",
+        t.max_psi, t.max_ks, t.significance
     )
 }
 
@@ -493,7 +510,8 @@ mod tests {
         }
     }
 
-    /// Thirty quiet features, and `drifting` on top.
+    /// Thirty quiet features (KS p 0.5), and `drifting` on top: its scores, and
+    /// its p-values (tests named `ks-p` or `chi2`).
     fn reading(drifting: &[Statistic]) -> Reading {
         let mut scores: Vec<Statistic> = (0..30)
             .flat_map(|i| {
@@ -503,12 +521,18 @@ mod tests {
                 ]
             })
             .collect();
-        scores.extend(drifting.iter().filter(|s| s.test != "chi2").cloned());
-        let pvalues = drifting
-            .iter()
-            .filter(|s| s.test == "chi2")
-            .cloned()
-            .collect();
+        let mut pvalues: Vec<Statistic> =
+            (0..30).map(|i| stat(&format!("f{i}"), "ks", 0.5)).collect();
+        for s in drifting {
+            match s.test.as_str() {
+                "ks-p" => {
+                    pvalues.retain(|p| p.feature != s.feature);
+                    pvalues.push(stat(&s.feature, "ks", s.value));
+                }
+                "chi2" => pvalues.push(s.clone()),
+                _ => scores.push(s.clone()),
+            }
+        }
         Ok(Statistics { scores, pvalues })
     }
 
@@ -516,7 +540,9 @@ mod tests {
         reading(&[
             stat("f3", "psi", 1.9),
             stat("f3", "ks", 0.7),
+            stat("f3", "ks-p", 1e-30),
             stat("f7", "psi", 0.4),
+            stat("f7", "ks-p", 1e-5),
         ])
     }
 
@@ -573,7 +599,7 @@ mod tests {
         );
         assert_eq!(
             plan.verdict.message,
-            "the 30 features of revision abc are within their thresholds (psi <= 0.25, ks <= 0.2, chi2 p >= 0.001)"
+            "the 30 features of revision abc are within their thresholds (psi <= 0.25 and ks <= 0.2, or ks and chi2 p >= 0.001 / 30 features)"
         );
         assert_eq!(plan.launch, None);
         let empty = world.step(30, &Ok(Statistics::default()));
@@ -614,7 +640,7 @@ mod tests {
         assert_eq!(
             start.verdict.message,
             format!(
-                "2 of 30 features of revision abc drift from the profile: f3 (psi 1.900 > 0.25, ks 0.700 > 0.2), f7 (psi 0.400 > 0.25); since {since}; retraining Job fraud-retrain-{} is running",
+                "2 of 30 features of revision abc drift from the profile: f3 (psi 1.900 > 0.25, ks 0.700 > 0.2, ks p 1.0e-30), f7 (psi 0.400 > 0.25, ks p 1.0e-5); since {since}; retraining Job fraud-retrain-{} is running",
                 T0 + 30
             )
         );
@@ -735,7 +761,7 @@ mod tests {
         assert!(
             plan.verdict
                 .message
-                .contains("region (chi2 p 1.0e-9 < 0.001)"),
+                .contains("region (chi2 p 1.0e-9 < 3.2e-5)"),
             "{}",
             plan.verdict.message
         );
@@ -744,6 +770,34 @@ mod tests {
         let retraining = gone.status.retraining.unwrap();
         assert_eq!(retraining.outcome, JobOutcome::Missing);
         assert_eq!(gone.launch, None, "the episode had its Job");
+    }
+
+    #[test]
+    fn a_large_statistic_that_could_be_chance_is_not_drift() {
+        // A small window: PSI and KS past their maxima, but KS p 0.02.
+        let mut world = World::new(false);
+        let noisy = reading(&[
+            stat("f1", "psi", 0.3),
+            stat("f1", "ks", 0.21),
+            stat("f1", "ks-p", 0.02),
+        ]);
+        assert_eq!(world.step(0, &noisy).verdict.status, "False");
+        // p 1e-4 is below 0.001, but not below 0.001 shared among 30 features.
+        let one_of_thirty = reading(&[stat("f1", "psi", 0.3), stat("f1", "ks-p", 1e-4)]);
+        assert_eq!(world.step(10, &one_of_thirty).verdict.status, "False");
+        let alone = Ok(Statistics {
+            scores: vec![stat("f1", "psi", 0.3)],
+            pvalues: vec![stat("f1", "ks", 1e-4)],
+        });
+        assert_eq!(
+            world.step(20, &alone).verdict.status,
+            "True",
+            "one feature: 0.001 is its own"
+        );
+        // Without a KS p-value (a server that exports none), the statistic decides.
+        let mut bare = noisy.clone().unwrap();
+        bare.pvalues.clear();
+        assert_eq!(world.step(30, &Ok(bare)).verdict.status, "True");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::rollout::analysis::finite;
 pub struct Queries {
     /// PSI and KS statistics per feature, the mean over the revision's pods.
     pub scores: String,
-    /// Chi-squared p-values per feature, the mean over the revision's pods.
+    /// KS and chi-squared p-values per feature, the mean over the revision's pods.
     pub pvalues: String,
 }
 
@@ -26,7 +26,7 @@ pub fn queries(namespace: &str, isvc: &str, revision: &str) -> Queries {
             r#"avg by (feature, test) (sluice_feature_drift_score{{{selector},test=~"psi|ks"}})"#
         ),
         pvalues: format!(
-            r#"avg by (feature, test) (sluice_feature_drift_pvalue{{{selector},test="chi2"}})"#
+            r#"avg by (feature, test) (sluice_feature_drift_pvalue{{{selector},test=~"ks|chi2"}})"#
         ),
     }
 }
@@ -75,7 +75,7 @@ mod tests {
         );
         assert_eq!(
             q.pvalues,
-            r#"avg by (feature, test) (sluice_feature_drift_pvalue{isvc="fraud",namespace="ml",revision="abc123",test="chi2"})"#
+            r#"avg by (feature, test) (sluice_feature_drift_pvalue{isvc="fraud",namespace="ml",revision="abc123",test=~"ks|chi2"})"#
         );
     }
 }

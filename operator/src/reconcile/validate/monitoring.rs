@@ -47,8 +47,8 @@ fn check_drift(drift: &DriftSpec) -> Result<(), String> {
     if !(positive(drift.max_ks) && drift.max_ks <= 1.0) {
         return Err("spec.monitoring.drift.maxKs must be above 0 and at most 1".into());
     }
-    if !(drift.chi2_significance.is_finite() && (0.0..=0.5).contains(&drift.chi2_significance)) {
-        return Err("spec.monitoring.drift.chi2Significance must be between 0 and 0.5".into());
+    if !(drift.significance.is_finite() && (0.0..=0.5).contains(&drift.significance)) {
+        return Err("spec.monitoring.drift.significance must be between 0 and 0.5".into());
     }
     if drift.check_seconds < 5 {
         return Err("spec.monitoring.drift.checkSeconds must be at least 5".into());
