@@ -15,7 +15,7 @@ export SLUICE_CACHE
 # TEST_TARGETS, which `make test` runs after the server's tests.
 TEST_TARGETS :=
 -include mk/*.mk
-.PHONY: help deps build test lint lint-tools test-rust test-python bench bench-rotation up \
+.PHONY: help deps build test lint lint-tools test-rust test-python bench bench-rotation bench-optimize up \
 	up-server fmt python-lock fresh-check
 
 ## help: this list (also what a bare `make` prints)
@@ -78,6 +78,10 @@ bench: build
 bench-rotation: build
 	$(CARGO) build --release -p sluice-server --examples
 	taskset -c 1 target/release/examples/bench_rotation
+
+## bench-optimize: sluice-server optimize (INT8) against ONNX Runtime's Python quantizer on a trained classifier and the fixtures (prints figures)
+bench-optimize: build
+	SLUICE_SERVER_BIN=$(REPO_ROOT)/target/release/sluice-server $(PYTHON) server/bench/bench_optimize.py
 
 ## up: the main job: local cluster, CRDs, operator, a sample InferenceService, one prediction
 up: up-cluster

@@ -11,6 +11,7 @@ use sluice_server::connection::rotation::RotationPolicy;
 use sluice_server::fetch::{FetchRequest, MODEL_FILE, fetch};
 use sluice_server::loadtest;
 use sluice_server::monitoring::profile::{ProfileRequest, TrainingData, build};
+use sluice_server::optimize::{Mode, OptimizeRequest, optimize};
 use sluice_server::security::flags::SecurityArgs;
 use sluice_server::serve::{ServeOptions, serve};
 
@@ -47,6 +48,46 @@ enum Command {
     Profile(ProfileArgs),
     /// Find the highest request rate a server sustains within a p99 latency objective.
     Loadtest(LoadtestArgs),
+    /// Write a smaller, faster copy of a model (INT8), measured against the original.
+    Optimize(OptimizeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct OptimizeArgs {
+    /// The FP32 ONNX model.
+    #[arg(long)]
+    model: PathBuf,
+    /// Where to write the optimized model (written only if it loads, runs and
+    /// meets --min-agreement).
+    #[arg(long)]
+    output: PathBuf,
+    /// The optimization.
+    #[arg(long, value_enum)]
+    mode: Mode,
+    /// INT8 weights over their full range (-127..127) instead of 7 bits, which
+    /// avoid saturation on x86 CPUs without VNNI.
+    #[arg(long)]
+    full_range: bool,
+    /// Evaluation rows for the agreement: CSV with a header row, or a 2-D NumPy
+    /// .npy array; 1,000 seeded random normal rows when absent.
+    #[arg(long)]
+    eval: Option<PathBuf>,
+    /// A CSV column of --eval that is not a feature (a label).
+    #[arg(long)]
+    label_column: Option<String>,
+    /// Refuse to write a model whose agreement with the original is below this
+    /// share (top-1 for classes, 1 - relative error for values) on any output.
+    #[arg(long)]
+    min_agreement: Option<f64>,
+    /// The batch the latency is measured at, besides 1 row.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// ONNX Runtime intra-op threads for the measurements (0: its default).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    report: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -325,10 +366,7 @@ pub fn run() -> anyhow::Result<()> {
             runtime.block_on(loadtest(args))
         }
         Command::Profile(args) => {
-            let data = match args.data.extension().and_then(|e| e.to_str()) {
-                Some("npy") => TrainingData::from_npy(&args.data)?,
-                _ => TrainingData::from_csv(&args.data, args.label_column.as_deref())?,
-            };
+            let data = TrainingData::read(&args.data, args.label_column.as_deref())?;
             let request = ProfileRequest {
                 data: &data,
                 categorical: &args.categorical,
@@ -343,6 +381,24 @@ pub fn run() -> anyhow::Result<()> {
                 outputs = profile.outputs.len(),
                 "profile written"
             );
+            Ok(())
+        }
+        Command::Optimize(args) => {
+            let report = optimize(&OptimizeRequest {
+                model: args.model,
+                output: args.output,
+                mode: args.mode,
+                full_range: args.full_range,
+                eval: args.eval,
+                eval_label_column: args.label_column,
+                min_agreement: args.min_agreement,
+                batch: args.batch,
+                threads: args.threads,
+            })?;
+            print!("{report}");
+            if let Some(path) = &args.report {
+                std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+            }
             Ok(())
         }
         Command::Fetch(args) => {

@@ -7,7 +7,8 @@
 //! REST connection ends when its answer comes before the body is read); `config` and
 //! `metrics`; then, with ONNX Runtime, `runtime`, `monitoring`, `batcher`,
 //! `resilience` (circuit breaker and fallback), `model`, `repository`,
-//! `protocol` (the handlers) and `serve`. The command line (`cli.rs`) belongs
+//! `protocol` (the handlers) and `serve`; and `optimize` (INT8 copies of models,
+//! measured on ONNX Runtime). The command line (`cli.rs`) belongs
 //! to the binary.
 
 // Without ONNX Runtime (feature `onnx` off): everything a request's bytes
@@ -30,6 +31,8 @@ pub mod batcher;
 pub mod model;
 #[cfg(feature = "onnx")]
 pub mod monitoring;
+#[cfg(feature = "onnx")]
+pub mod optimize;
 #[cfg(feature = "onnx")]
 pub mod protocol;
 #[cfg(feature = "onnx")]

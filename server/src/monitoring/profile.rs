@@ -121,6 +121,15 @@ impl TrainingData {
         self.columns.first().map_or(0, Vec::len)
     }
 
+    /// Reads a 2-D `.npy` array, or else a CSV file with a header row whose
+    /// `label_column` names the labels.
+    pub fn read(path: &Path, label_column: Option<&str>) -> Result<TrainingData, ProfileError> {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("npy") => TrainingData::from_npy(path),
+            _ => TrainingData::from_csv(path, label_column),
+        }
+    }
+
     /// Reads a CSV file with a header row; `label_column` names the labels.
     pub fn from_csv(path: &Path, label_column: Option<&str>) -> Result<TrainingData, ProfileError> {
         let read_error = |message: String| ProfileError::Read {

@@ -1,0 +1,142 @@
+"""`make bench-optimize`: `sluice-server optimize --mode int8-dynamic` against ONNX
+Runtime's own Python quantizer (`quantize_dynamic`), on the same models, measured
+by one harness on the same threads.
+
+Models:
+- `digits-mlp`: a classifier with real weights, a scikit-learn MLP (64-512-512-10)
+  trained on the digits dataset that scikit-learn ships, exported with skl2onnx;
+  agreement is measured on its held-out rows. Cached under $SLUICE_CACHE.
+- the `wide` (16-1024-1024-4) and `mlp` (16-32-4) fixtures, on seeded random rows.
+
+For each model it prints size, median latency at batch 1 and 32 (one ONNX Runtime
+intra-op thread), and top-1 agreement with the FP32 model, for the original, for
+Sluice's INT8 and for ONNX Runtime's INT8 (per-channel, reduce_range, the same
+settings as Sluice's default).
+"""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+import numpy as np
+import onnxruntime as ort
+from onnxruntime.quantization import QuantType, quantize_dynamic
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+SERVER = pathlib.Path(os.environ.get("SLUICE_SERVER_BIN", REPO / "target/release/sluice-server"))
+CACHE = pathlib.Path(os.environ.get("SLUICE_CACHE", pathlib.Path.home() / ".cache/sluice")) / "bench-optimize"
+FIXTURES = REPO / "server/fixtures/models"
+THREADS = 1
+
+
+def digits_mlp():
+    """The trained digits MLP (cached) and its held-out rows."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    x, y = load_digits(return_X_y=True)
+    x = (x / 16.0).astype(np.float32)
+    train_x, test_x, train_y, _ = train_test_split(x, y, test_size=0.3, random_state=0)
+    path = CACHE / "digits-mlp.onnx"
+    if not path.exists():
+        from skl2onnx import to_onnx
+        from sklearn.neural_network import MLPClassifier
+
+        model = MLPClassifier(hidden_layer_sizes=(512, 512), max_iter=60, random_state=0)
+        model.fit(train_x, train_y)
+        onnx_model = to_onnx(model, train_x[:1], options={id(model): {"zipmap": False}},
+                             target_opset=17)
+        CACHE.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(onnx_model.SerializeToString())
+    return path, test_x
+
+
+def random_rows(width, rows=1000):
+    return np.random.default_rng(7).standard_normal((rows, width)).astype(np.float32)
+
+
+def session(path):
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = THREADS
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def median_ms(sess, feed):
+    for _ in range(10):
+        sess.run(None, feed)
+    times = []
+    started = time.perf_counter()
+    while len(times) < 30 or (time.perf_counter() - started < 1.0 and len(times) < 5000):
+        t = time.perf_counter()
+        sess.run(None, feed)
+        times.append((time.perf_counter() - t) * 1000)
+    return float(np.median(times))
+
+
+def top1(reference, outputs):
+    """Share of rows whose arg-max (or label) equals the FP32 model's, for the
+    first output (skl2onnx's `label`, the fixtures' `logits`)."""
+    a, b = reference[0], outputs[0]
+    if a.ndim == 2 and a.shape[1] > 1:
+        a, b = a.argmax(axis=1), b.argmax(axis=1)
+    return float(np.mean(a == b))
+
+
+def measure(path, rows, reference=None):
+    sess = session(path)
+    name = sess.get_inputs()[0].name
+    outputs = sess.run(None, {name: rows})
+    return {
+        "size": path.stat().st_size,
+        "b1": median_ms(sess, {name: rows[:1]}),
+        "b32": median_ms(sess, {name: rows[:32]}),
+        "agreement": 1.0 if reference is None else top1(reference, outputs),
+        "outputs": outputs,
+    }
+
+
+def main():
+    out = CACHE / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    digits_path, digits_rows = digits_mlp()
+    models = [
+        ("digits-mlp", digits_path, digits_rows),
+        ("wide", FIXTURES / "wide/1/model.onnx", random_rows(16)),
+        ("mlp", FIXTURES / "mlp/1/model.onnx", random_rows(16)),
+    ]
+    print(f"one ONNX Runtime {ort.__version__} intra-op thread; top-1 agreement with the FP32 model")
+    header = f"{'model':<12}{'variant':<10}{'size KB':>10}{'ratio':>8}{'b1 ms':>9}{'b32 ms':>9}{'b32 x':>8}{'top-1':>8}{'time s':>8}"
+    print(header)
+    for name, path, rows in models:
+        eval_csv = out / f"{name}-eval.csv"
+        np.savetxt(eval_csv, rows, delimiter=",", header=",".join(f"f{i}" for i in range(rows.shape[1])),
+                   comments="")
+        sluice_path = out / f"{name}-sluice.onnx"
+        started = time.perf_counter()
+        subprocess.run([str(SERVER), "optimize", "--model", str(path), "--output", str(sluice_path),
+                        "--mode", "int8-dynamic", "--eval", str(eval_csv), "--threads", str(THREADS),
+                        "--report", str(out / f"{name}-sluice.json")],
+                       check=True, stdout=subprocess.DEVNULL)
+        sluice_seconds = time.perf_counter() - started
+        ort_path = out / f"{name}-ort.onnx"
+        started = time.perf_counter()
+        quantize_dynamic(str(path), str(ort_path), weight_type=QuantType.QInt8,
+                         per_channel=True, reduce_range=True)
+        ort_seconds = time.perf_counter() - started
+        base = measure(path, rows)
+        results = [("fp32", base, None),
+                   ("sluice", measure(sluice_path, rows, base["outputs"]), sluice_seconds),
+                   ("ort", measure(ort_path, rows, base["outputs"]), ort_seconds)]
+        for variant, m, seconds in results:
+            print(f"{name:<12}{variant:<10}{m['size'] / 1024:>10.1f}{m['size'] / base['size']:>8.3f}"
+                  f"{m['b1']:>9.4f}{m['b32']:>9.4f}{base['b32'] / m['b32']:>8.2f}{m['agreement']:>8.4f}"
+                  f"{'' if seconds is None else f'{seconds:8.2f}':>8}")
+    print(f"(agreement rows: digits-mlp {len(digits_rows)} held-out digits; wide and mlp 1000 random normal rows)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,280 @@
+//! `sluice-server optimize`: a smaller, faster copy of an ONNX model, written in
+//! Rust over the ONNX protobuf (docs/optimize.md).
+//!
+//! - [`onnx`]: the model format and tensor helpers.
+//! - [`int8`]: INT8 dynamic quantization of `MatMul` and `Gemm` weights.
+//! - [`report`]: size, latency and agreement, measured on ONNX Runtime.
+//!
+//! The optimized model is written to a temporary file beside the output, loaded
+//! and run by ONNX Runtime, compared with the original, and only then renamed to
+//! the output: a model that fails to load or falls below `--min-agreement` leaves
+//! no output file.
+
+pub mod int8;
+pub mod onnx;
+pub mod report;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::monitoring::profile::TrainingData;
+use int8::NodeOutcome;
+use report::{Measured, Rows};
+
+/// Why an optimization produced no model.
+#[derive(Debug, thiserror::Error)]
+pub enum OptimizeError {
+    /// A file could not be read or written.
+    #[error("{path}: {message}")]
+    Io {
+        /// The file.
+        path: String,
+        /// What failed.
+        message: String,
+    },
+    /// The input is not an ONNX model.
+    #[error("{path} is not a valid ONNX model: {message}")]
+    Malformed {
+        /// The file.
+        path: String,
+        /// The decoder's complaint.
+        message: String,
+    },
+    /// ONNX Runtime could not load a model.
+    #[error("ONNX Runtime cannot load {path}: {message}")]
+    Load {
+        /// The file.
+        path: String,
+        /// ONNX Runtime's message.
+        message: String,
+    },
+    /// ONNX Runtime failed to run a model.
+    #[error("running the model failed: {0}")]
+    Run(String),
+    /// The evaluation data or the model's inputs do not allow a report.
+    #[error("cannot measure the model: {0}")]
+    Report(String),
+    /// The mode changed nothing.
+    #[error("nothing to optimize: {0}")]
+    Unchanged(String),
+    /// The optimized model answers too differently.
+    #[error("the optimized model's agreement {agreement:.4} on output '{output}' is below --min-agreement {minimum}; nothing was written\n{report}")]
+    BelowAgreement {
+        /// The output that fell short.
+        output: String,
+        /// Its agreement share.
+        agreement: f64,
+        /// The bound.
+        minimum: f64,
+        /// The whole report, for the figures.
+        report: Box<Report>,
+    },
+}
+
+/// What to optimize, how, and what to measure it on.
+#[derive(Clone, Debug)]
+pub struct OptimizeRequest {
+    /// The FP32 model.
+    pub model: PathBuf,
+    /// Where the optimized model goes.
+    pub output: PathBuf,
+    /// The optimization.
+    pub mode: Mode,
+    /// Use INT8 weights' full range (-127..127) rather than 7 bits.
+    pub full_range: bool,
+    /// Evaluation rows (CSV with a header, or 2-D `.npy`); seeded random rows
+    /// when absent.
+    pub eval: Option<PathBuf>,
+    /// A CSV column of `eval` that is not a feature (a label).
+    pub eval_label_column: Option<String>,
+    /// Refuse to write a model whose agreement on any output is below this.
+    pub min_agreement: Option<f64>,
+    /// The batch the latency is measured at (besides 1 row).
+    pub batch: usize,
+    /// ONNX Runtime intra-op threads (0: its default).
+    pub threads: usize,
+}
+
+/// The optimizations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// INT8 weights of MatMul and Gemm, activations quantized at run time.
+    Int8Dynamic,
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Int8Dynamic => "int8-dynamic",
+        })
+    }
+}
+
+/// What one run did and measured (written as JSON with `--report`, and as a
+/// table).
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// The optimization.
+    pub mode: Mode,
+    /// The original model.
+    pub model: String,
+    /// The optimized model.
+    pub output: String,
+    /// Each candidate node: quantized, or kept in FP32 and why.
+    pub nodes: Vec<NodeOutcome>,
+    /// Sizes, latencies and agreement.
+    pub measured: Measured,
+    /// Optimized size over original size.
+    pub size_ratio: f64,
+    /// Original latency over optimized latency, at 1 row.
+    pub speedup_batch_1: f64,
+    /// The same at the measured batch.
+    pub speedup_batch: f64,
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = &self.measured;
+        let quantized = self.nodes.iter().filter(|n| n.outcome == "quantized").count();
+        writeln!(f, "{} {} -> {}", self.mode, self.model, self.output)?;
+        writeln!(f, "nodes: {quantized} of {} quantized", self.nodes.len())?;
+        for node in self.nodes.iter().filter(|n| n.outcome != "quantized") {
+            writeln!(f, "  kept {} '{}': {}", node.op, node.node, node.detail)?;
+        }
+        writeln!(f, "{:<24}{:>14}{:>14}{:>10}", "", "before", "after", "ratio")?;
+        writeln!(
+            f,
+            "{:<24}{:>14}{:>14}{:>10.3}",
+            "size (bytes)", m.before.size_bytes, m.after.size_bytes, self.size_ratio
+        )?;
+        writeln!(
+            f,
+            "{:<24}{:>14.4}{:>14.4}{:>9.2}x",
+            "latency 1 row (ms)", m.before.latency_ms_batch_1, m.after.latency_ms_batch_1, self.speedup_batch_1
+        )?;
+        writeln!(
+            f,
+            "{:<24}{:>14.4}{:>14.4}{:>9.2}x",
+            format!("latency {} rows (ms)", m.batch),
+            m.before.latency_ms_batch,
+            m.after.latency_ms_batch,
+            self.speedup_batch
+        )?;
+        for a in &m.agreement {
+            writeln!(
+                f,
+                "agreement '{}': {} {:.4} over {} rows ({})",
+                a.output, a.measure, a.value, m.rows, m.rows_from
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Optimizes `request.model` into `request.output` and measures both.
+pub fn optimize(request: &OptimizeRequest) -> Result<Report, OptimizeError> {
+    let mut model = onnx::read(&request.model)?;
+    let nodes = match request.mode {
+        Mode::Int8Dynamic => int8::quantize_dynamic(&mut model, request.full_range),
+    };
+    if !nodes.iter().any(|n| n.outcome == "quantized") {
+        let reasons: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("{} '{}': {}", n.op, n.node, n.detail))
+            .collect();
+        return Err(OptimizeError::Unchanged(if reasons.is_empty() {
+            "the model has no MatMul or Gemm node".into()
+        } else {
+            format!("no node could be quantized ({})", reasons.join("; "))
+        }));
+    }
+    let temporary = temporary_path(&request.output);
+    let written = (|| {
+        std::fs::write(&temporary, onnx::encode(&model)).map_err(|e| OptimizeError::Io {
+            path: temporary.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let rows = evaluation_rows(request)?;
+        let measured = report::measure(
+            &request.model,
+            &temporary,
+            &rows,
+            request.batch.max(1),
+            request.threads,
+        )?;
+        let report = Report {
+            mode: request.mode,
+            model: request.model.display().to_string(),
+            output: request.output.display().to_string(),
+            nodes,
+            size_ratio: measured.after.size_bytes as f64 / measured.before.size_bytes.max(1) as f64,
+            speedup_batch_1: measured.before.latency_ms_batch_1 / measured.after.latency_ms_batch_1,
+            speedup_batch: measured.before.latency_ms_batch / measured.after.latency_ms_batch,
+            measured,
+        };
+        if let Some(minimum) = request.min_agreement
+            && let Some(worst) = report
+                .measured
+                .agreement
+                .iter()
+                .min_by(|a, b| a.share().total_cmp(&b.share()))
+            && worst.share() < minimum
+        {
+            return Err(OptimizeError::BelowAgreement {
+                output: worst.output.clone(),
+                agreement: worst.share(),
+                minimum,
+                report: Box::new(report),
+            });
+        }
+        std::fs::rename(&temporary, &request.output).map_err(|e| OptimizeError::Io {
+            path: request.output.display().to_string(),
+            message: e.to_string(),
+        })?;
+        Ok(report)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    written
+}
+
+/// `OUT.tmp-<pid>` beside `OUT`, so that the rename stays on one file system.
+fn temporary_path(output: &Path) -> PathBuf {
+    let mut name = output.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".tmp-{}", std::process::id()));
+    output.with_file_name(name)
+}
+
+/// The user's evaluation rows, or 1,000 seeded random ones of the input's width.
+fn evaluation_rows(request: &OptimizeRequest) -> Result<Rows, OptimizeError> {
+    let Some(path) = &request.eval else {
+        let model = crate::runtime::OnnxModel::load(&request.model, &Default::default())
+            .map_err(|e| OptimizeError::Load {
+                path: request.model.display().to_string(),
+                message: e.to_string(),
+            })?;
+        let shape = report::input_shape(&model)?;
+        let width = shape[1..].iter().product::<i64>() as usize;
+        return Ok(report::random_rows(width, 1000));
+    };
+    let data = TrainingData::read(path, request.eval_label_column.as_deref())
+        .map_err(|e| OptimizeError::Report(e.to_string()))?;
+    let width = data.columns.len();
+    let rows = data.rows();
+    if rows == 0 {
+        return Err(OptimizeError::Report(format!("{} has no rows", path.display())));
+    }
+    let mut values = Vec::with_capacity(rows * width);
+    for r in 0..rows {
+        values.extend(data.columns.iter().map(|c| c[r] as f32));
+    }
+    Ok(Rows {
+        values,
+        width,
+        from: path.display().to_string(),
+    })
+}

@@ -1,0 +1,119 @@
+//! The ONNX model format (`proto/onnx.proto`, compiled by build.rs) and the few
+//! helpers the optimizer needs to read and write its tensors.
+
+use std::path::Path;
+
+use prost::Message;
+
+use super::OptimizeError;
+
+/// The generated ONNX messages.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod pb {
+    include!(concat!(env!("OUT_DIR"), "/onnx.rs"));
+}
+
+pub use pb::tensor_proto::DataType;
+pub use pb::{AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto};
+
+/// Reads and decodes an ONNX model file.
+pub fn read(path: &Path) -> Result<ModelProto, OptimizeError> {
+    let bytes = std::fs::read(path).map_err(|e| OptimizeError::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let model = ModelProto::decode(bytes.as_slice()).map_err(|e| OptimizeError::Malformed {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    if model.graph.is_none() {
+        return Err(OptimizeError::Malformed {
+            path: path.display().to_string(),
+            message: "the model has no graph".into(),
+        });
+    }
+    Ok(model)
+}
+
+/// The encoded model.
+pub fn encode(model: &ModelProto) -> Vec<u8> {
+    model.encode_to_vec()
+}
+
+/// The opset version the model imports for `domain` (`""` is ONNX's own).
+pub fn opset(model: &ModelProto, domain: &str) -> Option<i64> {
+    model
+        .opset_import
+        .iter()
+        .find(|o| {
+            let d = o.domain.as_deref().unwrap_or_default();
+            d == domain || (domain.is_empty() && d == "ai.onnx")
+        })
+        .and_then(|o| o.version)
+}
+
+/// The values of a FLOAT tensor, from `float_data` or little-endian `raw_data`;
+/// `None` for another type or external data.
+pub fn floats(tensor: &TensorProto) -> Option<Vec<f32>> {
+    if tensor.data_type != Some(DataType::Float as i32) || tensor.data_location == Some(1) {
+        return None;
+    }
+    match &tensor.raw_data {
+        Some(raw) if !raw.is_empty() => Some(
+            raw.chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+        ),
+        _ => Some(tensor.float_data.clone()),
+    }
+}
+
+/// A FLOAT tensor named `name`.
+pub fn float_tensor(name: &str, dims: Vec<i64>, values: &[f32]) -> TensorProto {
+    TensorProto {
+        name: Some(name.to_string()),
+        dims,
+        data_type: Some(DataType::Float as i32),
+        raw_data: Some(values.iter().flat_map(|v| v.to_le_bytes()).collect()),
+        ..TensorProto::default()
+    }
+}
+
+/// An INT8 tensor named `name`.
+pub fn int8_tensor(name: &str, dims: Vec<i64>, values: &[i8]) -> TensorProto {
+    TensorProto {
+        name: Some(name.to_string()),
+        dims,
+        data_type: Some(DataType::Int8 as i32),
+        raw_data: Some(values.iter().map(|v| *v as u8).collect()),
+        ..TensorProto::default()
+    }
+}
+
+/// A node of ONNX's default domain.
+pub fn node(op: &str, name: String, inputs: &[&str], outputs: &[&str]) -> NodeProto {
+    NodeProto {
+        op_type: Some(op.to_string()),
+        name: Some(name),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: outputs.iter().map(|s| s.to_string()).collect(),
+        ..NodeProto::default()
+    }
+}
+
+/// An integer attribute.
+pub fn int_attribute(name: &str, value: i64) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.to_string()),
+        i: Some(value),
+        r#type: Some(pb::attribute_proto::AttributeType::Int as i32),
+        ..AttributeProto::default()
+    }
+}
+
+/// A node's attribute `name`, when present.
+pub fn attribute<'a>(node: &'a NodeProto, name: &str) -> Option<&'a AttributeProto> {
+    node.attribute
+        .iter()
+        .find(|a| a.name.as_deref() == Some(name))
+}
