@@ -81,7 +81,7 @@ bench-rotation: build
 
 ## bench-optimize: sluice-server optimize (INT8) against ONNX Runtime's Python quantizer on a trained classifier and the fixtures (prints figures)
 bench-optimize: build
-	SLUICE_SERVER_BIN=$(REPO_ROOT)/target/release/sluice-server $(PYTHON) server/bench/bench_optimize.py
+	SLUICE_SERVER_BIN=$(REPO_ROOT)/target/release/sluice-server taskset -c 1 $(PYTHON) server/bench/bench_optimize.py
 
 ## up: the main job: local cluster, CRDs, operator, a sample InferenceService, one prediction
 up: up-cluster

@@ -64,8 +64,8 @@ struct OptimizeArgs {
     /// The optimization.
     #[arg(long, value_enum)]
     mode: Mode,
-    /// INT8 weights over their full range (-127..127) instead of 7 bits, which
-    /// avoid saturation on x86 CPUs without VNNI.
+    /// INT8 weights over their full range (-127..127) instead of 7 bits
+    /// (-64..64), which avoid saturation on x86 CPUs without VNNI.
     #[arg(long)]
     full_range: bool,
     /// Evaluation rows for the agreement: CSV with a header row, or a 2-D NumPy

@@ -86,7 +86,10 @@ fn refusals_name_the_problem_and_write_nothing() {
         ..request(&fixture("mlp"), &output)
     };
     let error = optimize(&strict).expect_err("no model agrees more than fully");
-    assert!(matches!(error, OptimizeError::BelowAgreement { .. }), "{error}");
+    assert!(
+        matches!(error, OptimizeError::BelowAgreement { .. }),
+        "{error}"
+    );
     let message = error.to_string();
     assert!(
         message.contains("is below --min-agreement 1.01; nothing was written")
@@ -104,7 +107,9 @@ fn refusals_name_the_problem_and_write_nothing() {
     std::fs::write(&garbage, b"\x0a\xffnot a model").unwrap();
     let error = optimize(&request(&garbage, &output)).expect_err("not ONNX");
     assert!(
-        error.to_string().starts_with(&format!("{} is not a valid ONNX model", garbage.display())),
+        error
+            .to_string()
+            .starts_with(&format!("{} is not a valid ONNX model", garbage.display())),
         "{error}"
     );
 
@@ -128,5 +133,104 @@ fn refusals_name_the_problem_and_write_nothing() {
         .filter(|name| name != "garbage.onnx" && name != "narrow.csv")
         .collect();
     assert!(left.is_empty(), "files left behind: {left:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A one-node model: `Y = 0.5 * X @ W^T + 2 * C` (`Gemm` with `transB`, `alpha`,
+/// `beta` and a constant bias), X `[batch, 8]`, W `[4, 8]`, C `[4]`.
+fn gemm_model(path: &Path) {
+    use prost::Message;
+    use sluice_server::optimize::onnx::{self, pb};
+    let value = |name: &str, width: i64| pb::ValueInfoProto {
+        name: Some(name.into()),
+        r#type: Some(pb::TypeProto {
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                elem_type: Some(onnx::DataType::Float as i32),
+                shape: Some(pb::TensorShapeProto {
+                    dim: vec![
+                        pb::tensor_shape_proto::Dimension {
+                            value: Some(pb::tensor_shape_proto::dimension::Value::DimParam(
+                                "batch".into(),
+                            )),
+                            ..Default::default()
+                        },
+                        pb::tensor_shape_proto::Dimension {
+                            value: Some(pb::tensor_shape_proto::dimension::Value::DimValue(width)),
+                            ..Default::default()
+                        },
+                    ],
+                }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let weights: Vec<f32> = (0..32).map(|i| ((i * 7 % 13) as f32 - 6.0) / 6.0).collect();
+    let bias = [0.1, -0.2, 0.3, -0.4];
+    let mut gemm = onnx::node("Gemm", "gemm".into(), &["x", "w", "c"], &["y"]);
+    gemm.attribute.push(onnx::int_attribute("transB", 1));
+    gemm.attribute.push(pb::AttributeProto {
+        name: Some("alpha".into()),
+        f: Some(0.5),
+        r#type: Some(pb::attribute_proto::AttributeType::Float as i32),
+        ..Default::default()
+    });
+    gemm.attribute.push(pb::AttributeProto {
+        name: Some("beta".into()),
+        f: Some(2.0),
+        r#type: Some(pb::attribute_proto::AttributeType::Float as i32),
+        ..Default::default()
+    });
+    let model = pb::ModelProto {
+        ir_version: Some(8),
+        opset_import: vec![pb::OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(17),
+        }],
+        graph: Some(pb::GraphProto {
+            name: Some("gemm".into()),
+            node: vec![gemm],
+            initializer: vec![
+                onnx::float_tensor("w", vec![4, 8], &weights),
+                onnx::float_tensor("c", vec![4], &bias),
+            ],
+            input: vec![value("x", 8)],
+            output: vec![value("y", 4)],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    std::fs::write(path, model.encode_to_vec()).unwrap();
+}
+
+#[test]
+fn gemm_keeps_its_transpose_alpha_beta_and_bias() {
+    use sluice_server::tensor::{Tensor, TensorData};
+    let dir = scratch("gemm");
+    let (original, output) = (dir.join("gemm.onnx"), dir.join("gemm-int8.onnx"));
+    gemm_model(&original);
+    let report = optimize(&request(&original, &output)).expect("optimizes");
+    assert_eq!(report.nodes[0].outcome, "quantized", "{:?}", report.nodes);
+    assert_eq!(report.nodes[0].detail, "weight [8, 4] to INT8, per column");
+
+    let rows: Vec<f32> = (0..64).map(|i| ((i * 5 % 17) as f32 - 8.0) / 4.0).collect();
+    let input = Tensor::new(vec![8, 8], TensorData::Fp32(rows)).unwrap();
+    let run = |path: &Path| {
+        let mut model = OnnxModel::load(path, &ModelConfig::default()).unwrap();
+        match model.run(&[&input]).unwrap().remove(0).data {
+            TensorData::Fp32(values) => values,
+            other => panic!("{other:?}"),
+        }
+    };
+    let (want, got) = (run(&original), run(&output));
+    let largest = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let worst = want
+        .iter()
+        .zip(&got)
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        worst <= 0.03 * largest,
+        "largest error {worst} against outputs up to {largest}:\n{want:?}\n{got:?}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -10,9 +10,10 @@
 //! ```
 //!
 //! - Weights are symmetric INT8, one scale per output column (per channel), zero
-//!   point 0. By default they use 7 bits (-63..63): x86 CPUs without VNNI multiply
-//!   u8 x s8 pairs into saturating 16-bit sums, which full-range weights can
-//!   overflow (ONNX Runtime's `reduce_range`); `full_range` uses -127..127.
+//!   point 0. By default they use 7 bits (-64..64, as ONNX Runtime's
+//!   `reduce_range`): x86 CPUs without VNNI add pairs of u8 x s8 products into
+//!   saturating 16-bit sums, and 255 x 64 x 2 = 32,640 still fits where
+//!   full-range weights can overflow; `full_range` uses -127..127.
 //! - A node is left in FP32, with the reason in the report, when its weight is not
 //!   a 2-D FLOAT initializer, when `Gemm` transposes A, or when a `Gemm` bias that
 //!   is not constant is scaled (`beta` not 1).
@@ -52,7 +53,7 @@ pub fn quantize_dynamic(model: &mut ModelProto, full_range: bool) -> Vec<NodeOut
             .map(|n| kept(n, format!("the model imports ONNX opset {version}; dynamic quantization needs 11 or later")))
             .collect();
     }
-    let qmax: f32 = if full_range { 127.0 } else { 63.0 };
+    let qmax: f32 = if full_range { 127.0 } else { 64.0 };
     let initializers: HashMap<String, TensorProto> = graph
         .initializer
         .iter()
@@ -74,7 +75,8 @@ pub fn quantize_dynamic(model: &mut ModelProto, full_range: bool) -> Vec<NodeOut
             }
             Ok(plan) => {
                 let prefix = format!("{}_int8", node.output[0]);
-                let (weights, scales) = quantize_columns(&plan.weight, plan.rows, plan.columns, qmax);
+                let (weights, scales) =
+                    quantize_columns(&plan.weight, plan.rows, plan.columns, qmax);
                 let dims = vec![plan.rows as i64, plan.columns as i64];
                 let scales: Vec<f32> = scales.iter().map(|s| s * plan.alpha).collect();
                 added.push(onnx::int8_tensor(&format!("{prefix}_w"), dims, &weights));
@@ -147,7 +149,7 @@ pub fn quantize_dynamic(model: &mut ModelProto, full_range: bool) -> Vec<NodeOut
                             let name = format!("{prefix}_bias");
                             added.push(TensorProto {
                                 name: Some(name.clone()),
-                                ..tensor
+                                ..*tensor
                             });
                             name
                         }
@@ -194,7 +196,7 @@ enum Bias {
     /// Added as it is (`beta` 1).
     Input(String),
     /// A constant already multiplied by `beta`.
-    Scaled(TensorProto),
+    Scaled(Box<TensorProto>),
 }
 
 fn plan(node: &NodeProto, initializers: &HashMap<String, TensorProto>) -> Result<Plan, String> {
@@ -209,8 +211,9 @@ fn plan(node: &NodeProto, initializers: &HashMap<String, TensorProto>) -> Result
             tensor.dims.len()
         ));
     }
-    let values = onnx::floats(tensor)
-        .ok_or_else(|| format!("its weight '{weight_name}' is not FLOAT data stored in the file"))?;
+    let values = onnx::floats(tensor).ok_or_else(|| {
+        format!("its weight '{weight_name}' is not FLOAT data stored in the file")
+    })?;
     let (d0, d1) = (tensor.dims[0] as usize, tensor.dims[1] as usize);
     if values.len() != d0 * d1 {
         return Err(format!(
@@ -218,7 +221,11 @@ fn plan(node: &NodeProto, initializers: &HashMap<String, TensorProto>) -> Result
             values.len()
         ));
     }
-    let int = |name: &str, default: i64| onnx::attribute(node, name).and_then(|a| a.i).unwrap_or(default);
+    let int = |name: &str, default: i64| {
+        onnx::attribute(node, name)
+            .and_then(|a| a.i)
+            .unwrap_or(default)
+    };
     let float = |name: &str| onnx::attribute(node, name).and_then(|a| a.f).unwrap_or(1.0);
     if !gemm {
         return Ok(Plan {
@@ -253,11 +260,11 @@ fn plan(node: &NodeProto, initializers: &HashMap<String, TensorProto>) -> Result
                 .and_then(|t| Some((t, onnx::floats(t)?)))
                 .ok_or_else(|| format!("its bias '{c}' is not constant and beta is {beta}"))?;
             let scaled: Vec<f32> = constant.1.iter().map(|v| v * beta).collect();
-            Some(Bias::Scaled(onnx::float_tensor(
+            Some(Bias::Scaled(Box::new(onnx::float_tensor(
                 c,
                 constant.0.dims.clone(),
                 &scaled,
-            )))
+            ))))
         }
     };
     Ok(Plan {
@@ -271,10 +278,17 @@ fn plan(node: &NodeProto, initializers: &HashMap<String, TensorProto>) -> Result
 
 /// Symmetric per-column quantization of a row-major `[rows, columns]` matrix to
 /// `-qmax..=qmax`: the INT8 values and each column's scale.
-pub fn quantize_columns(weight: &[f32], rows: usize, columns: usize, qmax: f32) -> (Vec<i8>, Vec<f32>) {
+pub fn quantize_columns(
+    weight: &[f32],
+    rows: usize,
+    columns: usize,
+    qmax: f32,
+) -> (Vec<i8>, Vec<f32>) {
     let scales: Vec<f32> = (0..columns)
         .map(|n| {
-            let largest = (0..rows).map(|k| weight[k * columns + n].abs()).fold(0.0, f32::max);
+            let largest = (0..rows)
+                .map(|k| weight[k * columns + n].abs())
+                .fold(0.0, f32::max);
             if largest > 0.0 { largest / qmax } else { 1.0 }
         })
         .collect();
@@ -296,10 +310,11 @@ fn drop_unused_initializers(graph: &mut onnx::GraphProto) {
         .chain(graph.output.iter().filter_map(|o| o.name.as_ref()))
         .map(String::as_str)
         .collect();
-    let has_subgraphs = graph
-        .node
-        .iter()
-        .any(|n| n.attribute.iter().any(|a| a.g.is_some() || !a.graphs.is_empty()));
+    let has_subgraphs = graph.node.iter().any(|n| {
+        n.attribute
+            .iter()
+            .any(|a| a.g.is_some() || !a.graphs.is_empty())
+    });
     if has_subgraphs {
         // A subgraph may read an outer initializer by name; keep them all.
         return;
@@ -340,9 +355,9 @@ mod tests {
     fn columns_are_scaled_by_their_own_largest_weight() {
         // [2, 3]: column 0 spans 1.0, column 1 spans 0.5, column 2 is all zero.
         let weight = [1.0, -0.25, 0.0, -0.5, 0.5, 0.0];
-        let (values, scales) = quantize_columns(&weight, 2, 3, 63.0);
-        assert_eq!(scales, [1.0 / 63.0, 0.5 / 63.0, 1.0]);
-        assert_eq!(values, [63, -32, 0, -32, 63, 0]);
+        let (values, scales) = quantize_columns(&weight, 2, 3, 64.0);
+        assert_eq!(scales, [1.0 / 64.0, 0.5 / 64.0, 1.0]);
+        assert_eq!(values, [64, -32, 0, -32, 64, 0]);
         let (full, _) = quantize_columns(&weight, 2, 3, 127.0);
         assert_eq!(full, [127, -64, 0, -64, 127, 0]);
     }

@@ -60,7 +60,9 @@ pub enum OptimizeError {
     #[error("nothing to optimize: {0}")]
     Unchanged(String),
     /// The optimized model answers too differently.
-    #[error("the optimized model's agreement {agreement:.4} on output '{output}' is below --min-agreement {minimum}; nothing was written\n{report}")]
+    #[error(
+        "the optimized model's agreement {agreement:.4} on output '{output}' is below --min-agreement {minimum}; nothing was written\n{report}"
+    )]
     BelowAgreement {
         /// The output that fell short.
         output: String,
@@ -138,13 +140,21 @@ pub struct Report {
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let m = &self.measured;
-        let quantized = self.nodes.iter().filter(|n| n.outcome == "quantized").count();
+        let quantized = self
+            .nodes
+            .iter()
+            .filter(|n| n.outcome == "quantized")
+            .count();
         writeln!(f, "{} {} -> {}", self.mode, self.model, self.output)?;
         writeln!(f, "nodes: {quantized} of {} quantized", self.nodes.len())?;
         for node in self.nodes.iter().filter(|n| n.outcome != "quantized") {
             writeln!(f, "  kept {} '{}': {}", node.op, node.node, node.detail)?;
         }
-        writeln!(f, "{:<24}{:>14}{:>14}{:>10}", "", "before", "after", "ratio")?;
+        writeln!(
+            f,
+            "{:<24}{:>14}{:>14}{:>10}",
+            "", "before", "after", "ratio"
+        )?;
         writeln!(
             f,
             "{:<24}{:>14}{:>14}{:>10.3}",
@@ -153,7 +163,10 @@ impl fmt::Display for Report {
         writeln!(
             f,
             "{:<24}{:>14.4}{:>14.4}{:>9.2}x",
-            "latency 1 row (ms)", m.before.latency_ms_batch_1, m.after.latency_ms_batch_1, self.speedup_batch_1
+            "latency 1 row (ms)",
+            m.before.latency_ms_batch_1,
+            m.after.latency_ms_batch_1,
+            self.speedup_batch_1
         )?;
         writeln!(
             f,
@@ -252,10 +265,12 @@ fn temporary_path(output: &Path) -> PathBuf {
 /// The user's evaluation rows, or 1,000 seeded random ones of the input's width.
 fn evaluation_rows(request: &OptimizeRequest) -> Result<Rows, OptimizeError> {
     let Some(path) = &request.eval else {
-        let model = crate::runtime::OnnxModel::load(&request.model, &Default::default())
-            .map_err(|e| OptimizeError::Load {
-                path: request.model.display().to_string(),
-                message: e.to_string(),
+        let model =
+            crate::runtime::OnnxModel::load(&request.model, &Default::default()).map_err(|e| {
+                OptimizeError::Load {
+                    path: request.model.display().to_string(),
+                    message: e.to_string(),
+                }
             })?;
         let shape = report::input_shape(&model)?;
         let width = shape[1..].iter().product::<i64>() as usize;
@@ -266,7 +281,10 @@ fn evaluation_rows(request: &OptimizeRequest) -> Result<Rows, OptimizeError> {
     let width = data.columns.len();
     let rows = data.rows();
     if rows == 0 {
-        return Err(OptimizeError::Report(format!("{} has no rows", path.display())));
+        return Err(OptimizeError::Report(format!(
+            "{} has no rows",
+            path.display()
+        )));
     }
     let mut values = Vec::with_capacity(rows * width);
     for r in 0..rows {

@@ -287,7 +287,10 @@ impl Tally {
             }
             (TensorData::Int64(a), TensorData::Int64(b)) if a.len() == b.len() => {
                 self.classes = true;
-                for (ra, rb) in a.chunks_exact(width.max(1)).zip(b.chunks_exact(width.max(1))) {
+                for (ra, rb) in a
+                    .chunks_exact(width.max(1))
+                    .zip(b.chunks_exact(width.max(1)))
+                {
                     self.same += usize::from(ra == rb);
                 }
                 self.rows += rows;
