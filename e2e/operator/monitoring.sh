@@ -120,7 +120,7 @@ PY
         say "FAIL: cancer-bad's fetch-profile log does not name the sha256 mismatch: ${logs:0:300}"; exit 1; }
     [[ $("$KUBECTL" get isvc cancer-bad -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}') == False ]] || {
         say "FAIL: cancer-bad is Ready with a profile that failed its digest check"; exit 1; }
-    "$KUBECTL" get events --field-selector "involvedObject.name=cancer-bad,reason=$reason,type=Warning" -o name | grep -q . || {
+    [[ -n $("$KUBECTL" get events --field-selector "involvedObject.name=cancer-bad,reason=$reason,type=Warning" -o name) ]] || {
         say "FAIL: no $reason Warning event for cancer-bad"; exit 1; }
     say "a wrong profileSha256 holds the revision: ProfileFetched=False $reason (the fetcher's log: sha256 mismatch), Ready=False, and a Warning event"
     for isvc in "$MONITORED_ISVC" "$BAD_PROFILE_ISVC"; do echo "$isvc" | "$KUBECTL" delete -f - --wait=true >/dev/null; done
@@ -132,7 +132,9 @@ PY
 # and the Jobs); then the retraining pod's log must show the drift it was given,
 # and the Events must mark the episode and the Jobs.
 drift_e2e() {
-    local url=$1 revision=$2 pod log
+    local url=$1 revision=$2 pod log uid
+    # Events of this InferenceService only, not those of an earlier run's namesake.
+    uid=$("$KUBECTL" get isvc cancer -o jsonpath='{.metadata.uid}')
     pod=$(python3 "$REPO_ROOT/e2e/operator/drift_loop.py" "$url" "$MODELS_DIR/cancer/holdout.csv" \
         "$KUBECTL" cancer mean_radius,mean_texture | tail -1)
     log=$(cat "$REPO_ROOT/.cluster/logs/pods/default_$pod"/retrain/*.log 2>/dev/null || true)
@@ -140,7 +142,9 @@ drift_e2e() {
         say "FAIL: the retraining pod's log does not show the drift it was given: ${log:0:300}"; exit 1; }
     local reason
     for reason in Drifting RetrainingStarted RetrainingSucceeded NoDrift; do
-        "$KUBECTL" get events --field-selector "involvedObject.name=cancer,reason=$reason" -o name | grep -q . || {
+        # Not `| grep -q .`: grep leaving early makes kubectl die of SIGPIPE,
+        # which pipefail reports as a failure once earlier runs' Events pile up.
+        [[ -n $("$KUBECTL" get events --field-selector "involvedObject.uid=$uid,reason=$reason" -o name) ]] || {
             say "FAIL: no $reason Event for cancer"; "$KUBECTL" get events --field-selector involvedObject.name=cancer >&2; exit 1; }
     done
     say "the retraining pod was told the drift (its log: ${log:0:160}); Events Drifting, RetrainingStarted, RetrainingSucceeded, NoDrift"
