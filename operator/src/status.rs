@@ -8,8 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
 
 use crate::crd::rollout::{HistoryEntry, RolloutPhase, RolloutStatus};
-use crate::crd::{AutoscalingStatus, InferenceService, InferenceServiceStatus, Phase};
-use crate::drift::decision::{self as drift, INPUT_DRIFT};
+use crate::crd::{AutoscalingStatus, DriftStatus, InferenceService, InferenceServiceStatus, Phase};
 use crate::names::{REVISION_LABEL, selector_string};
 
 /// Condition: everything below holds and the current revision is fully rolled out.
@@ -27,6 +26,9 @@ pub const METRICS_AVAILABLE: &str = "MetricsAvailable";
 /// Condition, present only when `spec.monitoring` is set: the current
 /// revision's init container fetched and verified the reference profile.
 pub const PROFILE_FETCHED: &str = "ProfileFetched";
+/// Condition, present only when `spec.monitoring` is set: the stable revision's
+/// inputs drift from the profile. Its `True` is the bad news.
+pub const INPUT_DRIFT: &str = "InputDrift";
 /// Name of the init container that fetches the model.
 pub const FETCH_CONTAINER: &str = "fetch-model";
 /// Name of the init container that fetches the reference profile.
@@ -80,8 +82,9 @@ pub enum Outcome {
         autoscaling: AutoscalingStatus,
         /// Whether the operator has a Prometheus to read.
         measured: bool,
-        /// With `spec.monitoring`: the drift decision (condition and `status.drift`).
-        drift: Option<Box<drift::Plan>>,
+        /// With `spec.monitoring`: `status.drift` and the `InputDrift` condition,
+        /// as drift monitoring decided them.
+        drift: Option<Box<(DriftStatus, Verdict)>>,
     },
 }
 
@@ -118,7 +121,8 @@ pub struct Verdict {
 }
 
 impl Verdict {
-    fn new(status: &'static str, reason: &'static str, message: impl Into<String>) -> Self {
+    /// A verdict of `status`, `reason` and `message`.
+    pub fn new(status: &'static str, reason: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             reason,
@@ -292,20 +296,14 @@ pub fn compute(
     };
 
     // Drift as decided this reconcile, else (a refused spec) as it was.
-    let drift_verdict = drift.filter(|_| monitored).map(|plan| {
-        Verdict::new(
-            plan.verdict.status,
-            plan.verdict.reason,
-            plan.verdict.message.clone(),
-        )
-    });
+    let drift_verdict = drift.filter(|_| monitored).map(|(_, verdict)| verdict);
     let kept_drift = old
         .conditions
         .iter()
         .find(|c| c.type_ == INPUT_DRIFT && monitored && drift.is_none())
         .cloned();
     let drift_status = match drift {
-        Some(plan) => Some(plan.status.clone()),
+        Some((status, _)) => Some(status.clone()),
         None => old.drift.clone(),
     }
     .filter(|_| monitored);
@@ -333,7 +331,7 @@ pub fn compute(
     ]
     .into_iter()
     .chain(monitored.then_some((PROFILE_FETCHED, &profile)))
-    .chain(drift_verdict.as_ref().map(|verdict| (INPUT_DRIFT, verdict)))
+    .chain(drift_verdict.map(|verdict| (INPUT_DRIFT, verdict)))
     .map(|(type_, verdict)| condition(&old.conditions, type_, verdict, generation, &now))
     .chain(kept_drift)
     .collect();
@@ -866,19 +864,13 @@ mod tests {
         let drift = |status: &'static str, reason: &'static str| {
             let mut outcome = applied(REVISION, None, true);
             if let Outcome::Applied { drift, .. } = &mut outcome {
-                *drift = Some(Box::new(drift::Plan {
-                    status: crate::crd::DriftStatus {
+                *drift = Some(Box::new((
+                    DriftStatus {
                         revision: Some(REVISION.into()),
                         ..Default::default()
                     },
-                    verdict: drift::Verdict {
-                        status,
-                        reason,
-                        message: format!("{reason} message"),
-                    },
-                    launch: None,
-                    notes: Vec::new(),
-                }));
+                    Verdict::new(status, reason, format!("{reason} message")),
+                )));
             }
             outcome
         };

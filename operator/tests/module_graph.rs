@@ -30,6 +30,7 @@ const PURE: &[&str] = &[
     "reconcile::validate::rollout",
     "resources",
     "rollout::analysis",
+    "rollout::comparison",
     "rollout::control",
     "rollout::machine",
     "rollout::quality",

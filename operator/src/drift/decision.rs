@@ -19,9 +19,8 @@ use crate::crd::{
     DriftEpisode, DriftSpec, DriftStatus, JobOutcome, MonitoringSpec, RetrainingStatus,
 };
 use crate::rollout::machine::Note;
+use crate::status::Verdict;
 
-/// Condition type: the stable revision's inputs drift from the profile.
-pub const INPUT_DRIFT: &str = "InputDrift";
 /// Drifting features named in a message before "and N more".
 const LISTED: usize = 5;
 /// Longest Job name: the Job controller copies it into a label value.
@@ -80,17 +79,6 @@ pub struct Input<'a> {
     pub now: Timestamp,
 }
 
-/// The condition as decided, before timestamps.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Verdict {
-    /// `True` (drifting), `False` or `Unknown`.
-    pub status: &'static str,
-    /// `Drifting`, `NoDrift`, `NoData` or `MetricsUnavailable`.
-    pub reason: &'static str,
-    /// What drifts, by how much, and the retraining Job.
-    pub message: String,
-}
-
 /// A retraining Job to create.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Launch {
@@ -107,7 +95,8 @@ pub struct Launch {
 pub struct Plan {
     /// The next `status.drift`.
     pub status: DriftStatus,
-    /// The `InputDrift` condition.
+    /// The `InputDrift` condition: `True` (drifting, reason `Drifting`), `False`
+    /// (`NoDrift`) or `Unknown` (`NoData`, `MetricsUnavailable`).
     pub verdict: Verdict,
     /// The Job to create, when one starts now.
     pub launch: Option<Launch>,

@@ -3,10 +3,11 @@
 
 use k8s_openapi::api::batch::v1::{Job, JobTemplateSpec};
 use k8s_openapi::api::core::v1::EnvVar;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::{Resource, ResourceExt};
 
 use super::decision::Launch;
-use crate::crd::{MonitoringSpec, OnDriftSpec};
+use crate::crd::{InferenceService, OnDriftSpec};
 use crate::names::retraining_labels;
 
 /// The template as a typed Job template, or what is wrong with it (the message
@@ -43,39 +44,41 @@ pub fn template(on_drift: &OnDriftSpec) -> Result<JobTemplateSpec, String> {
     }
 }
 
-/// Where the Job goes and what its containers are told.
-#[derive(Clone, Debug)]
-pub struct Target<'a> {
-    /// The InferenceService's name.
-    pub isvc: &'a str,
-    /// Its namespace.
-    pub namespace: &'a str,
-    /// The InferenceService as the Job's owner (deleting it deletes its Jobs).
-    pub owner: OwnerReference,
-    /// `spec.model.storageUri`.
-    pub model_uri: &'a str,
-    /// `spec.monitoring`.
-    pub monitoring: &'a MonitoringSpec,
-}
-
-/// The Job `launch` asks for. Its containers get the facts of the drift as
-/// environment variables, which replace any of the same name in the template.
-pub fn build(target: &Target, on_drift: &OnDriftSpec, launch: &Launch) -> Result<Job, String> {
+/// The Job `launch` asks for, for `isvc` (its owner: deleting the
+/// InferenceService deletes its Jobs). Its containers get the facts of the drift
+/// as environment variables, which replace any of the same name in the template.
+pub fn build(isvc: &InferenceService, launch: &Launch) -> Result<Job, String> {
+    let name = isvc.name_any();
+    let namespace = isvc
+        .namespace()
+        .ok_or("the InferenceService has no namespace")?;
+    let owner = isvc
+        .controller_owner_ref(&())
+        .ok_or("the InferenceService has no uid")?;
+    let monitoring = isvc
+        .spec
+        .monitoring
+        .as_ref()
+        .ok_or("spec.monitoring is not set")?;
+    let on_drift = monitoring
+        .on_drift
+        .as_ref()
+        .ok_or("spec.monitoring.onDrift is not set")?;
     let template = template(on_drift)?;
     let mut labels = template
         .metadata
         .as_ref()
         .and_then(|m| m.labels.clone())
         .unwrap_or_default();
-    labels.extend(retraining_labels(target.isvc));
+    labels.extend(retraining_labels(&name));
     let mut spec = template.spec.unwrap_or_default();
     let facts = [
-        ("SLUICE_ISVC", target.isvc),
-        ("SLUICE_NAMESPACE", target.namespace),
+        ("SLUICE_ISVC", name.as_str()),
+        ("SLUICE_NAMESPACE", namespace.as_str()),
         ("SLUICE_REVISION", launch.revision.as_str()),
         ("SLUICE_DRIFT_FEATURES", &launch.features.join(",")),
-        ("SLUICE_MODEL_URI", target.model_uri),
-        ("SLUICE_PROFILE_URI", &target.monitoring.profile_uri),
+        ("SLUICE_MODEL_URI", &isvc.spec.model.storage_uri),
+        ("SLUICE_PROFILE_URI", &monitoring.profile_uri),
     ];
     for container in spec
         .template
@@ -94,10 +97,10 @@ pub fn build(target: &Target, on_drift: &OnDriftSpec, launch: &Launch) -> Result
     Ok(Job {
         metadata: ObjectMeta {
             name: Some(launch.name.clone()),
-            namespace: Some(target.namespace.to_string()),
+            namespace: Some(namespace),
             labels: Some(labels),
             annotations: template.metadata.and_then(|m| m.annotations),
-            owner_references: Some(vec![target.owner.clone()]),
+            owner_references: Some(vec![owner]),
             ..ObjectMeta::default()
         },
         spec: Some(spec),
@@ -159,28 +162,22 @@ mod tests {
 
     #[test]
     fn the_job_keeps_the_template_and_tells_its_containers_the_drift() {
-        let monitoring: MonitoringSpec =
-            serde_json::from_value(json!({"profileUri": "s3://m/profile.json"})).unwrap();
-        let target = Target {
-            isvc: "fraud",
-            namespace: "ml",
-            owner: OwnerReference {
-                api_version: "serving.sluice.dev/v1alpha1".into(),
-                kind: "InferenceService".into(),
-                name: "fraud".into(),
-                uid: "u1".into(),
-                controller: Some(true),
-                block_owner_deletion: Some(true),
+        let isvc: InferenceService = serde_json::from_value(json!({
+            "apiVersion": "serving.sluice.dev/v1alpha1",
+            "kind": "InferenceService",
+            "metadata": {"name": "fraud", "namespace": "ml", "uid": "u1"},
+            "spec": {
+                "model": {"storageUri": "s3://m/model.onnx"},
+                "monitoring": {"profileUri": "s3://m/profile.json", "onDrift": {"jobTemplate": good()}},
             },
-            model_uri: "s3://m/model.onnx",
-            monitoring: &monitoring,
-        };
+        }))
+        .unwrap();
         let launch = Launch {
             name: "fraud-retrain-1764000000".into(),
             revision: "abc".into(),
             features: vec!["amount".into(), "age".into()],
         };
-        let job = build(&target, &on_drift(good()), &launch).unwrap();
+        let job = build(&isvc, &launch).unwrap();
         let meta = &job.metadata;
         assert_eq!(meta.name.as_deref(), Some("fraud-retrain-1764000000"));
         assert_eq!(meta.namespace.as_deref(), Some("ml"));

@@ -32,8 +32,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use k8s_openapi::api::batch::v1::Job;
-use kube::Resource;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -114,7 +112,13 @@ async fn serve(cached: &InferenceService, ctx: &Context) -> Result<Action> {
     }
     let plan = decide(&valid, &observed, now);
     let desired = build(isvc, &ctx.config, &plan.layout)?;
-    let retraining = retraining_job(&valid, plan.drift.as_ref())?;
+    let retraining = plan
+        .drift
+        .as_ref()
+        .and_then(|d| d.launch.as_ref())
+        .map(|launch| drift::job::build(isvc, launch))
+        .transpose()
+        .map_err(Error::JobTemplate)?;
     let written = async {
         apply(&valid, &desired, &plan.rollout, &observed.objects, ctx).await?;
         match &retraining {
@@ -160,32 +164,6 @@ async fn refuse(
     update_status(isvc, &Outcome::Refused { reason, message }, objects, ctx).await
 }
 
-/// The retraining Job the drift decision starts, built from the template.
-fn retraining_job(valid: &Validated, drift: Option<&drift::decision::Plan>) -> Result<Option<Job>> {
-    let isvc = valid.isvc;
-    let (Some(launch), Some(monitoring)) = (
-        drift.and_then(|d| d.launch.as_ref()),
-        isvc.spec.monitoring.as_ref(),
-    ) else {
-        return Ok(None);
-    };
-    let Some(on_drift) = &monitoring.on_drift else {
-        return Ok(None);
-    };
-    let target = drift::job::Target {
-        isvc: &valid.name,
-        namespace: &valid.namespace,
-        owner: isvc
-            .controller_owner_ref(&())
-            .ok_or(Error::MissingObjectKey("metadata.uid"))?,
-        model_uri: &isvc.spec.model.storage_uri,
-        monitoring,
-    };
-    drift::job::build(&target, on_drift, launch)
-        .map(Some)
-        .map_err(Error::JobTemplate)
-}
-
 /// The outcome of an applied plan, for status.
 fn applied(revision: String, url: String, plan: Plan, measured: bool) -> Outcome {
     Outcome::Applied {
@@ -199,7 +177,7 @@ fn applied(revision: String, url: String, plan: Plan, measured: bool) -> Outcome
         }),
         autoscaling: plan.scale,
         measured,
-        drift: plan.drift.map(Box::new),
+        drift: plan.drift.map(|d| Box::new((d.status, d.verdict))),
     }
 }
 

@@ -30,6 +30,7 @@ use std::collections::BTreeMap;
 
 use statrs::distribution::{ChiSquared, ContinuousCDF};
 
+use super::comparison;
 use crate::crd::rollout::{CheckResult, CheckVerdict, PredictionAgreementSpec};
 
 /// The check's name in status, Events and rollback reasons.
@@ -72,27 +73,16 @@ pub fn plan(
     stable_offset_seconds: Option<u64>,
     role: &str,
 ) -> Option<AgreementPlan> {
-    if !spec.enabled || (role == "preview" && stable_offset_seconds.is_none()) {
+    if !spec.enabled {
         return None;
     }
-    let window = u64::from(spec.window_seconds);
-    let counts = |selector: &str, window: u64, offset: &str| {
-        format!(
-            "sum by (output, bin) (increase(sluice_predictions_total{{{selector}}}[{window}s]{offset}))"
-        )
-    };
-    let (new_query, stable_query) = match stable_offset_seconds {
-        // After the switch: the new revision since the switch (not its preview
-        // traffic before), the old one over the window before it.
-        Some(since_switch) => (
-            counts(new, window.min(since_switch.max(5)), ""),
-            counts(stable, window, &format!(" offset {since_switch}s")),
-        ),
-        None => (counts(new, window, ""), counts(stable, window, "")),
+    let ranges = comparison::ranges(spec.window_seconds, stable_offset_seconds, role)?;
+    let counts = |selector: &str, range: &str| {
+        format!("sum by (output, bin) (increase(sluice_predictions_total{{{selector}}}{range}))")
     };
     Some(AgreementPlan {
-        new: new_query,
-        stable: stable_query,
+        new: counts(new, &ranges.new),
+        stable: counts(stable, &ranges.stable),
         max_psi: spec.max_psi,
         significance: spec.significance,
         min_rows: spec.min_rows.into(),

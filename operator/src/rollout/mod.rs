@@ -8,6 +8,7 @@
 //!   state and actions), persisted in `status.rollout` so a restarted operator resumes.
 //! - [`analysis`]: the PromQL of every check and how values become verdicts (pure).
 //! - [`agreement`]: the prediction-agreement check's queries and statistics (pure).
+//! - [`comparison`]: the ranges such checks compare the two revisions over (pure).
 //! - [`quality`]: the quality check from ground-truth feedback (pure).
 //! - [`prometheus`]: the thin layer that runs those queries.
 //! - [`traffic`]: replica counts per revision and HTTPRoute weights (pure).
@@ -15,6 +16,7 @@
 
 pub mod agreement;
 pub mod analysis;
+pub mod comparison;
 pub mod control;
 pub mod machine;
 pub mod prometheus;

@@ -20,6 +20,7 @@
 
 use statrs::distribution::{ContinuousCDF, Normal};
 
+use super::comparison;
 use crate::crd::FeedbackTask;
 use crate::crd::rollout::{CheckResult, CheckVerdict, QualitySpec};
 
@@ -75,29 +76,23 @@ pub fn plan(
     role: &str,
 ) -> Option<QualityPlan> {
     let task = task?;
-    if !spec.enabled || (role == "preview" && stable_offset_seconds.is_none()) {
+    if !spec.enabled {
         return None;
     }
+    let ranges = comparison::ranges(spec.window_seconds, stable_offset_seconds, role)?;
     let score = match task {
         FeedbackTask::Classification => "sluice_feedback_correct_rows_total",
         FeedbackTask::Regression => "sluice_feedback_absolute_error_total",
     };
-    let window = u64::from(spec.window_seconds);
-    let query = |metric: &str, selector: &str, window: u64, offset: &str| {
-        format!("sum(increase({metric}{{{selector}}}[{window}s]{offset}))")
-    };
-    // After a blue-green switch: the new revision since the switch, the old one
-    // over the window before it.
-    let (new_window, stable_offset) = match stable_offset_seconds {
-        Some(since) => (window.min(since.max(5)), format!(" offset {since}s")),
-        None => (window, String::new()),
+    let query = |metric: &str, selector: &str, range: &str| {
+        format!("sum(increase({metric}{{{selector}}}{range}))")
     };
     Some(QualityPlan {
         task,
-        new_rows: query("sluice_feedback_rows_total", new, new_window, ""),
-        new_score: query(score, new, new_window, ""),
-        stable_rows: query("sluice_feedback_rows_total", stable, window, &stable_offset),
-        stable_score: query(score, stable, window, &stable_offset),
+        new_rows: query("sluice_feedback_rows_total", new, &ranges.new),
+        new_score: query(score, new, &ranges.new),
+        stable_rows: query("sluice_feedback_rows_total", stable, &ranges.stable),
+        stable_score: query(score, stable, &ranges.stable),
         spec: spec.clone(),
     })
 }
