@@ -216,39 +216,22 @@ pub fn decide(input: &Input) -> Plan {
     };
     let launch = match (&input.spec.on_drift, &status.episode, input.revision) {
         (Some(on_drift), Some(episode), Some(revision)) => {
-            let name = job_name(input.isvc, &episode.since);
-            let launched = status.retraining.as_ref().is_some_and(|r| r.job == name);
-            let next_allowed = status
-                .retraining
-                .as_ref()
-                .map(|r| r.created.0 + i64::from(on_drift.cooldown_seconds).seconds());
-            match next_allowed {
-                _ if launched => None,
-                Some(next) if now < next => {
-                    let newly_open = input
-                        .previous
-                        .and_then(|p| p.episode.as_ref())
-                        .is_none_or(|p| p.since != episode.since);
-                    if newly_open {
-                        notes.push(Note {
-                            warning: false,
-                            reason: "RetrainingDeferred",
-                            message: format!(
-                                "drift began, but retraining Job {} started at {}; the cooldown ({} s) allows the next after {next}",
-                                status.retraining.as_ref().map_or("?", |r| &r.job),
-                                status.retraining.as_ref().map_or(now, |r| r.created.0),
-                                on_drift.cooldown_seconds
-                            ),
-                        });
-                    }
-                    None
-                }
-                _ => Some(Launch {
-                    name,
-                    revision: revision.to_string(),
-                    features: episode.features.clone(),
-                }),
-            }
+            let newly_open = input
+                .previous
+                .and_then(|p| p.episode.as_ref())
+                .is_none_or(|p| p.since != episode.since);
+            launch(
+                &LaunchContext {
+                    isvc: input.isvc,
+                    revision,
+                    episode,
+                    cooldown_seconds: on_drift.cooldown_seconds,
+                    newly_open,
+                    now,
+                },
+                status.retraining.as_ref(),
+                &mut notes,
+            )
         }
         _ => None,
     };
@@ -287,6 +270,51 @@ pub fn decide(input: &Input) -> Plan {
         launch,
         notes,
     }
+}
+
+/// What [`launch`] decides from.
+struct LaunchContext<'a> {
+    isvc: &'a str,
+    revision: &'a str,
+    episode: &'a DriftEpisode,
+    cooldown_seconds: u32,
+    /// The episode began at this reading.
+    newly_open: bool,
+    now: Timestamp,
+}
+
+/// The Job this episode starts: none when it has one already, or when the
+/// cooldown since the newest Job still runs (said once, as the episode opens).
+fn launch(
+    c: &LaunchContext,
+    newest: Option<&RetrainingStatus>,
+    notes: &mut Vec<Note>,
+) -> Option<Launch> {
+    let name = job_name(c.isvc, &c.episode.since);
+    if let Some(last) = newest {
+        if last.job == name {
+            return None;
+        }
+        let next = last.created.0 + i64::from(c.cooldown_seconds).seconds();
+        if c.now < next {
+            if c.newly_open {
+                notes.push(Note {
+                    warning: false,
+                    reason: "RetrainingDeferred",
+                    message: format!(
+                        "drift began, but retraining Job {} started at {}; the cooldown ({} s) allows the next after {next}",
+                        last.job, last.created.0, c.cooldown_seconds
+                    ),
+                });
+            }
+            return None;
+        }
+    }
+    Some(Launch {
+        name,
+        revision: c.revision.to_string(),
+        features: c.episode.features.clone(),
+    })
 }
 
 /// The name of the Job for the episode that began at `since`; the same for every

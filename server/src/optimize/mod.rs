@@ -214,7 +214,7 @@ pub fn optimize(request: &OptimizeRequest) -> Result<Report, OptimizeError> {
         let measured = report::measure(
             &request.model,
             &temporary,
-            &rows,
+            rows,
             request.batch.max(1),
             request.threads,
         )?;
@@ -262,19 +262,10 @@ fn temporary_path(output: &Path) -> PathBuf {
     output.with_file_name(name)
 }
 
-/// The user's evaluation rows, or 1,000 seeded random ones of the input's width.
-fn evaluation_rows(request: &OptimizeRequest) -> Result<Rows, OptimizeError> {
+/// The user's evaluation rows (`--eval`), if any.
+fn evaluation_rows(request: &OptimizeRequest) -> Result<Option<Rows>, OptimizeError> {
     let Some(path) = &request.eval else {
-        let model =
-            crate::runtime::OnnxModel::load(&request.model, &Default::default()).map_err(|e| {
-                OptimizeError::Load {
-                    path: request.model.display().to_string(),
-                    message: e.to_string(),
-                }
-            })?;
-        let shape = report::input_shape(&model)?;
-        let width = shape[1..].iter().product::<i64>() as usize;
-        return Ok(report::random_rows(width, 1000));
+        return Ok(None);
     };
     let data = TrainingData::read(path, request.eval_label_column.as_deref())
         .map_err(|e| OptimizeError::Report(e.to_string()))?;
@@ -290,9 +281,9 @@ fn evaluation_rows(request: &OptimizeRequest) -> Result<Rows, OptimizeError> {
     for r in 0..rows {
         values.extend(data.columns.iter().map(|c| c[r] as f32));
     }
-    Ok(Rows {
+    Ok(Some(Rows {
         values,
         width,
         from: path.display().to_string(),
-    })
+    }))
 }

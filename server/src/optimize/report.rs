@@ -96,7 +96,7 @@ impl Rows {
 }
 
 /// Seeded standard-normal rows (xorshift and Box-Muller), when the user gave none.
-pub fn random_rows(width: usize, rows: usize) -> Rows {
+fn random_rows(width: usize, rows: usize) -> Rows {
     let mut state: u64 = 7;
     let mut uniform = move || {
         state ^= state << 13;
@@ -119,7 +119,7 @@ pub fn random_rows(width: usize, rows: usize) -> Rows {
 
 /// The shape of the model's one FP32 input, batch first, with every other
 /// dimension fixed; the report needs it to build batches.
-pub fn input_shape(model: &OnnxModel) -> Result<Vec<i64>, OptimizeError> {
+fn input_shape(model: &OnnxModel) -> Result<Vec<i64>, OptimizeError> {
     let refuse = |why: String| OptimizeError::Report(why);
     let [input] = model.inputs() else {
         return Err(refuse(format!(
@@ -144,11 +144,12 @@ pub fn input_shape(model: &OnnxModel) -> Result<Vec<i64>, OptimizeError> {
 }
 
 /// Measures both models: sizes, latencies at 1 and `batch` rows on `threads`
-/// intra-op threads (0: ONNX Runtime's default), and agreement over `rows`.
+/// intra-op threads (0: ONNX Runtime's default), and agreement over `rows`, or
+/// over 1,000 seeded random rows of the input's width when there are none.
 pub fn measure(
     original: &Path,
     optimized: &Path,
-    rows: &Rows,
+    rows: Option<Rows>,
     batch: usize,
     threads: usize,
 ) -> Result<Measured, OptimizeError> {
@@ -166,6 +167,8 @@ pub fn measure(
     let mut new = load(optimized)?;
     let shape = input_shape(&old)?;
     let expected: usize = shape[1..].iter().product::<i64>() as usize;
+    let rows = rows.unwrap_or_else(|| random_rows(expected, 1000));
+    let rows = &rows;
     if rows.width != expected {
         return Err(OptimizeError::Report(format!(
             "the evaluation rows have {} values each, but the input takes {expected} (shape {shape:?})",
