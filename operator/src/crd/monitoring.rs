@@ -110,8 +110,8 @@ pub struct DriftSpec {
     #[serde(default = "default_significance")]
     #[schemars(range(min = 0.0, max = 0.5))]
     pub significance: f64,
-    /// Seconds between the operator's readings of the stable revision's drift
-    /// (default 30).
+    /// Longest gap between the operator's readings of the stable revision's drift
+    /// (default 30); it also reads at every reconcile.
     #[serde(default = "default_check_seconds")]
     #[schemars(range(min = 5, max = 3600))]
     pub check_seconds: u32,
