@@ -79,7 +79,7 @@ bench-rotation: build
 	$(CARGO) build --release -p sluice-server --examples
 	taskset -c 1 target/release/examples/bench_rotation
 
-## bench-optimize: sluice-server optimize (INT8) against ONNX Runtime's Python quantizer on a trained classifier and the fixtures (prints figures)
+## bench-optimize: sluice-server optimize (INT8, FP16) against ONNX Runtime's Python quantizer and FP16 converter on a trained classifier and the fixtures (prints figures)
 bench-optimize: build
 	SLUICE_SERVER_BIN=$(REPO_ROOT)/target/release/sluice-server taskset -c 1 $(PYTHON) server/bench/bench_optimize.py
 

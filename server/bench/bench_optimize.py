@@ -1,6 +1,8 @@
-"""`make bench-optimize`: `sluice-server optimize --mode int8-dynamic` against ONNX
-Runtime's own Python quantizer (`quantize_dynamic`), on the same models, measured
-by one harness on the same threads.
+"""`make bench-optimize`: `sluice-server optimize` against ONNX Runtime's own Python
+tools, on the same models, measured by one harness on the same threads:
+`--mode int8-dynamic` against `quantize_dynamic`, and `--mode fp16` against
+`onnxruntime.transformers.float16.convert_float_to_float16` (the FP16 converter
+ONNX Runtime ships, with `keep_io_types=True`, as Sluice keeps them).
 
 Models:
 - `digits-mlp`: a classifier with real weights, a scikit-learn MLP (64-512-512-10)
@@ -11,8 +13,8 @@ Models:
 For each model it prints size, median latency at batch 1 and 32 (one ONNX Runtime
 intra-op thread, pinned to one core by `make bench-optimize`, the models measured
 in interleaved rounds), and top-1 agreement with the FP32 model, for the original,
-for Sluice's INT8 and for ONNX Runtime's INT8 (per-channel, reduce_range, the
-same settings as Sluice's default). The "time s" column is how long each tool
+for Sluice's and ONNX Runtime's INT8 (per-channel, reduce_range, the same settings
+as Sluice's default), and for Sluice's and ONNX Runtime's FP16. The "time s" column is how long each tool
 took to write its model.
 """
 
@@ -25,7 +27,9 @@ import time
 
 import numpy as np
 import onnxruntime as ort
+import onnx
 from onnxruntime.quantization import QuantType, quantize_dynamic
+from onnxruntime.transformers.float16 import convert_float_to_float16
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 SERVER = pathlib.Path(os.environ.get("SLUICE_SERVER_BIN", REPO / "target/release/sluice-server"))
@@ -125,29 +129,35 @@ def main():
     ]
     print(f"one ONNX Runtime {ort.__version__} intra-op thread; latency: median of {ROUNDS} interleaved rounds; "
           "top-1 agreement with the FP32 model")
-    header = f"{'model':<12}{'variant':<10}{'size KB':>10}{'ratio':>8}{'b1 ms':>9}{'b32 ms':>9}{'b32 x':>8}{'top-1':>8}{'time s':>8}"
+    header = f"{'model':<12}{'variant':<14}{'size KB':>10}{'ratio':>8}{'b1 ms':>9}{'b32 ms':>9}{'b32 x':>8}{'top-1':>8}{'time s':>8}"
     print(header)
     for name, path, rows in models:
         eval_csv = out / f"{name}-eval.csv"
         np.savetxt(eval_csv, rows, delimiter=",", header=",".join(f"f{i}" for i in range(rows.shape[1])),
                    comments="")
-        sluice_path = out / f"{name}-sluice.onnx"
-        started = time.perf_counter()
-        subprocess.run([str(SERVER), "optimize", "--model", str(path), "--output", str(sluice_path),
-                        "--mode", "int8-dynamic", "--eval", str(eval_csv), "--threads", str(THREADS),
-                        "--report", str(out / f"{name}-sluice.json")],
-                       check=True, stdout=subprocess.DEVNULL)
-        sluice_seconds = time.perf_counter() - started
-        ort_path = out / f"{name}-ort.onnx"
-        started = time.perf_counter()
-        quantize_dynamic(str(path), str(ort_path), weight_type=QuantType.QInt8,
-                         per_channel=True, reduce_range=True)
-        ort_seconds = time.perf_counter() - started
-        base, sluice, onnxruntime = measure([path, sluice_path, ort_path], rows)
-        results = [("fp32", base, None), ("sluice", sluice, sluice_seconds),
-                   ("ort", onnxruntime, ort_seconds)]
+        variants = []
+        for mode in ("int8-dynamic", "fp16"):
+            sluice_path = out / f"{name}-sluice-{mode}.onnx"
+            started = time.perf_counter()
+            subprocess.run([str(SERVER), "optimize", "--model", str(path), "--output", str(sluice_path),
+                            "--mode", mode, "--eval", str(eval_csv), "--threads", str(THREADS),
+                            "--report", str(out / f"{name}-sluice-{mode}.json")],
+                           check=True, stdout=subprocess.DEVNULL)
+            variants.append((f"sluice {mode[:4]}", sluice_path, time.perf_counter() - started))
+            ort_path = out / f"{name}-ort-{mode}.onnx"
+            started = time.perf_counter()
+            if mode == "fp16":
+                converted = convert_float_to_float16(onnx.load(str(path)), keep_io_types=True)
+                onnx.save(converted, str(ort_path))
+            else:
+                quantize_dynamic(str(path), str(ort_path), weight_type=QuantType.QInt8,
+                                 per_channel=True, reduce_range=True)
+            variants.append((f"ort {mode[:4]}", ort_path, time.perf_counter() - started))
+        figures = measure([path] + [v[1] for v in variants], rows)
+        base = figures[0]
+        results = [("fp32", base, None)] + [(v[0], m, v[2]) for v, m in zip(variants, figures[1:])]
         for variant, m, seconds in results:
-            print(f"{name:<12}{variant:<10}{m['size'] / 1024:>10.1f}{m['size'] / base['size']:>8.3f}"
+            print(f"{name:<12}{variant:<14}{m['size'] / 1024:>10.1f}{m['size'] / base['size']:>8.3f}"
                   f"{m['b1']:>9.4f}{m['b32']:>9.4f}{base['b32'] / m['b32']:>8.2f}{m['agreement']:>8.4f}"
                   f"{'' if seconds is None else f'{seconds:8.2f}':>8}")
     print(f"(agreement rows: digits-mlp {len(digits_rows)} held-out digits; wide and mlp 1000 random normal rows)")

@@ -11,6 +11,7 @@ use sluice_server::connection::rotation::RotationPolicy;
 use sluice_server::fetch::{FetchRequest, MODEL_FILE, fetch};
 use sluice_server::loadtest;
 use sluice_server::monitoring::profile::{ProfileRequest, TrainingData, build};
+use sluice_server::optimize::offline::GraphLevel;
 use sluice_server::optimize::{Mode, OptimizeRequest, optimize};
 use sluice_server::security::flags::SecurityArgs;
 use sluice_server::serve::{ServeOptions, serve};
@@ -48,7 +49,7 @@ enum Command {
     Profile(ProfileArgs),
     /// Find the highest request rate a server sustains within a p99 latency objective.
     Loadtest(LoadtestArgs),
-    /// Write a smaller, faster copy of a model (INT8), measured against the original.
+    /// Write a smaller, faster copy of a model (INT8 or FP16), measured against the original.
     Optimize(OptimizeArgs),
 }
 
@@ -68,6 +69,15 @@ struct OptimizeArgs {
     /// (-64..64), which avoid saturation on x86 CPUs without VNNI.
     #[arg(long)]
     full_range: bool,
+    /// FP16: operators to keep in FP32 besides the built-in list (repeat or
+    /// comma-separate, e.g. --keep-fp32 Softmax,LayerNormalization).
+    #[arg(long, value_delimiter = ',')]
+    keep_fp32: Vec<String>,
+    /// Also run ONNX Runtime's graph optimizations at this level and save them
+    /// into the output (basic: portable ONNX; extended: ONNX Runtime's own fused
+    /// operators, for its CPU provider).
+    #[arg(long, value_enum)]
+    graph_optimization: Option<GraphLevel>,
     /// Evaluation rows for the agreement: CSV with a header row, or a 2-D NumPy
     /// .npy array; 1,000 seeded random normal rows when absent.
     #[arg(long)]
@@ -389,6 +399,8 @@ pub fn run() -> anyhow::Result<()> {
                 output: args.output,
                 mode: args.mode,
                 full_range: args.full_range,
+                keep_fp32: args.keep_fp32,
+                graph_optimization: args.graph_optimization,
                 eval: args.eval,
                 eval_label_column: args.label_column,
                 min_agreement: args.min_agreement,

@@ -1,13 +1,14 @@
 //! `sluice-server optimize` on the real ONNX Runtime and the generated fixtures:
-//! INT8 dynamic quantization of a 4 MB MLP (`wide`) shrinks it, keeps its
-//! answers and loads; and every refusal writes no output file and names the
-//! problem.
+//! INT8 dynamic quantization and FP16 of a 4 MB MLP (`wide`) shrink it, keep its
+//! answers and load; FP16 keeps the nodes it must in FP32; and every refusal
+//! writes no output file and names the problem.
 
 mod common;
 
 use std::path::{Path, PathBuf};
 
 use sluice_server::config::ModelConfig;
+use sluice_server::optimize::outcome::Outcome;
 use sluice_server::optimize::{Mode, OptimizeError, OptimizeRequest, optimize};
 use sluice_server::runtime::OnnxModel;
 
@@ -24,6 +25,8 @@ fn request(model: &Path, output: &Path) -> OptimizeRequest {
         output: output.to_path_buf(),
         mode: Mode::Int8Dynamic,
         full_range: false,
+        keep_fp32: Vec::new(),
+        graph_optimization: None,
         eval: None,
         eval_label_column: None,
         min_agreement: None,
@@ -49,7 +52,7 @@ fn int8_dynamic_shrinks_a_wide_mlp_and_keeps_its_answers() {
             .iter()
             .map(|n| (n.op.as_str(), n.outcome))
             .collect::<Vec<_>>(),
-        [("MatMul", "quantized"); 3],
+        [("MatMul", Outcome::Quantized); 3],
         "{:?}",
         report.nodes
     );
@@ -73,6 +76,110 @@ fn int8_dynamic_shrinks_a_wide_mlp_and_keeps_its_answers() {
     let optimized = OnnxModel::load(&output, &ModelConfig::default()).unwrap();
     assert_eq!(optimized.inputs(), original.inputs());
     assert_eq!(optimized.outputs(), original.outputs());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn onnx_runtime_graph_optimizations_are_saved_into_the_file() {
+    use sluice_server::optimize::offline::GraphLevel;
+    let dir = scratch("offline");
+    let output = dir.join("wide-int8-extended.onnx");
+    let report = optimize(&OptimizeRequest {
+        graph_optimization: Some(GraphLevel::Extended),
+        ..request(&fixture("wide"), &output)
+    })
+    .expect("optimizes");
+    assert_eq!(report.graph_optimization, Some(GraphLevel::Extended));
+    assert!(report.measured.agreement[0].value >= 0.95, "{report}");
+    // The quantized pattern is saved fused into ONNX Runtime's own operator.
+    let saved = sluice_server::optimize::onnx::read(&output).unwrap();
+    let ops: Vec<_> = saved
+        .graph
+        .unwrap()
+        .node
+        .iter()
+        .filter_map(|n| n.op_type.clone())
+        .collect();
+    assert!(
+        ops.iter()
+            .filter(|op| *op == "DynamicQuantizeMatMul")
+            .count()
+            == 3
+            && !ops.iter().any(|op| op == "MatMulInteger"),
+        "{ops:?}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        left,
+        [output.file_name().unwrap()],
+        "no scratch file is left"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn fp16_halves_a_wide_mlp_and_keeps_its_answers_and_signature() {
+    let dir = scratch("wide-fp16");
+    let output = dir.join("wide-fp16.onnx");
+    let report = optimize(&OptimizeRequest {
+        mode: Mode::Fp16,
+        ..request(&fixture("wide"), &output)
+    })
+    .expect("converts");
+    println!("{report}");
+    assert!(
+        report.nodes.iter().all(|n| n.outcome == Outcome::Converted),
+        "{:?}",
+        report.nodes
+    );
+    assert!(
+        (0.45..0.55).contains(&report.size_ratio),
+        "size ratio {}",
+        report.size_ratio
+    );
+    let agreement = &report.measured.agreement[0];
+    assert!(
+        agreement.value >= 0.99,
+        "top-1 agreement {}",
+        agreement.value
+    );
+    let original = OnnxModel::load(&fixture("wide"), &ModelConfig::default()).unwrap();
+    let optimized = OnnxModel::load(&output, &ModelConfig::default()).unwrap();
+    assert_eq!(optimized.inputs(), original.inputs(), "inputs stay FP32");
+    assert_eq!(optimized.outputs(), original.outputs(), "outputs stay FP32");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn fp16_keeps_listed_operators_in_fp32_between_casts() {
+    let dir = scratch("fp16-keep");
+    let output = dir.join("slow-fp16.onnx");
+    // Tanh is kept in FP32 on request, between a Cast down and a Cast up.
+    let report = optimize(&OptimizeRequest {
+        mode: Mode::Fp16,
+        keep_fp32: vec!["Tanh".into()],
+        ..request(&fixture("slow"), &output)
+    })
+    .expect("converts");
+    println!("{report}");
+    let kept: Vec<_> = report
+        .nodes
+        .iter()
+        .filter(|n| n.outcome == Outcome::Kept)
+        .map(|n| (n.op.as_str(), n.detail.as_str()))
+        .collect();
+    assert_eq!(kept, [("Tanh", "Tanh is kept in FP32 by --keep-fp32"); 9]);
+    assert!(
+        report
+            .nodes
+            .iter()
+            .any(|n| n.op == "MatMul" && n.outcome == Outcome::Converted)
+    );
+    let agreement = &report.measured.agreement[0];
+    assert!(agreement.share() >= 0.98, "{agreement:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -101,6 +208,19 @@ fn refusals_name_the_problem_and_write_nothing() {
     assert_eq!(
         error.to_string(),
         "nothing to optimize: the model has no MatMul or Gemm node"
+    );
+
+    let error = optimize(&OptimizeRequest {
+        mode: Mode::Fp16,
+        ..request(&fixture("digits"), &output)
+    })
+    .expect_err("ai.onnx.ml operators have no FP16 kernels");
+    assert!(
+        error.to_string().starts_with("nothing to optimize: every node was kept (")
+            && error
+                .to_string()
+                .contains("LinearClassifier 'LinearClassifier': operators of domain 'ai.onnx.ml' are kept in FP32"),
+        "{error}"
     );
 
     let garbage = dir.join("garbage.onnx");
@@ -136,35 +256,124 @@ fn refusals_name_the_problem_and_write_nothing() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A one-node model: `Y = 0.5 * X @ W^T + 2 * C` (`Gemm` with `transB`, `alpha`,
-/// `beta` and a constant bias), X `[batch, 8]`, W `[4, 8]`, C `[4]`.
-fn gemm_model(path: &Path) {
+/// A model that mixes FP32 with INT64: `idx = ArgMax(X @ W)`,
+/// `Y = X @ W + Cast<float>(idx)`, plus zeros from `ConstantOfShape(Shape(..))`;
+/// outputs `Y` (FP32) and `idx` (INT64).
+fn mixed_model(path: &Path) {
     use prost::Message;
     use sluice_server::optimize::onnx::{self, pb};
-    let value = |name: &str, width: i64| pb::ValueInfoProto {
+    let weights: Vec<f32> = (0..32).map(|i| ((i * 5 % 11) as f32 - 5.0) / 5.0).collect();
+    let mut argmax = onnx::node("ArgMax", "argmax".into(), &["h"], &["idx"]);
+    argmax.attribute.push(onnx::int_attribute("axis", 1));
+    let mut cast = onnx::node("Cast", "to_float".into(), &["idx"], &["idx_f"]);
+    cast.attribute
+        .push(onnx::int_attribute("to", onnx::DataType::Float as i64));
+    let nodes = vec![
+        onnx::node("MatMul", "matmul".into(), &["x", "w"], &["h"]),
+        argmax,
+        cast,
+        onnx::node("Add", "add".into(), &["h", "idx_f"], &["sum"]),
+        onnx::node("Shape", "shape".into(), &["sum"], &["shape"]),
+        onnx::node("ConstantOfShape", "zeros".into(), &["shape"], &["zeros"]),
+        onnx::node("Add", "add_zeros".into(), &["sum", "zeros"], &["y"]),
+    ];
+    let model = pb::ModelProto {
+        ir_version: Some(8),
+        opset_import: vec![pb::OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(17),
+        }],
+        graph: Some(pb::GraphProto {
+            name: Some("mixed".into()),
+            node: nodes,
+            initializer: vec![onnx::float_tensor("w", vec![8, 4], &weights)],
+            input: vec![value_info("x", onnx::DataType::Float, &[-1, 8])],
+            output: vec![
+                value_info("y", onnx::DataType::Float, &[-1, 4]),
+                value_info("idx", onnx::DataType::Int64, &[-1, 1]),
+            ],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    std::fs::write(path, model.encode_to_vec()).unwrap();
+}
+
+#[test]
+fn fp16_retypes_casts_and_constants_and_leaves_integers_alone() {
+    let dir = scratch("fp16-mixed");
+    let (original, output) = (dir.join("mixed.onnx"), dir.join("mixed-fp16.onnx"));
+    mixed_model(&original);
+    let report = optimize(&OptimizeRequest {
+        mode: Mode::Fp16,
+        ..request(&original, &output)
+    })
+    .expect("converts");
+    println!("{report}");
+    let ops: Vec<_> = report
+        .nodes
+        .iter()
+        .map(|n| (n.op.as_str(), n.outcome))
+        .collect();
+    assert_eq!(
+        ops,
+        [
+            ("MatMul", Outcome::Converted),
+            ("ArgMax", Outcome::Converted),
+            ("Cast", Outcome::Converted),
+            ("Add", Outcome::Converted),
+            ("Shape", Outcome::Converted),
+            ("ConstantOfShape", Outcome::Converted),
+            ("Add", Outcome::Converted),
+        ]
+    );
+    let agreement = &report.measured.agreement;
+    assert_eq!(agreement.len(), 2, "{agreement:?}");
+    assert!(agreement.iter().all(|a| a.share() >= 0.99), "{agreement:?}");
+    let original = OnnxModel::load(&original, &ModelConfig::default()).unwrap();
+    let optimized = OnnxModel::load(&output, &ModelConfig::default()).unwrap();
+    assert_eq!(optimized.outputs(), original.outputs());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A tensor's declaration: `dims` of -1 are named `batch`.
+fn value_info(
+    name: &str,
+    elem_type: sluice_server::optimize::onnx::DataType,
+    dims: &[i64],
+) -> sluice_server::optimize::onnx::ValueInfoProto {
+    use pb::tensor_shape_proto::{Dimension, dimension::Value};
+    use sluice_server::optimize::onnx::pb;
+    pb::ValueInfoProto {
         name: Some(name.into()),
         r#type: Some(pb::TypeProto {
             value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-                elem_type: Some(onnx::DataType::Float as i32),
+                elem_type: Some(elem_type as i32),
                 shape: Some(pb::TensorShapeProto {
-                    dim: vec![
-                        pb::tensor_shape_proto::Dimension {
-                            value: Some(pb::tensor_shape_proto::dimension::Value::DimParam(
-                                "batch".into(),
-                            )),
+                    dim: dims
+                        .iter()
+                        .map(|d| Dimension {
+                            value: Some(if *d < 0 {
+                                Value::DimParam("batch".into())
+                            } else {
+                                Value::DimValue(*d)
+                            }),
                             ..Default::default()
-                        },
-                        pb::tensor_shape_proto::Dimension {
-                            value: Some(pb::tensor_shape_proto::dimension::Value::DimValue(width)),
-                            ..Default::default()
-                        },
-                    ],
+                        })
+                        .collect(),
                 }),
             })),
             ..Default::default()
         }),
         ..Default::default()
-    };
+    }
+}
+
+/// A one-node model: `Y = 0.5 * X @ W^T + 2 * C` (`Gemm` with `transB`, `alpha`,
+/// `beta` and a constant bias), X `[batch, 8]`, W `[4, 8]`, C `[4]`.
+fn gemm_model(path: &Path) {
+    use prost::Message;
+    use sluice_server::optimize::onnx::{self, pb};
     let weights: Vec<f32> = (0..32).map(|i| ((i * 7 % 13) as f32 - 6.0) / 6.0).collect();
     let bias = [0.1, -0.2, 0.3, -0.4];
     let mut gemm = onnx::node("Gemm", "gemm".into(), &["x", "w", "c"], &["y"]);
@@ -194,8 +403,8 @@ fn gemm_model(path: &Path) {
                 onnx::float_tensor("w", vec![4, 8], &weights),
                 onnx::float_tensor("c", vec![4], &bias),
             ],
-            input: vec![value("x", 8)],
-            output: vec![value("y", 4)],
+            input: vec![value_info("x", onnx::DataType::Float, &[-1, 8])],
+            output: vec![value_info("y", onnx::DataType::Float, &[-1, 4])],
             ..Default::default()
         }),
         ..Default::default()
@@ -210,7 +419,12 @@ fn gemm_keeps_its_transpose_alpha_beta_and_bias() {
     let (original, output) = (dir.join("gemm.onnx"), dir.join("gemm-int8.onnx"));
     gemm_model(&original);
     let report = optimize(&request(&original, &output)).expect("optimizes");
-    assert_eq!(report.nodes[0].outcome, "quantized", "{:?}", report.nodes);
+    assert_eq!(
+        report.nodes[0].outcome,
+        Outcome::Quantized,
+        "{:?}",
+        report.nodes
+    );
     assert_eq!(report.nodes[0].detail, "weight [8, 4] to INT8, per column");
 
     let rows: Vec<f32> = (0..64).map(|i| ((i * 5 % 17) as f32 - 8.0) / 4.0).collect();

@@ -21,22 +21,8 @@
 
 use std::collections::HashMap;
 
-use serde::Serialize;
-
 use super::onnx::{self, DataType, ModelProto, NodeProto, TensorProto};
-
-/// What happened to one `MatMul` or `Gemm` node.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct NodeOutcome {
-    /// The node's name (or its first output's, when it has none).
-    pub node: String,
-    /// `MatMul` or `Gemm`.
-    pub op: String,
-    /// `quantized` or `kept`.
-    pub outcome: &'static str,
-    /// The weight's shape, or why the node stayed in FP32.
-    pub detail: String,
-}
+use super::outcome::{NodeOutcome, Outcome};
 
 /// Quantizes every eligible node of `model` in place and reports each candidate.
 pub fn quantize_dynamic(model: &mut ModelProto, full_range: bool) -> Vec<NodeOutcome> {
@@ -50,7 +36,7 @@ pub fn quantize_dynamic(model: &mut ModelProto, full_range: bool) -> Vec<NodeOut
             .node
             .iter()
             .filter(|n| candidates(n))
-            .map(|n| kept(n, format!("the model imports ONNX opset {version}; dynamic quantization needs 11 or later")))
+            .map(|n| NodeOutcome::kept(n, format!("the model imports ONNX opset {version}; dynamic quantization needs 11 or later")))
             .collect();
     }
     let qmax: f32 = if full_range { 127.0 } else { 64.0 };
@@ -70,7 +56,7 @@ pub fn quantize_dynamic(model: &mut ModelProto, full_range: bool) -> Vec<NodeOut
         }
         match plan(&node, &initializers) {
             Err(reason) => {
-                report.push(kept(&node, reason));
+                report.push(NodeOutcome::kept(&node, reason));
                 nodes.push(node);
             }
             Ok(plan) => {
@@ -161,15 +147,14 @@ pub fn quantize_dynamic(model: &mut ModelProto, full_range: bool) -> Vec<NodeOut
                         &[&output],
                     ));
                 }
-                report.push(NodeOutcome {
-                    node: name(&node),
-                    op: node.op_type.clone().unwrap_or_default(),
-                    outcome: "quantized",
-                    detail: format!(
+                report.push(NodeOutcome::changed(
+                    &node,
+                    Outcome::Quantized,
+                    format!(
                         "weight [{}, {}] to INT8, per column",
                         plan.rows, plan.columns
                     ),
-                });
+                ));
             }
         }
     }
@@ -329,22 +314,6 @@ fn drop_unused_initializers(graph: &mut onnx::GraphProto) {
         index += 1;
         keep[index - 1]
     });
-}
-
-fn name(node: &NodeProto) -> String {
-    node.name
-        .clone()
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| node.output.first().cloned().unwrap_or_default())
-}
-
-fn kept(node: &NodeProto, reason: String) -> NodeOutcome {
-    NodeOutcome {
-        node: name(node),
-        op: node.op_type.clone().unwrap_or_default(),
-        outcome: "kept",
-        detail: reason,
-    }
 }
 
 #[cfg(test)]

@@ -3,6 +3,10 @@
 //!
 //! - [`onnx`]: the model format and tensor helpers.
 //! - [`int8`]: INT8 dynamic quantization of `MatMul` and `Gemm` weights.
+//! - [`fp16`]: weights and compute in FP16, inputs and outputs kept FP32.
+//! - [`types`]: which values are FP32, as ONNX Runtime infers them.
+//! - [`offline`]: ONNX Runtime's graph optimizations, saved into the file.
+//! - [`outcome`]: what happened to each node, for the report.
 //! - [`report`]: size, latency and agreement, measured on ONNX Runtime.
 //!
 //! The optimized model is written to a temporary file beside the output, loaded
@@ -10,9 +14,13 @@
 //! the output: a model that fails to load or falls below `--min-agreement` leaves
 //! no output file.
 
+pub mod fp16;
 pub mod int8;
+pub mod offline;
 pub mod onnx;
+pub mod outcome;
 pub mod report;
+pub mod types;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -20,7 +28,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::monitoring::profile::TrainingData;
-use int8::NodeOutcome;
+use outcome::{NodeOutcome, Outcome};
 use report::{Measured, Rows};
 
 /// Why an optimization produced no model.
@@ -86,6 +94,10 @@ pub struct OptimizeRequest {
     pub mode: Mode,
     /// Use INT8 weights' full range (-127..127) rather than 7 bits.
     pub full_range: bool,
+    /// Operators that FP16 keeps in FP32, besides [`fp16::FP32_OPS`].
+    pub keep_fp32: Vec<String>,
+    /// Save ONNX Runtime's graph optimizations at this level into the output.
+    pub graph_optimization: Option<offline::GraphLevel>,
     /// Evaluation rows (CSV with a header, or 2-D `.npy`); seeded random rows
     /// when absent.
     pub eval: Option<PathBuf>,
@@ -105,12 +117,15 @@ pub struct OptimizeRequest {
 pub enum Mode {
     /// INT8 weights of MatMul and Gemm, activations quantized at run time.
     Int8Dynamic,
+    /// FP16 weights and compute; inputs and outputs stay FP32.
+    Fp16,
 }
 
 impl fmt::Display for Mode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Mode::Int8Dynamic => "int8-dynamic",
+            Mode::Fp16 => "fp16",
         })
     }
 }
@@ -125,7 +140,9 @@ pub struct Report {
     pub model: String,
     /// The optimized model.
     pub output: String,
-    /// Each candidate node: quantized, or kept in FP32 and why.
+    /// ONNX Runtime's graph optimizations saved into it, if any.
+    pub graph_optimization: Option<offline::GraphLevel>,
+    /// Each candidate node: changed, or kept as it was and why.
     pub nodes: Vec<NodeOutcome>,
     /// Sizes, latencies and agreement.
     pub measured: Measured,
@@ -140,14 +157,17 @@ pub struct Report {
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let m = &self.measured;
-        let quantized = self
+        let changed = self
             .nodes
             .iter()
-            .filter(|n| n.outcome == "quantized")
+            .filter(|n| n.outcome != Outcome::Kept)
             .count();
         writeln!(f, "{} {} -> {}", self.mode, self.model, self.output)?;
-        writeln!(f, "nodes: {quantized} of {} quantized", self.nodes.len())?;
-        for node in self.nodes.iter().filter(|n| n.outcome != "quantized") {
+        if let Some(level) = self.graph_optimization {
+            writeln!(f, "ONNX Runtime graph optimizations saved: {level:?}")?;
+        }
+        writeln!(f, "nodes: {changed} of {} changed", self.nodes.len())?;
+        for node in self.nodes.iter().filter(|n| n.outcome == Outcome::Kept) {
             writeln!(f, "  kept {} '{}': {}", node.op, node.node, node.detail)?;
         }
         writeln!(
@@ -192,17 +212,23 @@ pub fn optimize(request: &OptimizeRequest) -> Result<Report, OptimizeError> {
     let mut model = onnx::read(&request.model)?;
     let nodes = match request.mode {
         Mode::Int8Dynamic => int8::quantize_dynamic(&mut model, request.full_range),
+        Mode::Fp16 => {
+            let floats = types::float_tensors(&model)?;
+            fp16::convert(&mut model, &floats, &request.keep_fp32)
+        }
     };
-    if !nodes.iter().any(|n| n.outcome == "quantized") {
+    if !nodes.iter().any(|n| n.outcome != Outcome::Kept) {
         let reasons: Vec<String> = nodes
             .iter()
             .map(|n| format!("{} '{}': {}", n.op, n.node, n.detail))
             .collect();
-        return Err(OptimizeError::Unchanged(if reasons.is_empty() {
-            "the model has no MatMul or Gemm node".into()
-        } else {
-            format!("no node could be quantized ({})", reasons.join("; "))
-        }));
+        return Err(OptimizeError::Unchanged(
+            match (reasons.is_empty(), request.mode) {
+                (true, Mode::Int8Dynamic) => "the model has no MatMul or Gemm node".into(),
+                (true, Mode::Fp16) => "the model computes nothing in FP32".into(),
+                (false, _) => format!("every node was kept ({})", reasons.join("; ")),
+            },
+        ));
     }
     let temporary = temporary_path(&request.output);
     let written = (|| {
@@ -210,6 +236,11 @@ pub fn optimize(request: &OptimizeRequest) -> Result<Report, OptimizeError> {
             path: temporary.display().to_string(),
             message: e.to_string(),
         })?;
+        if let Some(level) = request.graph_optimization {
+            let mut scratch = temporary.clone().into_os_string();
+            scratch.push("-ort");
+            offline::save_optimized(&temporary, Path::new(&scratch), level)?;
+        }
         let rows = evaluation_rows(request)?;
         let measured = report::measure(
             &request.model,
@@ -222,6 +253,7 @@ pub fn optimize(request: &OptimizeRequest) -> Result<Report, OptimizeError> {
             mode: request.mode,
             model: request.model.display().to_string(),
             output: request.output.display().to_string(),
+            graph_optimization: request.graph_optimization,
             nodes,
             size_ratio: measured.after.size_bytes as f64 / measured.before.size_bytes.max(1) as f64,
             speedup_batch_1: measured.before.latency_ms_batch_1 / measured.after.latency_ms_batch_1,

@@ -14,7 +14,7 @@ pub mod pb {
 }
 
 pub use pb::tensor_proto::DataType;
-pub use pb::{AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto};
+pub use pb::{AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto, ValueInfoProto};
 
 /// Reads and decodes an ONNX model file.
 pub fn read(path: &Path) -> Result<ModelProto, OptimizeError> {
@@ -107,6 +107,16 @@ pub fn int_attribute(name: &str, value: i64) -> AttributeProto {
         name: Some(name.to_string()),
         i: Some(value),
         r#type: Some(pb::attribute_proto::AttributeType::Int as i32),
+        ..AttributeProto::default()
+    }
+}
+
+/// A tensor attribute.
+pub fn tensor_attribute(name: &str, value: TensorProto) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.to_string()),
+        t: Some(value),
+        r#type: Some(pb::attribute_proto::AttributeType::Tensor as i32),
         ..AttributeProto::default()
     }
 }
