@@ -12,7 +12,7 @@ use sluice_server::fetch::{FetchRequest, MODEL_FILE, fetch};
 use sluice_server::loadtest;
 use sluice_server::monitoring::profile::{ProfileRequest, TrainingData, build};
 use sluice_server::optimize::offline::GraphLevel;
-use sluice_server::optimize::{Mode, OptimizeRequest, optimize};
+use sluice_server::optimize::{Mode, OptimizeError, OptimizeRequest, Report, optimize};
 use sluice_server::security::flags::SecurityArgs;
 use sluice_server::serve::{ServeOptions, serve};
 
@@ -98,6 +98,32 @@ struct OptimizeArgs {
     /// Also write the report as JSON to this file.
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Write the outcome in brief to this file as one line of JSON: the figures,
+    /// or `{"error", "kind"}` when no model was written (for a Kubernetes
+    /// termination message, which the operator reads into status).
+    #[arg(long)]
+    summary: Option<PathBuf>,
+}
+
+/// `--summary`'s line: the figures, or the error, cut to fit a termination
+/// message.
+fn optimize_summary(outcome: &Result<Report, OptimizeError>) -> serde_json::Result<String> {
+    /// Kubernetes keeps 4,096 bytes of a termination message.
+    const MOST: usize = 3_000;
+    match outcome {
+        Ok(report) => serde_json::to_string(&report.summary()),
+        Err(error) => {
+            let mut message = error.to_string();
+            if message.len() > MOST {
+                let mut end = MOST;
+                while !message.is_char_boundary(end) {
+                    end -= 1;
+                }
+                message.truncate(end);
+            }
+            serde_json::to_string(&serde_json::json!({"error": message, "kind": error.kind()}))
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -394,7 +420,7 @@ pub fn run() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Optimize(args) => {
-            let report = optimize(&OptimizeRequest {
+            let outcome = optimize(&OptimizeRequest {
                 model: args.model,
                 output: args.output,
                 mode: args.mode,
@@ -406,7 +432,11 @@ pub fn run() -> anyhow::Result<()> {
                 min_agreement: args.min_agreement,
                 batch: args.batch,
                 threads: args.threads,
-            })?;
+            });
+            if let Some(path) = &args.summary {
+                std::fs::write(path, optimize_summary(&outcome)?)?;
+            }
+            let report = outcome?;
             print!("{report}");
             if let Some(path) = &args.report {
                 std::fs::write(path, serde_json::to_string_pretty(&report)?)?;

@@ -448,3 +448,54 @@ fn gemm_keeps_its_transpose_alpha_beta_and_bias() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_summary_line_carries_the_figures_or_the_refusal() {
+    let dir = scratch("summary");
+    let (output, summary) = (dir.join("out.onnx"), dir.join("summary.json"));
+    let run = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_sluice-server"))
+            .args([
+                "optimize",
+                "--mode",
+                "int8-dynamic",
+                "--threads",
+                "1",
+                "--model",
+            ])
+            .arg(fixture("wide"))
+            .arg("--output")
+            .arg(&output)
+            .arg("--summary")
+            .arg(&summary)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let read = || -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap()
+    };
+
+    assert!(run(&[]).status.success());
+    let figures = read();
+    assert_eq!(figures["mode"], "int8-dynamic");
+    assert!(figures["sizeRatio"].as_f64().unwrap() < 0.3, "{figures}");
+    assert_eq!(figures["nodesChanged"], 3);
+    assert_eq!(figures["agreement"][0]["output"], "logits");
+    assert!(figures["speedupBatch"].as_f64().unwrap() > 0.0);
+
+    std::fs::remove_file(&output).unwrap();
+    let refused = run(&["--min-agreement", "1"]);
+    assert!(!refused.status.success());
+    let error = read();
+    assert_eq!(error["kind"], "BelowAgreement", "{error}");
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap()
+            .contains("is below --min-agreement 1; nothing was written"),
+        "{error}"
+    );
+    assert!(!output.exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}

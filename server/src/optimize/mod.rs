@@ -83,6 +83,21 @@ pub enum OptimizeError {
     },
 }
 
+impl OptimizeError {
+    /// The error's kind in one CamelCase word, for machines (the `--summary` file).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            OptimizeError::Io { .. } => "Io",
+            OptimizeError::Malformed { .. } => "Malformed",
+            OptimizeError::Load { .. } => "Load",
+            OptimizeError::Run(_) => "Run",
+            OptimizeError::Report(_) => "Report",
+            OptimizeError::Unchanged(_) => "Unchanged",
+            OptimizeError::BelowAgreement { .. } => "BelowAgreement",
+        }
+    }
+}
+
 /// What to optimize, how, and what to measure it on.
 #[derive(Clone, Debug)]
 pub struct OptimizeRequest {
@@ -204,6 +219,67 @@ impl fmt::Display for Report {
             )?;
         }
         Ok(())
+    }
+}
+
+/// The outcome in brief, as one line of JSON well under the 4 KiB of a Kubernetes
+/// termination message: what `--summary` writes, and what the operator copies
+/// into the InferenceService's `status.optimization`.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    /// The optimization.
+    pub mode: Mode,
+    /// The original file's size.
+    pub size_bytes_before: u64,
+    /// The optimized file's size.
+    pub size_bytes_after: u64,
+    /// After over before.
+    pub size_ratio: f64,
+    /// Median latency at 1 row of the original, in ms.
+    pub latency_ms_batch1_before: f64,
+    /// The same for the optimized model.
+    pub latency_ms_batch1_after: f64,
+    /// Before over after, at 1 row.
+    pub speedup_batch1: f64,
+    /// The batch the other latencies are measured at.
+    pub batch: usize,
+    /// Before over after, at `batch` rows.
+    pub speedup_batch: f64,
+    /// Agreement with the original, per output (the first eight).
+    pub agreement: Vec<report::Agreement>,
+    /// Evaluation rows the agreement was measured on.
+    pub rows: usize,
+    /// Nodes changed, and nodes kept as they were.
+    pub nodes_changed: usize,
+    /// Nodes kept as they were (the report names them and why).
+    pub nodes_kept: usize,
+}
+
+impl Report {
+    /// The report in brief.
+    pub fn summary(&self) -> Summary {
+        let m = &self.measured;
+        let kept = self
+            .nodes
+            .iter()
+            .filter(|n| n.outcome == Outcome::Kept)
+            .count();
+        Summary {
+            mode: self.mode,
+            size_bytes_before: m.before.size_bytes,
+            size_bytes_after: m.after.size_bytes,
+            size_ratio: self.size_ratio,
+            latency_ms_batch1_before: m.before.latency_ms_batch_1,
+            latency_ms_batch1_after: m.after.latency_ms_batch_1,
+            speedup_batch1: self.speedup_batch_1,
+            batch: m.batch,
+            speedup_batch: self.speedup_batch,
+            agreement: m.agreement.iter().take(8).cloned().collect(),
+            rows: m.rows,
+            nodes_changed: self.nodes.len() - kept,
+            nodes_kept: kept,
+        }
     }
 }
 
