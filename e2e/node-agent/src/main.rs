@@ -18,6 +18,7 @@ mod probe;
 mod process;
 mod refs;
 mod status;
+mod termination;
 mod volumes;
 mod worker;
 

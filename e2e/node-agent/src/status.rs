@@ -33,6 +33,8 @@ pub enum RunState {
         signal: Option<i32>,
         /// `Completed` or `Error`.
         reason: String,
+        /// The termination message ([`crate::termination`]).
+        message: Option<String>,
         /// When it started.
         started: Timestamp,
         /// When it exited.
@@ -68,6 +70,7 @@ impl RunState {
                 exit_code,
                 signal,
                 reason,
+                message,
                 started,
                 finished,
             } => ContainerState {
@@ -75,6 +78,7 @@ impl RunState {
                     exit_code: *exit_code,
                     signal: *signal,
                     reason: Some(reason.clone()),
+                    message: message.clone(),
                     started_at: Some(Time(*started)),
                     finished_at: Some(Time(*finished)),
                     ..Default::default()
@@ -266,6 +270,7 @@ mod tests {
             exit_code: code,
             signal: None,
             reason: if code == 0 { "Completed" } else { "Error" }.into(),
+            message: None,
             started: Timestamp::UNIX_EPOCH,
             finished: Timestamp::UNIX_EPOCH,
         }

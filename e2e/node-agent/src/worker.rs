@@ -28,6 +28,7 @@ use crate::probe::{ProbeEvent, ProbeKind, ProbeTarget, supervise};
 use crate::process::{signal_group, spawn};
 use crate::refs::PodRefs;
 use crate::status::{ContainerRuntime, PodRuntime, RunState};
+use crate::termination::MessageSource;
 use crate::volumes::{Mount, VolumeContext, container_mounts, materialize};
 
 /// What the agent tells a pod worker.
@@ -53,6 +54,7 @@ struct Process {
     pid: u32,
     probes: Option<JoinHandle<()>>,
     kill_at: Option<Instant>,
+    message: MessageSource,
 }
 
 /// Starts the worker of `pod`; it reports its UID on `done` when it has finished.
@@ -310,16 +312,17 @@ impl Worker {
             .iter()
             .map(|a| crate::env::expand(a, &vars))
             .collect();
+        let mounts: Vec<Mount> = self
+            .etc_mounts
+            .iter()
+            .cloned()
+            .chain(container_mounts(container, &self.volumes)?)
+            .collect();
         let spec = LaunchSpec {
             enter: Enter::Container {
                 netns: sandbox.netns_path(),
                 hostname: pod.name_any(),
-                mounts: self
-                    .etc_mounts
-                    .iter()
-                    .cloned()
-                    .chain(container_mounts(container, &self.volumes)?)
-                    .collect(),
+                mounts: mounts.clone(),
             },
             argv,
             env: env.clone(),
@@ -341,6 +344,8 @@ impl Worker {
             self.uid
         );
         let log = self.ctx.paths.log_file(&log_key, &container.name, restart);
+        let message = MessageSource::new(container, &mounts, &log);
+        message.clear();
         let mut child = spawn(
             &self.ctx.paths,
             &spec,
@@ -377,29 +382,13 @@ impl Worker {
                 pid,
                 probes,
                 kill_at: None,
+                message,
             },
         );
         Ok(pid)
     }
 
     fn on_exit(&mut self, exit: Exit) {
-        let current = self
-            .processes
-            .get(&exit.name)
-            .is_some_and(|p| p.pid == exit.pid);
-        if current && let Some(p) = self.processes.remove(&exit.name).and_then(|p| p.probes) {
-            p.abort();
-        }
-        let policy = self.restart_policy();
-        let init = self.rt.init.iter().any(|c| c.name == exit.name);
-        let ctx = self.ctx.clone();
-        let key = self.key();
-        let Some(rt) = self.runtime_mut(&exit.name) else {
-            return;
-        };
-        if rt.pid != Some(exit.pid) {
-            return;
-        }
         let (exit_code, signal) = match &exit.status {
             Ok(status) => {
                 use std::os::unix::process::ExitStatusExt;
@@ -411,6 +400,27 @@ impl Worker {
             }
             Err(_) => (-1, None),
         };
+        let current = self
+            .processes
+            .get(&exit.name)
+            .is_some_and(|p| p.pid == exit.pid);
+        let mut message = None;
+        if current && let Some(process) = self.processes.remove(&exit.name) {
+            message = process.message.read(exit_code);
+            if let Some(probes) = process.probes {
+                probes.abort();
+            }
+        }
+        let policy = self.restart_policy();
+        let init = self.rt.init.iter().any(|c| c.name == exit.name);
+        let ctx = self.ctx.clone();
+        let key = self.key();
+        let Some(rt) = self.runtime_mut(&exit.name) else {
+            return;
+        };
+        if rt.pid != Some(exit.pid) {
+            return;
+        }
         let started = match rt.state {
             RunState::Running { started } => started,
             _ => Timestamp::now(),
@@ -419,6 +429,7 @@ impl Worker {
             exit_code,
             signal,
             reason: if exit_code == 0 { "Completed" } else { "Error" }.into(),
+            message,
             started,
             finished: Timestamp::now(),
         };
