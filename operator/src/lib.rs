@@ -21,6 +21,7 @@ pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod names;
+pub mod optimization;
 pub mod prometheus;
 pub mod reconcile;
 pub mod resources;

@@ -8,8 +8,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
 
 use crate::crd::rollout::{HistoryEntry, RolloutPhase, RolloutStatus};
-use crate::crd::{AutoscalingStatus, DriftStatus, InferenceService, InferenceServiceStatus, Phase};
+use crate::crd::{
+    AutoscalingStatus, DriftStatus, InferenceService, InferenceServiceStatus, OptimizationStatus,
+    Phase,
+};
 use crate::names::{REVISION_LABEL, selector_string};
+use crate::optimization::{self, Optimized};
 
 /// Condition: everything below holds and the current revision is fully rolled out.
 pub const READY: &str = "Ready";
@@ -29,6 +33,10 @@ pub const PROFILE_FETCHED: &str = "ProfileFetched";
 /// Condition, present only when `spec.monitoring` is set: the stable revision's
 /// inputs drift from the profile. Its `True` is the bad news.
 pub const INPUT_DRIFT: &str = "InputDrift";
+/// Condition, present only when `spec.model.optimize` is set: the current
+/// revision's init container optimized the model and its agreement with the
+/// original passed `minAgreement`.
+pub const MODEL_OPTIMIZED: &str = "ModelOptimized";
 /// Name of the init container that fetches the model.
 pub const FETCH_CONTAINER: &str = "fetch-model";
 /// Name of the init container that fetches the reference profile.
@@ -176,10 +184,12 @@ pub fn compute(
     };
 
     let monitored = isvc.spec.monitoring.is_some();
+    let optimizing = isvc.spec.model.optimize.is_some();
     let (
         reconciled,
         fetched,
         profile,
+        (optimized, optimization),
         available,
         rolled_out,
         revision,
@@ -195,6 +205,7 @@ pub fn compute(
                 Verdict::new("False", reason, message.clone()),
                 unknown(),
                 unknown(),
+                (unknown(), old.optimization.clone()),
                 unknown(),
                 false,
                 old.revision.clone(),
@@ -235,6 +246,7 @@ pub fn compute(
                 Verdict::new("True", "Applied", format!("revision {revision} is applied")),
                 fetched(&MODEL, &current),
                 fetched(&PROFILE, &current),
+                optimized(&current, revision, &old),
                 available,
                 rollout.stable.as_ref() == Some(revision) && rollout.running().is_none(),
                 Some(revision.clone()),
@@ -257,6 +269,8 @@ pub fn compute(
         Verdict::new("False", fetched.reason, fetched.message.clone())
     } else if monitored && profile.status == "False" {
         Verdict::new("False", profile.reason, profile.message.clone())
+    } else if optimizing && optimized.status == "False" {
+        Verdict::new("False", optimized.reason, optimized.message.clone())
     } else if !available.is_true() {
         Verdict::new("False", available.reason, available.message.clone())
     } else if let Some(r) = rolled_back {
@@ -311,6 +325,7 @@ pub fn compute(
     let failed = !reconciled.is_true()
         || fetched.status == "False"
         || (monitored && profile.status == "False")
+        || (optimizing && optimized.status == "False")
         || available.reason == "CrashLooping"
         || rolled_back.is_some();
     let phase = if ready.is_true() {
@@ -331,6 +346,7 @@ pub fn compute(
     ]
     .into_iter()
     .chain(monitored.then_some((PROFILE_FETCHED, &profile)))
+    .chain(optimizing.then_some((MODEL_OPTIMIZED, &optimized)))
     .chain(drift_verdict.map(|verdict| (INPUT_DRIFT, verdict)))
     .map(|(type_, verdict)| condition(&old.conditions, type_, verdict, generation, &now))
     .chain(kept_drift)
@@ -353,6 +369,77 @@ pub fn compute(
         selector: Some(selector_string(&isvc.name_any())),
         autoscaling,
         drift: drift_status,
+        optimization: optimization.filter(|_| optimizing),
+    }
+}
+
+/// `ModelOptimized` and `status.optimization` from the current revision's pods.
+/// An earlier revision's figures stay until this one has its own, and a refusal
+/// stays while the revision is the same, even once a rollback removed its pods.
+fn optimized(
+    pods: &[&Pod],
+    revision: &str,
+    old: &InferenceServiceStatus,
+) -> (Verdict, Option<OptimizationStatus>) {
+    match optimization::observe(pods, revision) {
+        Optimized::Done(figures) => {
+            let agreement = figures
+                .agreement
+                .iter()
+                .map(|a| format!("{} {:.4} on '{}'", a.measure, a.value, a.output))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let message = format!(
+                "{}: {:.3} of the size, {:.2}x at 1 row and {:.2}x at {} rows, {agreement} over {} rows",
+                figures.mode,
+                figures.size_ratio,
+                figures.speedup_batch1,
+                figures.speedup_batch,
+                figures.batch,
+                figures.rows
+            );
+            (Verdict::new("True", "Optimized", message), Some(*figures))
+        }
+        Optimized::Refused {
+            pod,
+            below_agreement,
+            message,
+        } => (
+            Verdict::new(
+                "False",
+                if below_agreement {
+                    "AgreementBelowMinimum"
+                } else {
+                    "OptimizeFailed"
+                },
+                format!("pod {pod}: optimizing the model failed: {message}"),
+            ),
+            old.optimization.clone(),
+        ),
+        Optimized::Pending => {
+            let refused_before = old
+                .conditions
+                .iter()
+                .filter(|_| old.revision.as_deref() == Some(revision))
+                .find(|c| c.type_ == MODEL_OPTIMIZED && c.status == "False");
+            let verdict = match refused_before {
+                Some(c) => Verdict {
+                    status: "False",
+                    reason: if c.reason == "AgreementBelowMinimum" {
+                        "AgreementBelowMinimum"
+                    } else {
+                        "OptimizeFailed"
+                    },
+                    message: c.message.clone(),
+                },
+                None => Verdict::new(
+                    "Unknown",
+                    "Pending",
+                    "no pod of this revision has optimized the model yet",
+                ),
+            };
+            (verdict, old.optimization.clone())
+        }
     }
 }
 
@@ -1011,6 +1098,115 @@ mod tests {
                 .iter()
                 .all(|c| c.type_ != PROFILE_FETCHED),
             "no ProfileFetched condition without spec.monitoring"
+        );
+    }
+
+    fn optimizer(state: Value) -> Pod {
+        let mut pod = fetched(REVISION);
+        let mut statuses = pod
+            .status
+            .as_ref()
+            .unwrap()
+            .init_container_statuses
+            .clone()
+            .unwrap();
+        let mut status = json!({"name": crate::optimization::OPTIMIZE_CONTAINER,
+            "image": "s", "imageID": "", "ready": false, "restartCount": 0});
+        status
+            .as_object_mut()
+            .unwrap()
+            .extend(state.as_object().unwrap().clone());
+        statuses.push(serde_json::from_value(status).unwrap());
+        pod.status.as_mut().unwrap().init_container_statuses = Some(statuses);
+        pod
+    }
+
+    #[test]
+    fn the_optimizer_s_figures_land_in_status_and_its_refusal_keeps_the_revision_from_ready() {
+        let mut optimized = isvc(None);
+        optimized.spec.model.optimize =
+            Some(serde_json::from_value(json!({"mode": "int8-dynamic"})).unwrap());
+        let serving = [deployment(REVISION, 2, 2)];
+        let now = Time(Timestamp::UNIX_EPOCH);
+        let summary = r#"{"mode":"int8-dynamic","sizeBytesBefore":4000,"sizeBytesAfter":1000,"sizeRatio":0.25,"latencyMsBatch1Before":0.1,"latencyMsBatch1After":0.05,"speedupBatch1":2.0,"batch":32,"speedupBatch":1.5,"agreement":[{"output":"logits","measure":"top-1","value":0.995}],"rows":1000,"nodesChanged":3,"nodesKept":0}"#;
+        let done = optimizer(json!({"state": {"terminated": {"exitCode": 0, "message": summary}}}));
+        let status = compute(
+            &optimized,
+            &applied(REVISION, None, true),
+            &serving,
+            &[done],
+            now.clone(),
+        );
+        let verdict = condition(&status, MODEL_OPTIMIZED);
+        assert_eq!(
+            (
+                verdict.status.as_str(),
+                verdict.reason.as_str(),
+                verdict.message.as_str()
+            ),
+            (
+                "True",
+                "Optimized",
+                "int8-dynamic: 0.250 of the size, 2.00x at 1 row and 1.50x at 32 rows, top-1 0.9950 on 'logits' over 1000 rows"
+            )
+        );
+        let figures = status.optimization.as_ref().unwrap();
+        assert_eq!(
+            (figures.revision.as_str(), figures.size_ratio),
+            (REVISION, 0.25)
+        );
+        assert_eq!(status.phase, Some(Phase::Ready));
+
+        let refusal = r#"{"error":"the optimized model's agreement 0.9800 on output 'logits' is below --min-agreement 0.99; nothing was written\n...","kind":"BelowAgreement"}"#;
+        let refused = optimizer(json!({"state": {"waiting": {"reason": "CrashLoopBackOff"}},
+            "lastState": {"terminated": {"exitCode": 1, "message": refusal}}}));
+        optimized.status = Some(status.clone());
+        let status = compute(
+            &optimized,
+            &applied(REVISION, None, true),
+            &[deployment(REVISION, 2, 0)],
+            &[refused],
+            now.clone(),
+        );
+        let verdict = condition(&status, MODEL_OPTIMIZED);
+        assert_eq!(
+            (verdict.status.as_str(), verdict.reason.as_str()),
+            ("False", "AgreementBelowMinimum")
+        );
+        assert!(
+            verdict
+                .message
+                .ends_with("is below --min-agreement 0.99; nothing was written"),
+            "{}",
+            verdict.message
+        );
+        assert_eq!(condition(&status, READY).reason, "AgreementBelowMinimum");
+        assert_eq!(status.phase, Some(Phase::Failed));
+        // Once a rollback removed the revision's pods, the refusal stays.
+        optimized.status = Some(status.clone());
+        let later = compute(
+            &optimized,
+            &applied(REVISION, None, true),
+            &serving,
+            &[],
+            now.clone(),
+        );
+        assert_eq!(
+            condition(&later, MODEL_OPTIMIZED).reason,
+            "AgreementBelowMinimum"
+        );
+
+        let plain = compute(
+            &isvc(None),
+            &applied(REVISION, None, true),
+            &serving,
+            &[fetched(REVISION)],
+            now,
+        );
+        assert!(
+            plain.conditions.iter().all(|c| c.type_ != MODEL_OPTIMIZED)
+                && plain.optimization.is_none(),
+            "no ModelOptimized condition without spec.model.optimize"
         );
     }
 

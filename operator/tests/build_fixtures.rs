@@ -175,13 +175,40 @@ fn every_fixture_builds_a_secure_observable_deployment() {
                 > build::SHUTDOWN_DELAY_SECONDS + build::DRAIN_TIMEOUT_SECONDS
         );
 
-        // The fetcher CLI, exactly: fetch --uri URI --dest /models/<name>/1 [--sha256 HEX].
+        // The fetcher CLI, exactly: fetch --uri URI --dest /models/<name>/1 [--sha256 HEX];
+        // an optimized model is fetched aside, and the optimizer writes what the
+        // server loads.
         let args = init.args.clone().unwrap();
         assert_eq!(args[0], "fetch");
-        assert_eq!(
-            args[3..5],
-            ["--dest".to_string(), format!("/models/{name}/1")]
-        );
+        let served = format!("/models/{name}/1");
+        let dest = if isvc.spec.model.optimize.is_some() {
+            let inits = pod.init_containers.as_ref().unwrap();
+            let optimizer = inits
+                .iter()
+                .find(|c| c.name == "optimize-model")
+                .expect("an optimizer");
+            let optimizer_args = optimizer.args.clone().unwrap();
+            assert_eq!(
+                optimizer_args[..5],
+                [
+                    "optimize",
+                    "--model",
+                    "/sluice/original/model.onnx",
+                    "--output",
+                    &format!("{served}/model.onnx")
+                ],
+                "{ctx}"
+            );
+            assert_eq!(
+                optimizer.termination_message_path.as_deref(),
+                Some("/tmp/optimize-summary.json"),
+                "its summary is its termination message"
+            );
+            "/sluice/original".to_string()
+        } else {
+            served
+        };
+        assert_eq!(args[3..5], ["--dest".to_string(), dest]);
         match &isvc.spec.model.sha256 {
             Some(h) => assert_eq!(args[5..], ["--sha256".to_string(), h.clone()]),
             None => assert_eq!(args.len(), 5),

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 pub mod autoscaling;
 pub mod model;
 pub mod monitoring;
+pub mod optimize;
 pub mod resilience;
 pub mod rollout;
 
@@ -23,6 +24,7 @@ pub use monitoring::{
     DriftEpisode, DriftSpec, DriftStatus, FeedbackSpec, FeedbackTask, JobOutcome, MonitoringSpec,
     OnDriftSpec, RetrainingStatus,
 };
+pub use optimize::{OptimizationStatus, OptimizeSpec};
 pub use resilience::{CircuitBreakerSpec, FallbackSpec, StaticDatatype, StaticOutput};
 pub use rollout::{HistoryEntry, RolloutSpec, RolloutStatus};
 
@@ -297,6 +299,11 @@ pub struct InferenceServiceStatus {
     /// retraining Job (condition `InputDrift` says it in words).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drift: Option<DriftStatus>,
+    /// With `spec.model.optimize`: the current revision's optimized model, as
+    /// its init container measured it (condition `ModelOptimized` says it in
+    /// words).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optimization: Option<OptimizationStatus>,
 }
 
 /// Coarse lifecycle phase of an InferenceService.

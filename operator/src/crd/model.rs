@@ -7,6 +7,8 @@ use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::optimize::OptimizeSpec;
+
 /// Where the model comes from and how to check it.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -41,6 +43,13 @@ pub struct ModelSpec {
     /// `AWS_REGION`, `AWS_ENDPOINT_URL` for `s3://`). Only the init container sees it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret: Option<String>,
+    /// Optimize the model after the fetch: an init container runs
+    /// `sluice-server optimize`, and the revision serves the optimized file only
+    /// if it agrees with the original (docs/optimize.md). Part of the revision,
+    /// so turning it on or changing it rolls out through the canary like a new
+    /// model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optimize: Option<OptimizeSpec>,
 }
 
 /// Serialization format of a model.

@@ -3,6 +3,8 @@
 //! current revision's pods go. Pure: it reads nothing and writes nothing.
 
 use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
 
 use super::dereference::Observed;
 use super::validate::Validated;
@@ -10,6 +12,8 @@ use crate::autoscale;
 use crate::build::Layout;
 use crate::crd::AutoscalingStatus;
 use crate::drift::decision::{self as drift, Input as DriftInput};
+use crate::names::REVISION_LABEL;
+use crate::optimization::{self, Optimized};
 use crate::rollout::machine::{self, Decision, Input};
 
 /// What this reconcile will make true.
@@ -38,6 +42,7 @@ pub fn decide(valid: &Validated, observed: &Observed, now: Timestamp) -> Plan {
         now,
     );
     let ready = observed.objects.ready();
+    let unservable = unservable(&observed.objects.pods, &valid.revision);
     let rollout = machine::decide(&Input {
         spec: &spec.rollout,
         desired: &valid.revision,
@@ -49,6 +54,7 @@ pub fn decide(valid: &Validated, observed: &Observed, now: Timestamp) -> Plan {
         stable: status.stable_revision.as_deref(),
         history: &status.history,
         ready: &ready,
+        unservable: unservable.as_deref(),
         analysis: observed.analysis.as_ref(),
         command: valid.command.command(),
         now,
@@ -76,5 +82,22 @@ pub fn decide(valid: &Validated, observed: &Observed, now: Timestamp) -> Plan {
         rollout,
         layout,
         drift,
+    }
+}
+
+/// Why `revision` can never serve, when one of its pods shows it: its optimized
+/// model failed the agreement check, which no retry changes.
+fn unservable(pods: &[Pod], revision: &str) -> Option<String> {
+    let own: Vec<&Pod> = pods
+        .iter()
+        .filter(|p| p.labels().get(REVISION_LABEL).map(String::as_str) == Some(revision))
+        .collect();
+    match optimization::observe(&own, revision) {
+        Optimized::Refused {
+            below_agreement: true,
+            message,
+            ..
+        } => Some(format!("its optimized model was refused: {message}")),
+        _ => None,
     }
 }

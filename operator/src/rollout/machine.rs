@@ -51,6 +51,10 @@ pub struct Input<'a> {
     pub history: &'a [HistoryEntry],
     /// Ready pods per revision.
     pub ready: &'a BTreeMap<String, i32>,
+    /// Why the desired revision can never serve, when that is known (its
+    /// optimized model failed the agreement check): its rollout then ends
+    /// `RolledBack` at once instead of at the progress deadline.
+    pub unservable: Option<&'a str>,
     /// The analysis run for this reconcile, when [`analysis_due`] asked for one.
     pub analysis: Option<&'a Analysis>,
     /// A manual command from the annotation.
@@ -310,6 +314,11 @@ impl Run<'_, '_> {
             }
             return s;
         };
+        if let Some(reason) = self.i.unservable.filter(|_| s.revision == self.i.desired) {
+            let reason = format!("revision {} cannot serve: {reason}", s.revision);
+            self.end(&mut s, RolloutPhase::RolledBack, reason);
+            return s;
+        }
         let wanted = new_replicas(self.i.spec, &s, total, self.i.routed);
         let ready = self.ready(&s.revision);
         if ready < wanted {
@@ -638,6 +647,8 @@ mod tests {
         now: Timestamp,
         /// Revisions whose pods never become ready.
         stuck: Vec<String>,
+        /// Why the desired revision can never serve.
+        unservable: Option<String>,
     }
 
     fn model(uri: &str) -> ModelSpec {
@@ -678,6 +689,7 @@ mod tests {
                 ready: BTreeMap::new(),
                 now: Timestamp::from_second(1_800_000_000).unwrap(),
                 stuck: Vec::new(),
+                unservable: None,
             };
             w.tick(None, None);
             w.tick(None, None);
@@ -703,6 +715,7 @@ mod tests {
                 stable: self.stable.as_deref(),
                 history: &self.history,
                 ready: &self.ready,
+                unservable: self.unservable.as_deref(),
                 analysis,
                 command,
                 now: self.now,
@@ -944,6 +957,22 @@ mod tests {
         assert_eq!(w.state().phase, RolloutPhase::RolledBack);
         assert!(w.state().message.contains("progressDeadlineSeconds"));
         assert_eq!(d.replicas, replicas(&[("a", 2)]));
+    }
+
+    #[test]
+    fn a_revision_that_can_never_serve_is_rolled_back_at_once() {
+        let mut w = World::rolling(Strategy::Canary);
+        w.stuck = vec!["b".into()];
+        w.tick(None, None);
+        w.unservable = Some("its optimized model was refused".into());
+        let d = w.tick(None, None);
+        assert_eq!(w.state().phase, RolloutPhase::RolledBack);
+        assert_eq!(
+            w.state().message,
+            "revision b cannot serve: its optimized model was refused"
+        );
+        assert_eq!(d.replicas, replicas(&[("a", 2)]));
+        assert_eq!(w.stable.as_deref(), Some("a"));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 mod autoscaling;
 mod monitoring;
+mod optimize;
 mod resilience;
 mod rollout;
 
@@ -103,6 +104,9 @@ fn check(isvc: &InferenceService) -> Result<(), String> {
     StorageUri::parse(&spec.model.storage_uri)
         .map_err(|e| format!("spec.model.storageUri: {e}"))?;
     check_sha256("spec.model.sha256", spec.model.sha256.as_deref())?;
+    if let Some(optimize) = &spec.model.optimize {
+        optimize::check(optimize)?;
+    }
     if spec.min_replicas < 1 {
         return Err("spec.minReplicas must be at least 1".into());
     }

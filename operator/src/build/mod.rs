@@ -8,10 +8,9 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvFromSource, EnvVar, HTTPGetAction, PersistentVolumeClaimVolumeSource, PodSecurityContext,
-    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretEnvSource,
-    SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
+    HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, Service,
+    ServicePort, ServiceSpec, Volume,
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
@@ -20,10 +19,16 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 
+mod fetch;
+mod optimize;
+mod pod;
+
+pub use fetch::StorageUri;
+use fetch::{FetchSource, FetchTarget, fetch_container};
+use pod::{container_security, mount};
+
 use crate::config::BuildConfig;
-use crate::crd::{
-    Device, FeedbackTask, InferenceService, InferenceServiceSpec, ModelSpec, StaticDatatype,
-};
+use crate::crd::{Device, FeedbackTask, InferenceService, InferenceServiceSpec, StaticDatatype};
 use crate::names::{
     APPLIED_HASH_ANNOTATION, GRPC_PORT, HTTP_PORT, ISVC_LABEL, REVISION_LABEL, config_map_name,
     revision, revision_object_name, revision_selector, selector, server_image, short_hash,
@@ -107,45 +112,6 @@ impl Layout {
             replicas: total,
             total,
             active: None,
-        }
-    }
-}
-
-/// A parsed `storageUri`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StorageUri {
-    /// Fetched by the init container as given (`http(s)://`, `s3://`, `file://`).
-    Remote(String),
-    /// A path inside a PersistentVolumeClaim, mounted read-only.
-    Pvc {
-        /// Claim name.
-        claim: String,
-        /// Path inside the claim.
-        path: String,
-    },
-}
-
-impl StorageUri {
-    /// Parses and checks the scheme and shape of a `storageUri`.
-    pub fn parse(uri: &str) -> Result<Self, String> {
-        let (scheme, rest) = uri.split_once("://").ok_or_else(|| {
-            format!("{uri:?} has no scheme; use http(s)://, s3://, pvc:// or file://")
-        })?;
-        match scheme {
-            "http" | "https" | "s3" | "file" if !rest.is_empty() => {
-                Ok(Self::Remote(uri.to_owned()))
-            }
-            "pvc" => match rest.split_once('/') {
-                Some((claim, path)) if !claim.is_empty() && !path.is_empty() => Ok(Self::Pvc {
-                    claim: claim.to_owned(),
-                    path: path.trim_start_matches('/').to_owned(),
-                }),
-                _ => Err(format!("{uri:?} must be pvc://<claim-name>/<path>")),
-            },
-            "http" | "https" | "s3" | "file" => Err(format!("{uri:?} names no location")),
-            other => Err(format!(
-                "unsupported scheme {other:?}; use http(s)://, s3://, pvc:// or file://"
-            )),
         }
     }
 }
@@ -479,13 +445,23 @@ fn deployment_spec(
         .map(security::volumes)
         .unwrap_or_default();
     volumes.extend(security_volumes);
+    // An optimized model is fetched aside, and the optimizer writes what the
+    // server loads.
+    let optimize = spec.model.optimize.as_ref();
+    if optimize.is_some() {
+        volumes.push(Volume {
+            name: optimize::ORIGINAL_VOLUME.into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        });
+    }
     let model_fetch = fetch_container(
         &FetchTarget {
             container: FETCH_CONTAINER,
-            volume: "model",
+            volume: optimize.map_or("model", |_| optimize::ORIGINAL_VOLUME),
             pvc_volume: "pvc",
             pvc_mount: PVC_MOUNT,
-            dest: &version_dir,
+            dest: optimize.map_or(&version_dir, |_| optimize::ORIGINAL_DIR),
             file_name: None,
         },
         &FetchSource::model(&spec.model),
@@ -494,6 +470,18 @@ fn deployment_spec(
     );
     volumes.extend(model_fetch.pvc);
     let mut init_containers = vec![model_fetch.container];
+    if let Some(optimize) = optimize {
+        let parts = optimize::parts(
+            optimize,
+            &spec.model,
+            &version_dir,
+            spec.runtime.threads,
+            &image,
+            &resources,
+        );
+        volumes.extend(parts.volumes);
+        init_containers.extend(parts.containers);
+    }
     let fallback_dir = format!("{MODEL_REPOSITORY}/{name}/{FALLBACK_DIR}");
     let fallback_model = spec.fallback.as_ref().and_then(|f| f.model.as_ref());
     if let Some(model) = fallback_model {
@@ -671,20 +659,6 @@ fn deployment_spec(
     }
 }
 
-fn container_security() -> SecurityContext {
-    SecurityContext {
-        allow_privilege_escalation: Some(false),
-        read_only_root_filesystem: Some(true),
-        run_as_non_root: Some(true),
-        privileged: Some(false),
-        capabilities: Some(Capabilities {
-            drop: Some(vec!["ALL".into()]),
-            ..Capabilities::default()
-        }),
-        ..SecurityContext::default()
-    }
-}
-
 fn container_port(name: &str, port: i32) -> ContainerPort {
     ContainerPort {
         name: Some(name.into()),
@@ -699,128 +673,5 @@ fn env_var(name: &str, value: &str) -> EnvVar {
         name: name.into(),
         value: Some(value.into()),
         ..EnvVar::default()
-    }
-}
-
-/// Where one fetch init container puts its model.
-struct FetchTarget<'a> {
-    /// The init container's name.
-    container: &'a str,
-    /// The emptyDir volume it writes to, mounted at `dest`.
-    volume: &'a str,
-    /// The volume a `pvc://` claim becomes, mounted read-only at `pvc_mount`.
-    pvc_volume: &'a str,
-    pvc_mount: &'a str,
-    /// The folder the file is written to.
-    dest: &'a str,
-    /// The file's name in `dest`; the fetcher's default, `model.onnx`, when absent.
-    file_name: Option<&'a str>,
-}
-
-/// What one fetch init container downloads, and with which credentials.
-struct FetchSource<'a> {
-    /// The location, in `storageUri` form.
-    uri: &'a str,
-    /// The expected SHA-256, when given.
-    sha256: Option<&'a str>,
-    /// A Secret whose keys become the fetcher's environment.
-    credentials_secret: Option<&'a str>,
-}
-
-impl<'a> FetchSource<'a> {
-    fn model(model: &'a ModelSpec) -> Self {
-        Self {
-            uri: &model.storage_uri,
-            sha256: model.sha256.as_deref(),
-            credentials_secret: model.credentials_secret.as_deref(),
-        }
-    }
-}
-
-/// An init container that fetches a file (and checks its digest), with the
-/// volume of its `pvc://` claim when it has one.
-struct Fetch {
-    container: Container,
-    pvc: Option<Volume>,
-}
-
-fn fetch_container(
-    target: &FetchTarget<'_>,
-    source: &FetchSource<'_>,
-    image: &str,
-    server_resources: &ResourceRequirements,
-) -> Fetch {
-    let mut mounts = vec![
-        mount(target.volume, target.dest, false, None),
-        mount("tmp", "/tmp", false, None),
-    ];
-    let mut pvc = None;
-    let uri = match StorageUri::parse(source.uri) {
-        Ok(StorageUri::Pvc { claim, path }) => {
-            pvc = Some(Volume {
-                name: target.pvc_volume.into(),
-                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                    claim_name: claim,
-                    read_only: Some(true),
-                }),
-                ..Volume::default()
-            });
-            mounts.push(mount(target.pvc_volume, target.pvc_mount, true, None));
-            format!("file://{}/{path}", target.pvc_mount)
-        }
-        // `validate` ran first; an unparsable URI is passed through for the fetcher
-        // to refuse with its own message.
-        Ok(StorageUri::Remote(_)) | Err(_) => source.uri.to_string(),
-    };
-    let mut args = vec![
-        "fetch".to_string(),
-        "--uri".into(),
-        uri,
-        "--dest".into(),
-        target.dest.to_string(),
-    ];
-    if let Some(file_name) = target.file_name {
-        args.extend(["--file-name".into(), file_name.to_string()]);
-    }
-    if let Some(digest) = source.sha256 {
-        args.extend(["--sha256".into(), digest.to_string()]);
-    }
-    let mut resources = server_resources.clone();
-    for list in [&mut resources.limits, &mut resources.requests]
-        .into_iter()
-        .flatten()
-    {
-        list.remove("nvidia.com/gpu");
-    }
-    let container = Container {
-        name: target.container.into(),
-        image: Some(image.into()),
-        image_pull_policy: Some("IfNotPresent".into()),
-        args: Some(args),
-        env_from: source.credentials_secret.map(|secret| {
-            vec![EnvFromSource {
-                secret_ref: Some(SecretEnvSource {
-                    name: secret.to_string(),
-                    optional: Some(false),
-                }),
-                ..EnvFromSource::default()
-            }]
-        }),
-        resources: Some(resources),
-        security_context: Some(container_security()),
-        termination_message_policy: Some("FallbackToLogsOnError".into()),
-        volume_mounts: Some(mounts),
-        ..Container::default()
-    };
-    Fetch { container, pvc }
-}
-
-fn mount(volume: &str, path: &str, read_only: bool, sub_path: Option<&str>) -> VolumeMount {
-    VolumeMount {
-        name: volume.into(),
-        mount_path: path.into(),
-        read_only: read_only.then_some(true),
-        sub_path: sub_path.map(String::from),
-        ..VolumeMount::default()
     }
 }
