@@ -7,7 +7,10 @@
 #      fixture: negated logits) is rolled back on prediction agreement;
 #   4. Prometheus stopped mid-rollout holds it; started again, the rollout finishes;
 #   5. blue-green switches a good version, and switches back when post-promotion
-#      analysis fails (`faulty` passes the preview's smoke traffic, fails real traffic).
+#      analysis fails (`faulty` passes the preview's smoke traffic, fails real traffic);
+#   6. the same model optimized to INT8 (spec.model.optimize) goes through the canary,
+#      with its measured figures in status; one held to an agreement it cannot reach
+#      is refused by its init container and rolled back at once.
 # Scenarios 1-3 use the default rollout settings (the prediction-agreement check on) and print the times the issue asks
 # for; 4-5 use short intervals. The traffic comes from callers that keep their
 # connections open (HTTP/1.1 keep-alive and gRPC), and scenario 1 checks that the
@@ -136,6 +139,32 @@ has_event SwitchedBack "switched back to revision $good" || { say "FAIL: no Swit
 stable_is "$good" || { say "FAIL: stable revision changed"; exit 1; }
 [[ $(last_history reason) == *error-rate* ]] || { say "FAIL: the switch back does not name the error rate: $(last_history reason)"; exit 1; }
 result "blue-green: faulty passed the preview's smoke traffic, failed real traffic after the switch and was switched back: $(last_history reason)"
+
+# 6. An optimized model is a new revision like any other: its init container
+# quantizes the fetched model, measures it, and the canary judges it on traffic.
+OPTIMIZE='{mode: int8-dynamic}' rollout mlp/2 "$SHORT" Promoted
+optimized=$REV
+[[ $(isvc_field '{.status.optimization.revision}') == "$optimized" ]] ||
+    { say "FAIL: status.optimization is not about $optimized: $(isvc_field '{.status.optimization}')"; exit 1; }
+ratio=$(isvc_field '{.status.optimization.sizeRatio}')
+agreement=$(isvc_field '{.status.optimization.agreement[0].value}')
+python3 -c "import sys; sys.exit(not ($ratio < 0.9 and $agreement >= 0.95))" ||
+    { say "FAIL: optimized figures: size ratio $ratio, agreement $agreement"; exit 1; }
+[[ $(isvc_field '{.status.conditions[?(@.type=="ModelOptimized")].status}') == True ]] ||
+    { say "FAIL: ModelOptimized is not True"; exit 1; }
+result "optimize int8-dynamic: promoted through the canary ${T_END}s after apply; $(isvc_field '{.status.conditions[?(@.type=="ModelOptimized")].message}')"
+good=$optimized
+
+# An agreement no INT8 copy reaches: the optimizer writes nothing, and the
+# revision is rolled back as soon as a pod shows the refusal.
+OPTIMIZE='{mode: int8-dynamic, minAgreement: 1}' rollout mlp/2 "$SHORT" RolledBack 120
+reason=$(last_history reason)
+[[ $reason == *"cannot serve: its optimized model was refused"*"below --min-agreement 1"* ]] ||
+    { say "FAIL: the rollback does not name the refused agreement: $reason"; exit 1; }
+[[ $(isvc_field '{.status.conditions[?(@.type=="ModelOptimized")].reason}') == AgreementBelowMinimum ]] ||
+    { say "FAIL: ModelOptimized is not AgreementBelowMinimum: $(isvc_field '{.status.conditions[?(@.type=="ModelOptimized")]}')"; exit 1; }
+stable_is "$good" || { say "FAIL: stable revision changed"; exit 1; }
+result "optimize refused (minAgreement 1): rolled back ${T_END}s after apply, no pod of it served; reason: $reason"
 
 stop_load
 say "history: $(isvc_field '{range .status.history[*]}{.revision} {.outcome} {.model.storageUri}; {end}')"

@@ -33,20 +33,22 @@ isvc_field() { k get isvc "$ISVC" -o jsonpath="$1" 2>/dev/null; }
 now() { date +%s.%N; }
 since() { python3 -c "print(f'{$2 - $1:.1f}')"; }
 
-# apply_isvc MODEL [ROLLOUT]: server-side apply of the InferenceService serving
-# /opt/sluice/models/MODEL/model.onnx (or MODEL itself when it is a URI) with
-# spec.rollout ROLLOUT (YAML flow style).
+# apply_isvc MODEL [ROLLOUT [OPTIMIZE]]: server-side apply of the InferenceService
+# serving /opt/sluice/models/MODEL/model.onnx (or MODEL itself when it is a URI)
+# with spec.rollout ROLLOUT and spec.model.optimize OPTIMIZE (YAML flow style).
 apply_isvc() {
-    local rollout_spec=${2:-} uri=$1
+    local rollout_spec=${2:-} uri=$1 optimize=""
     [[ $uri == *://* ]] || uri="file://$MODELS_DIR/$1/model.onnx"
     [[ -n $rollout_spec ]] || rollout_spec='{}'
+    [[ -z ${3:-} ]] || optimize="
+    optimize: $3"
     k apply --server-side --force-conflicts --field-manager=sluice-e2e -f - >/dev/null <<EOF
 apiVersion: serving.sluice.dev/v1alpha1
 kind: InferenceService
 metadata: {name: $ISVC, namespace: $NS}
 spec:
   model:
-    storageUri: $uri
+    storageUri: $uri$optimize
   minReplicas: 2
   runtime:
     resources:
@@ -177,12 +179,12 @@ print(sum(1 for p in pods if p["metadata"]["creationTimestamp"] >= since
 # WANT (Promoted or RolledBack), polling every second. Sets REV, T_TRAFFIC (first
 # pod of the new revision ready, i.e. its first traffic), T_END (the outcome in
 # status) and T_GONE (no pod of a rolled-back revision serves any more), all
-# seconds after the apply.
+# seconds after the apply. With OPTIMIZE set, the model has that spec.model.optimize.
 rollout() {
     local model=$1 spec=$2 want=$3 timeout=${4:-300} old start t phase i
     old=$(isvc_field '{.status.revision}')
     start=$(now)
-    apply_isvc "$model" "$spec"
+    apply_isvc "$model" "$spec" "${OPTIMIZE:-}"
     REV="" T_TRAFFIC="" T_END="" T_GONE=""
     for ((i = 0; i < timeout; i++)); do
         t=$(now)
