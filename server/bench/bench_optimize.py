@@ -1,6 +1,7 @@
 """`make bench-optimize`: `sluice-server optimize` against ONNX Runtime's own Python
 tools, on the same models, measured by one harness on the same threads:
-`--mode int8-dynamic` against `quantize_dynamic`, and `--mode fp16` against
+`--mode int8-dynamic` against `quantize_dynamic`, `--mode int8-static` against
+`quantize_static` (QDQ, MinMax calibration on the same rows), and `--mode fp16` against
 `onnxruntime.transformers.float16.convert_float_to_float16` (the FP16 converter
 ONNX Runtime ships, with `keep_io_types=True`, as Sluice keeps them).
 
@@ -28,7 +29,8 @@ import time
 import numpy as np
 import onnxruntime as ort
 import onnx
-from onnxruntime.quantization import QuantType, quantize_dynamic
+from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                      quantize_dynamic, quantize_static)
 from onnxruntime.transformers.float16 import convert_float_to_float16
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -39,7 +41,8 @@ THREADS = 1
 
 
 def digits_mlp():
-    """The trained digits MLP (cached) and its held-out rows."""
+    """The trained digits MLP (cached), its held-out rows and 500 training rows
+    (INT8 static's calibration)."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -57,11 +60,21 @@ def digits_mlp():
                              target_opset=17)
         CACHE.mkdir(parents=True, exist_ok=True)
         path.write_bytes(onnx_model.SerializeToString())
-    return path, test_x
+    return path, test_x, train_x[:500]
 
 
-def random_rows(width, rows=1000):
-    return np.random.default_rng(7).standard_normal((rows, width)).astype(np.float32)
+class Rows(CalibrationDataReader):
+    """ONNX Runtime's calibration reader over the same rows Sluice calibrates on."""
+
+    def __init__(self, name, rows):
+        self.batches = iter([{name: rows[i:i + 64]} for i in range(0, len(rows), 64)])
+
+    def get_next(self):
+        return next(self.batches, None)
+
+
+def random_rows(width, rows=1000, seed=7):
+    return np.random.default_rng(seed).standard_normal((rows, width)).astype(np.float32)
 
 
 def session(path):
@@ -121,38 +134,47 @@ def measure(paths, rows):
 def main():
     out = CACHE / "out"
     out.mkdir(parents=True, exist_ok=True)
-    digits_path, digits_rows = digits_mlp()
+    digits_path, digits_rows, digits_calibration = digits_mlp()
     models = [
-        ("digits-mlp", digits_path, digits_rows),
-        ("wide", FIXTURES / "wide/1/model.onnx", random_rows(16)),
-        ("mlp", FIXTURES / "mlp/1/model.onnx", random_rows(16)),
+        ("digits-mlp", digits_path, digits_rows, digits_calibration),
+        ("wide", FIXTURES / "wide/1/model.onnx", random_rows(16), random_rows(16, 500, seed=8)),
+        ("mlp", FIXTURES / "mlp/1/model.onnx", random_rows(16), random_rows(16, 500, seed=8)),
     ]
     print(f"one ONNX Runtime {ort.__version__} intra-op thread; latency: median of {ROUNDS} interleaved rounds; "
           "top-1 agreement with the FP32 model")
     header = f"{'model':<12}{'variant':<14}{'size KB':>10}{'ratio':>8}{'b1 ms':>9}{'b32 ms':>9}{'b32 x':>8}{'top-1':>8}{'time s':>8}"
     print(header)
-    for name, path, rows in models:
-        eval_csv = out / f"{name}-eval.csv"
-        np.savetxt(eval_csv, rows, delimiter=",", header=",".join(f"f{i}" for i in range(rows.shape[1])),
-                   comments="")
+    for name, path, rows, calibration in models:
+        eval_csv, calibration_csv = out / f"{name}-eval.csv", out / f"{name}-calibration.csv"
+        for data, csv in ((rows, eval_csv), (calibration, calibration_csv)):
+            np.savetxt(csv, data, delimiter=",", header=",".join(f"f{i}" for i in range(data.shape[1])),
+                       comments="")
         variants = []
-        for mode in ("int8-dynamic", "fp16"):
+        for mode in ("int8-dynamic", "int8-static", "fp16"):
             sluice_path = out / f"{name}-sluice-{mode}.onnx"
             started = time.perf_counter()
             subprocess.run([str(SERVER), "optimize", "--model", str(path), "--output", str(sluice_path),
-                            "--mode", mode, "--eval", str(eval_csv), "--threads", str(THREADS),
+                            "--mode", mode, "--eval", str(eval_csv), "--calibration", str(calibration_csv),
+                            "--threads", str(THREADS),
                             "--report", str(out / f"{name}-sluice-{mode}.json")],
                            check=True, stdout=subprocess.DEVNULL)
-            variants.append((f"sluice {mode[:4]}", sluice_path, time.perf_counter() - started))
+            short = {"int8-dynamic": "int8 dyn", "int8-static": "int8 st", "fp16": "fp16"}[mode]
+            variants.append((f"sluice {short}", sluice_path, time.perf_counter() - started))
             ort_path = out / f"{name}-ort-{mode}.onnx"
             started = time.perf_counter()
             if mode == "fp16":
                 converted = convert_float_to_float16(onnx.load(str(path)), keep_io_types=True)
                 onnx.save(converted, str(ort_path))
+            elif mode == "int8-static":
+                input_name = session(path).get_inputs()[0].name
+                quantize_static(str(path), str(ort_path), Rows(input_name, calibration),
+                                quant_format=QuantFormat.QDQ, op_types_to_quantize=["MatMul", "Gemm"],
+                                per_channel=True, reduce_range=True, activation_type=QuantType.QUInt8,
+                                weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
             else:
                 quantize_dynamic(str(path), str(ort_path), weight_type=QuantType.QInt8,
                                  per_channel=True, reduce_range=True)
-            variants.append((f"ort {mode[:4]}", ort_path, time.perf_counter() - started))
+            variants.append((f"ort {short}", ort_path, time.perf_counter() - started))
         figures = measure([path] + [v[1] for v in variants], rows)
         base = figures[0]
         results = [("fp32", base, None)] + [(v[0], m, v[2]) for v, m in zip(variants, figures[1:])]
@@ -160,7 +182,9 @@ def main():
             print(f"{name:<12}{variant:<14}{m['size'] / 1024:>10.1f}{m['size'] / base['size']:>8.3f}"
                   f"{m['b1']:>9.4f}{m['b32']:>9.4f}{base['b32'] / m['b32']:>8.2f}{m['agreement']:>8.4f}"
                   f"{'' if seconds is None else f'{seconds:8.2f}':>8}")
-    print(f"(agreement rows: digits-mlp {len(digits_rows)} held-out digits; wide and mlp 1000 random normal rows)")
+    print(f"(agreement rows: digits-mlp {len(digits_rows)} held-out digits; wide and mlp 1000 random normal rows; "
+          f"INT8 static calibrated on digits-mlp's first {len(digits_calibration)} training rows and 500 other "
+          "random rows for wide and mlp)")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ use sluice_server::connection::rotation::RotationPolicy;
 use sluice_server::fetch::{FetchRequest, MODEL_FILE, fetch};
 use sluice_server::loadtest;
 use sluice_server::monitoring::profile::{ProfileRequest, TrainingData, build};
+use sluice_server::optimize::calibrate::Method;
 use sluice_server::optimize::offline::GraphLevel;
 use sluice_server::optimize::{Mode, OptimizeError, OptimizeRequest, Report, optimize};
 use sluice_server::security::flags::SecurityArgs;
@@ -69,6 +70,18 @@ struct OptimizeArgs {
     /// (-64..64), which avoid saturation on x86 CPUs without VNNI.
     #[arg(long)]
     full_range: bool,
+    /// INT8 static: rows the activation ranges are calibrated on (CSV with a
+    /// header row, or a 2-D NumPy .npy array); also the evaluation rows when
+    /// --eval is absent.
+    #[arg(long)]
+    calibration: Option<PathBuf>,
+    /// INT8 static: each activation's range is its min and max, or the
+    /// --percentile of its values and its mirror (clipping outliers).
+    #[arg(long, value_enum, default_value_t = CalibrationMethod::Minmax)]
+    calibration_method: CalibrationMethod,
+    /// INT8 static with --calibration-method percentile: the percentile kept.
+    #[arg(long, default_value_t = 99.999)]
+    percentile: f64,
     /// FP16: operators to keep in FP32 besides the built-in list (repeat or
     /// comma-separate, e.g. --keep-fp32 Softmax,LayerNormalization).
     #[arg(long, value_delimiter = ',')]
@@ -103,6 +116,15 @@ struct OptimizeArgs {
     /// termination message, which the operator reads into status).
     #[arg(long)]
     summary: Option<PathBuf>,
+}
+
+/// How INT8 static reads activation ranges from the calibration rows.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum CalibrationMethod {
+    /// The smallest and largest value seen.
+    Minmax,
+    /// `--percentile` of the values and its mirror.
+    Percentile,
 }
 
 /// `--summary`'s line: the figures, or the error, cut to fit a termination
@@ -425,6 +447,11 @@ pub fn run() -> anyhow::Result<()> {
                 output: args.output,
                 mode: args.mode,
                 full_range: args.full_range,
+                calibration: args.calibration,
+                calibration_method: match args.calibration_method {
+                    CalibrationMethod::Minmax => Method::MinMax,
+                    CalibrationMethod::Percentile => Method::Percentile(args.percentile),
+                },
                 keep_fp32: args.keep_fp32,
                 graph_optimization: args.graph_optimization,
                 eval: args.eval,

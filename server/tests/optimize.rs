@@ -25,6 +25,8 @@ fn request(model: &Path, output: &Path) -> OptimizeRequest {
         output: output.to_path_buf(),
         mode: Mode::Int8Dynamic,
         full_range: false,
+        calibration: None,
+        calibration_method: sluice_server::optimize::calibrate::Method::MinMax,
         keep_fp32: Vec::new(),
         graph_optimization: None,
         eval: None,
@@ -116,6 +118,131 @@ fn onnx_runtime_graph_optimizations_are_saved_into_the_file() {
         left,
         [output.file_name().unwrap()],
         "no scratch file is left"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `rows` seeded pseudo-normal rows of `width` values as a CSV with a header.
+fn normal_rows_csv(path: &Path, width: usize, rows: usize) {
+    let mut state: u64 = 11;
+    let mut uniform = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        ((state >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    };
+    let header: Vec<String> = (0..width).map(|i| format!("f{i}")).collect();
+    let mut text = header.join(",") + "\n";
+    for _ in 0..rows {
+        let row: Vec<String> = (0..width)
+            .map(|_| {
+                let (u, v) = (uniform(), uniform());
+                format!(
+                    "{:.5}",
+                    (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+                )
+            })
+            .collect();
+        text += &(row.join(",") + "\n");
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+#[test]
+fn int8_static_writes_qdq_from_calibrated_ranges_and_keeps_the_answers() {
+    use sluice_server::optimize::calibrate::Method;
+    let dir = scratch("static");
+    let (calibration, output) = (dir.join("calibration.csv"), dir.join("wide-static.onnx"));
+    normal_rows_csv(&calibration, 16, 500);
+    for method in [Method::MinMax, Method::Percentile(99.99)] {
+        let report = optimize(&OptimizeRequest {
+            mode: Mode::Int8Static,
+            calibration: Some(calibration.clone()),
+            calibration_method: method,
+            ..request(&fixture("wide"), &output)
+        })
+        .expect("quantizes");
+        println!("{method:?}\n{report}");
+        assert_eq!(
+            report.nodes.iter().map(|n| n.outcome).collect::<Vec<_>>(),
+            [Outcome::Quantized; 3]
+        );
+        assert!(report.size_ratio < 0.3, "size ratio {}", report.size_ratio);
+        assert_eq!(report.measured.rows_from, calibration.display().to_string());
+        let agreement = &report.measured.agreement[0];
+        assert!(
+            agreement.value >= 0.95,
+            "{method:?}: top-1 {}",
+            agreement.value
+        );
+        let saved = sluice_server::optimize::onnx::read(&output).unwrap();
+        let ops: Vec<_> = saved
+            .graph
+            .unwrap()
+            .node
+            .iter()
+            .filter_map(|n| n.op_type.clone())
+            .collect();
+        assert_eq!(
+            ops.iter().filter(|op| *op == "QuantizeLinear").count(),
+            3,
+            "{ops:?}"
+        );
+        assert_eq!(
+            ops.iter().filter(|op| *op == "DequantizeLinear").count(),
+            6,
+            "{ops:?}"
+        );
+        assert_eq!(
+            ops.iter().filter(|op| *op == "MatMul").count(),
+            3,
+            "{ops:?}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn int8_static_keeps_a_transposed_gemm_exact_enough() {
+    use sluice_server::tensor::{Tensor, TensorData};
+    let dir = scratch("static-gemm");
+    let (original, output, calibration) = (
+        dir.join("gemm.onnx"),
+        dir.join("gemm-static.onnx"),
+        dir.join("rows.csv"),
+    );
+    gemm_model(&original);
+    normal_rows_csv(&calibration, 8, 200);
+    let report = optimize(&OptimizeRequest {
+        mode: Mode::Int8Static,
+        calibration: Some(calibration),
+        ..request(&original, &output)
+    })
+    .expect("quantizes");
+    assert_eq!(
+        report.nodes[0].outcome,
+        Outcome::Quantized,
+        "{:?}",
+        report.nodes
+    );
+    let rows: Vec<f32> = (0..64).map(|i| ((i * 5 % 17) as f32 - 8.0) / 8.0).collect();
+    let input = Tensor::new(vec![8, 8], TensorData::Fp32(rows)).unwrap();
+    let run = |path: &Path| {
+        let mut model = OnnxModel::load(path, &ModelConfig::default()).unwrap();
+        match model.run(&[&input]).unwrap().remove(0).data {
+            TensorData::Fp32(values) => values,
+            other => panic!("{other:?}"),
+        }
+    };
+    let (want, got) = (run(&original), run(&output));
+    let largest = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let worst = want
+        .iter()
+        .zip(&got)
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        worst <= 0.05 * largest,
+        "largest error {worst} against outputs up to {largest}:\n{want:?}\n{got:?}"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -223,6 +350,30 @@ fn refusals_name_the_problem_and_write_nothing() {
         "{error}"
     );
 
+    let error = optimize(&OptimizeRequest {
+        mode: Mode::Int8Static,
+        ..request(&fixture("mlp"), &output)
+    })
+    .expect_err("no calibration rows");
+    assert_eq!(
+        error.to_string(),
+        "cannot calibrate: int8-static needs --calibration FILE: rows to observe the activations on"
+    );
+    let narrow_rows = dir.join("narrow-calibration.csv");
+    std::fs::write(&narrow_rows, "a,b\n1,2\n3,4\n").unwrap();
+    let error = optimize(&OptimizeRequest {
+        mode: Mode::Int8Static,
+        calibration: Some(narrow_rows),
+        ..request(&fixture("mlp"), &output)
+    })
+    .expect_err("calibration rows of the wrong width");
+    assert!(
+        error.to_string().starts_with(
+            "cannot calibrate: the calibration rows have 2 values each, but the input takes 16"
+        ),
+        "{error}"
+    );
+
     let garbage = dir.join("garbage.onnx");
     std::fs::write(&garbage, b"\x0a\xffnot a model").unwrap();
     let error = optimize(&request(&garbage, &output)).expect_err("not ONNX");
@@ -250,7 +401,9 @@ fn refusals_name_the_problem_and_write_nothing() {
     let left: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|name| name != "garbage.onnx" && name != "narrow.csv")
+        .filter(|name| {
+            !["garbage.onnx", "narrow.csv", "narrow-calibration.csv"].contains(&name.as_str())
+        })
         .collect();
     assert!(left.is_empty(), "files left behind: {left:?}");
     let _ = std::fs::remove_dir_all(&dir);

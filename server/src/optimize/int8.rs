@@ -160,7 +160,7 @@ pub fn quantize_dynamic(model: &mut ModelProto, full_range: bool) -> Vec<NodeOut
     }
     graph.node = nodes;
     graph.initializer.extend(added);
-    drop_unused_initializers(graph);
+    onnx::drop_unused_initializers(graph);
     report
 }
 
@@ -283,37 +283,6 @@ pub fn quantize_columns(
         .map(|(i, w)| (w / scales[i % columns]).round().clamp(-qmax, qmax) as i8)
         .collect();
     (values, scales)
-}
-
-/// Removes initializers that no node, graph output or subgraph uses any more
-/// (the FP32 weights that were quantized).
-fn drop_unused_initializers(graph: &mut onnx::GraphProto) {
-    let used: std::collections::HashSet<&str> = graph
-        .node
-        .iter()
-        .flat_map(|n| n.input.iter())
-        .chain(graph.output.iter().filter_map(|o| o.name.as_ref()))
-        .map(String::as_str)
-        .collect();
-    let has_subgraphs = graph.node.iter().any(|n| {
-        n.attribute
-            .iter()
-            .any(|a| a.g.is_some() || !a.graphs.is_empty())
-    });
-    if has_subgraphs {
-        // A subgraph may read an outer initializer by name; keep them all.
-        return;
-    }
-    let keep: Vec<bool> = graph
-        .initializer
-        .iter()
-        .map(|t| t.name.as_deref().is_some_and(|n| used.contains(n)))
-        .collect();
-    let mut index = 0;
-    graph.initializer.retain(|_| {
-        index += 1;
-        keep[index - 1]
-    });
 }
 
 #[cfg(test)]

@@ -3,6 +3,8 @@
 //!
 //! - [`onnx`]: the model format and tensor helpers.
 //! - [`int8`]: INT8 dynamic quantization of `MatMul` and `Gemm` weights.
+//! - [`qdq`] and [`calibrate`]: INT8 static quantization in QDQ form, with
+//!   activation ranges calibrated on the user's rows.
 //! - [`fp16`]: weights and compute in FP16, inputs and outputs kept FP32.
 //! - [`types`]: which values are FP32, as ONNX Runtime infers them.
 //! - [`offline`]: ONNX Runtime's graph optimizations, saved into the file.
@@ -14,11 +16,13 @@
 //! the output: a model that fails to load or falls below `--min-agreement` leaves
 //! no output file.
 
+pub mod calibrate;
 pub mod fp16;
 pub mod int8;
 pub mod offline;
 pub mod onnx;
 pub mod outcome;
+pub mod qdq;
 pub mod report;
 pub mod types;
 
@@ -61,6 +65,9 @@ pub enum OptimizeError {
     /// ONNX Runtime failed to run a model.
     #[error("running the model failed: {0}")]
     Run(String),
+    /// The calibration rows are missing or do not fit the model.
+    #[error("cannot calibrate: {0}")]
+    Calibration(String),
     /// The evaluation data or the model's inputs do not allow a report.
     #[error("cannot measure the model: {0}")]
     Report(String),
@@ -91,6 +98,7 @@ impl OptimizeError {
             OptimizeError::Malformed { .. } => "Malformed",
             OptimizeError::Load { .. } => "Load",
             OptimizeError::Run(_) => "Run",
+            OptimizeError::Calibration(_) => "Calibration",
             OptimizeError::Report(_) => "Report",
             OptimizeError::Unchanged(_) => "Unchanged",
             OptimizeError::BelowAgreement { .. } => "BelowAgreement",
@@ -109,12 +117,17 @@ pub struct OptimizeRequest {
     pub mode: Mode,
     /// Use INT8 weights' full range (-127..127) rather than 7 bits.
     pub full_range: bool,
+    /// INT8 static: the rows activation ranges are calibrated on (CSV with a
+    /// header, or 2-D `.npy`; `eval_label_column` names a label to skip).
+    pub calibration: Option<PathBuf>,
+    /// INT8 static: how ranges are read from the calibration rows.
+    pub calibration_method: calibrate::Method,
     /// Operators that FP16 keeps in FP32, besides [`fp16::FP32_OPS`].
     pub keep_fp32: Vec<String>,
     /// Save ONNX Runtime's graph optimizations at this level into the output.
     pub graph_optimization: Option<offline::GraphLevel>,
-    /// Evaluation rows (CSV with a header, or 2-D `.npy`); seeded random rows
-    /// when absent.
+    /// Evaluation rows (CSV with a header, or 2-D `.npy`); when absent, the
+    /// calibration rows for INT8 static, else seeded random rows.
     pub eval: Option<PathBuf>,
     /// A CSV column of `eval` that is not a feature (a label).
     pub eval_label_column: Option<String>,
@@ -132,6 +145,9 @@ pub struct OptimizeRequest {
 pub enum Mode {
     /// INT8 weights of MatMul and Gemm, activations quantized at run time.
     Int8Dynamic,
+    /// INT8 weights and activations of MatMul and Gemm, activation ranges
+    /// calibrated on the user's rows, written as QuantizeLinear/DequantizeLinear.
+    Int8Static,
     /// FP16 weights and compute; inputs and outputs stay FP32.
     Fp16,
 }
@@ -140,6 +156,7 @@ impl fmt::Display for Mode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Mode::Int8Dynamic => "int8-dynamic",
+            Mode::Int8Static => "int8-static",
             Mode::Fp16 => "fp16",
         })
     }
@@ -288,6 +305,26 @@ pub fn optimize(request: &OptimizeRequest) -> Result<Report, OptimizeError> {
     let mut model = onnx::read(&request.model)?;
     let nodes = match request.mode {
         Mode::Int8Dynamic => int8::quantize_dynamic(&mut model, request.full_range),
+        Mode::Int8Static => {
+            let path = request.calibration.as_ref().ok_or_else(|| {
+                OptimizeError::Calibration(
+                    "int8-static needs --calibration FILE: rows to observe the activations on"
+                        .into(),
+                )
+            })?;
+            let rows = read_rows(path, request.eval_label_column.as_deref())
+                .map_err(OptimizeError::Calibration)?;
+            let mut scratch = temporary_path(&request.output).into_os_string();
+            scratch.push("-calibrate");
+            let ranges = calibrate::ranges(
+                &model,
+                &qdq::activations(&model),
+                &rows,
+                request.calibration_method,
+                Path::new(&scratch),
+            )?;
+            qdq::quantize_static(&mut model, &ranges, request.full_range)
+        }
         Mode::Fp16 => {
             let floats = types::float_tensors(&model)?;
             fp16::convert(&mut model, &floats, &request.keep_fp32)
@@ -300,7 +337,9 @@ pub fn optimize(request: &OptimizeRequest) -> Result<Report, OptimizeError> {
             .collect();
         return Err(OptimizeError::Unchanged(
             match (reasons.is_empty(), request.mode) {
-                (true, Mode::Int8Dynamic) => "the model has no MatMul or Gemm node".into(),
+                (true, Mode::Int8Dynamic | Mode::Int8Static) => {
+                    "the model has no MatMul or Gemm node".into()
+                }
                 (true, Mode::Fp16) => "the model computes nothing in FP32".into(),
                 (false, _) => format!("every node was kept ({})", reasons.join("; ")),
             },
@@ -370,28 +409,31 @@ fn temporary_path(output: &Path) -> PathBuf {
     output.with_file_name(name)
 }
 
-/// The user's evaluation rows (`--eval`), if any.
+/// The user's evaluation rows (`--eval`, else `--calibration`), if any.
 fn evaluation_rows(request: &OptimizeRequest) -> Result<Option<Rows>, OptimizeError> {
-    let Some(path) = &request.eval else {
+    let Some(path) = request.eval.as_ref().or(request.calibration.as_ref()) else {
         return Ok(None);
     };
-    let data = TrainingData::read(path, request.eval_label_column.as_deref())
-        .map_err(|e| OptimizeError::Report(e.to_string()))?;
+    read_rows(path, request.eval_label_column.as_deref())
+        .map(Some)
+        .map_err(OptimizeError::Report)
+}
+
+/// Rows of a CSV (with a header; `label` names a column to skip) or 2-D `.npy`.
+fn read_rows(path: &Path, label: Option<&str>) -> Result<Rows, String> {
+    let data = TrainingData::read(path, label).map_err(|e| e.to_string())?;
     let width = data.columns.len();
     let rows = data.rows();
     if rows == 0 {
-        return Err(OptimizeError::Report(format!(
-            "{} has no rows",
-            path.display()
-        )));
+        return Err(format!("{} has no rows", path.display()));
     }
     let mut values = Vec::with_capacity(rows * width);
     for r in 0..rows {
         values.extend(data.columns.iter().map(|c| c[r] as f32));
     }
-    Ok(Some(Rows {
+    Ok(Rows {
         values,
         width,
         from: path.display().to_string(),
-    }))
+    })
 }

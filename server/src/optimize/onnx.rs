@@ -90,6 +90,17 @@ pub fn int8_tensor(name: &str, dims: Vec<i64>, values: &[i8]) -> TensorProto {
     }
 }
 
+/// A UINT8 tensor named `name`.
+pub fn uint8_tensor(name: &str, dims: Vec<i64>, values: &[u8]) -> TensorProto {
+    TensorProto {
+        name: Some(name.to_string()),
+        dims,
+        data_type: Some(DataType::Uint8 as i32),
+        raw_data: Some(values.to_vec()),
+        ..TensorProto::default()
+    }
+}
+
 /// A node of ONNX's default domain.
 pub fn node(op: &str, name: String, inputs: &[&str], outputs: &[&str]) -> NodeProto {
     NodeProto {
@@ -126,4 +137,36 @@ pub fn attribute<'a>(node: &'a NodeProto, name: &str) -> Option<&'a AttributePro
     node.attribute
         .iter()
         .find(|a| a.name.as_deref() == Some(name))
+}
+
+/// Removes initializers that no node, graph output or subgraph uses any more
+/// (the FP32 weights that were quantized, say). With subgraphs, which may read
+/// an outer initializer by name, it keeps them all.
+pub fn drop_unused_initializers(graph: &mut GraphProto) {
+    let used: std::collections::HashSet<&str> = graph
+        .node
+        .iter()
+        .flat_map(|n| n.input.iter())
+        .chain(graph.output.iter().filter_map(|o| o.name.as_ref()))
+        .map(String::as_str)
+        .collect();
+    let has_subgraphs = graph.node.iter().any(|n| {
+        n.attribute
+            .iter()
+            .any(|a| a.g.is_some() || !a.graphs.is_empty())
+    });
+    if has_subgraphs {
+        // A subgraph may read an outer initializer by name; keep them all.
+        return;
+    }
+    let keep: Vec<bool> = graph
+        .initializer
+        .iter()
+        .map(|t| t.name.as_deref().is_some_and(|n| used.contains(n)))
+        .collect();
+    let mut index = 0;
+    graph.initializer.retain(|_| {
+        index += 1;
+        keep[index - 1]
+    });
 }

@@ -78,11 +78,14 @@ pub struct Rows {
 }
 
 impl Rows {
-    fn count(&self) -> usize {
+    /// How many rows there are.
+    pub fn count(&self) -> usize {
         self.values.len() / self.width.max(1)
     }
 
-    fn batch(&self, start: usize, rows: usize, shape: &[i64]) -> Tensor {
+    /// `rows` rows from `start` (wrapping around) as a tensor of the input's
+    /// `shape`, batch first.
+    pub fn batch(&self, start: usize, rows: usize, shape: &[i64]) -> Tensor {
         let count = self.count();
         let mut values = Vec::with_capacity(rows * self.width);
         for r in 0..rows {
@@ -118,8 +121,8 @@ fn random_rows(width: usize, rows: usize) -> Rows {
 }
 
 /// The shape of the model's one FP32 input, batch first, with every other
-/// dimension fixed; the report needs it to build batches.
-fn input_shape(model: &OnnxModel) -> Result<Vec<i64>, OptimizeError> {
+/// dimension fixed; the report (and calibration) need it to build batches.
+pub fn input_shape(model: &OnnxModel) -> Result<Vec<i64>, OptimizeError> {
     let refuse = |why: String| OptimizeError::Report(why);
     let [input] = model.inputs() else {
         return Err(refuse(format!(
