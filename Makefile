@@ -15,7 +15,7 @@ export SLUICE_CACHE
 # TEST_TARGETS, which `make test` runs after the server's tests.
 TEST_TARGETS :=
 -include mk/*.mk
-.PHONY: help deps build test lint lint-tools test-rust test-python bench bench-rotation bench-optimize up \
+.PHONY: help deps build test lint lint-tools test-rust test-python bench bench-rotation bench-optimize bench-bundle up \
 	up-server fmt python-lock fresh-check
 
 ## help: this list (also what a bare `make` prints)
@@ -82,6 +82,10 @@ bench-rotation: build
 ## bench-optimize: sluice-server optimize (INT8, FP16) against ONNX Runtime's Python quantizer and FP16 converter on a trained classifier and the fixtures (prints figures)
 bench-optimize: build
 	SLUICE_SERVER_BIN=$(REPO_ROOT)/target/release/sluice-server taskset -c 1 $(PYTHON) server/bench/bench_optimize.py
+
+## bench-bundle: an edge bundle of the release server served offline from ./start in a network namespace (root): size, cold start, idle RSS, p50 at 1 row (prints figures)
+bench-bundle: build
+	SLUICE_SERVER_BIN=$(REPO_ROOT)/target/release/sluice-server $(CARGO) test -p sluice-server --test bundle a_bundle_serves_offline -- --nocapture
 
 ## up: the main job: local cluster, CRDs, operator, a sample InferenceService, one prediction
 up: up-cluster

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
+use sluice_server::bundle::{BundleRequest, bundle};
 use sluice_server::connection::rotation::RotationPolicy;
 use sluice_server::fetch::{FetchRequest, MODEL_FILE, fetch};
 use sluice_server::loadtest;
@@ -52,6 +53,35 @@ enum Command {
     Loadtest(LoadtestArgs),
     /// Write a smaller, faster copy of a model (INT8 or FP16), measured against the original.
     Optimize(OptimizeArgs),
+    /// Pack this server, its ONNX Runtime library and models into one .tar.gz
+    /// that serves from its `start` script, offline (docs/edge.md).
+    Bundle(BundleArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct BundleArgs {
+    /// A model to pack, repeatable: an ONNX file, a folder holding model.onnx, a
+    /// model folder (<n>/model.onnx, optional config.yaml), a model repository
+    /// (<model>/<n>/model.onnx), or a file://, http://, https:// or s3:// URI of
+    /// an ONNX file. NAME=... serves one model as NAME (by default: its file's
+    /// or folder's name).
+    #[arg(long = "model", value_name = "[NAME=]PATH|URI", required = true)]
+    models: Vec<String>,
+    /// The bundle to write (.tar.gz); it unpacks into a folder of the same
+    /// name without the extension.
+    #[arg(long)]
+    output: PathBuf,
+    /// Optimize every model version before packing it; its report goes beside
+    /// it as optimize.json. A version with nothing to optimize is packed as is.
+    #[arg(long, value_enum)]
+    optimize: Option<Mode>,
+    /// With --optimize: refuse to bundle a model whose agreement with the
+    /// original is below this share (see `optimize --help`).
+    #[arg(long, requires = "optimize")]
+    min_agreement: Option<f64>,
+    /// Give up on a remote model's download after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    timeout_seconds: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -468,6 +498,20 @@ pub fn run() -> anyhow::Result<()> {
             if let Some(path) = &args.report {
                 std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
             }
+            Ok(())
+        }
+        Command::Bundle(args) => {
+            let bundle = bundle(&BundleRequest {
+                models: args.models,
+                output: args.output,
+                optimize: args.optimize,
+                min_agreement: args.min_agreement,
+                fetch_timeout: Duration::from_secs(args.timeout_seconds),
+            })?;
+            for report in &bundle.reports {
+                print!("{report}");
+            }
+            print!("{bundle}");
             Ok(())
         }
         Command::Fetch(args) => {

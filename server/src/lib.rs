@@ -7,8 +7,9 @@
 //! REST connection ends when its answer comes before the body is read); `config` and
 //! `metrics`; then, with ONNX Runtime, `runtime`, `monitoring`, `batcher`,
 //! `resilience` (circuit breaker and fallback), `model`, `repository`,
-//! `protocol` (the handlers) and `serve`; and `optimize` (INT8 copies of models,
-//! measured on ONNX Runtime). The command line (`cli.rs`) belongs
+//! `protocol` (the handlers) and `serve`; `optimize` (INT8 copies of models,
+//! measured on ONNX Runtime); and `bundle` (the server, ONNX Runtime and models
+//! in one archive that serves offline). The command line (`cli.rs`) belongs
 //! to the binary.
 
 // Without ONNX Runtime (feature `onnx` off): everything a request's bytes
@@ -27,6 +28,8 @@ pub mod wire;
 // With ONNX Runtime: loading and running models, and serving them.
 #[cfg(feature = "onnx")]
 pub mod batcher;
+#[cfg(feature = "onnx")]
+pub mod bundle;
 #[cfg(feature = "onnx")]
 pub mod model;
 #[cfg(feature = "onnx")]

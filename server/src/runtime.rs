@@ -58,17 +58,28 @@ pub fn library_candidates() -> Vec<PathBuf> {
         .collect()
 }
 
+/// None of the places the ONNX Runtime library is looked for holds it.
+#[derive(Debug, thiserror::Error)]
+#[error("none of {0:?} exists")]
+pub struct LibraryNotFound(pub Vec<PathBuf>);
+
+/// The library this process loads: the first of [`library_candidates`] that
+/// exists, as named there (a symbolic link is not resolved).
+pub fn library() -> Result<PathBuf, LibraryNotFound> {
+    let candidates = library_candidates();
+    match candidates.iter().find(|path| path.exists()) {
+        Some(path) => Ok(path.clone()),
+        None => Err(LibraryNotFound(candidates)),
+    }
+}
+
 /// The process-wide ONNX Runtime environment, created on first use.
 pub fn environment() -> Result<&'static Environment, RuntimeError> {
     static ENVIRONMENT: OnceLock<Result<Environment, String>> = OnceLock::new();
     ENVIRONMENT
         .get_or_init(|| {
-            let candidates = library_candidates();
-            let library = candidates
-                .iter()
-                .find(|path| path.exists())
-                .ok_or_else(|| format!("none of {candidates:?} exists"))?;
-            let builder = ort::init_from(library).map_err(|e| e.to_string())?;
+            let library = library().map_err(|e| e.to_string())?;
+            let builder = ort::init_from(&library).map_err(|e| e.to_string())?;
             builder
                 .with_name("sluice")
                 .with_telemetry(false)

@@ -67,7 +67,8 @@ impl Drop for Repository {
     }
 }
 
-fn free_port() -> u16 {
+/// A port no process on this machine listens on now.
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -77,7 +78,7 @@ fn free_port() -> u16 {
 
 /// The server under test: `SLUICE_SERVER_BIN` when set (to run these tests
 /// against another build, as the Python tests allow), else this package's binary.
-fn server_binary() -> PathBuf {
+pub fn server_binary() -> PathBuf {
     std::env::var_os("SLUICE_SERVER_BIN").map_or_else(
         || PathBuf::from(env!("CARGO_BIN_EXE_sluice-server")),
         PathBuf::from,
