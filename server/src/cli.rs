@@ -79,6 +79,10 @@ struct BundleArgs {
     /// original is below this share (see `optimize --help`).
     #[arg(long, requires = "optimize")]
     min_agreement: Option<f64>,
+    /// With --optimize: rows (CSV with a header row, or 2-D .npy) that INT8
+    /// static calibrates on and the agreement is measured on.
+    #[arg(long)]
+    calibration: Option<PathBuf>,
     /// Give up on a remote model's download after this many seconds.
     #[arg(long, default_value_t = 600)]
     timeout_seconds: u64,
@@ -506,6 +510,7 @@ pub fn run() -> anyhow::Result<()> {
                 output: args.output,
                 optimize: args.optimize,
                 min_agreement: args.min_agreement,
+                calibration: args.calibration,
                 fetch_timeout: Duration::from_secs(args.timeout_seconds),
             })?;
             for report in &bundle.reports {

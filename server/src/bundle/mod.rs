@@ -116,6 +116,9 @@ pub struct BundleRequest {
     /// With `optimize`: refuse a model whose agreement with the original is
     /// below this share.
     pub min_agreement: Option<f64>,
+    /// With `optimize`: rows to calibrate INT8 static on, and to measure the
+    /// agreement on (seeded random rows when absent, for the other modes).
+    pub calibration: Option<PathBuf>,
     /// Give up on a remote model's download after this long.
     pub fetch_timeout: Duration,
 }
@@ -280,6 +283,8 @@ fn optimized(
         output: output.clone(),
         mode,
         full_range: false,
+        calibration: request.calibration.clone(),
+        calibration_method: crate::optimize::calibrate::Method::MinMax,
         keep_fp32: Vec::new(),
         graph_optimization: None,
         eval: None,
