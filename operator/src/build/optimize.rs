@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::{Container, EmptyDirVolumeSource, ResourceRequir
 
 use super::fetch::{FetchSource, FetchTarget, fetch_container};
 use super::pod::{container_security, mount, without_gpu};
+use crate::crd::optimize::OptimizeMode;
 use crate::crd::{ModelSpec, OptimizeSpec};
 use crate::optimization::{OPTIMIZE_CONTAINER, SUMMARY_PATH};
 
@@ -94,7 +95,13 @@ pub fn parts(
         volumes.extend(fetch.pvc);
         containers.push(fetch.container);
         mounts.push(mount("calibration", CALIBRATION_DIR, true, None));
-        args.extend(["--eval".into(), format!("{CALIBRATION_DIR}/{file_name}")]);
+        // INT8 static calibrates on the rows (and measures on them); the other
+        // modes measure on them.
+        let flag = match optimize.mode {
+            OptimizeMode::Int8Static => "--calibration",
+            OptimizeMode::Int8Dynamic | OptimizeMode::Fp16 => "--eval",
+        };
+        args.extend([flag.into(), format!("{CALIBRATION_DIR}/{file_name}")]);
     }
     if let Some(column) = &optimize.label_column {
         args.extend(["--label-column".into(), column.clone()]);

@@ -13,8 +13,9 @@ pub const DEFAULT_MIN_AGREEMENT: f64 = 0.99;
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct OptimizeSpec {
-    /// `int8-dynamic` (INT8 weights of MatMul and Gemm) or `fp16` (FP16 weights
-    /// and compute; inputs and outputs stay FP32).
+    /// `int8-dynamic` (INT8 weights of MatMul and Gemm), `int8-static` (INT8
+    /// weights and activations, calibrated on `calibrationUri`) or `fp16` (FP16
+    /// weights and compute; inputs and outputs stay FP32).
     pub mode: OptimizeMode,
     /// The revision is refused (condition `ModelOptimized` False, reason
     /// `AgreementBelowMinimum`) when the optimized model's agreement with the
@@ -23,9 +24,10 @@ pub struct OptimizeSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0.0, max = 1.0))]
     pub min_agreement: Option<f64>,
-    /// Rows the agreement is measured on: CSV with a header row, or a 2-D `.npy`
-    /// array, at a location of the same forms as `storageUri`, fetched with the
-    /// model's credentials. 1,000 seeded random rows when absent.
+    /// Rows the agreement is measured on, and that `int8-static` calibrates its
+    /// activation ranges on (it requires them): CSV with a header row, or a 2-D
+    /// `.npy` array, at a location of the same forms as `storageUri`, fetched
+    /// with the model's credentials. 1,000 seeded random rows when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new(
         "self.matches('^(https?|s3|pvc|file)://.+')"
@@ -68,6 +70,8 @@ impl OptimizeSpec {
 pub enum OptimizeMode {
     /// INT8 weights of MatMul and Gemm, activations quantized at run time.
     Int8Dynamic,
+    /// INT8 weights and activations, ranges calibrated on the calibration rows.
+    Int8Static,
     /// FP16 weights and compute; inputs and outputs stay FP32.
     Fp16,
 }
@@ -77,6 +81,7 @@ impl OptimizeMode {
     pub fn as_arg(self) -> &'static str {
         match self {
             OptimizeMode::Int8Dynamic => "int8-dynamic",
+            OptimizeMode::Int8Static => "int8-static",
             OptimizeMode::Fp16 => "fp16",
         }
     }

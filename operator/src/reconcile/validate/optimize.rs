@@ -16,6 +16,12 @@ pub fn check(optimize: &OptimizeSpec) -> Result<(), String> {
         "spec.model.optimize.calibrationSha256",
         optimize.calibration_sha256.as_deref(),
     )?;
+    if optimize.mode == OptimizeMode::Int8Static && optimize.calibration_uri.is_none() {
+        return Err(
+            "spec.model.optimize.calibrationUri is required for mode int8-static (the rows its activation ranges are calibrated on)"
+                .into(),
+        );
+    }
     if optimize.calibration_sha256.is_some() && optimize.calibration_uri.is_none() {
         return Err(
             "spec.model.optimize.calibrationSha256 is set but calibrationUri is not".into(),
@@ -57,6 +63,10 @@ mod tests {
             (
                 serde_json::json!({"mode": "int8-dynamic", "calibrationUri": "ftp://rows.csv"}),
                 "spec.model.optimize.calibrationUri: unsupported scheme \"ftp\"; use http(s)://, s3://, pvc:// or file://",
+            ),
+            (
+                serde_json::json!({"mode": "int8-static"}),
+                "spec.model.optimize.calibrationUri is required for mode int8-static (the rows its activation ranges are calibrated on)",
             ),
             (
                 serde_json::json!({"mode": "int8-dynamic", "minAgreement": 1.5}),
