@@ -183,14 +183,15 @@ fn int8_static_writes_qdq_from_calibrated_ranges_and_keeps_the_answers() {
             .iter()
             .filter_map(|n| n.op_type.clone())
             .collect();
+        // A pair on each MatMul's input and output, and a DequantizeLinear per weight.
         assert_eq!(
             ops.iter().filter(|op| *op == "QuantizeLinear").count(),
-            3,
+            6,
             "{ops:?}"
         );
         assert_eq!(
             ops.iter().filter(|op| *op == "DequantizeLinear").count(),
-            6,
+            9,
             "{ops:?}"
         );
         assert_eq!(

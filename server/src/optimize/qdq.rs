@@ -6,14 +6,16 @@
 //! ```text
 //! A --QuantizeLinear(a_scale, a_zero)--> A_u8 --DequantizeLinear--> A'
 //!                                  W_i8 --DequantizeLinear(w_scale, axis)--> W'
-//! MatMul(A', W')   (or Gemm(A', W', C), unchanged otherwise)
+//! MatMul(A', W') --> Y_f32 --QuantizeLinear(y_scale, y_zero)--> Y_u8 --DequantizeLinear--> Y
 //! ```
 //!
-//! This is the portable form of a quantized model: any ONNX runtime can run it,
-//! and ONNX Runtime fuses each pattern into an integer kernel at load time.
+//! (or `Gemm(A', W', C)`, otherwise unchanged). This is the portable form of a
+//! quantized model: any ONNX runtime can run it, and ONNX Runtime fuses each
+//! pattern into one integer kernel at load time (`QLinearMatMul` on UINT8 in and
+//! out: without the output's pair, it would dequantize the weight at every run).
 //!
-//! - Activations are asymmetric UINT8 over their calibrated range (which always
-//!   includes 0), one scale per tensor.
+//! - Activations, the nodes' inputs and outputs, are asymmetric UINT8 over their
+//!   calibrated range (which always includes 0), one scale per tensor.
 //! - Weights are symmetric INT8, one scale per output channel, 7 bits by default
 //!   as in [`super::int8`] (`full_range` for -127..127).
 //! - A node is left in FP32, with the reason in the report, when its weight is not
@@ -41,8 +43,8 @@ struct Weight {
     axis: usize,
 }
 
-/// The activations (first inputs) of the nodes [`quantize_static`] would
-/// quantize, whose ranges calibration must provide.
+/// The activations (first inputs and outputs) of the nodes [`quantize_static`]
+/// would quantize, whose ranges calibration must provide.
 pub fn activations(model: &ModelProto) -> Vec<String> {
     let Some(graph) = model.graph.as_ref() else {
         return Vec::new();
@@ -53,8 +55,9 @@ pub fn activations(model: &ModelProto) -> Vec<String> {
         .node
         .iter()
         .filter(|n| weight(n, &initializers).is_ok())
-        .filter_map(|n| n.input.first().cloned())
-        .filter(|a| seen.insert(a.clone()))
+        .flat_map(|n| n.input.first().into_iter().chain(n.output.first()))
+        .filter(|a| seen.insert((*a).clone()))
+        .cloned()
         .collect()
 }
 
@@ -95,14 +98,17 @@ pub fn quantize_static(
             continue;
         }
         let plan = weight(&node, &initializers).and_then(|w| {
+            let range = |tensor: &String| {
+                ranges
+                    .get(tensor)
+                    .copied()
+                    .ok_or_else(|| format!("no calibrated range for '{tensor}'"))
+            };
             let activation = node.input[0].clone();
-            let range = ranges
-                .get(&activation)
-                .copied()
-                .ok_or_else(|| format!("no calibrated range for its input '{activation}'"))?;
-            Ok((w, activation, range))
+            let (input, output) = (range(&activation)?, range(&node.output[0])?);
+            Ok((w, activation, input, output))
         });
-        let (weight, activation, range) = match plan {
+        let (weight, activation, range, output_range) = match plan {
             Ok(plan) => plan,
             Err(reason) => {
                 report.push(NodeOutcome::kept(&node, reason));
@@ -113,28 +119,10 @@ pub fn quantize_static(
         let a_dq = dequantized
             .entry(activation.clone())
             .or_insert_with(|| {
-                let (scale, zero) = uint8_parameters(range);
-                let names = [
-                    format!("{activation}_qdq_scale"),
-                    format!("{activation}_qdq_zero"),
-                    format!("{activation}_qdq_u8"),
-                    format!("{activation}_qdq"),
-                ];
-                added.push(onnx::float_tensor(&names[0], Vec::new(), &[scale]));
-                added.push(onnx::uint8_tensor(&names[1], Vec::new(), &[zero]));
-                nodes.push(onnx::node(
-                    "QuantizeLinear",
-                    format!("{activation}_quantize"),
-                    &[&activation, &names[0], &names[1]],
-                    &[&names[2]],
-                ));
-                nodes.push(onnx::node(
-                    "DequantizeLinear",
-                    format!("{activation}_dequantize"),
-                    &[&names[2], &names[0], &names[1]],
-                    &[&names[3]],
-                ));
-                names[3].clone()
+                let pair = format!("{activation}_qdq");
+                let [quantize, dequantize] = quantize_pair(&activation, &pair, range, &mut added);
+                nodes.extend([quantize, dequantize]);
+                pair
             })
             .clone();
         let prefix = format!("{}_qdq", weight.name);
@@ -178,20 +166,62 @@ pub fn quantize_static(
         };
         node.input[0] = a_dq;
         node.input[1] = w_dq;
+        // The output keeps its name after its own pair, so readers are unchanged
+        // and a following MatMul reads it without another pair.
+        let output = node.output[0].clone();
+        let product = format!("{output}_f32");
+        node.output[0] = product.clone();
         report.push(NodeOutcome::changed(
             &node,
             Outcome::Quantized,
             format!(
-                "weight [{}, {}] to INT8 per channel; input range [{:.4}, {:.4}] to UINT8",
-                weight.dims[0], weight.dims[1], range.low, range.high
+                "weight [{}, {}] to INT8 per channel; input [{:.4}, {:.4}] and output [{:.4}, {:.4}] to UINT8",
+                weight.dims[0],
+                weight.dims[1],
+                range.low,
+                range.high,
+                output_range.low,
+                output_range.high
             ),
         ));
         nodes.push(node);
+        let [quantize, dequantize] = quantize_pair(&product, &output, output_range, &mut added);
+        nodes.extend([quantize, dequantize]);
+        dequantized.insert(output.clone(), output);
     }
     graph.node = nodes;
     graph.initializer.extend(added);
     onnx::drop_unused_initializers(graph);
     report
+}
+
+/// `QuantizeLinear` of `input` to UINT8 over `range` and the `DequantizeLinear`
+/// back to `output`, with their scale and zero point added to `initializers`.
+fn quantize_pair(
+    input: &str,
+    output: &str,
+    range: Range,
+    initializers: &mut Vec<TensorProto>,
+) -> [NodeProto; 2] {
+    let (scale, zero) = uint8_parameters(range);
+    let [scale_name, zero_name, quantized] =
+        ["scale", "zero", "u8"].map(|s| format!("{output}_{s}"));
+    initializers.push(onnx::float_tensor(&scale_name, Vec::new(), &[scale]));
+    initializers.push(onnx::uint8_tensor(&zero_name, Vec::new(), &[zero]));
+    [
+        onnx::node(
+            "QuantizeLinear",
+            format!("{output}_quantize"),
+            &[input, &scale_name, &zero_name],
+            &[&quantized],
+        ),
+        onnx::node(
+            "DequantizeLinear",
+            format!("{output}_dequantize"),
+            &[&quantized, &scale_name, &zero_name],
+            &[output],
+        ),
+    ]
 }
 
 /// UINT8 scale and zero point for an activation range that includes 0.
