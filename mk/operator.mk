@@ -27,7 +27,7 @@ test-operator: build cluster-deps
 	bins=$$($(REPO_ROOT)/e2e/cluster/build-bins.sh --cached) && \
 		SLUICE_K8S_BIN=$$bins $(CARGO) test -p sluice-operator -- --include-ignored
 
-## test-operator-e2e: kubectl apply a sample on the local cluster, infer, delete; a fallback model; a monitored one whose drift reaches Prometheus
+## test-operator-e2e: kubectl apply a sample on the local cluster, infer, delete; a fallback model; a monitored one whose drift reaches Prometheus; one pod per edge node
 test-operator-e2e: build cluster-deps
 	@$(REPO_ROOT)/e2e/operator/e2e.sh
 

@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # End-to-end: kubectl apply -f config/samples/... -> sluice-server pods run -> the
 # Service answers an inference with the fixture's reference output -> kubectl delete
-# removes everything. Uses the running local cluster or starts (and stops) one.
+# removes everything; then a fallback model, drift monitoring (monitoring.sh) and
+# edge placement (placement.sh). Uses the running local cluster or starts (and
+# stops) one.
 set -euo pipefail
 REPO_ROOT="${REPO_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
 # shellcheck source=e2e/operator/lib.sh
 source "$REPO_ROOT/e2e/operator/lib.sh"
 # shellcheck source=e2e/operator/monitoring.sh
 source "$REPO_ROOT/e2e/operator/monitoring.sh"
+# shellcheck source=e2e/operator/placement.sh
+source "$REPO_ROOT/e2e/operator/placement.sh"
 
 cluster_up
 cleanup() {
@@ -83,10 +87,11 @@ PY
 echo "$FALLBACK_ISVC" | "$KUBECTL" delete -f - --wait=true >/dev/null
 
 monitoring_e2e
+placement_e2e
 
 "$KUBECTL" delete -f "$SAMPLE" --wait=true >/dev/null
 for _ in $(seq 120); do
-    left=$("$KUBECTL" get deployments,services,configmaps,poddisruptionbudgets,pods \
+    left=$("$KUBECTL" get deployments,daemonsets,services,configmaps,poddisruptionbudgets,pods \
         -l serving.sluice.dev/inferenceservice=iris -o name 2>/dev/null | wc -l)
     [[ $left -eq 0 ]] && break
     sleep 1

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -38,6 +38,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         watcher::Config::default().any_semantic(),
     )
     .owns(Api::<Deployment>::all(client.clone()), managed.clone())
+    .owns(Api::<DaemonSet>::all(client.clone()), managed.clone())
     .owns(Api::<Service>::all(client.clone()), managed.clone())
     .owns(
         Api::<PodDisruptionBudget>::all(client.clone()),

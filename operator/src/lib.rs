@@ -1,8 +1,8 @@
 //! Sluice's operator: reconciles `InferenceService` resources into Deployments
-//! running `sluice-server` (one per revision), Services, a PodDisruptionBudget and a
-//! NetworkPolicy, rolls new revisions out by canary or blue-green from Prometheus
-//! analysis, autoscales, and reports what it sees in the resource's status and in
-//! Kubernetes Events.
+//! running `sluice-server` (one per revision; DaemonSets for one pod per node),
+//! Services, a PodDisruptionBudget and a NetworkPolicy, rolls new revisions out by
+//! canary or blue-green from Prometheus analysis, autoscales, and reports what it
+//! sees in the resource's status and in Kubernetes Events.
 //!
 //! The reconcile pipeline is `dereference -> validate -> decide -> build -> apply ->
 //! update_status` ([`reconcile`], one module per step); only its ends talk to the
@@ -30,5 +30,6 @@ pub mod run;
 pub mod security;
 pub mod status;
 pub mod telemetry;
+pub mod workload;
 
 pub use error::{Error, Result};

@@ -85,14 +85,14 @@ pub fn applied_hash<K: Resource>(object: &K) -> Option<&str> {
 
 /// The revision: a short hash of everything that defines the serving pods (the
 /// model, the runtime, the server image actually used, the fallback, the
-/// circuit breaker and monitoring).
+/// circuit breaker, monitoring and placement).
 pub fn revision(spec: &InferenceServiceSpec, cfg: &BuildConfig) -> Result<String> {
     let image = server_image(spec, cfg);
     let core = (&spec.model, &spec.runtime, image);
     let resilience = (&spec.fallback, &spec.circuit_breaker);
     // Fields added later join the hash only when set, so that upgrading the
     // operator does not roll out every InferenceService.
-    let bytes = match (&spec.monitoring, resilience) {
+    let mut bytes = match (&spec.monitoring, resilience) {
         (None, (None, None)) => serde_json::to_vec(&core)?,
         (None, (fallback, breaker)) => {
             serde_json::to_vec(&(core.0, core.1, core.2, fallback, breaker))?
@@ -102,6 +102,10 @@ pub fn revision(spec: &InferenceServiceSpec, cfg: &BuildConfig) -> Result<String
             serde_json::to_vec(&(core.0, core.1, core.2, fallback, breaker, monitoring))?
         }
     };
+    // Placement picks the nodes and, per node, the kind of workload.
+    if !spec.placement.is_default() {
+        bytes.extend(serde_json::to_vec(&("placement", &spec.placement))?);
+    }
     Ok(short_hash(&bytes))
 }
 

@@ -1,8 +1,7 @@
 //! Pure status computation: from the spec, what `apply` did and what the cluster
-//! shows (the Deployment and the serving pods) to `status` and to the condition
-//! transitions that become Events.
+//! shows (the Deployments or DaemonSets and the serving pods) to `status` and to
+//! the condition transitions that become Events.
 
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
@@ -10,10 +9,11 @@ use kube::ResourceExt;
 use crate::crd::rollout::{HistoryEntry, RolloutPhase, RolloutStatus};
 use crate::crd::{
     AutoscalingStatus, DriftStatus, InferenceService, InferenceServiceStatus, OptimizationStatus,
-    Phase,
+    Phase, PlacementSpec,
 };
 use crate::names::{REVISION_LABEL, selector_string};
 use crate::optimization::{self, Optimized};
+use crate::workload::Workload;
 
 /// Condition: everything below holds and the current revision is fully rolled out.
 pub const READY: &str = "Ready";
@@ -21,7 +21,8 @@ pub const READY: &str = "Ready";
 pub const RECONCILED: &str = "Reconciled";
 /// Condition: the current revision's init container fetched and verified the model.
 pub const MODEL_FETCHED: &str = "ModelFetched";
-/// Condition: at least `minReplicas` serving pods are ready.
+/// Condition: at least `minReplicas` serving pods are ready (per node: a ready
+/// pod on every matching node).
 pub const AVAILABLE: &str = "Available";
 /// Condition: the operator reads Prometheus, so rollouts are analysed and the
 /// autoscaler measures. `False` says loudly that rollouts hold at their first
@@ -37,6 +38,10 @@ pub const INPUT_DRIFT: &str = "InputDrift";
 /// revision's init container optimized the model and its agreement with the
 /// original passed `minAgreement`.
 pub const MODEL_OPTIMIZED: &str = "ModelOptimized";
+/// Condition, present only with `spec.placement.mode: PerNode`: the current
+/// revision's DaemonSet matches at least one node. `False` says that no node
+/// does, so nothing serves, instead of waiting silently.
+pub const NODES_MATCHED: &str = "NodesMatched";
 /// Name of the init container that fetches the model.
 pub const FETCH_CONTAINER: &str = "fetch-model";
 /// Name of the init container that fetches the reference profile.
@@ -142,39 +147,39 @@ impl Verdict {
     }
 }
 
-/// Computes the new status from the Deployments of every revision and their pods.
-/// `now` stamps conditions whose status changed; the others keep their transition
-/// time, so an unchanged world yields an identical status.
+/// Computes the new status from the Deployments (or DaemonSets) of every
+/// revision and their pods. `now` stamps conditions whose status changed; the
+/// others keep their transition time, so an unchanged world yields an identical
+/// status.
 pub fn compute(
     isvc: &InferenceService,
     outcome: &Outcome,
-    deployments: &[Deployment],
+    workloads: &[Workload],
     pods: &[Pod],
     now: Time,
 ) -> InferenceServiceStatus {
     let old = isvc.status.clone().unwrap_or_default();
     let generation = isvc.metadata.generation;
-    let min = isvc.spec.min_replicas;
-    let counts = |d: &Deployment| {
-        d.status
-            .as_ref()
-            .map(|s| (s.replicas.unwrap_or(0), s.ready_replicas.unwrap_or(0)))
-            .unwrap_or((0, 0))
-    };
-    let (replicas, ready_replicas) = deployments
+    let placement = &isvc.spec.placement;
+    let per_node = placement.per_node();
+    let (replicas, ready_replicas) = workloads
         .iter()
-        .map(counts)
+        .map(Workload::counts)
         .fold((0, 0), |(r, ready), (a, b)| (r + a, ready + b));
     // Ready pods of a revision, whatever spec they run: they answer requests,
     // which is what availability asks. The rollout counts only pods of the
-    // Deployment's latest spec (`ready_pods`), which is what promotion needs, so
-    // the two may differ while a Deployment updates.
-    let ready_of = |revision: &str| {
-        deployments
-            .iter()
-            .filter(|d| d.labels().get(REVISION_LABEL).map(String::as_str) == Some(revision))
-            .map(|d| counts(d).1)
-            .sum::<i32>()
+    // workload's latest spec (`Workload::ready_pods`), which is what promotion
+    // needs, so the two may differ while a Deployment updates.
+    let ready_of = |revision: &str| of(workloads, revision).map(|w| w.counts().1).sum::<i32>();
+    // Per node, every matching node must have a ready pod (its callers reach no
+    // other); otherwise `minReplicas` pods.
+    let nodes_of = |revision: &str| of(workloads, revision).find_map(Workload::matching_nodes);
+    let min = |revision: &str| {
+        if per_node {
+            nodes_of(revision).unwrap_or(0).max(1)
+        } else {
+            isvc.spec.min_replicas
+        }
     };
     let old_view = RolloutView {
         stable: old.stable_revision.clone(),
@@ -190,6 +195,7 @@ pub fn compute(
         fetched,
         profile,
         (optimized, optimization),
+        nodes_matched,
         available,
         rolled_out,
         revision,
@@ -206,6 +212,7 @@ pub fn compute(
                 unknown(),
                 unknown(),
                 (unknown(), old.optimization.clone()),
+                unknown(),
                 unknown(),
                 false,
                 old.revision.clone(),
@@ -233,7 +240,7 @@ pub fn compute(
                 .iter()
                 .filter(|p| p.labels().get(REVISION_LABEL).map(String::as_str) == Some(serving))
                 .collect();
-            let mut available = availability(&serving_pods, ready_of(serving), min);
+            let mut available = availability(&serving_pods, ready_of(serving), min(serving));
             if serving != revision.as_str()
                 && let crash @ Verdict {
                     reason: "CrashLooping",
@@ -247,6 +254,7 @@ pub fn compute(
                 fetched(&MODEL, &current),
                 fetched(&PROFILE, &current),
                 optimized(&current, revision, &old),
+                nodes_matched(placement, revision, nodes_of(revision)),
                 available,
                 rollout.stable.as_ref() == Some(revision) && rollout.running().is_none(),
                 Some(revision.clone()),
@@ -271,6 +279,8 @@ pub fn compute(
         Verdict::new("False", profile.reason, profile.message.clone())
     } else if optimizing && optimized.status == "False" {
         Verdict::new("False", optimized.reason, optimized.message.clone())
+    } else if per_node && nodes_matched.status == "False" {
+        Verdict::new("False", nodes_matched.reason, nodes_matched.message.clone())
     } else if !available.is_true() {
         Verdict::new("False", available.reason, available.message.clone())
     } else if let Some(r) = rolled_back {
@@ -326,13 +336,14 @@ pub fn compute(
         || fetched.status == "False"
         || (monitored && profile.status == "False")
         || (optimizing && optimized.status == "False")
+        || (per_node && nodes_matched.status == "False")
         || available.reason == "CrashLooping"
         || rolled_back.is_some();
     let phase = if ready.is_true() {
         Phase::Ready
     } else if failed {
         Phase::Failed
-    } else if deployments.is_empty() || replicas == 0 {
+    } else if workloads.is_empty() || replicas == 0 {
         Phase::Pending
     } else {
         Phase::Progressing
@@ -347,6 +358,7 @@ pub fn compute(
     .into_iter()
     .chain(monitored.then_some((PROFILE_FETCHED, &profile)))
     .chain(optimizing.then_some((MODEL_OPTIMIZED, &optimized)))
+    .chain(per_node.then_some((NODES_MATCHED, &nodes_matched)))
     .chain(drift_verdict.map(|verdict| (INPUT_DRIFT, verdict)))
     .map(|(type_, verdict)| condition(&old.conditions, type_, verdict, generation, &now))
     .chain(kept_drift)
@@ -465,21 +477,6 @@ fn condition(
     }
 }
 
-/// Ready pods of a revision's Deployment, counted only once the Deployment
-/// controller has seen its latest spec.
-pub fn ready_pods(deployment: &Deployment) -> i32 {
-    let Some(status) = &deployment.status else {
-        return 0;
-    };
-    if status.observed_generation < deployment.metadata.generation {
-        return 0;
-    }
-    status
-        .ready_replicas
-        .unwrap_or(0)
-        .min(status.updated_replicas.unwrap_or(0))
-}
-
 fn init_status<'a>(pod: &'a Pod, container: &str) -> Option<&'a ContainerStatus> {
     pod.status
         .as_ref()?
@@ -566,6 +563,41 @@ fn fetched(file: &Fetched, pods: &[&Pod]) -> Verdict {
     }
 }
 
+/// The workloads of `revision`.
+fn of<'a>(workloads: &'a [Workload], revision: &'a str) -> impl Iterator<Item = &'a Workload> {
+    workloads
+        .iter()
+        .filter(move |w| w.revision() == Some(revision))
+}
+
+/// `NodesMatched`, per node: whether the current revision's DaemonSet, which
+/// counted `nodes` matching nodes (`None` before it counted), runs anywhere.
+fn nodes_matched(placement: &PlacementSpec, revision: &str, nodes: Option<i32>) -> Verdict {
+    match nodes {
+        None => Verdict::new(
+            "Unknown",
+            "Pending",
+            format!("the DaemonSet of revision {revision} has not counted the matching nodes yet"),
+        ),
+        Some(0) => Verdict::new(
+            "False",
+            "NoMatchingNodes",
+            format!(
+                "no node matches spec.placement ({}), so the DaemonSet of revision {revision} runs no pod: label a node to match, or change spec.placement",
+                placement.describe()
+            ),
+        ),
+        Some(n) => Verdict::new(
+            "True",
+            "NodesMatched",
+            format!(
+                "revision {revision} runs one pod on each of {n} matching node{}",
+                if n == 1 { "" } else { "s" }
+            ),
+        ),
+    }
+}
+
 fn metrics_available(measured: bool) -> Verdict {
     if measured {
         Verdict::new(
@@ -609,6 +641,15 @@ fn availability(pods: &[&Pod], ready: i32, min: i32) -> Verdict {
     if let Some(message) = crash {
         return Verdict::new("False", "CrashLooping", message);
     }
+    if ready < min
+        && let Some(message) = pods.iter().find_map(|p| unschedulable(p))
+    {
+        return Verdict::new(
+            "False",
+            "Unschedulable",
+            format!("{ready} of {min} pods are ready; {message}"),
+        );
+    }
     if ready >= min {
         Verdict::new(
             "True",
@@ -622,6 +663,27 @@ fn availability(pods: &[&Pod], ready: i32, min: i32) -> Verdict {
             format!("{ready} of {min} pods are ready"),
         )
     }
+}
+
+/// Why the scheduler placed `pod` nowhere (its `PodScheduled` condition), for
+/// example a node selector that no node matches.
+fn unschedulable(pod: &Pod) -> Option<String> {
+    let condition = pod
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "PodScheduled" && c.status == "False")?;
+    Some(format!(
+        "pod {} cannot be scheduled: {}",
+        pod.name_any(),
+        condition
+            .message
+            .as_deref()
+            .or(condition.reason.as_deref())
+            .unwrap_or("no reason given")
+    ))
 }
 
 /// Whether `condition` in its state is bad news.
@@ -680,14 +742,33 @@ mod tests {
         isvc
     }
 
-    fn deployment(revision: &str, replicas: i32, ready: i32) -> Deployment {
-        serde_json::from_value(json!({
-            "metadata": {"name": format!("fraud-{revision}"), "generation": 1,
-                         "labels": {REVISION_LABEL: revision}},
-            "status": {"observedGeneration": 1, "replicas": replicas,
-                       "readyReplicas": ready, "updatedReplicas": replicas},
-        }))
-        .unwrap()
+    fn deployment(revision: &str, replicas: i32, ready: i32) -> Workload {
+        Workload::Deployment(
+            serde_json::from_value(json!({
+                "metadata": {"name": format!("fraud-{revision}"), "generation": 1,
+                             "labels": {REVISION_LABEL: revision}},
+                "status": {"observedGeneration": 1, "replicas": replicas,
+                           "readyReplicas": ready, "updatedReplicas": replicas},
+            }))
+            .unwrap(),
+        )
+    }
+
+    /// A revision's DaemonSet over `nodes` matching nodes (`None`: not counted
+    /// yet), `ready` of them with a ready pod.
+    fn daemon_set(revision: &str, nodes: Option<i32>, ready: i32) -> Workload {
+        Workload::DaemonSet(
+            serde_json::from_value(json!({
+                "metadata": {"name": format!("fraud-{revision}"), "generation": 1,
+                             "labels": {REVISION_LABEL: revision}},
+                "status": {"observedGeneration": if nodes.is_some() { 1 } else { 0 },
+                           "desiredNumberScheduled": nodes.unwrap_or(0),
+                           "currentNumberScheduled": nodes.unwrap_or(0),
+                           "numberReady": ready, "numberMisscheduled": 0,
+                           "updatedNumberScheduled": nodes.unwrap_or(0)},
+            }))
+            .unwrap(),
+        )
     }
 
     fn pod(revision: &str, status: Value) -> Pod {
@@ -784,7 +865,7 @@ mod tests {
     struct Row {
         case: &'static str,
         outcome: Outcome,
-        deployments: Vec<Deployment>,
+        workloads: Vec<Workload>,
         pods: Vec<Pod>,
         phase: Phase,
         ready_reason: &'static str,
@@ -803,7 +884,7 @@ mod tests {
             Row {
                 case: "an invalid spec fails and says why",
                 outcome: refused,
-                deployments: vec![],
+                workloads: vec![],
                 pods: vec![],
                 phase: Phase::Failed,
                 ready_reason: "InvalidSpec",
@@ -812,7 +893,7 @@ mod tests {
             Row {
                 case: "nothing runs yet",
                 outcome: applied(REVISION, None, true),
-                deployments: vec![],
+                workloads: vec![],
                 pods: vec![],
                 phase: Phase::Pending,
                 ready_reason: "ReplicasUnavailable",
@@ -821,7 +902,7 @@ mod tests {
             Row {
                 case: "enough ready pods of the stable revision",
                 outcome: applied(REVISION, None, true),
-                deployments: serving.to_vec(),
+                workloads: serving.to_vec(),
                 pods: vec![fetched(REVISION), fetched(REVISION)],
                 phase: Phase::Ready,
                 ready_reason: "Ready",
@@ -830,7 +911,7 @@ mod tests {
             Row {
                 case: "too few ready pods",
                 outcome: applied(REVISION, None, true),
-                deployments: vec![deployment(REVISION, 2, 1)],
+                workloads: vec![deployment(REVISION, 2, 1)],
                 pods: vec![fetched(REVISION)],
                 phase: Phase::Progressing,
                 ready_reason: "ReplicasUnavailable",
@@ -839,7 +920,7 @@ mod tests {
             Row {
                 case: "a digest mismatch fails the fetch",
                 outcome: applied(REVISION, None, true),
-                deployments: vec![deployment(REVISION, 2, 0)],
+                workloads: vec![deployment(REVISION, 2, 0)],
                 pods: vec![fetch_failed("sha256 mismatch: want 83, got 29")],
                 phase: Phase::Failed,
                 ready_reason: "DigestMismatch",
@@ -848,7 +929,7 @@ mod tests {
             Row {
                 case: "an unreachable model fails the fetch",
                 outcome: applied(REVISION, None, true),
-                deployments: vec![deployment(REVISION, 2, 0)],
+                workloads: vec![deployment(REVISION, 2, 0)],
                 pods: vec![fetch_failed("GET s3://m/model.onnx: 403 Forbidden")],
                 phase: Phase::Failed,
                 ready_reason: "FetchFailed",
@@ -857,7 +938,7 @@ mod tests {
             Row {
                 case: "a crash loop fails availability",
                 outcome: applied(REVISION, None, true),
-                deployments: vec![deployment(REVISION, 2, 0)],
+                workloads: vec![deployment(REVISION, 2, 0)],
                 pods: vec![crash_looping()],
                 phase: Phase::Failed,
                 ready_reason: "CrashLooping",
@@ -866,7 +947,7 @@ mod tests {
             Row {
                 case: "a canary in progress is rolling out on the stable pods",
                 outcome: applied(STABLE, Some(rollout(RolloutPhase::Progressing)), true),
-                deployments: vec![deployment(STABLE, 2, 2), deployment(REVISION, 1, 1)],
+                workloads: vec![deployment(STABLE, 2, 2), deployment(REVISION, 1, 1)],
                 pods: vec![fetched(REVISION)],
                 phase: Phase::Progressing,
                 ready_reason: "RollingOut",
@@ -875,7 +956,7 @@ mod tests {
             Row {
                 case: "a rolled-back revision fails, the stable one serves",
                 outcome: applied(STABLE, Some(rollout(RolloutPhase::RolledBack)), true),
-                deployments: vec![deployment(STABLE, 2, 2)],
+                workloads: vec![deployment(STABLE, 2, 2)],
                 pods: vec![],
                 phase: Phase::Failed,
                 ready_reason: "RolledBack",
@@ -884,7 +965,7 @@ mod tests {
             Row {
                 case: "without Prometheus it serves and says what it cannot do",
                 outcome: applied(REVISION, None, false),
-                deployments: serving.to_vec(),
+                workloads: serving.to_vec(),
                 pods: vec![fetched(REVISION)],
                 phase: Phase::Ready,
                 ready_reason: "Ready",
@@ -895,14 +976,14 @@ mod tests {
         for Row {
             case,
             outcome,
-            deployments,
+            workloads,
             pods,
             phase,
             ready_reason,
             condition: (type_, status_, reason),
         } in rows
         {
-            let status = compute(&isvc(None), &outcome, &deployments, &pods, now.clone());
+            let status = compute(&isvc(None), &outcome, &workloads, &pods, now.clone());
             assert_eq!(status.phase, Some(phase), "{case}");
             assert_eq!(status.observed_generation, Some(3), "{case}");
             assert_eq!(condition(&status, READY).reason, ready_reason, "{case}");
@@ -1276,18 +1357,123 @@ mod tests {
         );
     }
 
+    /// The fraud InferenceService with one pod per node on `sluice.dev/edge` nodes.
+    fn per_node(status: Option<InferenceServiceStatus>) -> InferenceService {
+        let mut isvc = isvc(status);
+        isvc.spec.placement = serde_json::from_value(
+            json!({"mode": "PerNode", "nodeSelector": {"sluice.dev/edge": "true"}}),
+        )
+        .unwrap();
+        isvc
+    }
+
     #[test]
-    fn ready_pods_wait_for_the_latest_spec() {
-        let mut d = deployment(REVISION, 3, 3);
-        assert_eq!(ready_pods(&d), 3);
-        d.metadata.generation = Some(2);
+    fn per_node_every_matching_node_needs_a_ready_pod_and_no_match_is_said() {
+        let now = Time(Timestamp::UNIX_EPOCH);
+        let at = |workloads: &[Workload]| {
+            compute(
+                &per_node(None),
+                &applied(REVISION, None, true),
+                workloads,
+                &[fetched(REVISION)],
+                now.clone(),
+            )
+        };
+        // One edge node: minReplicas (2) is no floor, the matching nodes are.
+        let one = at(&[daemon_set(REVISION, Some(1), 1)]);
+        assert_eq!(one.phase, Some(Phase::Ready));
+        assert_eq!((one.replicas, one.ready_replicas), (1, 1));
+        let matched = condition(&one, NODES_MATCHED);
         assert_eq!(
-            ready_pods(&d),
-            0,
-            "the controller has not seen generation 2 yet"
+            (matched.status.as_str(), matched.message.as_str()),
+            (
+                "True",
+                "revision new0000001 runs one pod on each of 1 matching node"
+            )
         );
-        d.status.as_mut().unwrap().observed_generation = Some(2);
-        d.status.as_mut().unwrap().updated_replicas = Some(1);
-        assert_eq!(ready_pods(&d), 1, "only pods of the latest spec count");
+        assert_eq!(condition(&one, AVAILABLE).message, "1 of 1 pods are ready");
+
+        let short = at(&[daemon_set(REVISION, Some(3), 2)]);
+        assert_eq!(short.phase, Some(Phase::Progressing));
+        let available = condition(&short, AVAILABLE);
+        assert_eq!(
+            (available.reason.as_str(), available.message.as_str()),
+            ("ReplicasUnavailable", "2 of 3 pods are ready"),
+            "a node without a ready pod leaves its callers without one"
+        );
+
+        let nowhere = at(&[daemon_set(REVISION, Some(0), 0)]);
+        assert_eq!(nowhere.phase, Some(Phase::Failed));
+        assert_eq!(condition(&nowhere, READY).reason, "NoMatchingNodes");
+        assert_eq!(
+            nowhere.message.as_deref(),
+            Some(
+                "no node matches spec.placement (nodeSelector sluice.dev/edge=true), so the DaemonSet of revision new0000001 runs no pod: label a node to match, or change spec.placement"
+            )
+        );
+        assert_eq!(
+            transitions(Some(&one), &nowhere),
+            [
+                (
+                    true,
+                    "ReplicasUnavailable".to_string(),
+                    "0 of 1 pods are ready".to_string()
+                ),
+                (
+                    true,
+                    "NoMatchingNodes".to_string(),
+                    nowhere.message.clone().unwrap()
+                )
+            ],
+            "a Warning Event says it"
+        );
+
+        let uncounted = at(&[daemon_set(REVISION, None, 0)]);
+        assert_eq!(uncounted.phase, Some(Phase::Pending));
+        assert_eq!(condition(&uncounted, NODES_MATCHED).status, "Unknown");
+
+        let replicas = compute(
+            &isvc(None),
+            &applied(REVISION, None, true),
+            &[deployment(REVISION, 2, 2)],
+            &[fetched(REVISION)],
+            now,
+        );
+        assert!(
+            replicas.conditions.iter().all(|c| c.type_ != NODES_MATCHED),
+            "no NodesMatched condition for a replica count"
+        );
+    }
+
+    #[test]
+    fn a_pod_that_no_node_takes_says_why() {
+        let mut pending = fetched(REVISION);
+        pending.status.as_mut().unwrap().conditions = Some(
+            serde_json::from_value(json!([{"type": "PodScheduled", "status": "False",
+                "reason": "Unschedulable",
+                "message": "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector."}]))
+            .unwrap(),
+        );
+        let status = compute(
+            &isvc(None),
+            &applied(REVISION, None, true),
+            &[deployment(REVISION, 2, 0)],
+            &[pending],
+            Time(Timestamp::UNIX_EPOCH),
+        );
+        let available = condition(&status, AVAILABLE);
+        assert_eq!(
+            (available.reason.as_str(), available.message.as_str()),
+            (
+                "Unschedulable",
+                "0 of 2 pods are ready; pod fraud-new0000001-x cannot be scheduled: 0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector."
+            )
+        );
+        assert_eq!(condition(&status, READY).reason, "Unschedulable");
+        assert_eq!(
+            status.phase,
+            Some(Phase::Progressing),
+            "a node may yet come to match"
+        );
     }
 }

@@ -4,13 +4,14 @@
 
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec};
+use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sluice_operator::build::{self, Desired, Layout};
 use sluice_operator::config::BuildConfig;
 use sluice_operator::crd::InferenceService;
 use sluice_operator::names;
 use sluice_operator::reconcile::validate::validate;
+use sluice_operator::workload::Workload;
 
 fn fixtures() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/build");
@@ -51,16 +52,22 @@ fn layout(isvc: &InferenceService) -> Layout {
     Layout::alone(isvc.spec.min_replicas)
 }
 
+/// The serving pods' template, in the Deployment or the DaemonSet.
+fn template(d: &Desired) -> &PodTemplateSpec {
+    match &d.workload {
+        Workload::Deployment(w) => &w.spec.as_ref().unwrap().template,
+        Workload::DaemonSet(w) => &w.spec.as_ref().unwrap().template,
+    }
+}
+
 /// The serving pods' spec.
 fn pod_spec(d: &Desired) -> &PodSpec {
-    d.deployment
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap()
+    template(d).spec.as_ref().unwrap()
+}
+
+/// The Deployment of a fixture that runs a replica count.
+fn deployment(d: &Desired) -> &k8s_openapi::api::apps::v1::Deployment {
+    d.workload.deployment().expect("a Deployment")
 }
 
 fn containers(d: &Desired) -> (Container, Container) {
@@ -104,12 +111,18 @@ fn every_fixture_builds_a_secure_observable_deployment() {
         let name = isvc.metadata.name.clone().unwrap();
         let d = built(&isvc);
         let ctx = path.display().to_string();
-        let dep = d.deployment.spec.as_ref().unwrap();
-        let template = &dep.template;
+        let template = template(&d);
         let pod = template.spec.as_ref().unwrap();
         let (init, server) = containers(&d);
+        let per_node = isvc.spec.placement.per_node();
 
-        assert_eq!(dep.replicas, Some(isvc.spec.min_replicas), "{ctx}");
+        match &d.workload {
+            Workload::Deployment(dep) => {
+                let replicas = dep.spec.as_ref().unwrap().replicas;
+                assert_eq!(replicas, Some(isvc.spec.min_replicas), "{ctx}");
+            }
+            Workload::DaemonSet(_) => assert!(per_node, "{ctx}"),
+        }
         let labels = template.metadata.as_ref().unwrap().labels.as_ref().unwrap();
         assert_eq!(labels.get(names::ISVC_LABEL), Some(&name), "{ctx}");
         assert_eq!(
@@ -252,7 +265,11 @@ fn every_fixture_builds_a_secure_observable_deployment() {
             .map(|p| p.port)
             .collect();
         assert_eq!(ports, [8080, 8081]);
-        assert_eq!(d.pdb.is_some(), isvc.spec.min_replicas >= 2, "{ctx}");
+        assert_eq!(
+            d.pdb.is_some(),
+            isvc.spec.min_replicas >= 2 && !per_node,
+            "{ctx}"
+        );
         assert_eq!(
             d.url,
             format!(
@@ -262,7 +279,7 @@ fn every_fixture_builds_a_secure_observable_deployment() {
         );
 
         let mut owned = vec![
-            &d.deployment.metadata,
+            d.workload.metadata(),
             &d.service.metadata,
             &d.config_map.metadata,
         ];
@@ -329,9 +346,9 @@ fn pvc_models_are_mounted_read_only_and_fetched_as_files() {
     let (init, _) = containers(&d);
     let args = init.args.unwrap();
     assert_eq!(args[1..3], ["--uri", "file:///mnt/pvc/churn/7/model.onnx"]);
-    let pod = d.deployment.spec.unwrap().template.spec.unwrap();
-    let pvc = pod
+    let pvc = pod_spec(&d)
         .volumes
+        .clone()
         .unwrap()
         .into_iter()
         .find_map(|v| v.persistent_volume_claim)
@@ -466,6 +483,19 @@ fn validate_names_the_field_at_fault() {
             Box::new(|i| i.spec.rollout.analysis.max_drift_score = Some(0.25)),
             "spec.rollout.analysis.maxDriftScore needs spec.monitoring",
         ),
+        (
+            Box::new(|i| {
+                i.spec.placement = serde_saphyr::from_str("{mode: PerNode}").unwrap();
+            }),
+            "spec.placement.mode PerNode needs spec.rollout.strategy BlueGreen",
+        ),
+        (
+            Box::new(|i| {
+                i.spec.placement =
+                    serde_saphyr::from_str("{nodeSelector: {'edge node': 'yes'}}").unwrap();
+            }),
+            "spec.placement.nodeSelector",
+        ),
     ];
     for (mutate, expected) in cases {
         let mut isvc = base.clone();
@@ -489,8 +519,8 @@ fn layout_places_the_revision_and_selects_the_active_one() {
     };
     let d = build::build(&isvc, &BuildConfig::default(), &layout).unwrap();
     let name = format!("fraud-{revision}");
-    assert_eq!(d.deployment.metadata.name.as_deref(), Some(name.as_str()));
-    let spec = d.deployment.spec.as_ref().unwrap();
+    assert_eq!(deployment(&d).metadata.name.as_deref(), Some(name.as_str()));
+    let spec = deployment(&d).spec.as_ref().unwrap();
     assert_eq!(
         spec.replicas,
         Some(1),
@@ -763,6 +793,118 @@ fn monitoring_is_part_of_the_revision_only_when_set() {
     assert_ne!(built(&other_window).revision, built(&base).revision);
     // Without monitoring the revision is hashed as before the field existed:
     // the other fixtures' golden files pin their revisions.
+}
+
+#[test]
+fn placement_reaches_the_serving_pods_only() {
+    let isvc = fixture("placement");
+    let d = built(&isvc);
+    let placement = &isvc.spec.placement;
+    let pod = pod_spec(&d);
+    assert_eq!(pod.node_selector.as_ref(), Some(&placement.node_selector));
+    assert_eq!(pod.tolerations.as_ref(), Some(&placement.tolerations));
+    assert_eq!(pod.affinity, placement.affinity);
+    assert!(d.workload.deployment().is_some(), "a replica count");
+    assert_eq!(
+        d.service.spec.as_ref().unwrap().internal_traffic_policy,
+        None,
+        "the cluster's default traffic policy"
+    );
+    assert!(d.pdb.is_some());
+    let plain = pod_spec(&built(&fixture("minimal"))).clone();
+    assert_eq!(
+        (plain.node_selector, plain.tolerations, plain.affinity),
+        (None, None, None),
+        "no placement, no constraint"
+    );
+}
+
+#[test]
+fn per_node_runs_a_daemon_set_and_keeps_callers_on_their_node() {
+    let isvc = fixture("per-node");
+    let d = built(&isvc);
+    let Workload::DaemonSet(ds) = &d.workload else {
+        panic!("PerNode builds a DaemonSet");
+    };
+    let name = format!("detector-{}", d.revision);
+    assert_eq!(ds.metadata.name.as_deref(), Some(name.as_str()));
+    let spec = ds.spec.as_ref().unwrap();
+    assert_eq!(
+        spec.selector.match_labels.as_ref(),
+        Some(&names::revision_selector("detector", &d.revision)),
+        "one DaemonSet per revision, like one Deployment per revision"
+    );
+    let update = spec.update_strategy.as_ref().unwrap();
+    let rolling = update.rolling_update.as_ref().unwrap();
+    assert_eq!(
+        (
+            update.type_.as_deref(),
+            rolling.max_surge.clone(),
+            rolling.max_unavailable.clone()
+        ),
+        (
+            Some("RollingUpdate"),
+            Some(IntOrString::Int(1)),
+            Some(IntOrString::Int(0))
+        ),
+        "an in-place update starts a node's new pod before its old one stops"
+    );
+    let pod = pod_spec(&d);
+    assert_eq!(
+        pod.node_selector.as_ref(),
+        Some(&isvc.spec.placement.node_selector)
+    );
+    assert_eq!(
+        d.service
+            .spec
+            .as_ref()
+            .unwrap()
+            .internal_traffic_policy
+            .as_deref(),
+        Some("Local"),
+        "each node's callers reach their own node's pod"
+    );
+    assert_eq!(
+        d.revision_service
+            .spec
+            .as_ref()
+            .unwrap()
+            .internal_traffic_policy,
+        None,
+        "a revision's own Service reaches its pods from anywhere"
+    );
+    assert!(
+        d.pdb.is_none(),
+        "no disruption budget for a DaemonSet, even at minReplicas 2"
+    );
+}
+
+#[test]
+fn placement_is_part_of_the_revision_only_when_set() {
+    let base = fixture("minimal");
+    let rev = |i: &InferenceService| built(i).revision;
+    let mut empty = base.clone();
+    empty.spec.placement = serde_saphyr::from_str("{mode: Replicas}").unwrap();
+    assert_eq!(
+        rev(&base),
+        rev(&empty),
+        "the default placement keeps the revision (no rollout on upgrade)"
+    );
+    let per_node = fixture("per-node");
+    let mut moved = per_node.clone();
+    moved
+        .spec
+        .placement
+        .node_selector
+        .insert("zone".into(), "store-12".into());
+    assert_ne!(rev(&per_node), rev(&moved), "new nodes are a new revision");
+    let mut replicas = per_node.clone();
+    replicas.spec.placement.mode = sluice_operator::crd::PlacementMode::Replicas;
+    assert_ne!(
+        rev(&per_node),
+        rev(&replicas),
+        "a new kind of workload is a new revision"
+    );
 }
 
 #[test]

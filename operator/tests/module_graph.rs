@@ -18,11 +18,13 @@ const PURE: &[&str] = &[
     "build",
     "build::fetch",
     "build::optimize",
+    "build::placement",
     "build::pod",
     "crd",
     "crd::autoscaling",
     "crd::monitoring",
     "crd::optimize",
+    "crd::placement",
     "crd::rollout",
     "drift::decision",
     "drift::job",
@@ -33,6 +35,7 @@ const PURE: &[&str] = &[
     "reconcile::validate::autoscaling",
     "reconcile::validate::monitoring",
     "reconcile::validate::optimize",
+    "reconcile::validate::placement",
     "reconcile::validate::rollout",
     "resources",
     "rollout::analysis",
@@ -43,6 +46,7 @@ const PURE: &[&str] = &[
     "rollout::traffic",
     "security",
     "status",
+    "workload",
 ];
 
 /// What a pure module must not contain.

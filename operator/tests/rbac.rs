@@ -28,6 +28,8 @@ const EXPECTED: &[(&str, &str, &[&str])] = &[
         &["update"],
     ),
     ("apps", "deployments", OWN),
+    // Serving pods with spec.placement.mode PerNode: one DaemonSet per revision.
+    ("apps", "daemonsets", OWN),
     ("", "services", OWN),
     ("", "configmaps", OWN),
     ("policy", "poddisruptionbudgets", OWN),

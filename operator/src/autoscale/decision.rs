@@ -449,6 +449,33 @@ pub fn external(
     }
 }
 
+/// The count with `spec.placement.mode: PerNode`: one pod on each of the
+/// `nodes` matching nodes, as the DaemonSet counted them (`None` before it
+/// did). The autoscaler does not scale: the nodes decide. At least 1 is
+/// wanted, so that the revision's DaemonSet is kept while no node matches.
+pub fn per_node(
+    mode: AutoscalingMode,
+    nodes: Option<i32>,
+    previous: Option<&AutoscalingStatus>,
+    now: Timestamp,
+) -> AutoscalingStatus {
+    let reason = match nodes {
+        None => "one pod per matching node (spec.placement.mode PerNode), once the DaemonSet has counted them; the autoscaler does not scale".to_string(),
+        Some(0) => "no node matches spec.placement yet (spec.placement.mode PerNode): one pod per matching node once one does; the autoscaler does not scale".to_string(),
+        Some(n) => format!("one pod on each of the {n} matching nodes (spec.placement.mode PerNode); the autoscaler does not scale"),
+    };
+    let desired = nodes.unwrap_or(0).max(1);
+    AutoscalingStatus {
+        mode,
+        desired_replicas: desired,
+        signal: Signal::PerNode,
+        reason,
+        last_scale_time: last_scale_time(previous, desired, now),
+        last_scale_up_time: None,
+        recommendations: Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

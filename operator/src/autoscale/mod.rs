@@ -26,10 +26,10 @@ use decision::{Input, Signals};
 use signals::Queries;
 
 /// The PromQL to read for `isvc` (its serving `pods` by name), or `None` when the
-/// operator does not scale it (mode `External`).
+/// operator does not scale it (mode `External`, or one pod per node).
 pub fn queries(isvc: &InferenceService, pods: &[Pod]) -> Option<Queries> {
     let spec = &isvc.spec;
-    (spec.autoscaling.mode == AutoscalingMode::Sluice).then(|| {
+    scales(isvc).then(|| {
         let names: Vec<String> = pods.iter().map(|p| p.name_any()).collect();
         signals::queries(
             &isvc.namespace().unwrap_or_default(),
@@ -41,19 +41,24 @@ pub fn queries(isvc: &InferenceService, pods: &[Pod]) -> Option<Queries> {
     })
 }
 
-/// Decides the total replica count of `isvc` now: in mode `External` from
-/// `spec.replicas`, in mode `Sluice` from the `signals` Prometheus gave, or
-/// `minReplicas` when the operator has no Prometheus at all (`signals` is `None`).
-/// `running` is the replica count its Deployments have now (read from the API
-/// server, so fresher than a cached status). Pure.
+/// Decides the total replica count of `isvc` now: with one pod per node, the
+/// `nodes` its placement matches (the autoscaler does not scale); in mode
+/// `External` from `spec.replicas`, in mode `Sluice` from the `signals`
+/// Prometheus gave, or `minReplicas` when the operator has no Prometheus at all
+/// (`signals` is `None`). `running` is the replica count its Deployments have now
+/// (read from the API server, so fresher than a cached status). Pure.
 pub fn decide(
     isvc: &InferenceService,
     signals: Option<&Signals>,
     running: Option<i32>,
+    nodes: Option<i32>,
     now: Timestamp,
 ) -> AutoscalingStatus {
     let spec = &isvc.spec;
     let previous = isvc.status.as_ref().and_then(|s| s.autoscaling.as_ref());
+    if spec.placement.per_node() {
+        return decision::per_node(spec.autoscaling.mode, nodes, previous, now);
+    }
     match (spec.autoscaling.mode, signals) {
         (AutoscalingMode::External, _) => decision::external(
             spec.replicas,
@@ -92,8 +97,14 @@ fn cpu_request_cores(isvc: &InferenceService) -> Option<f64> {
 /// `Sluice` with a Prometheus to read).
 pub fn requeue_after(isvc: &InferenceService, has_prometheus: bool) -> Option<Duration> {
     let autoscaling = &isvc.spec.autoscaling;
-    (has_prometheus && autoscaling.mode == AutoscalingMode::Sluice)
+    (has_prometheus && scales(isvc))
         .then(|| Duration::from_secs(autoscaling.interval_seconds.max(1).into()))
+}
+
+/// Whether the operator scales `isvc` from metrics: mode `Sluice`, and a
+/// replica count rather than one pod per node.
+fn scales(isvc: &InferenceService) -> bool {
+    isvc.spec.autoscaling.mode == AutoscalingMode::Sluice && !isvc.spec.placement.per_node()
 }
 
 /// The count now: what the Deployments run, else the last decision.

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{
-    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+    DaemonSet, Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
@@ -16,11 +16,12 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::{Resource, ResourceExt};
+use kube::Resource;
 use serde::Serialize;
 
 mod fetch;
 mod optimize;
+mod placement;
 mod pod;
 
 pub use fetch::StorageUri;
@@ -36,6 +37,7 @@ use crate::names::{
 use crate::resources::{cpu_limit_threads, resources};
 use crate::security;
 use crate::status::{FETCH_CONTAINER, PROFILE_FETCH_CONTAINER};
+use crate::workload::Workload;
 use crate::{Error, Result};
 
 /// Where model repositories live inside the pod.
@@ -78,15 +80,19 @@ pub struct Desired {
     pub url: String,
     /// The server's `config.yaml`, one immutable ConfigMap per revision.
     pub config_map: ConfigMap,
-    /// Pods running `sluice-server` for this revision, `<name>-<revision>`.
-    pub deployment: Deployment,
+    /// Pods running `sluice-server` for this revision, `<name>-<revision>`: a
+    /// Deployment, or a DaemonSet with `spec.placement.mode: PerNode`.
+    #[serde(flatten)]
+    pub workload: Workload,
     /// REST and gRPC in front of the ready pods of every revision (or of the
-    /// active one during a blue-green rollout).
+    /// active one during a blue-green rollout); per node, each node's own pods.
     pub service: Service,
     /// REST and gRPC in front of this revision's pods only, `<name>-<revision>`
     /// (blue-green previews, HTTPRoute backends, per-revision checks).
     pub revision_service: Service,
-    /// Present when the total replicas allow a disruption (two or more).
+    /// Present when the total replicas allow a disruption (two or more), and
+    /// never per node: a budget cannot cap a DaemonSet's unavailable pods (it
+    /// has no scale), and a drain leaves them be.
     pub pdb: Option<PodDisruptionBudget>,
     /// Present when `spec.security.allowedSources` is set.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -158,35 +164,47 @@ pub fn build(isvc: &InferenceService, cfg: &BuildConfig, layout: &Layout) -> Res
         immutable: Some(true),
         ..ConfigMap::default()
     };
-    let mut deployment = Deployment {
-        metadata: meta(
-            revision_object_name(&name, &revision),
-            &[(REVISION_LABEL, &revision)],
-        ),
-        spec: Some(deployment_spec(
-            &name,
-            &revision,
-            &isvc.spec,
-            cfg,
-            layout.replicas,
-        )),
-        ..Deployment::default()
-    };
-    deployment
-        .annotations_mut()
+    let mut workload_meta = meta(
+        revision_object_name(&name, &revision),
+        &[(REVISION_LABEL, &revision)],
+    );
+    workload_meta
+        .annotations
+        .get_or_insert_default()
         .insert(REVISION_LABEL.into(), revision.clone());
-    let service_for = |object_name: String, extra: &[(&str, &str)], selector| Service {
-        metadata: meta(object_name, extra),
-        spec: Some(ServiceSpec {
-            selector: Some(selector),
-            ports: Some(vec![
-                service_port("http", HTTP_PORT, "http"),
-                service_port("grpc", GRPC_PORT, "kubernetes.io/h2c"),
-            ]),
-            ..ServiceSpec::default()
-        }),
-        ..Service::default()
+    let pods = LabelSelector {
+        match_labels: Some(revision_selector(&name, &revision)),
+        ..LabelSelector::default()
     };
+    let template = pod_template(&name, &revision, &isvc.spec, cfg);
+    let placement = &isvc.spec.placement;
+    let workload = if placement.per_node() {
+        Workload::DaemonSet(stamp(DaemonSet {
+            metadata: workload_meta,
+            spec: Some(placement::daemon_set_spec(pods, template)),
+            ..DaemonSet::default()
+        })?)
+    } else {
+        Workload::Deployment(stamp(Deployment {
+            metadata: workload_meta,
+            spec: Some(deployment_spec(pods, template, layout.replicas)),
+            ..Deployment::default()
+        })?)
+    };
+    let service_for =
+        |object_name: String, extra: &[(&str, &str)], selector, traffic_policy| Service {
+            metadata: meta(object_name, extra),
+            spec: Some(ServiceSpec {
+                selector: Some(selector),
+                ports: Some(vec![
+                    service_port("http", HTTP_PORT, "http"),
+                    service_port("grpc", GRPC_PORT, "kubernetes.io/h2c"),
+                ]),
+                internal_traffic_policy: traffic_policy,
+                ..ServiceSpec::default()
+            }),
+            ..Service::default()
+        };
     let service = service_for(
         name.clone(),
         &[],
@@ -194,13 +212,17 @@ pub fn build(isvc: &InferenceService, cfg: &BuildConfig, layout: &Layout) -> Res
             Some(active) => revision_selector(&name, active),
             None => selector(&name),
         },
+        placement::internal_traffic_policy(placement),
     );
+    // The revision's own Service reaches its pods from any node (previews,
+    // checks).
     let revision_service = service_for(
         revision_object_name(&name, &revision),
         &[(REVISION_LABEL, &revision)],
         revision_selector(&name, &revision),
+        None,
     );
-    let pdb = (layout.total >= 2).then(|| PodDisruptionBudget {
+    let pdb = (layout.total >= 2 && !placement.per_node()).then(|| PodDisruptionBudget {
         metadata: meta(name.clone(), &[]),
         spec: Some(PodDisruptionBudgetSpec {
             max_unavailable: Some(IntOrString::Int(1)),
@@ -228,7 +250,7 @@ pub fn build(isvc: &InferenceService, cfg: &BuildConfig, layout: &Layout) -> Res
             cfg.cluster_domain
         ),
         config_map: stamp(config_map)?,
-        deployment: stamp(deployment)?,
+        workload,
         service: stamp(service)?,
         revision_service: stamp(revision_service)?,
         pdb: pdb.map(stamp).transpose()?,
@@ -397,13 +419,37 @@ fn server_config(spec: &InferenceServiceSpec) -> Result<String> {
     serde_saphyr::to_string(&config).map_err(|e| Error::ConfigYaml(e.to_string()))
 }
 
+/// A revision's Deployment: `replicas` pods of `template`, updated in place
+/// (for what is not part of the revision) one surge pod at a time.
 fn deployment_spec(
+    selector: LabelSelector,
+    template: PodTemplateSpec,
+    replicas: i32,
+) -> DeploymentSpec {
+    DeploymentSpec {
+        replicas: Some(replicas),
+        revision_history_limit: Some(1),
+        selector,
+        strategy: Some(DeploymentStrategy {
+            type_: Some("RollingUpdate".into()),
+            rolling_update: Some(RollingUpdateDeployment {
+                max_surge: Some(IntOrString::Int(1)),
+                max_unavailable: Some(IntOrString::Int(0)),
+            }),
+        }),
+        template,
+        ..DeploymentSpec::default()
+    }
+}
+
+/// The serving pod of a revision: fetchers (and the optimizer) as init
+/// containers, `sluice-server`, placed as `spec.placement` says.
+fn pod_template(
     name: &str,
     revision: &str,
     spec: &InferenceServiceSpec,
     cfg: &BuildConfig,
-    replicas: i32,
-) -> DeploymentSpec {
+) -> PodTemplateSpec {
     let mut pod_labels = common_labels(name);
     pod_labels.insert(REVISION_LABEL.into(), revision.into());
     let tls = security::tls_scheme(spec.security.as_ref());
@@ -612,50 +658,34 @@ fn deployment_spec(
         ..Container::default()
     };
 
-    DeploymentSpec {
-        replicas: Some(replicas),
-        revision_history_limit: Some(1),
-        selector: LabelSelector {
-            match_labels: Some(revision_selector(name, revision)),
-            ..LabelSelector::default()
-        },
-        strategy: Some(DeploymentStrategy {
-            type_: Some("RollingUpdate".into()),
-            rolling_update: Some(RollingUpdateDeployment {
-                max_surge: Some(IntOrString::Int(1)),
-                max_unavailable: Some(IntOrString::Int(0)),
+    let mut pod = PodSpec {
+        init_containers: Some(init_containers),
+        containers: vec![server],
+        volumes: Some(volumes),
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        termination_grace_period_seconds: Some(SHUTDOWN_DELAY_SECONDS + DRAIN_TIMEOUT_SECONDS + 5),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(UID),
+            run_as_group: Some(UID),
+            fs_group: Some(UID),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..SeccompProfile::default()
             }),
+            ..PodSecurityContext::default()
         }),
-        template: PodTemplateSpec {
-            metadata: Some(ObjectMeta {
-                labels: Some(pod_labels),
-                annotations: Some(pod_annotations),
-                ..ObjectMeta::default()
-            }),
-            spec: Some(PodSpec {
-                init_containers: Some(init_containers),
-                containers: vec![server],
-                volumes: Some(volumes),
-                automount_service_account_token: Some(false),
-                enable_service_links: Some(false),
-                termination_grace_period_seconds: Some(
-                    SHUTDOWN_DELAY_SECONDS + DRAIN_TIMEOUT_SECONDS + 5,
-                ),
-                security_context: Some(PodSecurityContext {
-                    run_as_non_root: Some(true),
-                    run_as_user: Some(UID),
-                    run_as_group: Some(UID),
-                    fs_group: Some(UID),
-                    seccomp_profile: Some(SeccompProfile {
-                        type_: "RuntimeDefault".into(),
-                        ..SeccompProfile::default()
-                    }),
-                    ..PodSecurityContext::default()
-                }),
-                ..PodSpec::default()
-            }),
-        },
-        ..DeploymentSpec::default()
+        ..PodSpec::default()
+    };
+    placement::place(&mut pod, &spec.placement);
+    PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(pod_labels),
+            annotations: Some(pod_annotations),
+            ..ObjectMeta::default()
+        }),
+        spec: Some(pod),
     }
 }
 

@@ -264,6 +264,9 @@ pub enum Signal {
     MissingData,
     /// `spec.replicas`, set through the scale subresource (mode `External`).
     External,
+    /// `spec.placement.mode: PerNode`: one pod on each matching node; the
+    /// autoscaler does not scale.
+    PerNode,
 }
 
 /// One recommendation, kept while it can matter to scale-down stabilization.

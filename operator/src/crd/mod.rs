@@ -15,6 +15,7 @@ pub mod autoscaling;
 pub mod model;
 pub mod monitoring;
 pub mod optimize;
+pub mod placement;
 pub mod resilience;
 pub mod rollout;
 
@@ -25,6 +26,7 @@ pub use monitoring::{
     OnDriftSpec, RetrainingStatus,
 };
 pub use optimize::{OptimizationStatus, OptimizeSpec};
+pub use placement::{PlacementMode, PlacementSpec};
 pub use resilience::{CircuitBreakerSpec, FallbackSpec, StaticDatatype, StaticOutput};
 pub use rollout::{HistoryEntry, RolloutSpec, RolloutStatus};
 
@@ -64,6 +66,9 @@ pub const GROUP: &str = "serving.sluice.dev";
 #[x_kube(validation = Rule::new(
     "!has(self.maxReplicas) || self.minReplicas <= self.maxReplicas"
 ).message("spec.minReplicas must not be above spec.maxReplicas").field_path(".minReplicas"))]
+#[x_kube(validation = Rule::new(
+    "!has(self.placement) || self.placement.mode != 'PerNode' || (has(self.rollout) && self.rollout.strategy == 'BlueGreen')"
+).message("spec.placement.mode PerNode needs spec.rollout.strategy BlueGreen: every revision runs one pod on each matching node, so a canary step cannot give it a share of the traffic").field_path(".rollout"))]
 #[serde(rename_all = "camelCase")]
 pub struct InferenceServiceSpec {
     /// The model to serve.
@@ -108,6 +113,10 @@ pub struct InferenceServiceSpec {
     /// docs/monitoring.md). Off when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub monitoring: Option<MonitoringSpec>,
+    /// Which nodes serve, and whether as a replica count or one pod per node
+    /// (see docs/placement.md). Any node, a replica count, when absent.
+    #[serde(default, skip_serializing_if = "PlacementSpec::is_default")]
+    pub placement: PlacementSpec,
 }
 
 fn default_min_replicas() -> i32 {
@@ -405,6 +414,7 @@ spec:
             "spec.monitoring.profileUri must start with",
             "spec.monitoring.profileSha256 must be 64 lowercase hexadecimal digits",
             "spec.monitoring.minRows must not be above spec.monitoring.windowRows",
+            "spec.placement.mode PerNode needs spec.rollout.strategy BlueGreen",
         ] {
             assert!(json.contains(message), "missing rule message {message:?}");
         }

@@ -2,7 +2,7 @@
 //! few writes as possible. Objects carry the hash of what was applied, so an
 //! unchanged object is not written again.
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::api::{
@@ -25,6 +25,7 @@ use crate::crd::InferenceService;
 use crate::names::{APPLIED_HASH_ANNOTATION, REVISION_LABEL, applied_hash};
 use crate::rollout::machine::Decision;
 use crate::rollout::traffic;
+use crate::workload::Workload;
 
 /// Server-side applies every desired object whose applied hash differs from what
 /// the cluster holds, scales the other revisions as the rollout decided, deletes
@@ -56,8 +57,8 @@ pub async fn apply(
     if runs {
         let applied = apply_listed(namespace, &desired.config_map, &observed.config_maps, ctx);
         note(applied.await?, "ConfigMap");
-        let applied = apply_listed(namespace, &desired.deployment, &observed.deployments, ctx);
-        note(applied.await?, "Deployment");
+        let applied = apply_workload(namespace, &desired.workload, &observed.workloads, ctx);
+        note(applied.await?, desired.workload.kind());
         let applied = apply_listed(
             namespace,
             &desired.revision_service,
@@ -80,18 +81,23 @@ pub async fn apply(
         .await?,
     );
 
-    // Other revisions: scaled as decided, or removed with their Service and ConfigMap.
+    // Other revisions: scaled as decided (a DaemonSet has one pod per node
+    // whatever the count), or removed with their Service and ConfigMap.
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let daemon_sets: Api<DaemonSet> = Api::namespaced(client.clone(), namespace);
     let params = DeleteParams::background();
-    for d in &observed.deployments {
-        let Some(revision) = d.labels().get(REVISION_LABEL) else {
+    for w in &observed.workloads {
+        let Some(revision) = w.revision() else {
             continue;
         };
-        if revision == &desired.revision && runs {
+        if revision == desired.revision && runs {
             continue;
         }
-        match decision.replicas.get(revision).copied().filter(|n| *n > 0) {
-            Some(n) => {
+        match (
+            decision.replicas.get(revision).copied().filter(|n| *n > 0),
+            w,
+        ) {
+            (Some(n), Workload::Deployment(d)) => {
                 if d.spec.as_ref().and_then(|s| s.replicas) != Some(n) {
                     deployments
                         .patch(
@@ -104,10 +110,16 @@ pub async fn apply(
                     written.push("Deployment (scaled)".to_string());
                 }
             }
-            None => {
+            (Some(_), Workload::DaemonSet(_)) => {}
+            (None, Workload::Deployment(d)) => {
                 deployments.delete(&d.name_any(), &params).await?;
                 ctx.metrics.write("Deployment", "delete");
                 written.push("Deployment (deleted)".to_string());
+            }
+            (None, Workload::DaemonSet(d)) => {
+                daemon_sets.delete(&d.name_any(), &params).await?;
+                ctx.metrics.write("DaemonSet", "delete");
+                written.push("DaemonSet (deleted)".to_string());
             }
         }
     }
@@ -143,7 +155,7 @@ pub async fn apply(
     }
 
     if !written.is_empty() {
-        let (reason, note) = if observed.deployments.is_empty() {
+        let (reason, note) = if observed.workloads.is_empty() {
             (
                 "Created",
                 format!(
@@ -175,6 +187,27 @@ where
         .iter()
         .find(|o| o.meta().name == desired.meta().name);
     apply_one(namespace, desired, current, ctx).await
+}
+
+/// Applies a revision's Deployment or DaemonSet unless the one of its name in
+/// `current` already carries its hash. Returns whether it wrote.
+async fn apply_workload(
+    namespace: &str,
+    desired: &Workload,
+    current: &[Workload],
+    ctx: &Context,
+) -> Result<bool> {
+    let current = current
+        .iter()
+        .find(|w| w.metadata().name == desired.metadata().name);
+    match desired {
+        Workload::Deployment(d) => {
+            apply_one(namespace, d, current.and_then(Workload::deployment), ctx).await
+        }
+        Workload::DaemonSet(d) => {
+            apply_one(namespace, d, current.and_then(Workload::daemon_set), ctx).await
+        }
+    }
 }
 
 /// The Gateway API HTTPRoute kind.

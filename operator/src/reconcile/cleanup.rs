@@ -14,6 +14,7 @@ use super::dereference::{namespace, objects};
 use super::events::publish;
 use crate::Result;
 use crate::crd::InferenceService;
+use crate::workload::Workload;
 
 /// Deletes every object `isvc` owns.
 pub async fn cleanup(isvc: &InferenceService, ctx: &Context) -> Result<Action> {
@@ -21,7 +22,18 @@ pub async fn cleanup(isvc: &InferenceService, ctx: &Context) -> Result<Action> {
     let name = isvc.name_any();
     let params = DeleteParams::background();
     let owned = objects(isvc, &ctx.client).await?;
-    delete_each(&owned.deployments, &namespace, &params, ctx).await?;
+    let deployments: Vec<_> = owned
+        .workloads
+        .iter()
+        .filter_map(Workload::deployment)
+        .collect();
+    delete_each(deployments, &namespace, &params, ctx).await?;
+    let daemon_sets: Vec<_> = owned
+        .workloads
+        .iter()
+        .filter_map(Workload::daemon_set)
+        .collect();
+    delete_each(daemon_sets, &namespace, &params, ctx).await?;
     delete_each(&owned.services, &namespace, &params, ctx).await?;
     delete_each(&owned.pdb, &namespace, &params, ctx).await?;
     delete_each(&owned.network_policy, &namespace, &params, ctx).await?;

@@ -39,6 +39,7 @@ pub fn decide(valid: &Validated, observed: &Observed, now: Timestamp) -> Plan {
         isvc,
         observed.signals.as_ref(),
         observed.objects.running(),
+        observed.objects.matching_nodes(&valid.revision),
         now,
     );
     let ready = observed.objects.ready();
@@ -99,5 +100,185 @@ fn unservable(pods: &[Pod], revision: &str) -> Option<String> {
             ..
         } => Some(format!("its optimized model was refused: {message}")),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::autoscale::decision::Signals;
+    use crate::crd::InferenceService;
+    use crate::crd::autoscaling::Signal;
+    use crate::reconcile::dereference::Objects;
+    use crate::reconcile::validate::Requested;
+    use crate::rollout::control::Command;
+    use crate::workload::Workload;
+    use serde_json::json;
+
+    /// An edge InferenceService, one pod per node, whose stable revision is
+    /// `stable` (none yet when `None`).
+    fn edge(stable: Option<&str>) -> InferenceService {
+        let mut isvc: InferenceService = serde_json::from_value(json!({
+            "apiVersion": "serving.sluice.dev/v1alpha1",
+            "kind": "InferenceService",
+            "metadata": {"name": "detector", "namespace": "edge", "generation": 1},
+            "spec": {"model": {"storageUri": "s3://m/model.onnx"},
+                     "placement": {"mode": "PerNode", "nodeSelector": {"sluice.dev/edge": "true"}},
+                     "rollout": {"strategy": "BlueGreen"}},
+        }))
+        .unwrap();
+        isvc.status = stable.map(|s| crate::crd::InferenceServiceStatus {
+            revision: Some(s.into()),
+            stable_revision: Some(s.into()),
+            ..Default::default()
+        });
+        isvc
+    }
+
+    /// A revision's DaemonSet over `nodes` matching nodes, `ready` of them ready.
+    fn daemon_set(revision: &str, nodes: i32, ready: i32) -> Workload {
+        Workload::DaemonSet(
+            serde_json::from_value(json!({
+                "metadata": {"name": format!("detector-{revision}"), "generation": 1,
+                             "labels": {crate::names::REVISION_LABEL: revision}},
+                "status": {"observedGeneration": 1, "desiredNumberScheduled": nodes,
+                           "currentNumberScheduled": nodes, "numberReady": ready,
+                           "numberMisscheduled": 0, "updatedNumberScheduled": nodes},
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn plan(isvc: &InferenceService, revision: &str, workloads: Vec<Workload>) -> Plan {
+        plan_with(isvc, revision, workloads, Requested::Nothing)
+    }
+
+    fn plan_with(
+        isvc: &InferenceService,
+        revision: &str,
+        workloads: Vec<Workload>,
+        command: Requested,
+    ) -> Plan {
+        let valid = Validated {
+            isvc,
+            name: "detector".into(),
+            namespace: "edge".into(),
+            revision: revision.into(),
+            command,
+        };
+        let observed = Observed {
+            isvc: isvc.clone(),
+            objects: Objects {
+                workloads,
+                ..Objects::default()
+            },
+            // Busy pods: a replica count would scale up; one per node does not.
+            signals: Some(Signals {
+                peak_rps: Some(1e6),
+                latest_rps: Some(1e6),
+                ..Signals::default()
+            }),
+            analysis: None,
+            drift: None,
+        };
+        decide(&valid, &observed, Timestamp::UNIX_EPOCH)
+    }
+
+    #[test]
+    fn per_node_the_nodes_set_the_count_and_the_autoscaler_says_it_does_not_scale() {
+        let isvc = edge(None);
+        let first = plan(&isvc, "r1", Vec::new());
+        assert_eq!(
+            (first.scale.signal, first.scale.desired_replicas),
+            (Signal::PerNode, 1),
+            "before the DaemonSet counts the nodes, one pod is wanted"
+        );
+        assert_eq!(
+            first.rollout.replicas.get("r1"),
+            Some(&1),
+            "its DaemonSet is kept"
+        );
+
+        let three = plan(&isvc, "r1", vec![daemon_set("r1", 3, 3)]);
+        assert_eq!(
+            (three.scale.signal, three.scale.desired_replicas),
+            (Signal::PerNode, 3)
+        );
+        assert_eq!(
+            three.scale.reason,
+            "one pod on each of the 3 matching nodes (spec.placement.mode PerNode); the autoscaler does not scale"
+        );
+        assert_eq!(
+            three.rollout.stable.as_deref(),
+            Some("r1"),
+            "ready on every matching node: the first revision is stable"
+        );
+
+        let none = plan(&isvc, "r1", vec![daemon_set("r1", 0, 0)]);
+        assert_eq!(none.scale.desired_replicas, 1);
+        assert!(
+            none.scale
+                .reason
+                .starts_with("no node matches spec.placement yet")
+        );
+        assert_eq!(
+            none.rollout.stable, None,
+            "nothing serves, nothing is promoted"
+        );
+        assert_eq!(none.rollout.replicas.get("r1"), Some(&1));
+    }
+
+    #[test]
+    fn per_node_a_new_revision_previews_on_every_node_beside_the_stable_one() {
+        let isvc = edge(Some("r1"));
+        let preview = plan(
+            &isvc,
+            "r2",
+            vec![daemon_set("r1", 2, 2), daemon_set("r2", 2, 2)],
+        );
+        assert_eq!(
+            preview.rollout.replicas,
+            [("r1".to_string(), 2), ("r2".to_string(), 2)].into(),
+            "both DaemonSets run, one pod each per node"
+        );
+        assert_eq!(
+            preview.layout.active.as_deref(),
+            Some("r1"),
+            "the Service stays on the stable revision during the preview"
+        );
+        assert_eq!(preview.rollout.canary_weight, Some(0));
+
+        // A node matched by the new placement alone is waited for: the new
+        // revision must be ready on each of its own matching nodes.
+        let waiting = plan(
+            &isvc,
+            "r2",
+            vec![daemon_set("r1", 2, 2), daemon_set("r2", 3, 2)],
+        );
+        assert!(
+            waiting
+                .rollout
+                .rollout
+                .as_ref()
+                .unwrap()
+                .message
+                .contains("waiting for 1 of 3 pods of revision r2"),
+            "{:?}",
+            waiting.rollout.rollout
+        );
+
+        let mut previewing = isvc.clone();
+        previewing.status.as_mut().unwrap().rollout = preview.rollout.rollout.clone();
+        let promoted = plan_with(
+            &previewing,
+            "r2",
+            vec![daemon_set("r1", 2, 2), daemon_set("r2", 2, 2)],
+            Requested::Command(Command::Promote),
+        );
+        assert_eq!(
+            promoted.layout.active.as_deref(),
+            Some("r2"),
+            "promoted: the Service switches on every node at once"
+        );
     }
 }

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -20,10 +20,10 @@ use crate::crd::rollout::{RolloutStatus, Strategy};
 use crate::crd::{InferenceService, JobOutcome};
 use crate::drift::decision::{ObservedJob, Reading};
 use crate::drift::prometheus as drift_prometheus;
-use crate::names::{REVISION_LABEL, retraining_labels, revision, selector_string};
+use crate::names::{retraining_labels, revision, selector_string};
 use crate::rollout::analysis::{self, Analysis, Target};
 use crate::rollout::{control, machine, prometheus};
-use crate::status;
+use crate::workload::Workload;
 use crate::{Error, Result};
 
 /// What the cluster and Prometheus hold for one InferenceService.
@@ -55,8 +55,8 @@ pub struct DriftObserved {
 /// The objects an InferenceService owns.
 #[derive(Clone, Debug, Default)]
 pub struct Objects {
-    /// The Deployments of every revision.
-    pub deployments: Vec<Deployment>,
+    /// The Deployments and DaemonSets of every revision.
+    pub workloads: Vec<Workload>,
     /// The main Service and the per-revision ones.
     pub services: Vec<Service>,
     /// The PodDisruptionBudget.
@@ -73,9 +73,9 @@ impl Objects {
     /// Ready pods per revision.
     pub fn ready(&self) -> BTreeMap<String, i32> {
         let mut ready = BTreeMap::new();
-        for d in &self.deployments {
-            if let Some(revision) = d.labels().get(REVISION_LABEL) {
-                *ready.entry(revision.clone()).or_default() += status::ready_pods(d);
+        for w in &self.workloads {
+            if let Some(revision) = w.revision() {
+                *ready.entry(revision.to_string()).or_default() += w.ready_pods();
             }
         }
         ready
@@ -84,10 +84,27 @@ impl Objects {
     /// The replica count in force: every revision runs at most the total (a canary
     /// less, a blue-green preview as much), so the largest Deployment carries it.
     pub fn running(&self) -> Option<i32> {
-        self.deployments
+        self.workloads
             .iter()
-            .filter_map(|d| d.spec.as_ref()?.replicas)
+            .filter_map(|w| w.deployment()?.spec.as_ref()?.replicas)
             .max()
+    }
+
+    /// The nodes that `revision`'s DaemonSet matches, else those of another
+    /// revision's (the same placement, until the new one is counted); `None`
+    /// before any DaemonSet was counted.
+    pub fn matching_nodes(&self, revision: &str) -> Option<i32> {
+        let own = self
+            .workloads
+            .iter()
+            .filter(|w| w.revision() == Some(revision))
+            .find_map(Workload::matching_nodes);
+        own.or_else(|| {
+            self.workloads
+                .iter()
+                .filter_map(Workload::matching_nodes)
+                .max()
+        })
     }
 }
 
@@ -242,13 +259,15 @@ pub async fn objects(isvc: &InferenceService, client: &Client) -> Result<Objects
     let name = isvc.name_any();
     let labelled = ListParams::default().labels(&selector_string(&name));
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
+    let daemon_sets: Api<DaemonSet> = Api::namespaced(client.clone(), &namespace);
     let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
     let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), &namespace);
     let network_policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &namespace);
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
-    let (deployments, services, pdb, network_policy, config_maps, pods) = futures::try_join!(
+    let (deployments, daemon_sets, services, pdb, network_policy, config_maps, pods) = futures::try_join!(
         deployments.list(&labelled),
+        daemon_sets.list(&labelled),
         services.list(&labelled),
         pdbs.get_opt(&name),
         network_policies.get_opt(&name),
@@ -256,7 +275,15 @@ pub async fn objects(isvc: &InferenceService, client: &Client) -> Result<Objects
         pods.list(&labelled),
     )?;
     Ok(Objects {
-        deployments: owned(deployments.items, isvc),
+        workloads: owned(deployments.items, isvc)
+            .into_iter()
+            .map(Workload::Deployment)
+            .chain(
+                owned(daemon_sets.items, isvc)
+                    .into_iter()
+                    .map(Workload::DaemonSet),
+            )
+            .collect(),
         services: owned(services.items, isvc),
         pdb: pdb.filter(|p| owned_by(p, isvc)),
         network_policy: network_policy.filter(|p| owned_by(p, isvc)),

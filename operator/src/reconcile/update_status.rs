@@ -25,7 +25,7 @@ pub async fn update_status(
     let new = status::compute(
         isvc,
         outcome,
-        &observed.deployments,
+        &observed.workloads,
         &observed.pods,
         Time(Timestamp::now()),
     );

@@ -5,6 +5,7 @@
 mod autoscaling;
 mod monitoring;
 mod optimize;
+mod placement;
 mod resilience;
 mod rollout;
 
@@ -120,6 +121,7 @@ fn check(isvc: &InferenceService) -> Result<(), String> {
     }
     rollout::check(&spec.rollout)?;
     autoscaling::check(spec)?;
+    placement::check(spec)?;
     if let Some(env) = spec
         .runtime
         .env
