@@ -205,7 +205,6 @@ fn int8_static_writes_qdq_from_calibrated_ranges_and_keeps_the_answers() {
 
 #[test]
 fn int8_static_keeps_a_transposed_gemm_exact_enough() {
-    use sluice_server::tensor::{Tensor, TensorData};
     let dir = scratch("static-gemm");
     let (original, output, calibration) = (
         dir.join("gemm.onnx"),
@@ -226,25 +225,7 @@ fn int8_static_keeps_a_transposed_gemm_exact_enough() {
         "{:?}",
         report.nodes
     );
-    let rows: Vec<f32> = (0..64).map(|i| ((i * 5 % 17) as f32 - 8.0) / 8.0).collect();
-    let input = Tensor::new(vec![8, 8], TensorData::Fp32(rows)).unwrap();
-    let run = |path: &Path| {
-        let mut model = OnnxModel::load(path, &ModelConfig::default()).unwrap();
-        match model.run(&[&input]).unwrap().remove(0).data {
-            TensorData::Fp32(values) => values,
-            other => panic!("{other:?}"),
-        }
-    };
-    let (want, got) = (run(&original), run(&output));
-    let largest = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    let worst = want
-        .iter()
-        .zip(&got)
-        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-    assert!(
-        worst <= 0.05 * largest,
-        "largest error {worst} against outputs up to {largest}:\n{want:?}\n{got:?}"
-    );
+    assert_gemm_outputs_close(&original, &output, 8.0, 0.05);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -566,9 +547,35 @@ fn gemm_model(path: &Path) {
     std::fs::write(path, model.encode_to_vec()).unwrap();
 }
 
+/// Runs both Gemm models on 8 fixed rows (values up to 8 / `spread`) and checks
+/// that no output differs by more than `tolerance` of the largest one.
+fn assert_gemm_outputs_close(original: &Path, optimized: &Path, spread: f32, tolerance: f32) {
+    use sluice_server::tensor::{Tensor, TensorData};
+    let rows: Vec<f32> = (0..64)
+        .map(|i| ((i * 5 % 17) as f32 - 8.0) / spread)
+        .collect();
+    let input = Tensor::new(vec![8, 8], TensorData::Fp32(rows)).unwrap();
+    let run = |path: &Path| {
+        let mut model = OnnxModel::load(path, &ModelConfig::default()).unwrap();
+        match model.run(&[&input]).unwrap().remove(0).data {
+            TensorData::Fp32(values) => values,
+            other => panic!("{other:?}"),
+        }
+    };
+    let (want, got) = (run(original), run(optimized));
+    let largest = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let worst = want
+        .iter()
+        .zip(&got)
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        worst <= tolerance * largest,
+        "largest error {worst} against outputs up to {largest}:\n{want:?}\n{got:?}"
+    );
+}
+
 #[test]
 fn gemm_keeps_its_transpose_alpha_beta_and_bias() {
-    use sluice_server::tensor::{Tensor, TensorData};
     let dir = scratch("gemm");
     let (original, output) = (dir.join("gemm.onnx"), dir.join("gemm-int8.onnx"));
     gemm_model(&original);
@@ -581,25 +588,7 @@ fn gemm_keeps_its_transpose_alpha_beta_and_bias() {
     );
     assert_eq!(report.nodes[0].detail, "weight [8, 4] to INT8, per column");
 
-    let rows: Vec<f32> = (0..64).map(|i| ((i * 5 % 17) as f32 - 8.0) / 4.0).collect();
-    let input = Tensor::new(vec![8, 8], TensorData::Fp32(rows)).unwrap();
-    let run = |path: &Path| {
-        let mut model = OnnxModel::load(path, &ModelConfig::default()).unwrap();
-        match model.run(&[&input]).unwrap().remove(0).data {
-            TensorData::Fp32(values) => values,
-            other => panic!("{other:?}"),
-        }
-    };
-    let (want, got) = (run(&original), run(&output));
-    let largest = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    let worst = want
-        .iter()
-        .zip(&got)
-        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-    assert!(
-        worst <= 0.03 * largest,
-        "largest error {worst} against outputs up to {largest}:\n{want:?}\n{got:?}"
-    );
+    assert_gemm_outputs_close(&original, &output, 4.0, 0.03);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
