@@ -8,9 +8,9 @@ use k8s_openapi::api::apps::v1::{
     DaemonSet, Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
-    HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, Service,
-    ServicePort, ServiceSpec, Volume,
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, HTTPGetAction,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, Service, ServicePort,
+    ServiceSpec, Volume,
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
@@ -26,7 +26,7 @@ mod pod;
 
 pub use fetch::StorageUri;
 use fetch::{FetchSource, FetchTarget, fetch_container};
-use pod::{container_security, mount};
+use pod::{container_security, empty_dir, mount};
 
 use crate::config::BuildConfig;
 use crate::crd::{Device, FeedbackTask, InferenceService, InferenceServiceSpec, StaticDatatype};
@@ -466,11 +466,7 @@ fn pod_template(
     let resources = resources(spec);
 
     let mut volumes = vec![
-        Volume {
-            name: "model".into(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
-            ..Volume::default()
-        },
+        empty_dir("model"),
         Volume {
             name: "config".into(),
             config_map: Some(ConfigMapVolumeSource {
@@ -479,11 +475,7 @@ fn pod_template(
             }),
             ..Volume::default()
         },
-        Volume {
-            name: "tmp".into(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
-            ..Volume::default()
-        },
+        empty_dir("tmp"),
     ];
     let (security_volumes, security_mounts) = spec
         .security
@@ -495,11 +487,7 @@ fn pod_template(
     // server loads.
     let optimize = spec.model.optimize.as_ref();
     if optimize.is_some() {
-        volumes.push(Volume {
-            name: optimize::ORIGINAL_VOLUME.into(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
-            ..Volume::default()
-        });
+        volumes.push(empty_dir(optimize::ORIGINAL_VOLUME));
     }
     let model_fetch = fetch_container(
         &FetchTarget {
@@ -531,11 +519,7 @@ fn pod_template(
     let fallback_dir = format!("{MODEL_REPOSITORY}/{name}/{FALLBACK_DIR}");
     let fallback_model = spec.fallback.as_ref().and_then(|f| f.model.as_ref());
     if let Some(model) = fallback_model {
-        volumes.push(Volume {
-            name: "fallback".into(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
-            ..Volume::default()
-        });
+        volumes.push(empty_dir("fallback"));
         let fallback_fetch = fetch_container(
             &FetchTarget {
                 container: "fetch-fallback",
@@ -554,11 +538,7 @@ fn pod_template(
     }
     let profile_dir = format!("{MODEL_REPOSITORY}/{name}/{PROFILE_DIR}");
     if let Some(monitoring) = &spec.monitoring {
-        volumes.push(Volume {
-            name: "profile".into(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
-            ..Volume::default()
-        });
+        volumes.push(empty_dir("profile"));
         let profile_fetch = fetch_container(
             &FetchTarget {
                 container: PROFILE_FETCH_CONTAINER,

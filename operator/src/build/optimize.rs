@@ -5,10 +5,10 @@
 //! original. Its summary becomes its termination message, which `status` reads
 //! ([`crate::optimization`]).
 
-use k8s_openapi::api::core::v1::{Container, EmptyDirVolumeSource, ResourceRequirements, Volume};
+use k8s_openapi::api::core::v1::{Container, ResourceRequirements, Volume};
 
 use super::fetch::{FetchSource, FetchTarget, fetch_container};
-use super::pod::{container_security, mount, without_gpu};
+use super::pod::{container_security, empty_dir, mount, without_gpu};
 use crate::crd::optimize::OptimizeMode;
 use crate::crd::{ModelSpec, OptimizeSpec};
 use crate::optimization::{OPTIMIZE_CONTAINER, SUMMARY_PATH};
@@ -70,11 +70,7 @@ pub fn parts(
         } else {
             "calibration.csv"
         };
-        volumes.push(Volume {
-            name: "calibration".into(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
-            ..Volume::default()
-        });
+        volumes.push(empty_dir("calibration"));
         let fetch = fetch_container(
             &FetchTarget {
                 container: "fetch-calibration",

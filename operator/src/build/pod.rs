@@ -1,8 +1,9 @@
 //! Small pieces of every pod the operator builds: the containers' locked-down
-//! security context, volume mounts, and init containers' resources.
+//! security context, scratch volumes and their mounts, and init containers'
+//! resources.
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, ResourceRequirements, SecurityContext, VolumeMount,
+    Capabilities, EmptyDirVolumeSource, ResourceRequirements, SecurityContext, Volume, VolumeMount,
 };
 
 /// The security context of every container: no privilege, no capabilities, a
@@ -41,5 +42,14 @@ pub fn mount(volume: &str, path: &str, read_only: bool, sub_path: Option<&str>) 
         read_only: read_only.then_some(true),
         sub_path: sub_path.map(String::from),
         ..VolumeMount::default()
+    }
+}
+
+/// A pod-lifetime scratch volume (`emptyDir`) named `name`.
+pub fn empty_dir(name: &str) -> Volume {
+    Volume {
+        name: name.into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
     }
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::OptimizeError;
-use super::onnx::{self, ModelProto, ValueInfoProto};
+use super::onnx::{self, ModelProto};
 use super::report::{Rows, input_shape};
 use crate::config::ModelConfig;
 use crate::runtime::OnnxModel;
@@ -48,29 +48,7 @@ pub fn ranges(
     method: Method,
     scratch: &Path,
 ) -> Result<HashMap<String, Range>, OptimizeError> {
-    let graph = model.graph.as_ref().expect("read() checked the graph");
-    let graph_inputs: Vec<&str> = graph
-        .input
-        .iter()
-        .filter_map(|i| i.name.as_deref())
-        .collect();
-    let mut probe = model.clone();
-    let probe_graph = probe.graph.as_mut().expect("read() checked the graph");
-    let declared: Vec<String> = probe_graph
-        .output
-        .iter()
-        .filter_map(|o| o.name.clone())
-        .collect();
-    let extra: Vec<&String> = activations
-        .iter()
-        .filter(|a| !graph_inputs.contains(&a.as_str()) && !declared.contains(a))
-        .collect();
-    probe_graph
-        .output
-        .extend(extra.iter().map(|name| ValueInfoProto {
-            name: Some((*name).clone()),
-            ..ValueInfoProto::default()
-        }));
+    let probe = onnx::with_outputs(model, activations);
     std::fs::write(scratch, onnx::encode(&probe)).map_err(|e| OptimizeError::Io {
         path: scratch.display().to_string(),
         message: e.to_string(),

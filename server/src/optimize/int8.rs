@@ -225,13 +225,7 @@ fn plan(node: &NodeProto, initializers: &HashMap<String, TensorProto>) -> Result
         return Err("Gemm transposes A (transA=1)".into());
     }
     let (weight, rows, columns) = if int("transB", 0) != 0 {
-        let mut transposed = vec![0.0; values.len()];
-        for n in 0..d0 {
-            for k in 0..d1 {
-                transposed[k * d0 + n] = values[n * d1 + k];
-            }
-        }
-        (transposed, d1, d0)
+        (onnx::transpose(&values, d0, d1), d1, d0)
     } else {
         (values, d0, d1)
     };

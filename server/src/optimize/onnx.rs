@@ -35,6 +35,47 @@ pub fn read(path: &Path) -> Result<ModelProto, OptimizeError> {
     Ok(model)
 }
 
+/// `values`, a row-major `[rows, columns]` matrix, transposed to
+/// `[columns, rows]`.
+pub fn transpose<T: Copy + Default>(values: &[T], rows: usize, columns: usize) -> Vec<T> {
+    let mut transposed = vec![T::default(); values.len()];
+    for r in 0..rows {
+        for c in 0..columns {
+            transposed[c * rows + r] = values[r * columns + c];
+        }
+    }
+    transposed
+}
+
+/// A copy of `model` whose main graph also outputs `values` (untyped: ONNX
+/// Runtime infers their types), skipping the graph's inputs and the outputs it
+/// already declares. Loading it shows what those values are or hold.
+pub fn with_outputs<'a>(
+    model: &ModelProto,
+    values: impl IntoIterator<Item = &'a String>,
+) -> ModelProto {
+    let mut probe = model.clone();
+    let Some(graph) = probe.graph.as_mut() else {
+        return probe;
+    };
+    let mut present: std::collections::HashSet<String> = graph
+        .output
+        .iter()
+        .chain(&graph.input)
+        .filter_map(|v| v.name.clone())
+        .collect();
+    let extra: Vec<ValueInfoProto> = values
+        .into_iter()
+        .filter(|v| !v.is_empty() && present.insert((*v).clone()))
+        .map(|v| ValueInfoProto {
+            name: Some(v.clone()),
+            ..ValueInfoProto::default()
+        })
+        .collect();
+    graph.output.extend(extra);
+    probe
+}
+
 /// The encoded model.
 pub fn encode(model: &ModelProto) -> Vec<u8> {
     model.encode_to_vec()

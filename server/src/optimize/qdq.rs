@@ -242,20 +242,9 @@ fn quantize_channels(weight: &Weight, qmax: f32) -> (Vec<i8>, Vec<f32>) {
         return quantize_columns(&weight.values, d0, d1, qmax);
     }
     // Channels are rows: quantize the transpose's columns, then transpose back.
-    let mut transposed = vec![0.0; weight.values.len()];
-    for r in 0..d0 {
-        for c in 0..d1 {
-            transposed[c * d0 + r] = weight.values[r * d1 + c];
-        }
-    }
+    let transposed = onnx::transpose(&weight.values, d0, d1);
     let (values, scales) = quantize_columns(&transposed, d1, d0, qmax);
-    let mut stored = vec![0; values.len()];
-    for c in 0..d1 {
-        for r in 0..d0 {
-            stored[r * d1 + c] = values[c * d0 + r];
-        }
-    }
-    (stored, scales)
+    (onnx::transpose(&values, d1, d0), scales)
 }
 
 fn initializers(tensors: &[TensorProto]) -> HashMap<String, &TensorProto> {

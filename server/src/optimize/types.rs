@@ -39,26 +39,8 @@ pub fn float_tensors(model: &ModelProto) -> Result<HashSet<String>, OptimizeErro
             .filter_map(|i| i.name.clone()),
     );
 
-    let mut probe = model.clone();
-    let probe_graph = probe.graph.as_mut().expect("checked above");
-    let declared: HashSet<String> = probe_graph
-        .output
-        .iter()
-        .filter_map(|o| o.name.clone())
-        .collect();
-    let undeclared: Vec<String> = probe_graph
-        .node
-        .iter()
-        .flat_map(|n| n.output.iter())
-        .filter(|o| !o.is_empty() && !declared.contains(*o))
-        .cloned()
-        .collect();
-    probe_graph
-        .output
-        .extend(undeclared.into_iter().map(|name| ValueInfoProto {
-            name: Some(name),
-            ..ValueInfoProto::default()
-        }));
+    let outputs: Vec<&String> = graph.node.iter().flat_map(|n| n.output.iter()).collect();
+    let probe = onnx::with_outputs(model, outputs);
     let load_error = |message: String| OptimizeError::Load {
         path: "the model (inferring its types)".into(),
         message,
