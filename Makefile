@@ -56,9 +56,10 @@ lint-tools:
 	fi
 
 # The operator's tests need the local cluster's API server binaries: they run
-# in test-operator (mk/operator.mk), after cluster-deps.
+# in test-operator (mk/operator.mk), after cluster-deps. The server's tests need
+# the fixtures' reference profiles, which `build` writes with the release binary.
 ## test-rust: the workspace's Rust tests except the operator's (those run in test-operator)
-test-rust: deps
+test-rust: build
 	$(CARGO) test --workspace --exclude sluice-operator
 
 ## test-python: protocol conformance, drift statistics, fixture and sample-digest checks (pytest)
