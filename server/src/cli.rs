@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
+use sluice_server::batch::{BatchRequest, Format};
 use sluice_server::bundle::{BundleRequest, bundle};
 use sluice_server::connection::rotation::RotationPolicy;
 use sluice_server::fetch::{FetchRequest, MODEL_FILE, fetch};
@@ -53,9 +54,73 @@ enum Command {
     Loadtest(LoadtestArgs),
     /// Write a smaller, faster copy of a model (INT8 or FP16), measured against the original.
     Optimize(OptimizeArgs),
+    /// Run a model over files (CSV, JSON Lines, Parquet, .npy) in a folder or
+    /// an S3 prefix, at full batch, writing predictions beside a manifest
+    /// that lets a killed run resume (docs/batch.md).
+    Batch(Box<BatchArgs>),
     /// Pack this server, its ONNX Runtime library and models into one .tar.gz
     /// that serves from its `start` script, offline (docs/edge.md).
     Bundle(BundleArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct BatchArgs {
+    /// The model: an ONNX file, a folder holding model.onnx, a model folder
+    /// (<n>/model.onnx, optional config.yaml; the highest version runs), or a
+    /// file://, http://, https:// or s3:// URI of an ONNX file.
+    #[arg(long, value_name = "PATH|URI")]
+    model: String,
+    /// The input: a file, or every file of the format below a folder or an S3
+    /// prefix (names starting with _ or . are skipped), by path, file:// or
+    /// s3://bucket/prefix.
+    #[arg(long, value_name = "PATH|URI")]
+    input: String,
+    /// Where the parts, _rejects/ and _manifest/ go: a folder or s3://bucket/prefix.
+    #[arg(long, value_name = "PATH|URI")]
+    output: String,
+    /// The input's format (by default, from the files' extensions).
+    #[arg(long, value_enum)]
+    format: Option<Format>,
+    /// The output's format (by default, the input's).
+    #[arg(long, value_enum)]
+    output_format: Option<Format>,
+    /// Rows per ONNX Runtime run.
+    #[arg(long, default_value_t = 256)]
+    batch_size: usize,
+    /// This shard's number: it takes the input files whose index (in name
+    /// order) modulo --shards is this.
+    #[arg(long, default_value_t = 0, env = "JOB_COMPLETION_INDEX")]
+    shard: usize,
+    /// How many shards share the input.
+    #[arg(long, default_value_t = 1)]
+    shards: usize,
+    /// An input column copied to the output as each row's own id.
+    #[arg(long)]
+    id_column: Option<String>,
+    /// Input columns that are not features (repeat or comma-separate).
+    #[arg(long, value_delimiter = ',')]
+    ignore_column: Vec<String>,
+    /// Input rows per output part: the unit that is published whole and that a
+    /// restart resumes after.
+    #[arg(long, default_value_t = 100_000)]
+    rows_per_part: u64,
+    /// Fail the shard when more than this share of its rows is rejected
+    /// (every rejected row is still written to _rejects/ with its reason).
+    #[arg(long, default_value_t = 0.0)]
+    max_reject_ratio: f64,
+    /// ONNX Runtime intra-op threads (0: the available cores).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Write the outcome here as one line of JSON when the shard ends (for a
+    /// Kubernetes termination message).
+    #[arg(long)]
+    summary_file: Option<PathBuf>,
+    /// Rewrite progress here as JSON every second.
+    #[arg(long)]
+    status_file: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDRESS/metrics while running.
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics_address: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -502,6 +567,35 @@ pub fn run() -> anyhow::Result<()> {
             if let Some(path) = &args.report {
                 std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
             }
+            Ok(())
+        }
+        Command::Batch(args) => {
+            let request = BatchRequest {
+                model: args.model,
+                input: args.input,
+                output: args.output,
+                format: args.format,
+                output_format: args.output_format,
+                batch_size: args.batch_size,
+                shard: args.shard,
+                shards: args.shards,
+                id_column: args.id_column,
+                ignore_columns: args.ignore_column,
+                rows_per_part: args.rows_per_part,
+                max_reject_ratio: args.max_reject_ratio,
+                threads: args.threads,
+                status_file: args.status_file,
+                metrics_address: args.metrics_address,
+                progress_bar: true,
+            };
+            let (summary, outcome) = sluice_server::batch::run(&request);
+            let line = summary.to_line();
+            if let Some(path) = &args.summary_file {
+                std::fs::write(path, &line)
+                    .with_context(|| format!("--summary-file {}", path.display()))?;
+            }
+            outcome?;
+            println!("{line}");
             Ok(())
         }
         Command::Bundle(args) => {

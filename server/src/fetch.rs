@@ -242,39 +242,16 @@ async fn download(
 
 /// A presigned (or, without credentials, plain) URL for `s3://bucket/key`.
 fn s3_object_url(uri: &str, rest: &str) -> Result<String, FetchError> {
-    let invalid = |reason: &str| FetchError::InvalidUri {
+    let invalid = |reason: String| FetchError::InvalidUri {
         uri: uri.to_string(),
-        reason: reason.to_string(),
+        reason,
     };
-    let (bucket_name, key) = rest
-        .split_once('/')
-        .filter(|(bucket, key)| !bucket.is_empty() && !key.is_empty())
-        .ok_or_else(|| invalid("expected s3://bucket/key"))?;
-    let region = std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".to_string());
-    let (endpoint, style) = match std::env::var("AWS_ENDPOINT_URL") {
-        Ok(endpoint) if !endpoint.is_empty() => (endpoint, rusty_s3::UrlStyle::Path),
-        _ => (
-            format!("https://s3.{region}.amazonaws.com"),
-            rusty_s3::UrlStyle::VirtualHost,
-        ),
-    };
-    let endpoint = endpoint
-        .parse()
-        .map_err(|_| invalid("AWS_ENDPOINT_URL is not a valid URL"))?;
-    let bucket = rusty_s3::Bucket::new(endpoint, style, bucket_name.to_string(), region)
-        .map_err(|e| invalid(&e.to_string()))?;
-    let credentials = match (
-        std::env::var("AWS_ACCESS_KEY_ID"),
-        std::env::var("AWS_SECRET_ACCESS_KEY"),
-    ) {
-        (Ok(key), Ok(secret)) => Some(match std::env::var("AWS_SESSION_TOKEN") {
-            Ok(token) => rusty_s3::Credentials::new_with_token(key, secret, token),
-            Err(_) => rusty_s3::Credentials::new(key, secret),
-        }),
-        _ => None,
-    };
-    let action = rusty_s3::actions::GetObject::new(&bucket, credentials.as_ref(), key);
-    Ok(rusty_s3::actions::S3Action::sign(&action, Duration::from_secs(3600)).to_string())
+    let (bucket_name, key) = crate::s3::split_location(rest)
+        .filter(|(_, key)| !key.is_empty())
+        .ok_or_else(|| invalid("expected s3://bucket/key".into()))?;
+    let s3 = crate::s3::S3Bucket::from_env(bucket_name).map_err(|e| invalid(e.to_string()))?;
+    let action = rusty_s3::actions::GetObject::new(&s3.bucket, s3.credentials.as_ref(), key);
+    Ok(rusty_s3::actions::S3Action::sign(&action, crate::s3::SIGNED_FOR).to_string())
 }
 
 #[cfg(test)]

@@ -21,11 +21,14 @@ pub mod fetch;
 pub mod fuzz;
 pub mod loadtest;
 pub mod metrics;
+pub mod s3;
 pub mod security;
 pub mod tensor;
 pub mod wire;
 
 // With ONNX Runtime: loading and running models, and serving them.
+#[cfg(feature = "onnx")]
+pub mod batch;
 #[cfg(feature = "onnx")]
 pub mod batcher;
 #[cfg(feature = "onnx")]
