@@ -70,7 +70,7 @@ impl JsonlReader {
     }
 
     /// The row's values by column name (arrays flattened), and its id.
-    fn flatten(&self, row: Ordered) -> Result<(Vec<(String, Value)>, Option<String>), String> {
+    fn flatten(&self, row: Ordered) -> (Vec<(String, Value)>, Option<String>) {
         let mut flat = Vec::with_capacity(row.0.len());
         let mut id = None;
         for (key, value) in row.0 {
@@ -91,13 +91,13 @@ impl JsonlReader {
                 other => flat.push((key, other)),
             }
         }
-        Ok((flat, id))
+        (flat, id)
     }
 
     fn accept(&mut self, text: &str, into: &mut Rows) -> Result<(), Result<String, BatchError>> {
         let row: Ordered =
             serde_json::from_str(text).map_err(|e| Ok(format!("is not a JSON object: {e}")))?;
-        let (flat, id) = self.flatten(row).map_err(Ok)?;
+        let (flat, id) = self.flatten(row);
         if self.columns.is_none() {
             let mut names: Vec<String> = flat.iter().map(|(k, _)| k.clone()).collect();
             if let Some(id_column) = &self.options.id_column {

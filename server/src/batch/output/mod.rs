@@ -169,6 +169,7 @@ pub fn write_rejects(
 /// `json`, as a JSON value (a string quoted, a NaN or infinity as `null`).
 pub fn push_value(text: &mut String, data: &TensorData, index: usize, json: bool) {
     use std::fmt::Write as _;
+    // Whole numbers pass 0.0: only a float's own value can be non-finite.
     let float = |text: &mut String, value: f64, shown: &dyn std::fmt::Display| {
         if json && !value.is_finite() {
             text.push_str("null");
@@ -176,24 +177,24 @@ pub fn push_value(text: &mut String, data: &TensorData, index: usize, json: bool
             let _ = write!(text, "{shown}");
         }
     };
-    let _ = match data {
-        TensorData::Bool(v) => write!(text, "{}", v[index]),
-        TensorData::Uint8(v) => write!(text, "{}", v[index]),
-        TensorData::Uint16(v) => write!(text, "{}", v[index]),
-        TensorData::Uint32(v) => write!(text, "{}", v[index]),
-        TensorData::Uint64(v) => write!(text, "{}", v[index]),
-        TensorData::Int8(v) => write!(text, "{}", v[index]),
-        TensorData::Int16(v) => write!(text, "{}", v[index]),
-        TensorData::Int32(v) => write!(text, "{}", v[index]),
-        TensorData::Int64(v) => write!(text, "{}", v[index]),
-        TensorData::Fp16(v) => Ok(float(text, f64::from(v[index]), &v[index])),
-        TensorData::Bf16(v) => Ok(float(text, f64::from(v[index]), &v[index])),
-        TensorData::Fp32(v) => Ok(float(text, f64::from(v[index]), &v[index])),
-        TensorData::Fp64(v) => Ok(float(text, v[index], &v[index])),
+    match data {
+        TensorData::Bool(v) => float(text, 0.0, &v[index]),
+        TensorData::Uint8(v) => float(text, 0.0, &v[index]),
+        TensorData::Uint16(v) => float(text, 0.0, &v[index]),
+        TensorData::Uint32(v) => float(text, 0.0, &v[index]),
+        TensorData::Uint64(v) => float(text, 0.0, &v[index]),
+        TensorData::Int8(v) => float(text, 0.0, &v[index]),
+        TensorData::Int16(v) => float(text, 0.0, &v[index]),
+        TensorData::Int32(v) => float(text, 0.0, &v[index]),
+        TensorData::Int64(v) => float(text, 0.0, &v[index]),
+        TensorData::Fp16(v) => float(text, f64::from(v[index]), &v[index]),
+        TensorData::Bf16(v) => float(text, f64::from(v[index]), &v[index]),
+        TensorData::Fp32(v) => float(text, f64::from(v[index]), &v[index]),
+        TensorData::Fp64(v) => float(text, v[index], &v[index]),
         TensorData::Bytes(v) if json => {
             let string = String::from_utf8_lossy(&v[index]);
-            Ok(text.push_str(&serde_json::to_string(&string).expect("a string serializes")))
+            text.push_str(&serde_json::to_string(&string).expect("a string serializes"));
         }
-        TensorData::Bytes(v) => Ok(text.push_str(&String::from_utf8_lossy(&v[index]))),
-    };
+        TensorData::Bytes(v) => text.push_str(&String::from_utf8_lossy(&v[index])),
+    }
 }
