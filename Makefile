@@ -69,11 +69,12 @@ test-python: build
 ## test: everything CI runs
 test: lint test-rust test-python $(TEST_TARGETS)
 
-## bench: server overhead and throughput against raw ONNX Runtime, and drift tracking's cost (prints figures)
+## bench: server overhead and throughput against raw ONNX Runtime, drift tracking's cost, and `batch` rows/s and peak RSS against raw session.run and pandas + onnxruntime (prints figures)
 bench: build
 	$(CARGO) build --release -p sluice-server --examples
 	taskset -c 1 target/release/examples/bench
 	target/release/examples/bench_monitoring
+	taskset -c 1 target/release/examples/bench_batch target/release/sluice-server $(PYTHON)
 
 ## bench-rotation: reconnects/s, p50/p99, throughput and CPU per request with connection rotation against a server without, loaded side by side (prints figures)
 bench-rotation: build
