@@ -185,6 +185,7 @@ status)
     alive && answers "$(value AWS_ENDPOINT_URL)"
     ;;
 mb) # An existing bucket is no error.
+    alive || die "no S3 server runs for $CLUSTER_DIR (make s3-up)"
     s3curl "$(encode "${2:?usage: $0 mb BUCKET}")" -o /dev/null -I 2>/dev/null ||
         s3curl "$(encode "$2")" -o /dev/null -X PUT
     ;;
