@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the S3 server the tests run against and prints its path: s3s-fs, pinned,
 # built with `cargo install --locked` into $SLUICE_CACHE/s3s-fs (first run only,
-# about 3 minutes on 2 cores), as the Makefile's lint-tools installs cargo-deny.
+# 4 to 7 minutes on 2 cores), as the Makefile's lint-tools installs cargo-deny.
 #   deps.sh           install it when missing (or of another version), print the binary
 #   deps.sh --cached  print it only if the pinned version is installed; never build
 #
