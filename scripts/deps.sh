@@ -6,7 +6,8 @@
 #     third-party protocol clients), so fixtures are byte-identical everywhere;
 #   - the ONNX Runtime shared library from the onnxruntime wheel, copied beside
 #     the server binaries in target/{debug,release}/ where sluice-server finds it;
-#   - the fixture models (server/fixtures/generate.py).
+#   - the fixture models (server/fixtures/generate.py);
+#   - the S3 server the S3 tests run against (s3s-fs, pinned; e2e/s3/deps.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -66,3 +67,6 @@ if [ ! -f "$models/.generated" ] || [ server/fixtures/generate.py -nt "$models/.
   "$venv/bin/python" server/fixtures/generate.py --out "$models"
   touch "$models/.generated"
 fi
+
+# The S3 tests' server: built once with cargo (a few minutes), then reused.
+e2e/s3/deps.sh >/dev/null

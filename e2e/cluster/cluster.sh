@@ -359,6 +359,8 @@ down_inner() {
     for f in "$PIDS"/operator*; do
         [[ -e $f ]] && stop "$f" 10
     done
+    # The S3 server (e2e/s3/s3.sh) keeps its objects here and may listen on the bridge.
+    [[ -e $CLUSTER_DIR/s3/pid ]] && stop "$CLUSTER_DIR/s3/pid" 10
     # The node agent first: it stops its pods (SIGTERM, then SIGKILL).
     for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do
         c=${COMPONENTS[i]}

@@ -1,9 +1,10 @@
 //! `sluice-server fetch` against real sources: local files, an HTTP server, and
-//! an S3-compatible server (moto, from the test virtual environment).
+//! an S3 server that verifies request signatures (s3s-fs, tests/common/s3.rs).
+
+mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
 
 use sha2::{Digest, Sha256};
 
@@ -26,7 +27,7 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 fn fetch(uri: &str, dest: &Path, sha256: Option<&str>, env: &[(&str, String)]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_sluice-server"));
+    let mut command = Command::new(common::server_binary());
     command.args(["fetch", "--uri", uri, "--dest"]).arg(dest);
     if let Some(sha256) = sha256 {
         command.args(["--sha256", sha256]);
@@ -64,7 +65,7 @@ fn another_file_name_can_be_written_beside_the_model() {
     let dir = scratch("name");
     std::fs::write(dir.join("profile.json"), b"{}").unwrap();
     let uri = format!("file://{}", dir.join("profile.json").display());
-    let mut command = Command::new(env!("CARGO_BIN_EXE_sluice-server"));
+    let mut command = Command::new(common::server_binary());
     let output = command
         .args([
             "fetch",
@@ -82,7 +83,7 @@ fn another_file_name_can_be_written_beside_the_model() {
         std::fs::read(dir.join("out/reference.json")).unwrap(),
         b"{}"
     );
-    let output = Command::new(env!("CARGO_BIN_EXE_sluice-server"))
+    let output = Command::new(common::server_binary())
         .args(["fetch", "--uri", &uri, "--file-name", "../escape", "--dest"])
         .arg(dir.join("out"))
         .output()
@@ -217,74 +218,21 @@ async fn an_http_download_is_verified_and_http_errors_are_reported() {
     assert_fetched_and_missing(&ok, &missing, &dir, &bytes);
 }
 
-/// A moto S3 server from the test virtual environment, killed when dropped.
-struct S3Server(std::process::Child);
-
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// A bucket `models` holding the fixture model as `fraud/3/model.onnx`.
+async fn s3_with_model(bytes: &[u8]) -> common::s3::S3Server {
+    let s3 = common::s3::S3Server::start();
+    s3.create_bucket("models").await;
+    s3.put("models", "fraud/3/model.onnx", bytes).await;
+    s3
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_s3_object_is_fetched_with_signed_requests() {
-    let cache = std::env::var("SLUICE_CACHE")
-        .unwrap_or_else(|_| format!("{}/.cache/sluice", std::env::var("HOME").unwrap()));
-    let moto = PathBuf::from(cache).join("venv/bin/moto_server");
-    assert!(
-        moto.exists(),
-        "{} is missing: run `make deps`",
-        moto.display()
-    );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let _server = S3Server(
-        Command::new(&moto)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let endpoint = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    let started = Instant::now();
-    while client.get(&endpoint).send().await.is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "moto never started"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     let bytes = model_bytes();
-    client
-        .put(format!("{endpoint}/models"))
-        .send()
-        .await
-        .unwrap()
-        .error_for_status()
-        .unwrap();
-    client
-        .put(format!("{endpoint}/models/fraud/3/model.onnx"))
-        .body(bytes.clone())
-        .send()
-        .await
-        .unwrap()
-        .error_for_status()
-        .unwrap();
-
+    let s3 = s3_with_model(&bytes).await;
     let dir = scratch("s3");
     let sha = digest(&bytes);
-    let env = [
-        ("AWS_ENDPOINT_URL", endpoint.clone()),
-        ("AWS_ACCESS_KEY_ID", "testing".to_string()),
-        ("AWS_SECRET_ACCESS_KEY", "testing".to_string()),
-        ("AWS_REGION", "us-east-1".to_string()),
-    ];
+    let env = s3.env();
     let (ok, missing) = {
         let dir = dir.clone();
         tokio::task::spawn_blocking(move || {
@@ -302,4 +250,55 @@ async fn an_s3_object_is_fetched_with_signed_requests() {
         .unwrap()
     };
     assert_fetched_and_missing(&ok, &missing, &dir, &bytes);
+}
+
+/// The S3 server checks signatures: a wrong secret or no credentials fail the
+/// fetch with the server's reason and a hint, and write nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_s3_secret_fails_with_a_clear_error() {
+    let bytes = model_bytes();
+    let s3 = s3_with_model(&bytes).await;
+    let dir = scratch("s3-secret");
+    let wrong: Vec<_> = s3
+        .env()
+        .into_iter()
+        .map(|(name, value)| match name {
+            "AWS_SECRET_ACCESS_KEY" => (name, format!("{value}x")),
+            _ => (name, value),
+        })
+        .collect();
+    let anonymous: Vec<_> = s3
+        .env()
+        .into_iter()
+        .filter(|(name, _)| !name.starts_with("AWS_ACCESS") && !name.starts_with("AWS_SECRET"))
+        .collect();
+    let (wrong, anonymous) = {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || {
+            let uri = "s3://models/fraud/3/model.onnx";
+            (
+                fetch(uri, &dir.join("wrong"), None, &wrong),
+                fetch(uri, &dir.join("anonymous"), None, &anonymous),
+            )
+        })
+        .await
+        .unwrap()
+    };
+    for (output, expected) in [
+        (
+            &wrong,
+            "HTTP 403 Forbidden: SignatureDoesNotMatch (the signature is wrong: check AWS_SECRET_ACCESS_KEY)",
+        ),
+        (
+            &anonymous,
+            "HTTP 403 Forbidden: AccessDenied (Signature is required; the request was not signed: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)",
+        ),
+    ] {
+        assert_eq!(output.status.code(), Some(1), "{}", stderr(output));
+        assert!(stderr(output).contains(expected), "{}", stderr(output));
+    }
+    for name in ["wrong", "anonymous"] {
+        assert_eq!(std::fs::read_dir(dir.join(name)).unwrap().count(), 0);
+    }
+    std::fs::remove_dir_all(dir).unwrap();
 }
