@@ -59,7 +59,12 @@ fn raw(model_path: &Path, features: &[f32]) -> anyhow::Result<f64> {
     let rows = features.len() / 16;
     let batches: Vec<Tensor> = features
         .chunks(BATCH * 16)
-        .map(|chunk| Tensor::new(vec![(chunk.len() / 16) as i64, 16], TensorData::Fp32(chunk.to_vec())))
+        .map(|chunk| {
+            Tensor::new(
+                vec![(chunk.len() / 16) as i64, 16],
+                TensorData::Fp32(chunk.to_vec()),
+            )
+        })
         .collect::<Result<_, _>>()?;
     let started = Instant::now();
     for batch in &batches {
@@ -95,17 +100,43 @@ fn median(mut values: Vec<f64>) -> f64 {
 fn sluice(binary: &Path, model: &Path, input: &Path, output: &Path) -> Command {
     let _ = std::fs::remove_dir_all(output);
     let mut command = Command::new(binary);
-    command.args(["batch", "--threads", "1", "--batch-size", &BATCH.to_string()]);
-    command.args(["--rows-per-part", "1000000", "--id-column", "id", "--output-format", "csv"]);
-    command.arg("--model").arg(model).arg("--input").arg(input).arg("--output").arg(output);
+    command.args([
+        "batch",
+        "--threads",
+        "1",
+        "--batch-size",
+        &BATCH.to_string(),
+    ]);
+    command.args([
+        "--rows-per-part",
+        "1000000",
+        "--id-column",
+        "id",
+        "--output-format",
+        "csv",
+    ]);
+    command
+        .arg("--model")
+        .arg(model)
+        .arg("--input")
+        .arg(input)
+        .arg("--output")
+        .arg(output);
     command
 }
 
 fn python(python: &Path, model: &Path, input: &Path, output: &Path) -> Command {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench/batch_predict.py");
     let mut command = Command::new(python);
-    command.arg(script).arg("--model").arg(model.join("1/model.onnx"));
-    command.arg("--input").arg(input).arg("--output").arg(output);
+    command
+        .arg(script)
+        .arg("--model")
+        .arg(model.join("1/model.onnx"));
+    command
+        .arg("--input")
+        .arg(input)
+        .arg("--output")
+        .arg(output);
     command.args(["--batch-size", &BATCH.to_string()]);
     command
 }
@@ -127,24 +158,61 @@ fn main() -> anyhow::Result<()> {
     let (mut sluice_rss, mut python_rss) = (0.0f64, 0.0f64);
     for _ in 0..ROUNDS {
         raws.push(raw(&model.join("1/model.onnx"), &features)?);
-        let (seconds, rss) = measure(&mut sluice(binary, &model, &dir.join("small"), &dir.join("out")))?;
+        let (seconds, rss) = measure(&mut sluice(
+            binary,
+            &model,
+            &dir.join("small"),
+            &dir.join("out"),
+        ))?;
         sluices.push(ROWS as f64 / seconds);
         sluice_rss = sluice_rss.max(rss);
-        let (seconds, rss) = measure(&mut python(python_bin, &model, &dir.join("small/rows.csv"), &dir.join("out.csv")))?;
+        let (seconds, rss) = measure(&mut python(
+            python_bin,
+            &model,
+            &dir.join("small/rows.csv"),
+            &dir.join("out.csv"),
+        ))?;
         pythons.push(ROWS as f64 / seconds);
         python_rss = python_rss.max(rss);
     }
     let (raw, sluice_rate, python_rate) = (median(raws), median(sluices), median(pythons));
-    println!("batch over {ROWS} rows of CSV ({small_bytes:.1} MiB), model wide, 1 ONNX Runtime thread, batches of {BATCH}, one core, median of {ROUNDS} rounds");
+    println!(
+        "batch over {ROWS} rows of CSV ({small_bytes:.1} MiB), model wide, 1 ONNX Runtime thread, batches of {BATCH}, one core, median of {ROUNDS} rounds"
+    );
     println!("  raw session.run (parsed rows in memory): {raw:>10.0} rows/s");
-    println!("  sluice-server batch (whole process):     {sluice_rate:>10.0} rows/s  = {:.1}% of raw (goal: 90%)", 100.0 * sluice_rate / raw);
-    println!("  pandas + onnxruntime (the seed's way):   {python_rate:>10.0} rows/s  sluice is {:.2}x", sluice_rate / python_rate);
+    println!(
+        "  sluice-server batch (whole process):     {sluice_rate:>10.0} rows/s  = {:.1}% of raw (goal: 90%)",
+        100.0 * sluice_rate / raw
+    );
+    println!(
+        "  pandas + onnxruntime (the seed's way):   {python_rate:>10.0} rows/s  sluice is {:.2}x",
+        sluice_rate / python_rate
+    );
 
-    let (_, sluice_large_rss) = measure(&mut sluice(binary, &model, &dir.join("large"), &dir.join("out")))?;
-    let (_, python_large_rss) = measure(&mut python(python_bin, &model, &dir.join("large/rows.csv"), &dir.join("out.csv")))?;
-    println!("peak RSS, {ROWS} rows and ten times as many ({:.0} MiB of CSV):", small_bytes * 10.0);
-    println!("  sluice-server batch: {sluice_rss:>7.1} MiB -> {sluice_large_rss:>7.1} MiB  ({:.2}x; goal: flat)", sluice_large_rss / sluice_rss);
-    println!("  pandas + onnxruntime: {python_rss:>6.1} MiB -> {python_large_rss:>7.1} MiB  ({:.2}x)", python_large_rss / python_rss);
+    let (_, sluice_large_rss) = measure(&mut sluice(
+        binary,
+        &model,
+        &dir.join("large"),
+        &dir.join("out"),
+    ))?;
+    let (_, python_large_rss) = measure(&mut python(
+        python_bin,
+        &model,
+        &dir.join("large/rows.csv"),
+        &dir.join("out.csv"),
+    ))?;
+    println!(
+        "peak RSS, {ROWS} rows and ten times as many ({:.0} MiB of CSV):",
+        small_bytes * 10.0
+    );
+    println!(
+        "  sluice-server batch: {sluice_rss:>7.1} MiB -> {sluice_large_rss:>7.1} MiB  ({:.2}x; goal: flat)",
+        sluice_large_rss / sluice_rss
+    );
+    println!(
+        "  pandas + onnxruntime: {python_rss:>6.1} MiB -> {python_large_rss:>7.1} MiB  ({:.2}x)",
+        python_large_rss / python_rss
+    );
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }

@@ -183,41 +183,15 @@ pub async fn fetch(request: FetchRequest<'_>) -> Result<Fetched, FetchError> {
     let mut partial = PartialFile::create(dest, file_name)?;
     match scheme {
         "file" => copy_file(Path::new(rest), &mut partial)?,
-        "http" | "https" => download(uri, uri, &mut partial, timeout, &|_| None).await?,
+        "http" | "https" => download(uri, uri, &mut partial, timeout, false).await?,
         "s3" => {
             let url = s3_object_url(uri, rest)?;
             let signed = url.contains("X-Amz-Signature=");
-            let hint = |code: &str| s3_hint(code, signed);
-            download(uri, &url, &mut partial, timeout, &hint).await?
+            download(uri, &url, &mut partial, timeout, signed).await?
         }
         _ => return Err(FetchError::UnsupportedScheme(uri.to_string())),
     }
     partial.finish(uri, expected.as_deref())
-}
-
-/// What to check when S3 refuses a request with `code`.
-fn s3_hint(code: &str, signed: bool) -> Option<&'static str> {
-    Some(match code {
-        "AccessDenied" if !signed => {
-            "the request was not signed: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
-        }
-        "AccessDenied" => "AWS_ACCESS_KEY_ID may not read this object",
-        "SignatureDoesNotMatch" => "the signature is wrong: check AWS_SECRET_ACCESS_KEY",
-        "InvalidAccessKeyId" | "NotSignedUp" => "the server does not know AWS_ACCESS_KEY_ID",
-        "ExpiredToken" | "InvalidToken" | "TokenRefreshRequired" => "check AWS_SESSION_TOKEN",
-        "AuthorizationQueryParametersError" | "AuthorizationHeaderMalformed" => "check AWS_REGION",
-        "RequestTimeTooSkewed" => "this machine's clock is off",
-        _ => return None,
-    })
-}
-
-/// The code and message of an S3 error document (`<Error><Code>..`).
-fn s3_error(body: &str) -> Option<(&str, &str)> {
-    let element = |name: &str| {
-        let start = body.find(&format!("<{name}>"))? + name.len() + 2;
-        Some(&body[start..start + body[start..].find(&format!("</{name}>"))?])
-    };
-    Some((element("Code")?, element("Message").unwrap_or("")))
 }
 
 fn copy_file(source: &Path, partial: &mut PartialFile) -> Result<(), FetchError> {
@@ -236,13 +210,14 @@ fn copy_file(source: &Path, partial: &mut PartialFile) -> Result<(), FetchError>
     }
 }
 
-/// Downloads `url` into `partial`; `hint` says what to check for an S3 error code.
+/// Downloads `url` into `partial`; an S3 error document in a refusal is
+/// read, with what to check (`signed`: the request carried a signature).
 async fn download(
     uri: &str,
     url: &str,
     partial: &mut PartialFile,
     timeout: Duration,
-    hint: &dyn Fn(&str) -> Option<&'static str>,
+    signed: bool,
 ) -> Result<(), FetchError> {
     let failed = |reason: String| FetchError::Download {
         uri: uri.to_string(),
@@ -261,17 +236,8 @@ async fn download(
         let status = response.status();
         let body = response.text().await.unwrap_or_default();
         let mut reason = format!("HTTP {status}: ");
-        match s3_error(&body) {
-            Some((code, message)) => {
-                reason.push_str(code);
-                let notes: Vec<&str> = [message, hint(code).unwrap_or_default()]
-                    .into_iter()
-                    .filter(|note| !note.is_empty())
-                    .collect();
-                if !notes.is_empty() {
-                    reason += &format!(" ({})", notes.join("; "));
-                }
-            }
+        match crate::s3::Refusal::read(&body, signed) {
+            Some(refusal) => reason += &refusal.to_string(),
             None => reason.extend(body.chars().take(200)),
         }
         return Err(failed(reason));

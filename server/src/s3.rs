@@ -73,3 +73,88 @@ pub fn split_location(rest: &str) -> Option<(&str, &str)> {
     let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
     (!bucket.is_empty()).then_some((bucket, key))
 }
+
+/// S3's answer to a refused request: its error code and message, and what
+/// to check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refusal<'a> {
+    /// S3's error code (`SignatureDoesNotMatch`, `NoSuchBucket`, ...).
+    pub code: &'a str,
+    /// S3's message, which may be empty.
+    pub message: &'a str,
+    /// What to check, for the codes that point at the caller's settings.
+    pub hint: Option<&'static str>,
+}
+
+impl<'a> Refusal<'a> {
+    /// Reads an S3 error document (`<Error><Code>..`); `signed` says whether
+    /// the refused request carried a signature.
+    pub fn read(body: &'a str, signed: bool) -> Option<Refusal<'a>> {
+        let element = |name: &str| {
+            let start = body.find(&format!("<{name}>"))? + name.len() + 2;
+            Some(&body[start..start + body[start..].find(&format!("</{name}>"))?])
+        };
+        let code = element("Code")?;
+        Some(Refusal {
+            code,
+            message: element("Message").unwrap_or(""),
+            hint: hint(code, signed),
+        })
+    }
+
+    /// Whether the refusal is about the credentials or the signature.
+    pub fn is_credentials(&self) -> bool {
+        self.hint.is_some() && self.code != "NoSuchBucket"
+    }
+}
+
+impl std::fmt::Display for Refusal<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(self.code)?;
+        let notes: Vec<&str> = [self.message, self.hint.unwrap_or_default()]
+            .into_iter()
+            .filter(|note| !note.is_empty())
+            .collect();
+        if !notes.is_empty() {
+            write!(f, " ({})", notes.join("; "))?;
+        }
+        Ok(())
+    }
+}
+
+/// What to check when S3 refuses a request with `code`.
+fn hint(code: &str, signed: bool) -> Option<&'static str> {
+    Some(match code {
+        "AccessDenied" if !signed => {
+            "the request was not signed: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+        }
+        "AccessDenied" => "AWS_ACCESS_KEY_ID may not do this",
+        "SignatureDoesNotMatch" => "the signature is wrong: check AWS_SECRET_ACCESS_KEY",
+        "InvalidAccessKeyId" | "NotSignedUp" => "the server does not know AWS_ACCESS_KEY_ID",
+        "ExpiredToken" | "InvalidToken" | "TokenRefreshRequired" => "check AWS_SESSION_TOKEN",
+        "AuthorizationQueryParametersError" | "AuthorizationHeaderMalformed" => "check AWS_REGION",
+        "RequestTimeTooSkewed" => "this machine's clock is off",
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_read_with_what_to_check() {
+        let body = "<Error><Code>SignatureDoesNotMatch</Code><Message></Message></Error>";
+        let refusal = Refusal::read(body, true).unwrap();
+        assert!(refusal.is_credentials());
+        assert_eq!(
+            refusal.to_string(),
+            "SignatureDoesNotMatch (the signature is wrong: check AWS_SECRET_ACCESS_KEY)"
+        );
+        let body = "<Error><Code>NoSuchBucket</Code><Message>gone</Message></Error>";
+        let refusal = Refusal::read(body, true).unwrap();
+        assert!(!refusal.is_credentials());
+        assert_eq!(refusal.to_string(), "NoSuchBucket (gone)");
+        assert_eq!(Refusal::read("<html>", true), None);
+    }
+}

@@ -686,3 +686,130 @@ fn input_that_does_not_fit_is_an_error_naming_the_file_and_keeps_what_was_publis
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// `sluice-server batch` with `env` added to its environment, off the async runtime.
+async fn batch_with_env(args: Vec<String>, env: Vec<(&'static str, String)>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_sluice-server"))
+            .arg("batch")
+            .args(&args)
+            .env_remove("JOB_COMPLETION_INDEX")
+            .envs(env)
+            .output()
+            .expect("run sluice-server batch")
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_input_and_output_go_through_a_server_that_checks_signatures() {
+    let s3 = common::s3::S3Server::start();
+    s3.create_bucket("data").await;
+    s3.create_bucket("predictions").await;
+    let (first, second) = (mlp_csv(500, 11), mlp_csv(120, 12));
+    s3.put("data", "new/2026-11-30/a.csv", first.clone()).await;
+    s3.put("data", "new/2026-11-30/b.csv", second.clone()).await;
+    s3.put("data", "new/2026-11-30/_SUCCESS", "").await;
+    s3.put("data", "newer/c.csv", mlp_csv(5, 13)).await;
+    let args = |output: &str| -> Vec<String> {
+        [
+            "--model",
+            &model("mlp"),
+            "--input",
+            "s3://data/new",
+            "--output",
+            output,
+            "--id-column",
+            "id",
+            "--rows-per-part",
+            "200",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let run = batch_with_env(args("s3://predictions/run-1/"), s3.env()).await;
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(
+        summary["rows"], 620,
+        "only the prefix's own files: {summary}"
+    );
+    assert_eq!(summary["output"], "s3://predictions/run-1");
+    let keys = s3.list("predictions", "run-1/").await;
+    assert_eq!(
+        keys,
+        [
+            "run-1/_manifest/shard-00000-of-00001.json",
+            "run-1/part-00000-00000.csv",
+            "run-1/part-00000-00001.csv",
+            "run-1/part-00000-00002.csv",
+            "run-1/part-00001-00000.csv",
+        ]
+    );
+    let mut predicted = 0;
+    for key in keys.iter().filter(|k| k.ends_with(".csv")) {
+        let part = s3.get_text("predictions", key).await;
+        let mut reader = csv::Reader::from_reader(part.as_bytes());
+        for record in reader.records() {
+            let record = record.unwrap();
+            assert!(record[0].starts_with("2026-11-30/"), "{:?}", &record);
+            predicted += 1;
+        }
+    }
+    assert_eq!(predicted, 620);
+    let logits = direct_logits(&second);
+    let part = s3
+        .get_text("predictions", "run-1/part-00001-00000.csv")
+        .await;
+    let last = part.lines().last().unwrap();
+    let written: Vec<f32> = last
+        .split(',')
+        .skip(3)
+        .map(|v| v.parse().unwrap())
+        .collect();
+    assert_eq!(written, logits[119 * 4..]);
+
+    // A run again finds the manifest complete and writes nothing new.
+    let again = batch_with_env(args("s3://predictions/run-1"), s3.env()).await;
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(
+        (summary["resumedParts"].as_u64(), summary["rows"].as_u64()),
+        (Some(4), Some(620))
+    );
+
+    // A wrong secret, and a bucket that does not exist.
+    let mut wrong = s3.env();
+    for (key, value) in &mut wrong {
+        if *key == "AWS_SECRET_ACCESS_KEY" {
+            *value = "not-the-secret".into();
+        }
+    }
+    let dir = scratch("s3-summary");
+    let summary_file = dir.join("summary.json").display().to_string();
+    let mut refused_args = args("s3://predictions/run-2");
+    refused_args.extend(["--summary-file".to_string(), summary_file.clone()]);
+    let refused = batch_with_env(refused_args, wrong).await;
+    assert!(!refused.status.success());
+    let stderr = text(&refused.stderr);
+    assert!(
+        stderr.contains("s3://data/new: HTTP 403 Forbidden: SignatureDoesNotMatch (the signature is wrong: check AWS_SECRET_ACCESS_KEY)"),
+        "{stderr}"
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary_file).unwrap()).unwrap();
+    assert_eq!(summary["kind"], "credentials");
+    let mut missing_args = args("s3://predictions/run-3");
+    missing_args[3] = "s3://no-such-bucket/new".into();
+    let missing = batch_with_env(missing_args, s3.env()).await;
+    assert!(!missing.status.success());
+    let stderr = text(&missing.stderr);
+    assert!(stderr.contains("the bucket does not exist"), "{stderr}");
+    assert!(
+        s3.list("predictions", "run-2").await.is_empty(),
+        "nothing written when refused"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use rusty_s3::S3Action;
 use rusty_s3::actions::{GetObject, ListObjectsV2, PutObject};
 
-use crate::s3::{S3Bucket, SIGNED_FOR, split_location};
+use crate::s3::{Refusal, S3Bucket, SIGNED_FOR, split_location};
 
 use super::{BatchError, Format};
 
@@ -231,7 +231,7 @@ impl Store {
                     .map_err(|e| BatchError::Output(format!("{shown}: {e}")))?;
                 if response.status() == reqwest::StatusCode::NOT_FOUND {
                     let body = response.text().unwrap_or_default();
-                    if xml_element(&body, "Code").as_deref() == Some("NoSuchBucket") {
+                    if Refusal::read(&body, true).is_some_and(|r| r.code == "NoSuchBucket") {
                         return Err(BatchError::Output(format!(
                             "{shown}: the bucket does not exist (NoSuchBucket)"
                         )));
@@ -371,28 +371,27 @@ fn check(
         return Ok(response);
     }
     let status = response.status();
+    let signed = response
+        .url()
+        .query()
+        .is_some_and(|q| q.contains("X-Amz-Signature="));
     let body = response.text().unwrap_or_default();
-    let code = xml_element(&body, "Code").unwrap_or_default();
-    let message = xml_element(&body, "Message").unwrap_or_default();
-    let text = format!("{shown}: HTTP {status} {code}: {message}");
-    Err(match code.as_str() {
-        "SignatureDoesNotMatch"
-        | "InvalidAccessKeyId"
-        | "AccessDenied"
-        | "ExpiredToken"
-        | "InvalidToken" => BatchError::Credentials(text),
-        "NoSuchBucket" => BatchError::Input(format!(
+    let Some(refusal) = Refusal::read(&body, signed) else {
+        let excerpt: String = body.chars().take(200).collect();
+        return Err(BatchError::Input(format!(
+            "{shown}: HTTP {status}: {excerpt}"
+        )));
+    };
+    let text = format!("{shown}: HTTP {status}: {refusal}");
+    Err(if refusal.code == "NoSuchBucket" {
+        BatchError::Input(format!(
             "{shown}: the bucket does not exist (HTTP {status} NoSuchBucket)"
-        )),
-        _ => BatchError::Input(text),
+        ))
+    } else if refusal.is_credentials() {
+        BatchError::Credentials(text)
+    } else {
+        BatchError::Input(text)
     })
-}
-
-/// The text of the first `<tag>` element of an S3 error document.
-fn xml_element(body: &str, tag: &str) -> Option<String> {
-    let start = body.find(&format!("<{tag}>"))? + tag.len() + 2;
-    let end = body[start..].find(&format!("</{tag}>"))? + start;
-    Some(body[start..end].to_string())
 }
 
 /// An input-side error met while writing output, labelled as output.
@@ -421,14 +420,6 @@ mod tests {
         assert_eq!(prefix, "new");
         assert!(Store::parse("ftp://x/y").is_err());
         assert!(Store::parse("s3://").is_err());
-    }
-
-    #[test]
-    fn s3_error_documents_are_read() {
-        let body = "<Error><Code>NoSuchKey</Code><Message>gone</Message></Error>";
-        assert_eq!(xml_element(body, "Code").as_deref(), Some("NoSuchKey"));
-        assert_eq!(xml_element(body, "Message").as_deref(), Some("gone"));
-        assert_eq!(xml_element(body, "Resource"), None);
     }
 
     #[test]
