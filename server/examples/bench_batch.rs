@@ -74,6 +74,10 @@ fn raw(model_path: &Path, features: &[f32]) -> anyhow::Result<f64> {
 }
 
 /// Runs `command`, returning its wall seconds and peak RSS in MiB.
+#[allow(
+    unsafe_code,
+    reason = "wait4(2), the one call that reaps a child with its peak RSS, has no safe wrapper"
+)]
 fn measure(command: &mut Command) -> anyhow::Result<(f64, f64)> {
     let started = Instant::now();
     let child = command
