@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # End-to-end: kubectl apply -f config/samples/... -> sluice-server pods run -> the
 # Service answers an inference with the fixture's reference output -> kubectl delete
-# removes everything; then a fallback model, drift monitoring (monitoring.sh) and
-# edge placement (placement.sh). Uses the running local cluster or starts (and
-# stops) one.
+# removes everything; then a fallback model, drift monitoring (monitoring.sh),
+# edge placement (placement.sh) and batch inference (batch.sh: a scheduled run over
+# S3 with a shard's pod deleted mid-run, and a one-time run over file://). Uses the
+# running local cluster or starts (and stops) one.
 set -euo pipefail
 REPO_ROOT="${REPO_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
 # shellcheck source=e2e/operator/lib.sh
@@ -12,6 +13,8 @@ source "$REPO_ROOT/e2e/operator/lib.sh"
 source "$REPO_ROOT/e2e/operator/monitoring.sh"
 # shellcheck source=e2e/operator/placement.sh
 source "$REPO_ROOT/e2e/operator/placement.sh"
+# shellcheck source=e2e/operator/batch.sh
+source "$REPO_ROOT/e2e/operator/batch.sh"
 
 cluster_up
 cleanup() {
@@ -88,6 +91,7 @@ echo "$FALLBACK_ISVC" | "$KUBECTL" delete -f - --wait=true >/dev/null
 
 monitoring_e2e
 placement_e2e
+batch_e2e
 
 "$KUBECTL" delete -f "$SAMPLE" --wait=true >/dev/null
 for _ in $(seq 120); do

@@ -1,0 +1,203 @@
+# Batch inference through the operator (sourced by e2e/operator/e2e.sh after
+# install_operator). The seed's nightly job, the Sluice way:
+#
+# - the cluster's S3 server (e2e/s3/s3.sh: s3s-fs, which checks every request's
+#   signature) holds the model and eight CSV files of input;
+# - a BatchInference with a schedule (the next minute) makes a CronJob, whose run
+#   is an Indexed Job of 4 shards reading s3:// and writing s3://, with the
+#   credentials from a Secret;
+# - once shard 1 has published a part, its pod is deleted mid-run; the Job starts
+#   another, which resumes after the published parts;
+# - every input row is in the output exactly once (checked by row ids), the
+#   resumed shard says it kept parts, and status shows the run: Succeeded, 4/4
+#   shards, the rows, the output folder, one run in the history.
+#
+# Then a one-time run over file:// (the node's own folder), with a bad row that
+# lands in _rejects/ with its reason.
+
+BATCH_NAME=nightly
+BATCH_FILES=8
+BATCH_ROWS=2000
+S3="$REPO_ROOT/e2e/s3/s3.sh"
+
+# batch_jsonpath NAME PATH: one field of a BatchInference.
+batch_jsonpath() { "$KUBECTL" get batchinference "$1" -o "jsonpath=$2" 2>/dev/null; }
+
+# batch_wait SECONDS WHAT CMD...: polls CMD every second until it succeeds.
+batch_wait() {
+    local seconds=$1 what=$2 i
+    shift 2
+    for ((i = 0; i < seconds; i++)); do
+        "$@" >/dev/null 2>&1 && return 0
+        sleep 1
+    done
+    say "batch: timed out waiting for $what"
+    "$KUBECTL" get batchinference,cronjob,job,pod -o wide >&2 || true
+    "$KUBECTL" get batchinference -o yaml >&2 || true
+    return 1
+}
+
+# batch_inputs DIR: the input files, each row with an id that names it, for the
+# 16-feature models; prints nothing.
+batch_inputs() {
+    python3 - "$1" "$BATCH_FILES" "$BATCH_ROWS" <<'PY'
+import random, sys
+folder, files, rows = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+random.seed(17)
+for f in range(files):
+    with open(f"{folder}/day-{f:02d}.csv", "w") as out:
+        out.write("id," + ",".join(f"f{i}" for i in range(16)) + "\n")
+        for r in range(rows):
+            out.write(f"e{f}-{r}," + ",".join(f"{random.uniform(-2, 2):.4f}" for _ in range(16)) + "\n")
+PY
+}
+
+# batch_check_output DIR EXPECTED: every CSV part under DIR read; each id in
+# exactly one row, EXPECTED ids in all.
+batch_check_output() {
+    python3 - "$1" "$2" <<'PY'
+import csv, glob, sys
+folder, expected = sys.argv[1], int(sys.argv[2])
+seen = {}
+for part in sorted(glob.glob(f"{folder}/part-*.csv")):
+    with open(part) as f:
+        for row in csv.DictReader(f):
+            key = (row["_source"], row["_row"])
+            if key in seen:
+                sys.exit(f"{key} is in {seen[key]} and {part}")
+            seen[key] = part
+            source_index = int(row["_source"][4:6])
+            if row["id"] != f"e{source_index}-{row['_row']}":
+                sys.exit(f"{part}: row {key} carries id {row['id']}")
+if len(seen) != expected:
+    sys.exit(f"{len(seen)} rows in the output, {expected} expected")
+print(f"{len(seen)} rows, each once")
+PY
+}
+
+batch_scheduled_e2e() {
+    local tmp job pod deleted=""
+    tmp=$(mktemp -d)
+    "$S3" start >/dev/null
+    "$KUBECTL" create secret generic batch-s3 --from-env-file="$REPO_ROOT/.cluster/s3/env" \
+        --dry-run=client -o yaml | "$KUBECTL" apply -f - >/dev/null
+    for bucket in models data predictions; do "$S3" mb "$bucket"; done
+    # `slow` costs about 30 ms a run whatever the batch: a shard of two files runs
+    # for a while, long enough to be killed halfway.
+    "$S3" put "$MODELS_DIR/slow/1/model.onnx" models/slow/1/model.onnx
+    batch_inputs "$tmp"
+    for file in "$tmp"/day-*.csv; do "$S3" put "$file" "data/nightly/in/$(basename "$file")"; done
+
+    # The next whole minute at least 20 s away, in the controller manager's zone (UTC).
+    local at
+    at=$(date -u -d "@$(( ($(date +%s) + 80) / 60 * 60 ))" '+%M %H')
+    read -r minute hour <<<"$at"
+    say "batch: a BatchInference scheduled at $hour:$minute UTC over s3:// with 4 shards"
+    "$KUBECTL" apply -f - >/dev/null <<YAML
+apiVersion: serving.sluice.dev/v1alpha1
+kind: BatchInference
+metadata: {name: $BATCH_NAME, namespace: default}
+spec:
+  model: {storageUri: "s3://models/slow/1/model.onnx"}
+  credentialsSecret: batch-s3
+  input: s3://data/nightly/in
+  output: s3://predictions/nightly
+  idColumn: id
+  batchSize: 16
+  rowsPerPart: 160
+  schedule: "$((10#$minute)) $((10#$hour)) * * *"
+  parallelism: 4
+  retries: 3
+  runtime:
+    threads: 1
+    resources:
+      requests: {cpu: 100m, memory: 128Mi}
+      limits: {memory: 1Gi}
+YAML
+    batch_wait 150 "the scheduled run's Job" \
+        bash -c "[[ -n \$('$KUBECTL' get jobs -l serving.sluice.dev/batchinference=$BATCH_NAME -o name 2>/dev/null) ]]"
+    job=$("$KUBECTL" get jobs -l "serving.sluice.dev/batchinference=$BATCH_NAME" -o jsonpath='{.items[0].metadata.name}')
+    say "batch: run $job started"
+
+    # Shard 1's pod, once its first part is out and before it is done.
+    local manifest="predictions/nightly/$job/_manifest/shard-00001-of-00004.json"
+    batch_wait 180 "shard 1's first part" \
+        bash -c "'$S3' get '$manifest' - | python3 -c 'import json,sys; m=json.load(sys.stdin); p=sum(len(f[\"parts\"]) for f in m[\"files\"].values()); sys.exit(0 if p >= 1 and not m[\"complete\"] else 1)'"
+    pod=$("$KUBECTL" get pods -l "job-name=$job,batch.kubernetes.io/job-completion-index=1" \
+        --field-selector=status.phase=Running -o jsonpath='{.items[0].metadata.name}')
+    [[ -n $pod ]] || { say "batch: no running pod for shard 1"; return 1; }
+    "$KUBECTL" delete pod "$pod" --wait=false >/dev/null
+    deleted=$pod
+    say "batch: deleted shard 1's pod $deleted mid-run"
+
+    batch_wait 300 "the run to succeed" \
+        bash -c "[[ \$('$KUBECTL' get batchinference $BATCH_NAME -o jsonpath='{.status.latestRun.phase}') == Succeeded ]]"
+    local rows shards phase output history
+    rows=$(batch_jsonpath "$BATCH_NAME" '{.status.latestRun.rows}')
+    shards=$(batch_jsonpath "$BATCH_NAME" '{.status.latestRun.completions}')
+    output=$(batch_jsonpath "$BATCH_NAME" '{.status.latestRun.output}')
+    history=$(batch_jsonpath "$BATCH_NAME" '{.status.history[*].job}')
+    phase=$(batch_jsonpath "$BATCH_NAME" '{.status.phase}')
+    say "batch: status: phase $phase, shards $shards, rows $rows, output $output, history [$history]"
+    [[ $rows == $((BATCH_FILES * BATCH_ROWS)) ]] || { say "batch: status counts $rows rows"; return 1; }
+    [[ $shards == 4/4 ]] || { say "batch: status counts shards $shards"; return 1; }
+    [[ $output == "s3://predictions/nightly/$job" ]] || { say "batch: status names output $output"; return 1; }
+    [[ " $history " == *" $job "* ]] || { say "batch: $job is not in status.history"; return 1; }
+
+    # The shard that replaced the deleted pod kept the parts it found.
+    local resumed
+    resumed=$("$KUBECTL" get pods -l "job-name=$job,batch.kubernetes.io/job-completion-index=1" \
+        -o jsonpath='{range .items[*]}{.status.containerStatuses[?(@.name=="batch")].state.terminated.message}{"\n"}{end}' |
+        python3 -c 'import json,sys; print(max([json.loads(l).get("resumedParts", 0) for l in sys.stdin if l.strip()] or [0]))')
+    say "batch: the replacement of shard 1 resumed after $resumed published parts"
+    ((resumed >= 1)) || { say "batch: shard 1 did not resume"; return 1; }
+
+    mkdir -p "$tmp/out"
+    local key
+    for key in $("$S3" ls predictions "nightly/$job/"); do
+        [[ $key == */part-*.csv ]] && "$S3" get "predictions/$key" "$tmp/out/$(basename "$key")"
+    done
+    batch_check_output "$tmp/out" $((BATCH_FILES * BATCH_ROWS)) >&2 || return 1
+    "$KUBECTL" patch batchinference "$BATCH_NAME" --type merge -p '{"spec":{"suspend":true}}' >/dev/null
+    "$KUBECTL" delete batchinference "$BATCH_NAME" --wait=false >/dev/null
+    rm -rf "$tmp"
+}
+
+batch_file_e2e() {
+    local folder=/opt/sluice/batch-e2e
+    rm -rf "$folder"
+    mkdir -p "$folder/in" "$folder/out"
+    BATCH_FILES=2 BATCH_ROWS=300 batch_inputs "$folder/in"
+    echo "e9-0,1,2,3" >>"$folder/in/day-01.csv"
+    say "batch: a one-time BatchInference over file:// with one bad row"
+    "$KUBECTL" apply -f - >/dev/null <<YAML
+apiVersion: serving.sluice.dev/v1alpha1
+kind: BatchInference
+metadata: {name: local-files, namespace: default}
+spec:
+  model: {storageUri: "file://$MODELS_DIR/mlp/1/model.onnx"}
+  input: file://$folder/in
+  output: file://$folder/out
+  idColumn: id
+  maxRejectRatio: 0.01
+  parallelism: 2
+YAML
+    batch_wait 180 "the file:// run to succeed" \
+        bash -c "[[ \$('$KUBECTL' get batchinference local-files -o jsonpath='{.status.latestRun.phase}') == Succeeded ]]"
+    local job rows rejected
+    job=$(batch_jsonpath local-files '{.status.latestRun.job}')
+    rows=$(batch_jsonpath local-files '{.status.latestRun.rows}')
+    rejected=$(batch_jsonpath local-files '{.status.latestRun.rejected}')
+    say "batch: file:// run $job: $rows rows, $rejected rejected"
+    [[ $rows == 600 && $rejected == 1 ]] || { say "batch: expected 600 rows and 1 rejected"; return 1; }
+    grep -q '"reason":"has 4 fields, the header has 17"' "$folder/out/$job"/_rejects/*.jsonl ||
+        { say "batch: the rejected row's reason is not in _rejects/"; return 1; }
+    BATCH_FILES=2 BATCH_ROWS=300 batch_check_output "$folder/out/$job" 600 >&2 || return 1
+    "$KUBECTL" delete batchinference local-files --wait=false >/dev/null
+}
+
+batch_e2e() {
+    "$KUBECTL" wait --for=condition=Established crd/batchinferences.serving.sluice.dev --timeout=60s >/dev/null
+    batch_scheduled_e2e
+    batch_file_e2e
+}
