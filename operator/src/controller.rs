@@ -77,7 +77,14 @@ fn error_policy(isvc: Arc<InferenceService>, error: &Error, ctx: Arc<Context>) -
     warn!(isvc = %isvc.name_any(), namespace = ?isvc.namespace(), %error, "reconcile failed");
     let note = error.to_string();
     tokio::spawn(async move {
-        publish(&ctx, &isvc, EventType::Warning, "ReconcileFailed", note).await;
+        publish(
+            &ctx,
+            isvc.as_ref(),
+            EventType::Warning,
+            "ReconcileFailed",
+            note,
+        )
+        .await;
     });
     Action::requeue(Duration::from_secs(15))
 }

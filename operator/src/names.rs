@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use crate::Result;
 use crate::config::BuildConfig;
-use crate::crd::{Device, InferenceServiceSpec};
+use crate::crd::{Device, InferenceServiceSpec, RuntimeSpec};
 
 /// Label on every object and pod of an InferenceService: its name.
 pub const ISVC_LABEL: &str = "serving.sluice.dev/inferenceservice";
@@ -117,7 +117,12 @@ pub(crate) fn short_hash(bytes: &[u8]) -> String {
 
 /// The server image a spec runs: its own, else the configured CPU or CUDA image.
 pub fn server_image<'a>(spec: &'a InferenceServiceSpec, cfg: &'a BuildConfig) -> &'a str {
-    match (&spec.runtime.image, spec.runtime.device) {
+    runtime_image(&spec.runtime, cfg)
+}
+
+/// The server image `runtime` names, else the configured CPU or CUDA image.
+pub fn runtime_image<'a>(runtime: &'a RuntimeSpec, cfg: &'a BuildConfig) -> &'a str {
+    match (&runtime.image, runtime.device) {
         (Some(image), _) => image,
         (None, Device::Cpu) => &cfg.server_image,
         (None, Device::Cuda) => &cfg.server_cuda_image,

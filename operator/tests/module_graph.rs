@@ -17,6 +17,7 @@ const PURE: &[&str] = &[
     "autoscale::decision",
     "build",
     "build::fetch",
+    "build::init",
     "build::optimize",
     "build::placement",
     "build::pod",
