@@ -29,7 +29,8 @@ fn run() -> anyhow::Result<()> {
         match &out_dir {
             Some(dir) => {
                 let path = dir.join(file_name(crd));
-                std::fs::write(&path, yaml).with_context(|| format!("writing {}", path.display()))?;
+                std::fs::write(&path, yaml)
+                    .with_context(|| format!("writing {}", path.display()))?;
             }
             None if index == 0 => print!("{yaml}"),
             None => print!("---\n{yaml}"),

@@ -262,8 +262,9 @@ fn common_labels(name: &str) -> BTreeMap<String, String> {
     ])
 }
 
-/// Records the hash of `object` (without the hash itself) in its annotations.
-fn stamp<K: Resource + Serialize>(mut object: K) -> Result<K> {
+/// Records the hash of `object` (without the hash itself) in its annotations,
+/// so that `apply` writes it only when it changed.
+pub fn stamp<K: Resource + Serialize>(mut object: K) -> Result<K> {
     object
         .meta_mut()
         .annotations
