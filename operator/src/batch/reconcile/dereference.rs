@@ -36,7 +36,7 @@ pub async fn dereference(
     let jobs: Api<Job> = Api::namespaced(client.clone(), &namespace);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
     let reference = batch.spec.inference_service_ref.as_ref();
-    let (inference_service, cron_job, jobs, pods) = futures::try_join!(
+    let (inference_service, cron_job, jobs) = futures::try_join!(
         async {
             match reference {
                 Some(r) => isvcs.get_opt(&r.name).await,
@@ -45,8 +45,12 @@ pub async fn dereference(
         },
         cron_jobs.get_opt(&name),
         jobs.list(&labelled),
-        pods.list(&labelled),
     )?;
+    // The pods after the Jobs: the Job controller ends a Job only once its
+    // pods have ended, so a Job read as ended has its pods' final statuses
+    // (and termination messages) in this later read. In the other order a
+    // run could be recorded in the history without its last shards' figures.
+    let pods = pods.list(&labelled).await?;
     let cron_job = cron_job.filter(|c| owned_by(c, &batch));
     let cron_uid = cron_job.as_ref().and_then(|c| c.meta().uid.clone());
     let jobs: Vec<Job> = jobs
