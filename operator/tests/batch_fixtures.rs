@@ -414,3 +414,17 @@ fn a_reference_runs_the_inference_services_optimized_model_with_its_profile_on_i
         "device: cuda\nmonitoring:\n  profile: monitoring/profile.json\n"
     );
 }
+
+#[test]
+fn the_sample_is_valid_and_runs_the_iris_sample_model() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/samples");
+    let read = |file: &str| std::fs::read_to_string(root.join(file)).unwrap();
+    let batch: BatchInference =
+        serde_saphyr::from_str(&read("serving_v1alpha1_batchinference_iris.yaml")).unwrap();
+    let isvc: InferenceService =
+        serde_saphyr::from_str(&read("serving_v1alpha1_inferenceservice_iris.yaml")).unwrap();
+    let valid = validate(&batch, Some(&isvc)).expect("the sample is valid");
+    let model = valid.model.model().expect("the sample's model resolves");
+    assert_eq!(model.model.storage_uri, isvc.spec.model.storage_uri);
+    assert_eq!(model.model.sha256, isvc.spec.model.sha256);
+}
