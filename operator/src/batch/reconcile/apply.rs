@@ -81,8 +81,13 @@ pub async fn apply(
     }
     if !written.is_empty() {
         let note = written.join(", ");
-        info!(batch = %valid.name, %namespace, note, "applied");
-        publish(ctx, valid.batch, EventType::Normal, "Applied", note).await;
+        let reason = if written.iter().any(|w| w.starts_with("created")) {
+            "Created"
+        } else {
+            "Updated"
+        };
+        info!(batch = %valid.name, %namespace, reason, note, "applied");
+        publish(ctx, valid.batch, EventType::Normal, reason, note).await;
     }
     Ok(written)
 }
