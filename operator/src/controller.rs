@@ -18,7 +18,7 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
-use kube::{Client, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 use tracing::{debug, warn};
 
 use crate::Error;
@@ -72,29 +72,35 @@ async fn inference_services(
     )
     .graceful_shutdown_on(shutdown)
     .run(reconcile, error_policy, ctx)
-    .for_each(|result| async move {
-        match result {
-            Ok((object, _)) => {
-                debug!(isvc = %object.name, namespace = ?object.namespace, "reconciled")
-            }
-            Err(error) => debug!(%error, "reconcile did not run"),
-        }
-    })
+    .for_each(logged)
     .await;
 }
 
+/// Logs one reconcile's result.
+async fn logged<K: Resource, E: std::fmt::Display>(result: Result<(ObjectRef<K>, Action), E>) {
+    match result {
+        Ok((object, _)) => {
+            debug!(kind = %K::kind(&object.dyntype), name = %object.name, namespace = ?object.namespace, "reconciled")
+        }
+        Err(error) => debug!(%error, "reconcile did not run"),
+    }
+}
+
 /// Counts the failure, reports it as a Warning Event and retries after a pause.
-fn error_policy(isvc: Arc<InferenceService>, error: &Error, ctx: Arc<Context>) -> Action {
+fn error_policy<K>(object: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action
+where
+    K: Resource<DynamicType = ()> + Send + Sync + 'static,
+{
     ctx.metrics
         .failures
         .with_label_values(&[error.metric_label()])
         .inc();
-    warn!(isvc = %isvc.name_any(), namespace = ?isvc.namespace(), %error, "reconcile failed");
+    warn!(kind = %K::kind(&()), name = %object.name_any(), namespace = ?object.namespace(), %error, "reconcile failed");
     let note = error.to_string();
     tokio::spawn(async move {
         publish(
             &ctx,
-            isvc.as_ref(),
+            object.as_ref(),
             EventType::Warning,
             "ReconcileFailed",
             note,
@@ -149,15 +155,8 @@ async fn batch_inferences(
             },
         )
         .graceful_shutdown_on(shutdown)
-        .run(batch::reconcile::reconcile, batch_error_policy, ctx)
-        .for_each(|result| async move {
-            match result {
-                Ok((object, _)) => {
-                    debug!(batch = %object.name, namespace = ?object.namespace, "reconciled")
-                }
-                Err(error) => debug!(%error, "batch reconcile did not run"),
-            }
-        })
+        .run(batch::reconcile::reconcile, error_policy, ctx)
+        .for_each(logged)
         .await;
 }
 
@@ -165,25 +164,4 @@ async fn batch_inferences(
 fn labelled_batch<K: ResourceExt>(object: &K) -> Option<ObjectRef<BatchInference>> {
     let name = object.labels().get(BATCH_LABEL)?;
     Some(ObjectRef::new(name).within(&object.namespace()?))
-}
-
-/// Counts the failure, reports it as a Warning Event and retries after a pause.
-fn batch_error_policy(batch: Arc<BatchInference>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics
-        .failures
-        .with_label_values(&[error.metric_label()])
-        .inc();
-    warn!(batch = %batch.name_any(), namespace = ?batch.namespace(), %error, "reconcile failed");
-    let note = error.to_string();
-    tokio::spawn(async move {
-        publish(
-            &ctx,
-            batch.as_ref(),
-            EventType::Warning,
-            "ReconcileFailed",
-            note,
-        )
-        .await;
-    });
-    Action::requeue(Duration::from_secs(15))
 }
