@@ -35,7 +35,9 @@ use serde::Serialize;
 use super::decide::KEEP_FINISHED;
 use super::summary::{BATCH_CONTAINER, SUMMARY_PATH};
 use super::validate::{INDEX_ENV, RUN_ENV, ResolvedModel, ValidBatch};
-use crate::build::pod::{container_security, empty_dir, mount, pod_security, secret_env};
+use crate::build::pod::{
+    container_security, empty_dir, mount, pod_security, scrape_annotations, secret_env,
+};
 use crate::build::{PROFILE_DIR, PROFILE_FILE, StorageUri, init, stamp};
 use crate::config::BuildConfig;
 use crate::crd::Device;
@@ -184,11 +186,7 @@ fn pod_template(
         init_containers.extend(profile_init.containers);
         mounts.push(mount("profile", &profile_dir, true, None));
     }
-    let mut annotations = BTreeMap::from([
-        ("prometheus.io/scrape".to_string(), "true".to_string()),
-        ("prometheus.io/port".to_string(), METRICS_PORT.to_string()),
-        ("prometheus.io/path".to_string(), "/metrics".to_string()),
-    ]);
+    let mut annotations = scrape_annotations(METRICS_PORT);
     if let Some(config) = model_config(runtime.device, model.profile.is_some())? {
         annotations.insert(CONFIG_ANNOTATION.into(), config);
         volumes.push(Volume {

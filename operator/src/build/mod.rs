@@ -27,7 +27,7 @@ pub mod pod;
 pub use fetch::StorageUri;
 use fetch::{FetchSource, FetchTarget, fetch_container};
 pub use init::{PROFILE_DIR, PROFILE_FILE, PROFILE_PVC_MOUNT, PVC_MOUNT};
-use pod::{container_security, empty_dir, mount, pod_security};
+use pod::{container_security, empty_dir, mount, pod_security, scrape_annotations};
 
 use crate::config::BuildConfig;
 use crate::crd::{Device, FeedbackTask, InferenceService, InferenceServiceSpec, StaticDatatype};
@@ -444,11 +444,7 @@ fn pod_template(
     let mut pod_labels = common_labels(name);
     pod_labels.insert(REVISION_LABEL.into(), revision.into());
     let tls = security::tls_scheme(spec.security.as_ref());
-    let mut pod_annotations = BTreeMap::from([
-        ("prometheus.io/scrape".to_string(), "true".to_string()),
-        ("prometheus.io/port".to_string(), HTTP_PORT.to_string()),
-        ("prometheus.io/path".to_string(), "/metrics".to_string()),
-    ]);
+    let mut pod_annotations = scrape_annotations(HTTP_PORT);
     if let Some(scheme) = tls {
         pod_annotations.insert("prometheus.io/scheme".into(), scheme.to_lowercase());
     }

@@ -3,6 +3,8 @@
 //! Secret as a container's environment, scratch volumes and their mounts, and
 //! init containers' resources.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::{
     Capabilities, EmptyDirVolumeSource, EnvFromSource, PodSecurityContext, ResourceRequirements,
     SeccompProfile, SecretEnvSource, SecurityContext, Volume, VolumeMount,
@@ -86,4 +88,14 @@ pub fn empty_dir(name: &str) -> Volume {
         empty_dir: Some(EmptyDirVolumeSource::default()),
         ..Volume::default()
     }
+}
+
+/// The annotations that have Prometheus' pod discovery scrape `/metrics` on
+/// `port`.
+pub fn scrape_annotations(port: i32) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("prometheus.io/scrape".to_string(), "true".to_string()),
+        ("prometheus.io/port".to_string(), port.to_string()),
+        ("prometheus.io/path".to_string(), "/metrics".to_string()),
+    ])
 }

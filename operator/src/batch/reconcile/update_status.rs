@@ -5,16 +5,15 @@
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::EventType;
-use kube::{Resource, ResourceExt};
 
+use crate::Result;
 use crate::batch::decide::Observed;
 use crate::batch::status::{self, Outcome};
 use crate::crd::{BatchInference, BatchInferenceStatus};
+use crate::reconcile::Context;
 use crate::reconcile::events::publish_fact;
-use crate::reconcile::{Context, FIELD_MANAGER};
-use crate::{Error, Result};
+use crate::reconcile::update_status::write_status;
 
 /// Writes the status `outcome` and `observed` give when it differs from the
 /// one `batch` has, and returns it.
@@ -34,22 +33,7 @@ pub async fn update_status(
     if batch.status.as_ref() == Some(&new) {
         return Ok(new);
     }
-    let namespace = batch
-        .namespace()
-        .ok_or(Error::MissingObjectKey("metadata.namespace"))?;
-    let api: Api<BatchInference> = Api::namespaced(ctx.client.clone(), &namespace);
-    let patch = serde_json::json!({
-        "apiVersion": BatchInference::api_version(&()),
-        "kind": BatchInference::kind(&()),
-        "status": new,
-    });
-    api.patch_status(
-        &batch.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(patch),
-    )
-    .await?;
-    ctx.metrics.write("BatchInference", "status");
+    write_status(batch, &new, ctx).await?;
     for (warning, reason, message) in status::transitions(batch.status.as_ref(), &new) {
         let type_ = if warning {
             EventType::Warning
