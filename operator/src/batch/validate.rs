@@ -315,6 +315,11 @@ fn inside(output: &str, input: &str) -> bool {
 }
 
 /// The one-time run's Job name: `<name>-<hash>` of what shapes a run.
+///
+/// The hash covers the spec as stored, defaults included. A field added to the
+/// spec later must join it only when set (as `names::revision` does for
+/// InferenceService), or every one-time BatchInference would run again after
+/// the operator's upgrade.
 fn run_name(batch: &BatchInference) -> String {
     #[derive(Serialize)]
     struct RunKey<'a> {
