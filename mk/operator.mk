@@ -1,24 +1,27 @@
 # The operator (operator/): CRD generation, its staleness check, tests, and the
 # local-cluster main job. Included by the root Makefile.
 
-OPERATOR_CRD := $(REPO_ROOT)/crds/serving.sluice.dev_inferenceservices.yaml
+# Every CRD, one file each (crdgen names them <group>_<plural>.yaml), copied
+# to config/crd/bases and the chart.
+CRD_DIR := $(REPO_ROOT)/crds
+CRD_COPIES := $(REPO_ROOT)/config/crd/bases $(REPO_ROOT)/charts/sluice/crds
 
 TEST_TARGETS += check-crds test-operator test-operator-e2e
 .PHONY: crdgen check-crds test-operator test-operator-e2e up-cluster scale-operator
 
-## crdgen: regenerate crds/ from the Rust types
+## crdgen: regenerate crds/ (InferenceService, BatchInference) from the Rust types
 crdgen:
-	$(CARGO) run -q -p sluice-operator --bin crdgen > $(OPERATOR_CRD).tmp
-	mv $(OPERATOR_CRD).tmp $(OPERATOR_CRD)
-	cp $(OPERATOR_CRD) $(REPO_ROOT)/config/crd/bases/
-	cp $(OPERATOR_CRD) $(REPO_ROOT)/charts/sluice/crds/
+	$(CARGO) run -q -p sluice-operator --bin crdgen -- --out-dir $(CRD_DIR)
+	for dir in $(CRD_COPIES); do cp $(CRD_DIR)/*.yaml $$dir/; done
 
 ## check-crds: fail when crds/ (or its copies in config/ and charts/) is stale
 check-crds:
-	@$(CARGO) run -q -p sluice-operator --bin crdgen | diff -u $(OPERATOR_CRD) - \
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+		$(CARGO) run -q -p sluice-operator --bin crdgen -- --out-dir "$$tmp" && \
+		diff -ru $(CRD_DIR) "$$tmp" \
 		|| { echo "crds/ is stale: run 'make crdgen' and commit" >&2; exit 1; }
-	@diff -q $(OPERATOR_CRD) $(REPO_ROOT)/config/crd/bases/$(notdir $(OPERATOR_CRD))
-	@diff -q $(OPERATOR_CRD) $(REPO_ROOT)/charts/sluice/crds/$(notdir $(OPERATOR_CRD))
+	@for dir in $(CRD_COPIES); do for crd in $(CRD_DIR)/*.yaml; do \
+		diff -q $$crd $$dir/$$(basename $$crd) || exit 1; done; done
 
 ## test-operator: operator unit, fixture, API-server and Prometheus-analysis integration tests
 # A plain `cargo test` ignores the tests that need the upstream binaries (so it never

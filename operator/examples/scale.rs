@@ -26,7 +26,7 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or(200);
     let server = support::ApiServer::start();
     let client = server.client().await;
-    install_crd(&client).await?;
+    install_crds(&client).await?;
     let ns = "scale";
     let namespaces: Api<Namespace> = Api::all(client.clone());
     namespaces
@@ -149,8 +149,19 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn install_crd(client: &Client) -> anyhow::Result<()> {
-    let path = support::repo_root().join("crds/serving.sluice.dev_inferenceservices.yaml");
+/// Installs every committed CRD: the operator watches BatchInferences too.
+async fn install_crds(client: &Client) -> anyhow::Result<()> {
+    for file in [
+        "serving.sluice.dev_inferenceservices.yaml",
+        "serving.sluice.dev_batchinferences.yaml",
+    ] {
+        install_crd(client, file).await?;
+    }
+    Ok(())
+}
+
+async fn install_crd(client: &Client, file: &str) -> anyhow::Result<()> {
+    let path = support::repo_root().join("crds").join(file);
     let crd: CustomResourceDefinition = serde_saphyr::from_str(&std::fs::read_to_string(path)?)?;
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     api.patch(

@@ -1,13 +1,15 @@
-//! Wires the reconcile into a kube-runtime Controller: the InferenceService watch,
-//! watches on the objects it owns and on its pods, and the error policy.
+//! Wires the reconciles into kube-runtime Controllers, both in this process:
+//! InferenceService (its watch, watches on the objects it owns and on its pods)
+//! and BatchInference (its watch, its CronJob, its runs' Jobs and pods, and the
+//! InferenceServices it names), each with its error policy.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -16,21 +18,34 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
-use kube::{Client, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 use tracing::{debug, warn};
 
 use crate::Error;
-use crate::crd::InferenceService;
-use crate::names::ISVC_LABEL;
+use crate::batch;
+use crate::crd::{BatchInference, InferenceService};
+use crate::names::{BATCH_LABEL, ISVC_LABEL};
 use crate::reconcile::events::publish;
 use crate::reconcile::{Context, reconcile};
 
 /// Label selector of everything the operator creates.
 const MANAGED: &str = "app.kubernetes.io/managed-by=sluice-operator";
 
-/// Runs the controller over all namespaces until `shutdown` resolves, then lets
-/// in-flight reconciles finish.
+/// Runs both controllers over all namespaces until `shutdown` resolves, then
+/// lets in-flight reconciles finish.
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    let shutdown = shutdown.shared();
+    futures::join!(
+        inference_services(ctx.clone(), shutdown.clone()),
+        batch_inferences(ctx, shutdown),
+    );
+}
+
+/// The InferenceService controller.
+async fn inference_services(
+    ctx: Arc<Context>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
     let client: Client = ctx.client.clone();
     let managed = watcher::Config::default().labels(MANAGED);
     Controller::new(
@@ -57,27 +72,96 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     )
     .graceful_shutdown_on(shutdown)
     .run(reconcile, error_policy, ctx)
-    .for_each(|result| async move {
-        match result {
-            Ok((object, _)) => {
-                debug!(isvc = %object.name, namespace = ?object.namespace, "reconciled")
-            }
-            Err(error) => debug!(%error, "reconcile did not run"),
-        }
-    })
+    .for_each(logged)
     .await;
 }
 
+/// Logs one reconcile's result.
+async fn logged<K: Resource, E: std::fmt::Display>(result: Result<(ObjectRef<K>, Action), E>) {
+    match result {
+        Ok((object, _)) => {
+            debug!(kind = %K::kind(&object.dyntype), name = %object.name, namespace = ?object.namespace, "reconciled")
+        }
+        Err(error) => debug!(%error, "reconcile did not run"),
+    }
+}
+
 /// Counts the failure, reports it as a Warning Event and retries after a pause.
-fn error_policy(isvc: Arc<InferenceService>, error: &Error, ctx: Arc<Context>) -> Action {
+fn error_policy<K>(object: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action
+where
+    K: Resource<DynamicType = ()> + Send + Sync + 'static,
+{
     ctx.metrics
         .failures
         .with_label_values(&[error.metric_label()])
         .inc();
-    warn!(isvc = %isvc.name_any(), namespace = ?isvc.namespace(), %error, "reconcile failed");
+    warn!(kind = %K::kind(&()), name = %object.name_any(), namespace = ?object.namespace(), %error, "reconcile failed");
     let note = error.to_string();
     tokio::spawn(async move {
-        publish(&ctx, &isvc, EventType::Warning, "ReconcileFailed", note).await;
+        publish(
+            &ctx,
+            object.as_ref(),
+            EventType::Warning,
+            "ReconcileFailed",
+            note,
+        )
+        .await;
     });
     Action::requeue(Duration::from_secs(15))
+}
+
+/// The BatchInference controller. Its Jobs and pods are found by label (a
+/// CronJob's Jobs are owned by the CronJob), and an InferenceService's change
+/// reaches every BatchInference that names it (the next run uses its model).
+async fn batch_inferences(
+    ctx: Arc<Context>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client: Client = ctx.client.clone();
+    let labelled = watcher::Config::default().labels(BATCH_LABEL);
+    let controller = Controller::new(
+        Api::<BatchInference>::all(client.clone()),
+        watcher::Config::default().any_semantic(),
+    );
+    let batches = controller.store();
+    controller
+        .owns(
+            Api::<CronJob>::all(client.clone()),
+            watcher::Config::default().labels(MANAGED),
+        )
+        .watches(Api::<Job>::all(client.clone()), labelled.clone(), |job| {
+            labelled_batch(&job)
+        })
+        .watches(Api::<Pod>::all(client.clone()), labelled, |pod| {
+            labelled_batch(&pod)
+        })
+        .watches(
+            Api::<InferenceService>::all(client),
+            watcher::Config::default().any_semantic(),
+            move |isvc| {
+                let (name, namespace) = (isvc.name_any(), isvc.namespace());
+                batches
+                    .state()
+                    .into_iter()
+                    .filter(|b| {
+                        b.namespace() == namespace
+                            && b.spec
+                                .inference_service_ref
+                                .as_ref()
+                                .is_some_and(|r| r.name == name)
+                    })
+                    .map(|b| ObjectRef::from_obj(b.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .graceful_shutdown_on(shutdown)
+        .run(batch::reconcile::reconcile, error_policy, ctx)
+        .for_each(logged)
+        .await;
+}
+
+/// The BatchInference that `object`'s label names.
+fn labelled_batch<K: ResourceExt>(object: &K) -> Option<ObjectRef<BatchInference>> {
+    let name = object.labels().get(BATCH_LABEL)?;
+    Some(ObjectRef::new(name).within(&object.namespace()?))
 }

@@ -2,7 +2,9 @@
 //! running `sluice-server` (one per revision; DaemonSets for one pod per node),
 //! Services, a PodDisruptionBudget and a NetworkPolicy, rolls new revisions out by
 //! canary or blue-green from Prometheus analysis, autoscales, and reports what it
-//! sees in the resource's status and in Kubernetes Events.
+//! sees in the resource's status and in Kubernetes Events. A second controller
+//! in the same process runs `BatchInference` resources ([`batch`]): a model over
+//! files, once or on a schedule, as Indexed Jobs of `sluice-server batch`.
 //!
 //! The reconcile pipeline is `dereference -> validate -> decide -> build -> apply ->
 //! update_status` ([`reconcile`], one module per step); only its ends talk to the
@@ -11,6 +13,7 @@
 //! graph acyclic and the pure steps free of I/O.
 
 pub mod autoscale;
+pub mod batch;
 pub mod build;
 pub mod config;
 pub mod controller;

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use crate::Result;
 use crate::config::BuildConfig;
-use crate::crd::{Device, InferenceServiceSpec};
+use crate::crd::{Device, InferenceServiceSpec, RuntimeSpec};
 
 /// Label on every object and pod of an InferenceService: its name.
 pub const ISVC_LABEL: &str = "serving.sluice.dev/inferenceservice";
@@ -28,6 +28,35 @@ pub const RESERVED_ENV: [&str; 2] = ["SLUICE_ISVC", "SLUICE_REVISION"];
 /// Longest InferenceService name: `<name>-<revision>` (11 more characters) names
 /// Services, which are DNS-1035 labels of at most 63.
 pub const MAX_NAME_LENGTH: usize = 52;
+
+/// Label on a BatchInference's Jobs, CronJob and pods: its name.
+pub const BATCH_LABEL: &str = "serving.sluice.dev/batchinference";
+/// Annotation on a BatchInference: a new value runs the same spec again (a
+/// one-time BatchInference runs once per spec and value).
+pub const RERUN_ANNOTATION: &str = "serving.sluice.dev/rerun";
+/// Annotation on a batch run's Job: the `storageUri` of the model it runs.
+pub const MODEL_ANNOTATION: &str = "serving.sluice.dev/model";
+/// Annotation on a batch run's Job: the output location its run folder is
+/// in (`<output>/<job>`).
+pub const OUTPUT_ANNOTATION: &str = "serving.sluice.dev/output";
+/// Label the Job controller puts on a Job's pods: the Job's name.
+pub const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
+/// Annotation the Job controller puts on an Indexed Job's pods: the index.
+pub const COMPLETION_INDEX_ANNOTATION: &str = "batch.kubernetes.io/job-completion-index";
+
+/// The labels of a BatchInference's CronJob, Jobs and pods.
+pub fn batch_labels(name: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".into(), "sluice-server".into()),
+        ("app.kubernetes.io/instance".into(), name.into()),
+        ("app.kubernetes.io/component".into(), "batch".into()),
+        (
+            "app.kubernetes.io/managed-by".into(),
+            "sluice-operator".into(),
+        ),
+        (BATCH_LABEL.into(), name.into()),
+    ])
+}
 
 /// Name of the ConfigMap holding a revision's `config.yaml`.
 pub fn config_map_name(isvc: &str, revision: &str) -> String {
@@ -117,7 +146,12 @@ pub(crate) fn short_hash(bytes: &[u8]) -> String {
 
 /// The server image a spec runs: its own, else the configured CPU or CUDA image.
 pub fn server_image<'a>(spec: &'a InferenceServiceSpec, cfg: &'a BuildConfig) -> &'a str {
-    match (&spec.runtime.image, spec.runtime.device) {
+    runtime_image(&spec.runtime, cfg)
+}
+
+/// The server image `runtime` names, else the configured CPU or CUDA image.
+pub fn runtime_image<'a>(runtime: &'a RuntimeSpec, cfg: &'a BuildConfig) -> &'a str {
+    match (&runtime.image, runtime.device) {
         (Some(image), _) => image,
         (None, Device::Cpu) => &cfg.server_image,
         (None, Device::Cuda) => &cfg.server_cuda_image,

@@ -1,5 +1,6 @@
-//! The model server container's resources: the spec's or safe defaults, and the
-//! CPU figures the build (thread budget) and the autoscaler (CPU trigger) read.
+//! The model server container's resources (serving or batch): the spec's or
+//! safe defaults, and the CPU figures the build (thread budget) and the
+//! autoscaler (CPU trigger) read.
 
 use std::collections::BTreeMap;
 
@@ -26,19 +27,22 @@ pub fn cpu_cores(quantity: &str) -> Option<f64> {
 
 /// The server container's resources: the spec's, else safe defaults; CUDA adds a GPU.
 pub fn resources(spec: &InferenceServiceSpec) -> ResourceRequirements {
-    let mut resources = spec
-        .runtime
-        .resources
-        .clone()
-        .unwrap_or_else(|| ResourceRequirements {
-            requests: Some(BTreeMap::from([
-                ("cpu".into(), Quantity("500m".into())),
-                ("memory".into(), Quantity("512Mi".into())),
-            ])),
-            limits: Some(BTreeMap::from([("memory".into(), Quantity("2Gi".into()))])),
-            ..ResourceRequirements::default()
-        });
-    if spec.runtime.device == Device::Cuda {
+    with_defaults(spec.runtime.resources.as_ref(), spec.runtime.device)
+}
+
+/// `given`, else safe defaults (requests 500m CPU and 512Mi, a 2Gi memory
+/// limit); `cuda` adds a `nvidia.com/gpu: 1` limit unless one is set. Serving
+/// and batch containers alike.
+pub fn with_defaults(given: Option<&ResourceRequirements>, device: Device) -> ResourceRequirements {
+    let mut resources = given.cloned().unwrap_or_else(|| ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".into(), Quantity("500m".into())),
+            ("memory".into(), Quantity("512Mi".into())),
+        ])),
+        limits: Some(BTreeMap::from([("memory".into(), Quantity("2Gi".into()))])),
+        ..ResourceRequirements::default()
+    });
+    if device == Device::Cuda {
         resources
             .limits
             .get_or_insert_default()

@@ -455,7 +455,10 @@ fn optimized(
     }
 }
 
-fn condition(
+/// The condition `type_` as `verdict` says, for an object at `generation`: it
+/// keeps the transition time of the same condition in `old` while its status
+/// holds, and takes `now` when it changed.
+pub fn condition(
     old: &[Condition],
     type_: &str,
     verdict: &Verdict,
@@ -486,8 +489,9 @@ fn init_status<'a>(pod: &'a Pod, container: &str) -> Option<&'a ContainerStatus>
         .find(|s| s.name == container)
 }
 
-/// The exit code and message of the fetcher's latest failed run, if it failed.
-fn fetch_failure(status: &ContainerStatus) -> Option<String> {
+/// The exit code and message (its last line) of a container's latest run, if
+/// that run failed.
+pub fn container_failure(status: &ContainerStatus) -> Option<String> {
     let failed = |t: &k8s_openapi::api::core::v1::ContainerStateTerminated| {
         (t.exit_code != 0).then(|| {
             let detail = t
@@ -511,7 +515,8 @@ fn fetch_failure(status: &ContainerStatus) -> Option<String> {
     }
 }
 
-fn last_line(text: &str) -> &str {
+/// The last line of `text` that is not blank, trimmed.
+pub fn last_line(text: &str) -> &str {
     text.lines()
         .rev()
         .find(|l| !l.trim().is_empty())
@@ -523,7 +528,7 @@ fn last_line(text: &str) -> &str {
 fn fetched(file: &Fetched, pods: &[&Pod]) -> Verdict {
     if let Some((pod, message)) = pods
         .iter()
-        .find_map(|p| fetch_failure(init_status(p, file.container)?).map(|m| (p, m)))
+        .find_map(|p| container_failure(init_status(p, file.container)?).map(|m| (p, m)))
     {
         let lower = message.to_ascii_lowercase();
         let reason = if lower.contains("mismatch")
@@ -561,6 +566,11 @@ fn fetched(file: &Fetched, pods: &[&Pod]) -> Verdict {
             format!("no pod of this revision has fetched the {} yet", file.what),
         )
     }
+}
+
+/// `ModelFetched`: whether `pods` fetched and verified the model.
+pub fn model_fetched(pods: &[&Pod]) -> Verdict {
+    fetched(&MODEL, pods)
 }
 
 /// The workloads of `revision`.
@@ -667,7 +677,7 @@ fn availability(pods: &[&Pod], ready: i32, min: i32) -> Verdict {
 
 /// Why the scheduler placed `pod` nowhere (its `PodScheduled` condition), for
 /// example a node selector that no node matches.
-fn unschedulable(pod: &Pod) -> Option<String> {
+pub fn unschedulable(pod: &Pod) -> Option<String> {
     let condition = pod
         .status
         .as_ref()?
@@ -698,6 +708,18 @@ fn is_warning(condition: &Condition) -> bool {
 /// A condition change worth an Event: `(warning, reason, message)`.
 pub type Transition = (bool, String, String);
 
+/// The conditions of `new`, other than `Unknown` ones, whose status or reason
+/// differs from the same condition in `old` (or that `old` lacks).
+pub fn changed<'a>(
+    old: &'a [Condition],
+    new: &'a [Condition],
+) -> impl Iterator<Item = &'a Condition> + 'a {
+    new.iter().filter(|c| c.status != "Unknown").filter(|c| {
+        !old.iter()
+            .any(|o| o.type_ == c.type_ && o.status == c.status && o.reason == c.reason)
+    })
+}
+
 /// Conditions (other than `Ready`'s mirror of them) whose status or reason changed
 /// between `old` and `new`. `False` transitions are warnings, except for
 /// `InputDrift`, where `True` is the bad news.
@@ -706,14 +728,7 @@ pub fn transitions(
     new: &InferenceServiceStatus,
 ) -> Vec<Transition> {
     let old_conditions = old.map(|s| s.conditions.as_slice()).unwrap_or_default();
-    new.conditions
-        .iter()
-        .filter(|c| c.status != "Unknown")
-        .filter(|c| {
-            !old_conditions
-                .iter()
-                .any(|o| o.type_ == c.type_ && o.status == c.status && o.reason == c.reason)
-        })
+    changed(old_conditions, &new.conditions)
         // A False Ready repeats the failing condition's reason; report it once.
         .filter(|c| c.type_ != READY || c.status == "True")
         .map(|c| (is_warning(c), c.reason.clone(), c.message.clone()))

@@ -1,12 +1,15 @@
 //! Integration tests against a real kube-apiserver and etcd (see `support`): the
-//! committed CRD installs and rejects bad manifests, and the controller creates,
+//! committed CRDs install and reject bad manifests, and the controller creates,
 //! updates, reports on and deletes what serves an InferenceService, writing nothing
-//! when nothing changed.
+//! when nothing changed, and runs BatchInferences (`api_server/batch.rs`).
 //!
 //! One control plane serves every scenario (each in its own namespace), so this
 //! test has its own `main` (`harness = false`) that starts it once and stops it last.
 
 mod support;
+
+#[path = "api_server/batch.rs"]
+mod batch;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -48,7 +51,7 @@ fn main() {
     let server = ApiServer::start();
     let (ran, failures) = runtime.block_on(async {
         let client = server.client().await;
-        install_crd(&client).await;
+        install_crds(&client).await;
         let metrics = Metrics::default();
         let (stop, stopped) = oneshot::channel::<()>();
         let reporter = Reporter {
@@ -102,6 +105,22 @@ fn main() {
                 "spec.security.allowedSources makes and removes a NetworkPolicy",
                 Box::pin(network_policy(client.clone())),
             ),
+            (
+                "BatchInference: invalid manifests are rejected with the field named",
+                Box::pin(batch::invalid_manifests(client.clone())),
+            ),
+            (
+                "BatchInference: a one-time run's Job, its status from the Job and its pods, a rerun, a failed shard",
+                Box::pin(batch::one_time_runs(client.clone())),
+            ),
+            (
+                "BatchInference: a schedule's CronJob, suspend, its runs, a bad schedule, no schedule",
+                Box::pin(batch::scheduled_runs(client.clone())),
+            ),
+            (
+                "BatchInference: a missing InferenceService, then its model",
+                Box::pin(batch::inference_service_reference(client.clone())),
+            ),
         ];
         let ran = scenarios.len();
         for (name, scenario) in scenarios {
@@ -137,8 +156,18 @@ fn main() {
     println!("\ntest result: ok. {ran} passed; 0 failed");
 }
 
-async fn install_crd(client: &Client) {
-    let path = support::repo_root().join("crds/serving.sluice.dev_inferenceservices.yaml");
+/// Installs every committed CRD (`crds/`) and waits until each is established.
+async fn install_crds(client: &Client) {
+    for file in [
+        "serving.sluice.dev_inferenceservices.yaml",
+        "serving.sluice.dev_batchinferences.yaml",
+    ] {
+        install_crd(client, file).await;
+    }
+}
+
+async fn install_crd(client: &Client, file: &str) {
+    let path = support::repo_root().join("crds").join(file);
     let crd: CustomResourceDefinition =
         serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());

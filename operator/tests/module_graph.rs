@@ -3,8 +3,9 @@
 //! - no two modules depend on each other, directly or through others (a cycle
 //!   would let a pure step reach I/O through its neighbour);
 //! - the pure steps (`validate`, `decide`, `build`, the status computation, the
-//!   rollout machine and the autoscaling formula) name no API client, no
-//!   Prometheus client and await nothing.
+//!   rollout machine and the autoscaling formula, and the same steps of the
+//!   BatchInference pipeline) name no API client, no Prometheus client and
+//!   await nothing.
 //!
 //! Dependencies are read from the source: every `crate::` and `super::` path outside
 //! `#[cfg(test)]` code, resolved to the deepest module it names.
@@ -15,13 +16,22 @@ use std::path::{Path, PathBuf};
 /// Modules that must stay pure.
 const PURE: &[&str] = &[
     "autoscale::decision",
+    "batch::build",
+    "batch::cron",
+    "batch::decide",
+    "batch::observe",
+    "batch::status",
+    "batch::summary",
+    "batch::validate",
     "build",
     "build::fetch",
+    "build::init",
     "build::optimize",
     "build::placement",
     "build::pod",
     "crd",
     "crd::autoscaling",
+    "crd::batch",
     "crd::monitoring",
     "crd::optimize",
     "crd::placement",
@@ -100,6 +110,8 @@ fn the_graph_sees_known_edges() {
     assert!(edges("reconcile::decide").contains("rollout::machine"));
     assert!(edges("build").contains("names"));
     assert!(edges("rollout::machine").contains("crd::rollout"));
+    assert!(edges("batch::reconcile").contains("batch::decide"));
+    assert!(edges("batch::build").contains("build::init"));
 }
 
 /// One source file: its module path and its code without comments and tests.

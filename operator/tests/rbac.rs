@@ -27,6 +27,14 @@ const EXPECTED: &[(&str, &str, &[&str])] = &[
         "inferenceservices/finalizers",
         &["update"],
     ),
+    (
+        "serving.sluice.dev",
+        "batchinferences",
+        &["get", "list", "watch"],
+    ),
+    // Status is written by server-side apply; no finalizer (what a
+    // BatchInference makes is owned, and goes with it).
+    ("serving.sluice.dev", "batchinferences/status", &["patch"]),
     ("apps", "deployments", OWN),
     // Serving pods with spec.placement.mode PerNode: one DaemonSet per revision.
     ("apps", "daemonsets", OWN),
@@ -35,8 +43,21 @@ const EXPECTED: &[(&str, &str, &[&str])] = &[
     ("policy", "poddisruptionbudgets", OWN),
     ("networking.k8s.io", "networkpolicies", OWN),
     ("", "pods", READ),
-    // Retraining Jobs (spec.monitoring.onDrift): created once, then only watched.
-    ("batch", "jobs", &["get", "list", "watch", "create"]),
+    // Retraining Jobs (spec.monitoring.onDrift): created once, then only
+    // watched. Batch runs: created once, suspended or resumed (patch), and
+    // deleted once old (their figures stay in status.history).
+    (
+        "batch",
+        "jobs",
+        &["get", "list", "watch", "create", "patch", "delete"],
+    ),
+    // A scheduled BatchInference's CronJob: applied server-side (patch, and
+    // create when it does not exist yet), deleted when the schedule goes.
+    (
+        "batch",
+        "cronjobs",
+        &["get", "list", "watch", "create", "patch", "delete"],
+    ),
     ("events.k8s.io", "events", &["create", "patch"]),
     // Rollouts write per-revision weights into the HTTPRoute a spec names.
     ("gateway.networking.k8s.io", "httproutes", &["get", "patch"]),

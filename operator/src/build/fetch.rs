@@ -3,11 +3,10 @@
 //! with the read-only claim of a `pvc://` location.
 
 use k8s_openapi::api::core::v1::{
-    Container, EnvFromSource, PersistentVolumeClaimVolumeSource, ResourceRequirements,
-    SecretEnvSource, Volume,
+    Container, PersistentVolumeClaimVolumeSource, ResourceRequirements, Volume,
 };
 
-use super::pod::{container_security, mount, without_gpu};
+use super::pod::{container_security, mount, secret_env, without_gpu};
 use crate::crd::ModelSpec;
 
 /// A parsed `storageUri`.
@@ -143,15 +142,7 @@ pub fn fetch_container(
         image: Some(image.into()),
         image_pull_policy: Some("IfNotPresent".into()),
         args: Some(args),
-        env_from: source.credentials_secret.map(|secret| {
-            vec![EnvFromSource {
-                secret_ref: Some(SecretEnvSource {
-                    name: secret.to_string(),
-                    optional: Some(false),
-                }),
-                ..EnvFromSource::default()
-            }]
-        }),
+        env_from: source.credentials_secret.map(secret_env),
         resources: Some(resources),
         security_context: Some(container_security()),
         termination_message_policy: Some("FallbackToLogsOnError".into()),

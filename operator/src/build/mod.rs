@@ -8,9 +8,8 @@ use k8s_openapi::api::apps::v1::{
     DaemonSet, Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, HTTPGetAction,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, Service, ServicePort,
-    ServiceSpec, Volume,
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, HTTPGetAction, PodSpec,
+    PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec, Volume,
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
@@ -19,14 +18,16 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
 use serde::Serialize;
 
-mod fetch;
-mod optimize;
+pub mod fetch;
+pub mod init;
+pub mod optimize;
 mod placement;
-mod pod;
+pub mod pod;
 
 pub use fetch::StorageUri;
 use fetch::{FetchSource, FetchTarget, fetch_container};
-use pod::{container_security, empty_dir, mount};
+pub use init::{PROFILE_DIR, PROFILE_FILE, PROFILE_PVC_MOUNT, PVC_MOUNT};
+use pod::{container_security, empty_dir, mount, pod_security, scrape_annotations};
 
 use crate::config::BuildConfig;
 use crate::crd::{Device, FeedbackTask, InferenceService, InferenceServiceSpec, StaticDatatype};
@@ -36,26 +37,16 @@ use crate::names::{
 };
 use crate::resources::{cpu_limit_threads, resources};
 use crate::security;
-use crate::status::{FETCH_CONTAINER, PROFILE_FETCH_CONTAINER};
 use crate::workload::Workload;
 use crate::{Error, Result};
 
 /// Where model repositories live inside the pod.
 pub const MODEL_REPOSITORY: &str = "/models";
-/// Where a `pvc://` claim is mounted (read-only) in the fetcher.
-pub const PVC_MOUNT: &str = "/mnt/pvc";
 /// Where a fallback's `pvc://` claim is mounted (read-only) in its fetcher.
 pub const FALLBACK_PVC_MOUNT: &str = "/mnt/fallback-pvc";
 /// The fallback model's folder inside the model's folder, as the server's
 /// `config.yaml` names it (`fallback.model: fallback/model.onnx`).
 pub const FALLBACK_DIR: &str = "fallback";
-/// The reference profile's folder inside the model's folder, as the server's
-/// `config.yaml` names it (`monitoring.profile: monitoring/profile.json`).
-pub const PROFILE_DIR: &str = "monitoring";
-/// The file name the profile is fetched to.
-pub const PROFILE_FILE: &str = "profile.json";
-/// Where a profile's `pvc://` claim is mounted (read-only) in its fetcher.
-pub const PROFILE_PVC_MOUNT: &str = "/mnt/profile-pvc";
 /// Seconds the server keeps serving after SIGTERM while endpoints are removed.
 pub const SHUTDOWN_DELAY_SECONDS: i64 = 5;
 /// Seconds in-flight requests may take to finish after the listeners close.
@@ -69,7 +60,6 @@ pub const DRAIN_TIMEOUT_SECONDS: i64 = 20;
 /// and each window then averages about three placements per connection. It
 /// costs each client connection one TCP (or TLS) handshake per 10 s.
 pub const MAX_CONNECTION_AGE_SECONDS: i64 = 10;
-const UID: i64 = 65532;
 /// Everything that serves one InferenceService, as the operator wants it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -272,8 +262,9 @@ fn common_labels(name: &str) -> BTreeMap<String, String> {
     ])
 }
 
-/// Records the hash of `object` (without the hash itself) in its annotations.
-fn stamp<K: Resource + Serialize>(mut object: K) -> Result<K> {
+/// Records the hash of `object` (without the hash itself) in its annotations,
+/// so that `apply` writes it only when it changed.
+pub fn stamp<K: Resource + Serialize>(mut object: K) -> Result<K> {
     object
         .meta_mut()
         .annotations
@@ -453,11 +444,7 @@ fn pod_template(
     let mut pod_labels = common_labels(name);
     pod_labels.insert(REVISION_LABEL.into(), revision.into());
     let tls = security::tls_scheme(spec.security.as_ref());
-    let mut pod_annotations = BTreeMap::from([
-        ("prometheus.io/scrape".to_string(), "true".to_string()),
-        ("prometheus.io/port".to_string(), HTTP_PORT.to_string()),
-        ("prometheus.io/path".to_string(), "/metrics".to_string()),
-    ]);
+    let mut pod_annotations = scrape_annotations(HTTP_PORT);
     if let Some(scheme) = tls {
         pod_annotations.insert("prometheus.io/scheme".into(), scheme.to_lowercase());
     }
@@ -485,37 +472,16 @@ fn pod_template(
     volumes.extend(security_volumes);
     // An optimized model is fetched aside, and the optimizer writes what the
     // server loads.
-    let optimize = spec.model.optimize.as_ref();
-    if optimize.is_some() {
-        volumes.push(empty_dir(optimize::ORIGINAL_VOLUME));
-    }
-    let model_fetch = fetch_container(
-        &FetchTarget {
-            container: FETCH_CONTAINER,
-            volume: optimize.map_or("model", |_| optimize::ORIGINAL_VOLUME),
-            pvc_volume: "pvc",
-            pvc_mount: PVC_MOUNT,
-            dest: optimize.map_or(&version_dir, |_| optimize::ORIGINAL_DIR),
-            file_name: None,
-        },
-        &FetchSource::model(&spec.model),
+    let model_init = init::model(
+        &spec.model,
+        spec.model.credentials_secret.as_deref(),
+        &version_dir,
+        spec.runtime.threads,
         &image,
         &resources,
     );
-    volumes.extend(model_fetch.pvc);
-    let mut init_containers = vec![model_fetch.container];
-    if let Some(optimize) = optimize {
-        let parts = optimize::parts(
-            optimize,
-            &spec.model,
-            &version_dir,
-            spec.runtime.threads,
-            &image,
-            &resources,
-        );
-        volumes.extend(parts.volumes);
-        init_containers.extend(parts.containers);
-    }
+    volumes.extend(model_init.volumes);
+    let mut init_containers = model_init.containers;
     let fallback_dir = format!("{MODEL_REPOSITORY}/{name}/{FALLBACK_DIR}");
     let fallback_model = spec.fallback.as_ref().and_then(|f| f.model.as_ref());
     if let Some(model) = fallback_model {
@@ -538,26 +504,16 @@ fn pod_template(
     }
     let profile_dir = format!("{MODEL_REPOSITORY}/{name}/{PROFILE_DIR}");
     if let Some(monitoring) = &spec.monitoring {
-        volumes.push(empty_dir("profile"));
-        let profile_fetch = fetch_container(
-            &FetchTarget {
-                container: PROFILE_FETCH_CONTAINER,
-                volume: "profile",
-                pvc_volume: "profile-pvc",
-                pvc_mount: PROFILE_PVC_MOUNT,
-                dest: &profile_dir,
-                file_name: Some(PROFILE_FILE),
-            },
-            &FetchSource {
-                uri: &monitoring.profile_uri,
-                sha256: monitoring.profile_sha256.as_deref(),
-                credentials_secret: spec.model.credentials_secret.as_deref(),
-            },
+        let profile_init = init::profile(
+            &monitoring.profile_uri,
+            monitoring.profile_sha256.as_deref(),
+            spec.model.credentials_secret.as_deref(),
+            &profile_dir,
             &image,
             &resources,
         );
-        volumes.extend(profile_fetch.pvc);
-        init_containers.push(profile_fetch.container);
+        volumes.extend(profile_init.volumes);
+        init_containers.extend(profile_init.containers);
     }
 
     let mut env = vec![
@@ -645,17 +601,7 @@ fn pod_template(
         automount_service_account_token: Some(false),
         enable_service_links: Some(false),
         termination_grace_period_seconds: Some(SHUTDOWN_DELAY_SECONDS + DRAIN_TIMEOUT_SECONDS + 5),
-        security_context: Some(PodSecurityContext {
-            run_as_non_root: Some(true),
-            run_as_user: Some(UID),
-            run_as_group: Some(UID),
-            fs_group: Some(UID),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".into(),
-                ..SeccompProfile::default()
-            }),
-            ..PodSecurityContext::default()
-        }),
+        security_context: Some(pod_security()),
         ..PodSpec::default()
     };
     placement::place(&mut pod, &spec.placement);

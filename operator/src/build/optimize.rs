@@ -9,8 +9,8 @@ use k8s_openapi::api::core::v1::{Container, ResourceRequirements, Volume};
 
 use super::fetch::{FetchSource, FetchTarget, fetch_container};
 use super::pod::{container_security, empty_dir, mount, without_gpu};
+use crate::crd::OptimizeSpec;
 use crate::crd::optimize::OptimizeMode;
-use crate::crd::{ModelSpec, OptimizeSpec};
 use crate::optimization::{OPTIMIZE_CONTAINER, SUMMARY_PATH};
 
 /// Where the model fetcher puts the original when the model is optimized.
@@ -31,12 +31,12 @@ pub struct OptimizeParts {
     pub volumes: Vec<Volume>,
 }
 
-/// The calibration fetch (if any) and the optimizer for `optimize` of `model`,
-/// writing to `version_dir` on `threads` ONNX Runtime threads (its default when
-/// `None`), with the server's `resources` less its GPU.
+/// The calibration fetch (if any, with the Secret `credentials_secret`) and the
+/// optimizer for `optimize`, writing to `version_dir` on `threads` ONNX Runtime
+/// threads (its default when `None`), with the server's `resources` less its GPU.
 pub fn parts(
     optimize: &OptimizeSpec,
-    model: &ModelSpec,
+    credentials_secret: Option<&str>,
     version_dir: &str,
     threads: Option<u32>,
     image: &str,
@@ -83,7 +83,7 @@ pub fn parts(
             &FetchSource {
                 uri,
                 sha256: optimize.calibration_sha256.as_deref(),
-                credentials_secret: model.credentials_secret.as_deref(),
+                credentials_secret,
             },
             image,
             resources,

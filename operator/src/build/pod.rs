@@ -1,10 +1,46 @@
-//! Small pieces of every pod the operator builds: the containers' locked-down
-//! security context, scratch volumes and their mounts, and init containers'
-//! resources.
+//! Small pieces of every pod the operator builds (serving pods and batch
+//! pods alike): the pod's and the containers' locked-down security contexts, a
+//! Secret as a container's environment, scratch volumes and their mounts, and
+//! init containers' resources.
+
+use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, EmptyDirVolumeSource, ResourceRequirements, SecurityContext, Volume, VolumeMount,
+    Capabilities, EmptyDirVolumeSource, EnvFromSource, PodSecurityContext, ResourceRequirements,
+    SeccompProfile, SecretEnvSource, SecurityContext, Volume, VolumeMount,
 };
+
+/// The user and group every container runs as (the image's non-root user).
+pub const UID: i64 = 65532;
+
+/// The security context of every pod: not root (UID and group [`UID`], which
+/// also owns the volumes), the runtime's default seccomp profile.
+pub fn pod_security() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(UID),
+        run_as_group: Some(UID),
+        fs_group: Some(UID),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..SeccompProfile::default()
+        }),
+        ..PodSecurityContext::default()
+    }
+}
+
+/// Every key of the Secret `name` as a container's environment (credentials:
+/// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, ...). The container does not
+/// start while the Secret is missing, and says so in its waiting reason.
+pub fn secret_env(name: &str) -> Vec<EnvFromSource> {
+    vec![EnvFromSource {
+        secret_ref: Some(SecretEnvSource {
+            name: name.to_string(),
+            optional: Some(false),
+        }),
+        ..EnvFromSource::default()
+    }]
+}
 
 /// The security context of every container: no privilege, no capabilities, a
 /// read-only root, not root.
@@ -52,4 +88,14 @@ pub fn empty_dir(name: &str) -> Volume {
         empty_dir: Some(EmptyDirVolumeSource::default()),
         ..Volume::default()
     }
+}
+
+/// The annotations that have Prometheus' pod discovery scrape `/metrics` on
+/// `port`.
+pub fn scrape_annotations(port: i32) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("prometheus.io/scrape".to_string(), "true".to_string()),
+        ("prometheus.io/port".to_string(), port.to_string()),
+        ("prometheus.io/path".to_string(), "/metrics".to_string()),
+    ])
 }

@@ -304,7 +304,7 @@ where
 }
 
 /// Applies `desired` unless `current` already carries its hash. Returns whether it wrote.
-async fn apply_one<K>(
+pub async fn apply_one<K>(
     namespace: &str,
     desired: &K,
     current: Option<&K>,
@@ -343,15 +343,16 @@ where
     Ok(true)
 }
 
-/// Creates a retraining Job. It is created once and left to run: one that exists
-/// already (the same episode decided again after a lost status write) is kept.
+/// Creates a Job (a retraining Job, a batch run). It is created once and left
+/// to run: one that exists already (the same decision taken again after a lost
+/// status write) is kept.
 pub async fn create_job(job: &Job, ctx: &Context) -> Result<()> {
     let namespace = job.metadata.namespace.as_deref().unwrap_or_default();
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
     match jobs.create(&PostParams::default(), job).await {
         Ok(_) => {
             ctx.metrics.write("Job", "create");
-            info!(job = ?job.metadata.name, namespace, "created retraining Job");
+            info!(job = ?job.metadata.name, namespace, "created Job");
             Ok(())
         }
         Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),

@@ -302,9 +302,10 @@ fn owned<K: Resource>(items: Vec<K>, isvc: &InferenceService) -> Vec<K> {
     items.into_iter().filter(|o| owned_by(o, isvc)).collect()
 }
 
-/// Whether `isvc` is the controller owner of `object`.
-fn owned_by<K: Resource>(object: &K, isvc: &InferenceService) -> bool {
-    let uid = isvc.metadata.uid.as_deref();
+/// Whether `owner` (an InferenceService, a BatchInference) is the controller
+/// owner of `object`.
+pub fn owned_by<K: Resource, O: Resource>(object: &K, owner: &O) -> bool {
+    let uid = owner.meta().uid.as_deref();
     object
         .meta()
         .owner_references

@@ -1,5 +1,6 @@
-//! Kubernetes Events about an InferenceService. A failure to publish is logged,
-//! never fatal: Events explain, they are not state.
+//! Kubernetes Events about an InferenceService (or any resource the operator
+//! reconciles, such as a BatchInference). A failure to publish is logged, never
+//! fatal: Events explain, they are not state.
 
 use k8s_openapi::api::events::v1::Event as K8sEvent;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
@@ -19,16 +20,16 @@ use crate::names::short_hash;
 /// Longest Event note the API server keeps (it refuses longer ones).
 const MAX_NOTE_BYTES: usize = 1000;
 
-/// Publishes an Event about `isvc` through the shared recorder, which folds
+/// Publishes an Event about `object` through the shared recorder, which folds
 /// repeats of one reason into a series.
-pub async fn publish(
+pub async fn publish<K: Resource<DynamicType = ()>>(
     ctx: &Context,
-    isvc: &InferenceService,
+    object: &K,
     type_: EventType,
     reason: &str,
     note: String,
 ) {
-    publish_with(&ctx.recorder, ctx, isvc, type_, reason, note).await
+    publish_with(&ctx.recorder, ctx, object, type_, reason, note).await
 }
 
 /// Announces what `plan` changes: a scale change (from the `running` count), each
@@ -131,22 +132,22 @@ async fn publish_once(
 
 /// Publishes an Event that must stay its own Event: the shared recorder folds
 /// Events of the same reason into one series that keeps the first note, which
-/// would hide every later analysis result or scale change.
-async fn publish_fact(
+/// would hide every later analysis result, scale change or batch run.
+pub async fn publish_fact<K: Resource<DynamicType = ()>>(
     ctx: &Context,
-    isvc: &InferenceService,
+    object: &K,
     type_: EventType,
     reason: &str,
     note: String,
 ) {
     let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
-    publish_with(&recorder, ctx, isvc, type_, reason, note).await
+    publish_with(&recorder, ctx, object, type_, reason, note).await
 }
 
-async fn publish_with(
+async fn publish_with<K: Resource<DynamicType = ()>>(
     recorder: &Recorder,
     ctx: &Context,
-    isvc: &InferenceService,
+    object: &K,
     type_: EventType,
     reason: &str,
     note: String,
@@ -158,7 +159,7 @@ async fn publish_with(
         action: "Reconcile".into(),
         secondary: None,
     };
-    match recorder.publish(&event, &isvc.object_ref(&())).await {
+    match recorder.publish(&event, &object.object_ref(&())).await {
         Ok(()) => ctx.metrics.write("Event", "create"),
         Err(error) => warn!(%error, reason, "could not publish event"),
     }

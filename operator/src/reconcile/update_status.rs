@@ -2,17 +2,20 @@
 //! writes it only when it changed, with an Event per condition transition.
 
 use jiff::Timestamp;
+use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use super::context::{Context, FIELD_MANAGER};
-use super::dereference::{Objects, namespace};
+use super::dereference::Objects;
 use super::events::publish;
-use crate::Result;
 use crate::crd::{InferenceService, Phase};
 use crate::status::{self, Outcome};
+use crate::{Error, Result};
 
 /// Writes the status `outcome` and `observed` give, when it differs from the one
 /// `isvc` has. Returns whether the InferenceService is Ready.
@@ -33,19 +36,7 @@ pub async fn update_status(
     if isvc.status.as_ref() == Some(&new) {
         return Ok(ready);
     }
-    let api: Api<InferenceService> = Api::namespaced(ctx.client.clone(), &namespace(isvc)?);
-    let patch = serde_json::json!({
-        "apiVersion": InferenceService::api_version(&()),
-        "kind": InferenceService::kind(&()),
-        "status": new,
-    });
-    api.patch_status(
-        &isvc.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(patch),
-    )
-    .await?;
-    ctx.metrics.write("InferenceService", "status");
+    write_status(isvc, &new, ctx).await?;
     for (warning, reason, message) in status::transitions(isvc.status.as_ref(), &new) {
         let type_ = if warning {
             EventType::Warning
@@ -55,4 +46,33 @@ pub async fn update_status(
         publish(ctx, isvc, type_, &reason, message).await;
     }
     Ok(ready)
+}
+
+/// Writes `status` as `object`'s whole status, server-side applied by the
+/// operator's field manager (InferenceServices and BatchInferences alike).
+pub async fn write_status<K, S>(object: &K, status: &S, ctx: &Context) -> Result<()>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + DeserializeOwned
+        + Clone
+        + std::fmt::Debug,
+    S: Serialize,
+{
+    let namespace = object
+        .namespace()
+        .ok_or(Error::MissingObjectKey("metadata.namespace"))?;
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &object.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(patch),
+    )
+    .await?;
+    ctx.metrics.write(&K::kind(&()), "status");
+    Ok(())
 }

@@ -13,7 +13,7 @@ use kube::ResourceExt;
 
 use crate::build::StorageUri;
 use crate::config::BuildConfig;
-use crate::crd::InferenceService;
+use crate::crd::{InferenceService, ModelSpec};
 use crate::names::{MAX_NAME_LENGTH, RESERVED_ENV, revision};
 use crate::rollout::control::{self, Command};
 use crate::security;
@@ -87,27 +87,28 @@ pub fn validate<'a>(
     })
 }
 
-/// The checks of the whole resource; each message names the field.
-fn check(isvc: &InferenceService) -> Result<(), String> {
-    let name = isvc.name_any();
-    let dns_label = name.len() <= MAX_NAME_LENGTH
+/// Whether `name` is a DNS-1035 label of at most [`MAX_NAME_LENGTH`]
+/// characters: it names objects with an 11-character suffix
+/// (`<name>-<revision>`, `<name>-<run>`), which must fit 63.
+pub fn short_dns_label(name: &str) -> bool {
+    name.len() <= MAX_NAME_LENGTH
         && name.starts_with(|c: char| c.is_ascii_lowercase())
         && name
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !name.ends_with('-');
-    if !dns_label {
+        && !name.ends_with('-')
+}
+
+/// The checks of the whole resource; each message names the field.
+fn check(isvc: &InferenceService) -> Result<(), String> {
+    let name = isvc.name_any();
+    if !short_dns_label(&name) {
         return Err(format!(
             "metadata.name {name:?} must be a DNS-1035 label of at most {MAX_NAME_LENGTH} lowercase letters, digits and '-', starting with a letter, because it names the Services (`<name>-<revision>` must fit 63)"
         ));
     }
     let spec = &isvc.spec;
-    StorageUri::parse(&spec.model.storage_uri)
-        .map_err(|e| format!("spec.model.storageUri: {e}"))?;
-    check_sha256("spec.model.sha256", spec.model.sha256.as_deref())?;
-    if let Some(optimize) = &spec.model.optimize {
-        optimize::check(optimize)?;
-    }
+    check_model(&spec.model)?;
     if spec.min_replicas < 1 {
         return Err("spec.minReplicas must be at least 1".into());
     }
@@ -149,9 +150,20 @@ fn check(isvc: &InferenceService) -> Result<(), String> {
     Ok(())
 }
 
+/// The checks of `spec.model` (an InferenceService's, or a BatchInference's):
+/// the location's scheme and shape, the digest, the optimization.
+pub fn check_model(model: &ModelSpec) -> Result<(), String> {
+    StorageUri::parse(&model.storage_uri).map_err(|e| format!("spec.model.storageUri: {e}"))?;
+    check_sha256("spec.model.sha256", model.sha256.as_deref())?;
+    if let Some(optimize) = &model.optimize {
+        optimize::check(optimize)?;
+    }
+    Ok(())
+}
+
 /// Checks that `digest`, when given, is 64 lowercase hexadecimal digits; the
 /// message names `field`.
-fn check_sha256(field: &str, digest: Option<&str>) -> Result<(), String> {
+pub fn check_sha256(field: &str, digest: Option<&str>) -> Result<(), String> {
     match digest {
         Some(digest)
             if !(digest.len() == 64
