@@ -2,6 +2,7 @@
 
 mod agent;
 mod app;
+mod claims;
 mod cli;
 mod context;
 mod env;

@@ -3,7 +3,6 @@
 //! stops everything (SIGTERM, then SIGKILL after the grace period).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,7 +28,7 @@ use crate::process::{signal_group, spawn};
 use crate::refs::PodRefs;
 use crate::status::{ContainerRuntime, PodRuntime, RunState};
 use crate::termination::MessageSource;
-use crate::volumes::{Mount, VolumeContext, container_mounts, materialize};
+use crate::volumes::{HostVolume, Mount, VolumeContext, container_mounts, materialize};
 
 /// What the agent tells a pod worker.
 #[derive(Debug)]
@@ -80,7 +79,7 @@ struct Worker {
     rt: PodRuntime,
     sandbox: Option<Sandbox>,
     /// The pod's volumes, once all of them could be made.
-    volumes: Option<BTreeMap<String, PathBuf>>,
+    volumes: Option<BTreeMap<String, HostVolume>>,
     etc_mounts: Vec<Mount>,
     refs: PodRefs,
     processes: BTreeMap<String, Process>,
