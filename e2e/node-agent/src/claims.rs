@@ -359,3 +359,217 @@ mod tests {
         );
     }
 }
+
+/// Resolution against a real API server, with the objects a cluster admin would apply.
+#[cfg(test)]
+mod api_tests {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::api::core::v1::{Container, Pod};
+    use kube::api::{Patch, PatchParams, PostParams};
+    use serde_json::json;
+
+    use super::*;
+    use crate::refs::PodRefs;
+    use crate::test_api::ApiServer;
+    use crate::volumes::{HostVolume, VolumeContext, container_mounts, materialize};
+
+    /// A claim pre-bound to `volume` (`spec.volumeName`), as `kubectl apply` makes it.
+    fn claim(name: &str, volume: &str) -> PersistentVolumeClaim {
+        serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "spec": {"storageClassName": "", "volumeName": volume,
+                     "accessModes": ["ReadWriteOnce"],
+                     "resources": {"requests": {"storage": "1Gi"}}}
+        }))
+        .unwrap()
+    }
+
+    /// A PersistentVolume with `source`, pre-bound to claim `pvc` (`spec.claimRef`).
+    fn volume(
+        name: &str,
+        pvc: &PersistentVolumeClaim,
+        source: serde_json::Value,
+    ) -> PersistentVolume {
+        let mut spec = json!({
+            "capacity": {"storage": "1Gi"},
+            "accessModes": ["ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": "",
+            "claimRef": {"kind": "PersistentVolumeClaim", "apiVersion": "v1",
+                         "namespace": "default", "name": pvc.metadata.name,
+                         "uid": pvc.metadata.uid}
+        });
+        spec.as_object_mut()
+            .unwrap()
+            .extend(source.as_object().unwrap().clone());
+        serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec})).unwrap()
+    }
+
+    /// What the PersistentVolume controller does once both sides agree (none runs here).
+    async fn mark_bound(claims: &Api<PersistentVolumeClaim>, name: &str) {
+        let patch = json!({"status": {"phase": "Bound", "accessModes": ["ReadWriteOnce"],
+                                      "capacity": {"storage": "1Gi"}}});
+        claims
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+    }
+
+    fn error(result: Result<impl std::fmt::Debug>) -> String {
+        result.unwrap_err().to_string()
+    }
+
+    #[tokio::test]
+    #[ignore = "needs etcd and kube-apiserver: SLUICE_K8S_BIN=$(e2e/cluster/build-bins.sh --cached) cargo test -p sluice-node-agent -- --include-ignored"]
+    async fn claims_resolve_through_the_api_server() {
+        let server = ApiServer::start();
+        let client = server.client().await;
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "default");
+        let volumes: Api<PersistentVolume> = Api::all(client.clone());
+        let post = PostParams::default();
+
+        assert_eq!(
+            error(resolve(&client, "default", "data").await),
+            "persistentVolumeClaim \"default/data\" not found"
+        );
+
+        // The claim first: the volume's claimRef carries its UID.
+        let data = claims
+            .create(&post, &claim("data", "pv-data"))
+            .await
+            .unwrap();
+        let pending = error(resolve(&client, "default", "data").await);
+        assert!(
+            pending.starts_with("persistentVolumeClaim \"default/data\" is not bound yet ("),
+            "{pending}"
+        );
+        let dir = server.scratch("pv-data");
+        let source = json!({"hostPath": {"path": dir, "type": "DirectoryOrCreate"}});
+        volumes
+            .create(&post, &volume("pv-data", &data, source))
+            .await
+            .unwrap();
+        assert!(
+            error(resolve(&client, "default", "data").await).contains("is not bound yet"),
+            "still Pending until the binder marks it Bound"
+        );
+        mark_bound(&claims, "data").await;
+        assert_eq!(
+            resolve(&client, "default", "data").await.unwrap(),
+            ClaimSource {
+                volume: "pv-data".into(),
+                path: dir.clone(),
+                host_path_type: Some("DirectoryOrCreate".into()),
+                local: false,
+            }
+        );
+
+        // Through the pod's volumes, as the worker makes them: the claim's readOnly
+        // makes every mount of it read-only; DirectoryOrCreate creates the directory.
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "batch", "namespace": "default", "uid": "p-1"},
+            "spec": {
+                "containers": [{"name": "main", "volumeMounts": [
+                    {"name": "input", "mountPath": "/in", "subPath": "part-0"},
+                    {"name": "output", "mountPath": "/out"}
+                ]}],
+                "volumes": [
+                    {"name": "input", "persistentVolumeClaim": {"claimName": "data", "readOnly": true}},
+                    {"name": "output", "persistentVolumeClaim": {"claimName": "data"}}
+                ]
+            }
+        }))
+        .unwrap();
+        let refs = PodRefs::default();
+        let ctx = VolumeContext {
+            client: &client,
+            refs: &refs,
+            node_cpu: 1,
+            node_memory: 1 << 30,
+        };
+        let made = materialize(&pod, &server.scratch("pod"), &ctx)
+            .await
+            .unwrap();
+        assert_eq!(
+            made,
+            BTreeMap::from([
+                (
+                    "input".to_string(),
+                    HostVolume {
+                        path: dir.clone(),
+                        read_only: true
+                    }
+                ),
+                (
+                    "output".to_string(),
+                    HostVolume {
+                        path: dir.clone(),
+                        read_only: false
+                    }
+                ),
+            ])
+        );
+        assert!(dir.is_dir());
+        let container: &Container = &pod.spec.as_ref().unwrap().containers[0];
+        let mounts = container_mounts(container, &made).unwrap();
+        assert_eq!(
+            (mounts[0].source.clone(), mounts[0].read_only),
+            (dir.join("part-0"), true)
+        );
+        assert_eq!(
+            (mounts[1].source.clone(), mounts[1].read_only),
+            (dir, false)
+        );
+
+        // A bound claim whose volume this node cannot mount.
+        let remote = claims
+            .create(&post, &claim("remote", "pv-nfs"))
+            .await
+            .unwrap();
+        let nfs = json!({"nfs": {"server": "10.0.0.1", "path": "/exports/a"}});
+        volumes
+            .create(&post, &volume("pv-nfs", &remote, nfs))
+            .await
+            .unwrap();
+        mark_bound(&claims, "remote").await;
+        assert_eq!(
+            error(resolve(&client, "default", "remote").await),
+            "persistentVolumeClaim \"default/remote\" is bound to PersistentVolume \"pv-nfs\" of type nfs; \
+             this node mounts only hostPath and local PersistentVolumes"
+        );
+
+        // A local volume whose path is missing on this node fails when the pod's
+        // volumes are made.
+        let disk = claims
+            .create(&post, &claim("disk", "pv-local"))
+            .await
+            .unwrap();
+        let missing = server.scratch("no-such-disk");
+        let local = json!({
+            "local": {"path": missing},
+            "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "kubernetes.io/hostname", "operator": "In", "values": ["sluice-node"]}
+            ]}]}}
+        });
+        volumes
+            .create(&post, &volume("pv-local", &disk, local))
+            .await
+            .unwrap();
+        mark_bound(&claims, "disk").await;
+        assert!(resolve(&client, "default", "disk").await.unwrap().local);
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "disk", "namespace": "default"},
+            "spec": {"containers": [{"name": "main"}],
+                     "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "disk"}}]}
+        }))
+        .unwrap();
+        assert_eq!(
+            error(materialize(&pod, &server.scratch("pod2"), &ctx).await),
+            format!(
+                "local PersistentVolume \"pv-local\" (claim \"disk\"): path {} does not exist",
+                missing.display()
+            )
+        );
+    }
+}

@@ -20,6 +20,8 @@ mod process;
 mod refs;
 mod status;
 mod termination;
+#[cfg(test)]
+mod test_api;
 mod volumes;
 mod worker;
 
