@@ -2,6 +2,7 @@
 
 mod agent;
 mod app;
+mod claims;
 mod cli;
 mod context;
 mod env;
@@ -19,6 +20,8 @@ mod process;
 mod refs;
 mod status;
 mod termination;
+#[cfg(test)]
+mod test_api;
 mod volumes;
 mod worker;
 

@@ -1,5 +1,6 @@
 //! Pod volumes made real on the host: each volume becomes a directory (or host path)
-//! that containers bind-mount at their `mountPath`.
+//! that containers bind-mount at their `mountPath`. A `persistentVolumeClaim` is the
+//! host path of its bound `hostPath` or `local` PersistentVolume (see [`crate::claims`]).
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -12,6 +13,7 @@ use k8s_openapi::api::core::v1::{
 use kube::api::PostParams;
 use kube::{Api, Client};
 
+use crate::claims;
 use crate::error::{Error, Result};
 use crate::fields::{field_value, resource_value};
 use crate::refs::PodRefs;
@@ -27,9 +29,18 @@ pub struct Mount {
     pub read_only: bool,
 }
 
+/// A pod volume on the host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostVolume {
+    /// The directory (or file) containers bind.
+    pub path: PathBuf,
+    /// Every mount of it is read-only (a `persistentVolumeClaim` with `readOnly`).
+    pub read_only: bool,
+}
+
 /// What volume materialisation needs from the node.
 pub struct VolumeContext<'a> {
-    /// The API client, for service-account tokens.
+    /// The API client, for service-account tokens and claims.
     pub client: &'a Client,
     /// ConfigMaps and Secrets the pod names.
     pub refs: &'a PodRefs,
@@ -39,18 +50,23 @@ pub struct VolumeContext<'a> {
     pub node_memory: u64,
 }
 
-/// Creates every volume of `pod` under `dir` and returns its host path by name.
+/// Creates every volume of `pod` under `dir` and returns each by name.
 pub async fn materialize(
     pod: &Pod,
     dir: &Path,
     ctx: &VolumeContext<'_>,
-) -> Result<BTreeMap<String, PathBuf>> {
-    let mut paths = BTreeMap::new();
+) -> Result<BTreeMap<String, HostVolume>> {
+    let mut volumes = BTreeMap::new();
     for volume in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
         let path = materialize_one(pod, volume, &dir.join(&volume.name), ctx).await?;
-        paths.insert(volume.name.clone(), path);
+        let read_only = volume
+            .persistent_volume_claim
+            .as_ref()
+            .and_then(|c| c.read_only)
+            .unwrap_or(false);
+        volumes.insert(volume.name.clone(), HostVolume { path, read_only });
     }
-    Ok(paths)
+    Ok(volumes)
 }
 
 async fn materialize_one(
@@ -61,23 +77,27 @@ async fn materialize_one(
 ) -> Result<PathBuf> {
     if let Some(host) = &volume.host_path {
         let path = PathBuf::from(&host.path);
-        match host.type_.as_deref().unwrap_or_default() {
-            "DirectoryOrCreate" => create_dir(&path)?,
-            "FileOrCreate" if !path.exists() => {
-                if let Some(parent) = path.parent() {
-                    create_dir(parent)?;
-                }
-                write_file(&path, b"", 0o644)?;
-            }
-            "Directory" | "File" | "Socket" if !path.exists() => {
-                return Err(Error::Config(format!(
-                    "hostPath {} does not exist",
-                    host.path
-                )));
-            }
-            _ => {}
-        }
+        host_path(&path, host.type_.as_deref())?;
         return Ok(path);
+    }
+    if let Some(claim) = &volume.persistent_volume_claim {
+        let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let source = claims::resolve(ctx.client, namespace, &claim.claim_name).await?;
+        if source.local && !source.path.exists() {
+            return Err(Error::Config(format!(
+                "local PersistentVolume {:?} (claim {:?}): path {} does not exist",
+                source.volume,
+                claim.claim_name,
+                source.path.display()
+            )));
+        }
+        host_path(&source.path, source.host_path_type.as_deref()).map_err(|e| {
+            Error::Config(format!(
+                "PersistentVolume {:?} (claim {:?}): {e}",
+                source.volume, claim.claim_name
+            ))
+        })?;
+        return Ok(source.path);
     }
     create_dir(dir)?;
     if volume.empty_dir.is_some() {
@@ -130,7 +150,7 @@ async fn materialize_one(
         }
     } else {
         return Err(Error::Config(format!(
-            "volume {:?}: only emptyDir, configMap, secret, hostPath, downwardAPI and projected are supported",
+            "volume {:?}: only emptyDir, configMap, secret, hostPath, downwardAPI, projected and persistentVolumeClaim are supported",
             volume.name
         )));
     }
@@ -146,6 +166,27 @@ async fn materialize_one(
         )?;
     }
     Ok(dir.to_owned())
+}
+
+/// Checks or creates a `hostPath` (of a volume or a PersistentVolume) per its `type`.
+fn host_path(path: &Path, type_: Option<&str>) -> Result<()> {
+    match type_.unwrap_or_default() {
+        "DirectoryOrCreate" => create_dir(path)?,
+        "FileOrCreate" if !path.exists() => {
+            if let Some(parent) = path.parent() {
+                create_dir(parent)?;
+            }
+            write_file(path, b"", 0o644)?;
+        }
+        "Directory" | "File" | "Socket" if !path.exists() => {
+            return Err(Error::Config(format!(
+                "hostPath {} does not exist",
+                path.display()
+            )));
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 type File = (String, Vec<u8>, Option<i32>);
@@ -234,10 +275,11 @@ async fn service_account_token(
     Ok(response.status.map(|s| s.token).unwrap_or_default())
 }
 
-/// The bind mounts of `container`, resolving `subPath` inside its volume.
+/// The bind mounts of `container`, resolving `subPath` inside its volume; read-only
+/// where the mount or its volume says so.
 pub fn container_mounts(
     container: &Container,
-    volumes: &BTreeMap<String, PathBuf>,
+    volumes: &BTreeMap<String, HostVolume>,
 ) -> Result<Vec<Mount>> {
     container
         .volume_mounts
@@ -248,13 +290,13 @@ pub fn container_mounts(
                 Error::Config(format!("volumeMount {:?} names no volume", m.name))
             })?;
             let source = match m.sub_path.as_deref().filter(|s| !s.is_empty()) {
-                Some(sub) => base.join(safe_relative(sub)?),
-                None => base.clone(),
+                Some(sub) => base.path.join(safe_relative(sub)?),
+                None => base.path.clone(),
             };
             Ok(Mount {
                 source,
                 target: PathBuf::from(&m.mount_path),
-                read_only: m.read_only.unwrap_or(false),
+                read_only: m.read_only.unwrap_or(false) || base.read_only,
             })
         })
         .collect()
@@ -313,7 +355,13 @@ mod tests {
 
     #[test]
     fn mounts_resolve_sub_paths() {
-        let volumes = BTreeMap::from([("data".to_string(), PathBuf::from("/v/data"))]);
+        let volumes = BTreeMap::from([(
+            "data".to_string(),
+            HostVolume {
+                path: PathBuf::from("/v/data"),
+                read_only: false,
+            },
+        )]);
         let container = Container {
             volume_mounts: Some(vec![VolumeMount {
                 name: "data".into(),
@@ -327,5 +375,80 @@ mod tests {
         let mounts = container_mounts(&container, &volumes).unwrap();
         assert_eq!(mounts[0].source, PathBuf::from("/v/data/conf.yaml"));
         assert!(mounts[0].read_only);
+    }
+
+    #[test]
+    fn a_read_only_volume_makes_every_mount_read_only() {
+        let volumes = BTreeMap::from([
+            (
+                "input".to_string(),
+                HostVolume {
+                    path: PathBuf::from("/srv/in"),
+                    read_only: true,
+                },
+            ),
+            (
+                "output".to_string(),
+                HostVolume {
+                    path: PathBuf::from("/srv/out"),
+                    read_only: false,
+                },
+            ),
+        ]);
+        let mount = |name: &str, path: &str, sub_path: Option<&str>, read_only| VolumeMount {
+            name: name.into(),
+            mount_path: path.into(),
+            sub_path: sub_path.map(Into::into),
+            read_only,
+            ..Default::default()
+        };
+        let container = Container {
+            volume_mounts: Some(vec![
+                mount("input", "/in", None, Some(false)),
+                mount("input", "/in-part", Some("part-0"), None),
+                mount("output", "/out", Some("run-1"), None),
+                mount("output", "/out-ro", None, Some(true)),
+            ]),
+            ..Default::default()
+        };
+        let mounts = container_mounts(&container, &volumes).unwrap();
+        let got: Vec<(&str, &str, bool)> = mounts
+            .iter()
+            .map(|m| {
+                (
+                    m.source.to_str().unwrap(),
+                    m.target.to_str().unwrap(),
+                    m.read_only,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("/srv/in", "/in", true),
+                ("/srv/in/part-0", "/in-part", true),
+                ("/srv/out/run-1", "/out", false),
+                ("/srv/out", "/out-ro", true),
+            ]
+        );
+    }
+
+    #[test]
+    fn host_path_types_are_checked_or_created() {
+        let dir = std::env::temp_dir().join(format!("sluice-host-path-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let missing = dir.join("missing");
+        assert_eq!(
+            host_path(&missing, Some("Directory"))
+                .unwrap_err()
+                .to_string(),
+            format!("hostPath {} does not exist", missing.display())
+        );
+        host_path(&missing, None).unwrap();
+        host_path(&dir.join("a/b"), Some("DirectoryOrCreate")).unwrap();
+        assert!(dir.join("a/b").is_dir());
+        host_path(&dir.join("c/f"), Some("FileOrCreate")).unwrap();
+        assert!(dir.join("c/f").is_file());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -3,7 +3,6 @@
 //! stops everything (SIGTERM, then SIGKILL after the grace period).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,7 +28,7 @@ use crate::process::{signal_group, spawn};
 use crate::refs::PodRefs;
 use crate::status::{ContainerRuntime, PodRuntime, RunState};
 use crate::termination::MessageSource;
-use crate::volumes::{Mount, VolumeContext, container_mounts, materialize};
+use crate::volumes::{HostVolume, Mount, VolumeContext, container_mounts, materialize};
 
 /// What the agent tells a pod worker.
 #[derive(Debug)]
@@ -79,7 +78,8 @@ struct Worker {
     uid: String,
     rt: PodRuntime,
     sandbox: Option<Sandbox>,
-    volumes: BTreeMap<String, PathBuf>,
+    /// The pod's volumes, once all of them could be made.
+    volumes: Option<BTreeMap<String, HostVolume>>,
     etc_mounts: Vec<Mount>,
     refs: PodRefs,
     processes: BTreeMap<String, Process>,
@@ -118,7 +118,7 @@ impl Worker {
             pod,
             rt,
             sandbox: None,
-            volumes: BTreeMap::new(),
+            volumes: None,
             etc_mounts: Vec::new(),
             refs: PodRefs::default(),
             processes: BTreeMap::new(),
@@ -187,7 +187,7 @@ impl Worker {
             }
             return;
         }
-        if self.sandbox.is_none() {
+        if self.sandbox.is_none() || self.volumes.is_none() {
             if now < self.retry_setup_at {
                 return;
             }
@@ -220,23 +220,28 @@ impl Worker {
         }
     }
 
-    /// Fetches referenced objects, leases an address, builds the network namespace and
-    /// the volumes.
+    /// Leases an address and builds the network namespace (once), then fetches the
+    /// referenced objects and builds the volumes. Until the volumes are made, every
+    /// retry fetches again, as the kubelet keeps retrying a mount: a ConfigMap or
+    /// Secret may be created and a claim bound later.
     async fn setup(&mut self) -> Result<()> {
-        self.refs = PodRefs::fetch(&self.ctx.client, &self.pod).await?;
-        let ip = self
-            .ctx
-            .ipam
-            .lock()
-            .expect("ipam lock")
-            .allocate(&self.uid)?;
-        let sandbox = Sandbox::for_pod(&self.uid, ip);
-        sandbox.create(&self.ctx.bridge, self.ctx.pod_cidr).await?;
-        self.rt.pod_ip = Some(ip.to_string());
-        self.sandbox = Some(sandbox);
         let dir = self.ctx.paths.pod_dir(&self.uid);
-        std::fs::create_dir_all(&dir).map_err(Error::io(format!("creating {}", dir.display())))?;
-        self.etc_mounts = write_pod_etc(&dir, ip, &self.pod.name_any())?;
+        if self.sandbox.is_none() {
+            let ip = self
+                .ctx
+                .ipam
+                .lock()
+                .expect("ipam lock")
+                .allocate(&self.uid)?;
+            let sandbox = Sandbox::for_pod(&self.uid, ip);
+            sandbox.create(&self.ctx.bridge, self.ctx.pod_cidr).await?;
+            self.rt.pod_ip = Some(ip.to_string());
+            self.sandbox = Some(sandbox);
+            std::fs::create_dir_all(&dir)
+                .map_err(Error::io(format!("creating {}", dir.display())))?;
+            self.etc_mounts = write_pod_etc(&dir, ip, &self.pod.name_any())?;
+        }
+        self.refs = PodRefs::fetch(&self.ctx.client, &self.pod).await?;
         let pod = self.pod_with_status();
         let volume_ctx = VolumeContext {
             client: &self.ctx.client,
@@ -244,7 +249,7 @@ impl Worker {
             node_cpu: self.ctx.cpu,
             node_memory: self.ctx.memory,
         };
-        self.volumes = materialize(&pod, &dir.join("volumes"), &volume_ctx).await?;
+        self.volumes = Some(materialize(&pod, &dir.join("volumes"), &volume_ctx).await?);
         Ok(())
     }
 
@@ -316,7 +321,12 @@ impl Worker {
             .etc_mounts
             .iter()
             .cloned()
-            .chain(container_mounts(container, &self.volumes)?)
+            .chain(container_mounts(
+                container,
+                self.volumes
+                    .as_ref()
+                    .ok_or_else(|| Error::Config("no volumes".into()))?,
+            )?)
             .collect();
         let spec = LaunchSpec {
             enter: Enter::Container {
