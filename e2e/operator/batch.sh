@@ -12,8 +12,9 @@
 #   resumed shard says it kept parts, and status shows the run: Succeeded, 4/4
 #   shards, the rows, the output folder, one run in the history.
 #
-# Then a one-time run over file:// (the node's own folder), with a bad row that
-# lands in _rejects/ with its reason.
+# Then one-time runs over file:// (the node's own folder) and over pvc:// (a
+# claim on a hostPath volume), each with a bad row that lands in _rejects/ with
+# its reason.
 
 BATCH_NAME=nightly
 BATCH_FILES=8
@@ -163,41 +164,83 @@ YAML
     rm -rf "$tmp"
 }
 
-batch_file_e2e() {
-    local folder=/opt/sluice/batch-e2e
+# batch_local_e2e NAME INPUT OUTPUT FOLDER: a one-time BatchInference over
+# INPUT and OUTPUT (URIs for FOLDER/in and FOLDER/out on the node), two files
+# and a bad row; checks the status, the reject's reason and every row once.
+batch_local_e2e() {
+    local name=$1 input=$2 output=$3 folder=$4
     rm -rf "$folder"
     mkdir -p "$folder/in" "$folder/out"
     BATCH_FILES=2 BATCH_ROWS=300 batch_inputs "$folder/in"
     echo "e9-0,1,2,3" >>"$folder/in/day-01.csv"
-    say "batch: a one-time BatchInference over file:// with one bad row"
+    say "batch: a one-time BatchInference from $input to $output with one bad row"
     "$KUBECTL" apply -f - >/dev/null <<YAML
 apiVersion: serving.sluice.dev/v1alpha1
 kind: BatchInference
-metadata: {name: local-files, namespace: default}
+metadata: {name: $name, namespace: default}
 spec:
   model: {storageUri: "file://$MODELS_DIR/mlp/1/model.onnx"}
-  input: file://$folder/in
-  output: file://$folder/out
+  input: $input
+  output: $output
   idColumn: id
   maxRejectRatio: 0.01
   parallelism: 2
+  runtime:
+    threads: 1
+    resources:
+      requests: {cpu: 100m, memory: 128Mi}
+      limits: {memory: 1Gi}
 YAML
-    batch_wait 180 "the file:// run to succeed" \
-        bash -c "[[ \$('$KUBECTL' get batchinference local-files -o jsonpath='{.status.latestRun.phase}') == Succeeded ]]"
+    batch_wait 180 "the run of $name to succeed" \
+        bash -c "[[ \$('$KUBECTL' get batchinference $name -o jsonpath='{.status.latestRun.phase}') == Succeeded ]]"
     local job rows rejected
-    job=$(batch_jsonpath local-files '{.status.latestRun.job}')
-    rows=$(batch_jsonpath local-files '{.status.latestRun.rows}')
-    rejected=$(batch_jsonpath local-files '{.status.latestRun.rejected}')
-    say "batch: file:// run $job: $rows rows, $rejected rejected"
+    job=$(batch_jsonpath "$name" '{.status.latestRun.job}')
+    rows=$(batch_jsonpath "$name" '{.status.latestRun.rows}')
+    rejected=$(batch_jsonpath "$name" '{.status.latestRun.rejected}')
+    say "batch: run $job: $rows rows, $rejected rejected"
     [[ $rows == 600 && $rejected == 1 ]] || { say "batch: expected 600 rows and 1 rejected"; return 1; }
     grep -q '"reason":"has 4 fields, the header has 17"' "$folder/out/$job"/_rejects/*.jsonl ||
         { say "batch: the rejected row's reason is not in _rejects/"; return 1; }
-    BATCH_FILES=2 BATCH_ROWS=300 batch_check_output "$folder/out/$job" 600 >&2 || return 1
-    "$KUBECTL" delete batchinference local-files --wait=false >/dev/null
+    batch_check_output "$folder/out/$job" 600 >&2 || return 1
+    "$KUBECTL" delete batchinference "$name" --wait=true >/dev/null
+}
+
+# A statically provisioned claim on a hostPath volume, as docs/local-cluster.md
+# describes; both go after the run (a Retained volume would not bind again).
+BATCH_PV_PATH=/opt/sluice/batch-pv
+batch_claim() {
+    cat <<YAML
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: batch-data}
+spec:
+  capacity: {storage: 1Gi}
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Retain
+  storageClassName: ""
+  hostPath: {path: $BATCH_PV_PATH, type: DirectoryOrCreate}
+  claimRef: {namespace: default, name: batch-data}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: batch-data, namespace: default}
+spec:
+  storageClassName: ""
+  accessModes: [ReadWriteOnce]
+  resources: {requests: {storage: 1Gi}}
+YAML
+}
+
+batch_pvc_e2e() {
+    batch_claim | "$KUBECTL" apply -f - >/dev/null
+    batch_wait 60 "the claim to bind" \
+        bash -c "[[ \$('$KUBECTL' get pvc batch-data -o jsonpath='{.status.phase}') == Bound ]]"
+    batch_local_e2e on-claim pvc://batch-data/in pvc://batch-data/out "$BATCH_PV_PATH"
+    batch_claim | "$KUBECTL" delete -f - --wait=true >/dev/null
 }
 
 batch_e2e() {
-    "$KUBECTL" wait --for=condition=Established crd/batchinferences.serving.sluice.dev --timeout=60s >/dev/null
     batch_scheduled_e2e
-    batch_file_e2e
+    batch_local_e2e local-files file:///opt/sluice/batch-e2e/in file:///opt/sluice/batch-e2e/out /opt/sluice/batch-e2e
+    batch_pvc_e2e
 }

@@ -26,6 +26,21 @@ cluster_up() {
     export KUBECONFIG
 }
 
+# crds_established: waits until every Sluice CRD is Established. `kubectl wait`
+# fails at once ("accessor error: <nil>") on a CRD whose status the API server has
+# not written yet, so it is retried.
+crds_established() {
+    local crd i
+    for crd in inferenceservices batchinferences; do
+        for ((i = 0; i < 60; i++)); do
+            "$KUBECTL" wait --for=condition=Established "crd/$crd.serving.sluice.dev" --timeout=1s \
+                >/dev/null 2>&1 && break
+            sleep 1
+        done
+        ((i < 60)) || { say "CRD $crd.serving.sluice.dev never became Established"; return 1; }
+    done
+}
+
 # install_operator: the CRD, and the operator itself as a host process. The local
 # cluster's API server listens on 127.0.0.1 only, out of pods' reach, so the
 # operator runs on the host with the cluster's kubeconfig (in a real cluster it is
@@ -39,7 +54,7 @@ install_operator() {
     mkdir -p "$MODELS_DIR"
     cp -r "$REPO_ROOT/server/fixtures/models/." "$MODELS_DIR/"
     "$KUBECTL" apply --server-side --force-conflicts -f "$REPO_ROOT/crds/" >/dev/null
-    "$KUBECTL" wait --for=condition=Established crd/inferenceservices.serving.sluice.dev --timeout=60s >/dev/null
+    crds_established
     # An operator Deployment left by an earlier `kubectl apply -k config/default`
     # could never reach this API server; remove it rather than run two operators.
     "$KUBECTL" -n sluice-system delete deployment sluice-operator --ignore-not-found >/dev/null 2>&1 || true

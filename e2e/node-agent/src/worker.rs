@@ -165,6 +165,9 @@ impl Worker {
             _ => self.grace_period(),
         };
         self.stop_all(grace).await;
+        if let Message::Update(_) = end {
+            self.record_deleted().await;
+        }
         self.teardown().await;
         if let Message::Update(_) = end {
             self.delete_from_api().await;
@@ -399,17 +402,7 @@ impl Worker {
     }
 
     fn on_exit(&mut self, exit: Exit) {
-        let (exit_code, signal) = match &exit.status {
-            Ok(status) => {
-                use std::os::unix::process::ExitStatusExt;
-                match (status.code(), status.signal()) {
-                    (Some(code), _) => (code, None),
-                    (None, Some(sig)) => (128 + sig, Some(sig)),
-                    _ => (-1, None),
-                }
-            }
-            Err(_) => (-1, None),
-        };
+        let (exit_code, signal) = exit_code(&exit);
         let current = self
             .processes
             .get(&exit.name)
@@ -538,8 +531,28 @@ impl Worker {
             };
             match tokio::time::timeout_at(wait_until, self.exits_rx.recv()).await {
                 Ok(Some(exit)) => {
-                    if let Some(p) = self.processes.remove(&exit.name).and_then(|p| p.probes) {
-                        p.abort();
+                    let Some(process) = self.processes.remove(&exit.name) else {
+                        continue;
+                    };
+                    if let Some(probes) = process.probes {
+                        probes.abort();
+                    }
+                    let (exit_code, signal) = self::exit_code(&exit);
+                    let message = process.message.read(exit_code);
+                    if let Some(rt) = self.runtime_mut(&exit.name)
+                        && rt.pid == Some(exit.pid)
+                        && let RunState::Running { started } = rt.state
+                    {
+                        rt.state = RunState::Terminated {
+                            exit_code,
+                            signal,
+                            reason: if exit_code == 0 { "Completed" } else { "Error" }.into(),
+                            message,
+                            started,
+                            finished: Timestamp::now(),
+                        };
+                        rt.pid = None;
+                        rt.ready = false;
                     }
                 }
                 Ok(None) => break,
@@ -552,6 +565,19 @@ impl Worker {
                 Err(_) => break,
             }
         }
+    }
+
+    /// Publishes a deleted pod's last status, as the kubelet does before the
+    /// object goes: its stopped containers terminated (set by `stop_all`), and
+    /// a terminal phase, `Failed` when it had not finished. A controller that
+    /// waits for a terminal phase before replacing a pod (a Job's
+    /// `podReplacementPolicy: Failed`) can then go on.
+    async fn record_deleted(&mut self) {
+        if !matches!(self.rt.phase(), "Succeeded" | "Failed") {
+            let message = "the pod was deleted before it ended".to_string();
+            self.rt.failed = Some(("Terminated".into(), message));
+        }
+        self.publish().await;
     }
 
     /// Removes the network namespace, the address lease and the pod's files (logs stay).
@@ -634,4 +660,17 @@ fn base_env(pod: &Pod) -> Vec<(String, String)> {
         ("HOME".into(), "/root".into()),
         ("HOSTNAME".into(), pod.name_any()),
     ]
+}
+
+/// A process's exit code (128 + the signal for a signalled one) and signal.
+fn exit_code(exit: &Exit) -> (i32, Option<i32>) {
+    use std::os::unix::process::ExitStatusExt;
+    match &exit.status {
+        Ok(status) => match (status.code(), status.signal()) {
+            (Some(code), _) => (code, None),
+            (None, Some(sig)) => (128 + sig, Some(sig)),
+            _ => (-1, None),
+        },
+        Err(_) => (-1, None),
+    }
 }
