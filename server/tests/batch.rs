@@ -813,3 +813,60 @@ async fn s3_input_and_output_go_through_a_server_that_checks_signatures() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn progress_is_in_the_status_file_and_on_metrics_while_it_runs() {
+    let dir = scratch("progress");
+    std::fs::create_dir_all(dir.join("in")).unwrap();
+    // `slow` takes about 30 ms a run: 40 runs of 16 rows last long enough to be watched.
+    std::fs::write(dir.join("in/a.csv"), mlp_csv(640, 21)).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let status = dir.join("status.json");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice-server"))
+        .args(["batch", "--model", &model("slow"), "--id-column", "id"])
+        .args(["--batch-size", "16", "--threads", "1"])
+        .arg("--input")
+        .arg(dir.join("in"))
+        .arg("--output")
+        .arg(dir.join("out"))
+        .arg("--status-file")
+        .arg(&status)
+        .args(["--metrics-address", &format!("127.0.0.1:{port}")])
+        .env_remove("JOB_COMPLETION_INDEX")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let metrics = format!("http://127.0.0.1:{port}/metrics");
+    let started = Instant::now();
+    let mut seen = None;
+    while child.try_wait().unwrap().is_none() && started.elapsed() < Duration::from_secs(120) {
+        if let Ok(text) = reqwest::blocking::get(&metrics).and_then(|r| r.text()) {
+            let predicted = text
+                .lines()
+                .find(|l| l.starts_with("sluice_batch_rows_total{outcome=\"predicted\"}"))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse::<u64>().ok());
+            if let Some(rows) = predicted.filter(|rows| *rows > 0 && *rows < 640) {
+                assert!(text.contains("sluice_batch_input_files 1"), "{text}");
+                seen = Some(rows);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(child.wait().unwrap().success());
+    assert!(
+        seen.is_some(),
+        "/metrics never showed the rows while running"
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&status).unwrap()).unwrap();
+    assert_eq!(status["done"], true);
+    assert_eq!(status["rows"], 640);
+    assert_eq!(status["filesDone"], 1);
+    std::fs::remove_dir_all(dir).unwrap();
+}
