@@ -24,19 +24,8 @@ S3="$REPO_ROOT/e2e/s3/s3.sh"
 # batch_jsonpath NAME PATH: one field of a BatchInference.
 batch_jsonpath() { "$KUBECTL" get batchinference "$1" -o "jsonpath=$2" 2>/dev/null; }
 
-# batch_wait SECONDS WHAT CMD...: polls CMD every second until it succeeds.
-batch_wait() {
-    local seconds=$1 what=$2 i
-    shift 2
-    for ((i = 0; i < seconds; i++)); do
-        "$@" >/dev/null 2>&1 && return 0
-        sleep 1
-    done
-    say "batch: timed out waiting for $what"
-    "$KUBECTL" get batchinference,cronjob,job,pod -o wide >&2 || true
-    "$KUBECTL" get batchinference -o yaml >&2 || true
-    return 1
-}
+# batch_wait SECONDS WHAT CMD...: wait_until, listing what a BatchInference makes.
+batch_wait() { wait_until "$1" "$2" batchinference,cronjob,job,pod "${@:3}"; }
 
 # batch_inputs DIR: the input files, each row with an id that names it, for the
 # 16-feature models; prints nothing.

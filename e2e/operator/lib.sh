@@ -26,6 +26,20 @@ cluster_up() {
     export KUBECONFIG
 }
 
+# wait_until SECONDS WHAT KINDS CMD...: polls CMD every second until it succeeds;
+# after SECONDS says what it waited for and lists KINDS (kubectl get) for the log.
+wait_until() {
+    local seconds=$1 what=$2 kinds=$3 i
+    shift 3
+    for ((i = 0; i < seconds; i++)); do
+        "$@" >/dev/null 2>&1 && return 0
+        sleep 1
+    done
+    say "FAIL: $what within ${seconds}s"
+    "$KUBECTL" get "$kinds" -o wide >&2 || true
+    return 1
+}
+
 # crds_established: waits until every Sluice CRD is Established. `kubectl wait`
 # fails at once ("accessor error: <nil>") on a CRD whose status the API server has
 # not written yet, so it is retried.

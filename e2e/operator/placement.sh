@@ -31,18 +31,8 @@ spec:
 YAML
 }
 
-# placement_wait SECONDS WHAT CMD...: polls CMD every second until it succeeds.
-placement_wait() {
-    local seconds=$1 what=$2 i
-    shift 2
-    for ((i = 0; i < seconds; i++)); do
-        "$@" >/dev/null 2>&1 && return 0
-        sleep 1
-    done
-    say "FAIL: $what within ${seconds}s"
-    "$KUBECTL" get isvc,daemonsets,deployments,pods -o wide >&2 || true
-    return 1
-}
+# placement_wait SECONDS WHAT CMD...: wait_until, listing what placement makes.
+placement_wait() { wait_until "$1" "$2" isvc,daemonsets,deployments,pods "${@:3}"; }
 
 # placement_condition ISVC TYPE: "status reason" of one condition.
 placement_condition() {
