@@ -489,14 +489,7 @@ fn jsonl_parquet_and_npy_give_the_same_predictions_as_csv() {
             })
             .collect()
     };
-    let mut header = "{'descr': '<f4', 'fortran_order': False, 'shape': (300, 16), }".to_string();
-    while !(10 + header.len() + 1).is_multiple_of(64) {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut file = b"\x93NUMPY\x01\x00".to_vec();
-    file.extend((header.len() as u16).to_le_bytes());
-    file.extend(header.as_bytes());
+    let mut file = sluice_server::batch::output::npy::header("<f4", "(300, 16)");
     file.extend(features);
     std::fs::write(dir.join("npyin/x.npy"), file).unwrap();
     run(common_args(

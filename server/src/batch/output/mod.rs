@@ -9,7 +9,7 @@
 
 mod csv;
 mod jsonl;
-mod npy;
+pub mod npy;
 mod parquet;
 
 use std::io::Write;

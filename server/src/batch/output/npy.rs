@@ -16,6 +16,22 @@ use crate::tensor::{Tensor, TensorData};
 /// padded dict, room enough for any shape.
 const HEADER: usize = 128;
 
+/// A `.npy` (version 1.0) header of exactly 128 bytes for an array of
+/// element type `descr` (`<f4`, ...) and `shape` (Python's tuple text, such as
+/// `(300, 16)` or `(5,)`), in C order.
+pub fn header(descr: &str, shape: &str) -> Vec<u8> {
+    let mut dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+    while dict.len() < HEADER - 11 {
+        dict.push(' ');
+    }
+    dict.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend((dict.len() as u16).to_le_bytes());
+    bytes.extend(dict.as_bytes());
+    debug_assert_eq!(bytes.len(), HEADER);
+    bytes
+}
+
 struct Array {
     staged: Staged,
     descr: &'static str,
@@ -134,16 +150,7 @@ impl PartWriter for NpyWriter {
             } else {
                 format!("({}, {})", array.rows, array.width)
             };
-            let mut dict =
-                format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
-            while dict.len() < HEADER - 11 {
-                dict.push(' ');
-            }
-            dict.push('\n');
-            let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-            bytes.extend((dict.len() as u16).to_le_bytes());
-            bytes.extend(dict.as_bytes());
-            debug_assert_eq!(bytes.len(), HEADER);
+            let bytes = header(descr, &shape);
             let file = &mut array.staged.file;
             file.seek(SeekFrom::Start(0))
                 .and_then(|_| file.write_all(&bytes))
