@@ -107,23 +107,13 @@ impl RowReader for CsvReader {
 #[cfg(test)]
 mod tests {
     use crate::batch::Format;
-    use crate::batch::input::{Options, read_all};
-    use crate::batch::layout::{Layout, Reject};
-    use crate::runtime::TensorSpec;
+    use crate::batch::input::{Options, read_all, single_input};
+    use crate::batch::layout::Reject;
     use crate::tensor::DataType;
-
-    fn layout() -> Layout {
-        Layout::of(&[TensorSpec {
-            name: "x".into(),
-            datatype: DataType::Fp32,
-            shape: vec![-1, 2],
-        }])
-        .unwrap()
-    }
 
     #[test]
     fn rows_are_read_and_bad_ones_rejected_with_reasons() {
-        let layout = layout();
+        let layout = single_input(DataType::Fp32, 2);
         let ignore = vec!["label".to_string()];
         let options = Options {
             layout: &layout,
@@ -168,7 +158,7 @@ mod tests {
 
     #[test]
     fn a_file_that_cannot_fit_is_an_error_naming_it() {
-        let layout = layout();
+        let layout = single_input(DataType::Fp32, 2);
         let options = Options {
             layout: &layout,
             id_column: None,

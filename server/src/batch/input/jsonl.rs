@@ -190,19 +190,13 @@ impl RowReader for JsonlReader {
 #[cfg(test)]
 mod tests {
     use crate::batch::Format;
-    use crate::batch::input::{Options, read_all};
-    use crate::batch::layout::{Layout, Reject};
-    use crate::runtime::TensorSpec;
+    use crate::batch::input::{Options, read_all, single_input};
+    use crate::batch::layout::Reject;
     use crate::tensor::DataType;
 
     #[test]
     fn keys_and_arrays_name_the_columns_and_bad_rows_are_rejected() {
-        let layout = Layout::of(&[TensorSpec {
-            name: "x".into(),
-            datatype: DataType::Fp32,
-            shape: vec![-1, 2],
-        }])
-        .unwrap();
+        let layout = single_input(DataType::Fp32, 2);
         let options = Options {
             layout: &layout,
             id_column: Some("id"),
@@ -238,12 +232,7 @@ mod tests {
             reasons[2].1
         );
 
-        let arrays = Layout::of(&[TensorSpec {
-            name: "x".into(),
-            datatype: DataType::Int64,
-            shape: vec![-1, 3],
-        }])
-        .unwrap();
+        let arrays = single_input(DataType::Int64, 3);
         let options = Options {
             layout: &arrays,
             id_column: None,

@@ -128,6 +128,18 @@ fn unreadable(source: &str, row: u64, error: impl std::fmt::Display) -> BatchErr
     BatchError::Input(format!("{source}: row {row}: cannot read: {error}"))
 }
 
+/// The layout of one input `x` of `datatype` and `width` values per row,
+/// for the tests of the readers.
+#[cfg(test)]
+pub(crate) fn single_input(datatype: crate::tensor::DataType, width: i64) -> Layout {
+    Layout::of(&[crate::runtime::TensorSpec {
+        name: "x".into(),
+        datatype,
+        shape: vec![-1, width],
+    }])
+    .unwrap()
+}
+
 /// Reads one local file's bytes of rows for the tests of the readers.
 #[cfg(test)]
 pub(crate) fn read_all(

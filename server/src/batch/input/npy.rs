@@ -219,9 +219,7 @@ impl RowReader for NpyReader {
 #[cfg(test)]
 mod tests {
     use crate::batch::Format;
-    use crate::batch::input::{Options, read_all};
-    use crate::batch::layout::Layout;
-    use crate::runtime::TensorSpec;
+    use crate::batch::input::{Options, read_all, single_input};
     use crate::tensor::DataType;
 
     fn npy(descr: &str, shape: &str, data: &[u8]) -> Vec<u8> {
@@ -232,12 +230,7 @@ mod tests {
 
     #[test]
     fn rows_stream_and_a_short_file_is_an_error() {
-        let layout = Layout::of(&[TensorSpec {
-            name: "x".into(),
-            datatype: DataType::Fp32,
-            shape: vec![-1, 2],
-        }])
-        .unwrap();
+        let layout = single_input(DataType::Fp32, 2);
         let options = Options {
             layout: &layout,
             id_column: None,
