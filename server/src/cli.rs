@@ -18,6 +18,8 @@ use sluice_server::optimize::offline::GraphLevel;
 use sluice_server::optimize::{Mode, OptimizeError, OptimizeRequest, Report, optimize};
 use sluice_server::security::flags::SecurityArgs;
 use sluice_server::serve::{ServeOptions, serve};
+use sluice_server::stream::client::parse_property;
+use sluice_server::stream::{Delivery, StreamRequest};
 
 /// Sluice's model server.
 #[derive(Debug, Parser)]
@@ -61,6 +63,72 @@ enum Command {
     /// Pack this server, its ONNX Runtime library and models into one .tar.gz
     /// that serves from its `start` script, offline (docs/edge.md).
     Bundle(BundleArgs),
+    /// Predict every record of a Kafka topic onto another, exactly once by
+    /// default, dead-lettering records that cannot be predicted (docs/streaming.md).
+    Stream(Box<StreamArgs>),
+}
+
+#[derive(Debug, clap::Args)]
+struct StreamArgs {
+    /// The model: an ONNX file, a folder holding model.onnx, a model folder
+    /// (<n>/model.onnx, optional config.yaml; the highest version runs), or a
+    /// file://, http://, https:// or s3:// URI of an ONNX file.
+    #[arg(long, value_name = "PATH|URI")]
+    model: String,
+    /// Kafka bootstrap servers, HOST:PORT[,HOST:PORT...].
+    #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS")]
+    brokers: String,
+    /// The topic records are read from: inference requests (JSON, or binary
+    /// with an inference-header-content-length header) or flat JSON rows.
+    #[arg(long)]
+    input_topic: String,
+    /// The topic predictions are written to, keyed as their input.
+    #[arg(long)]
+    output_topic: String,
+    /// Where records that cannot be predicted go, with the reason in headers
+    /// (without it they are logged, counted as skipped and passed over).
+    #[arg(long)]
+    dlq_topic: Option<String>,
+    /// The consumer group the workers of one stream share.
+    #[arg(long, default_value = "sluice-stream")]
+    group: String,
+    /// exactly-once: a transaction per micro-batch; at-least-once: offsets
+    /// committed after the predictions are acknowledged.
+    #[arg(long, value_enum, default_value_t = Delivery::ExactlyOnce)]
+    delivery: Delivery,
+    /// The producer's transactional id (exactly-once; default
+    /// sluice-GROUP-HOSTNAME). Each worker needs its own.
+    #[arg(long, env = "SLUICE_TRANSACTIONAL_ID")]
+    transactional_id: Option<String>,
+    /// Most records in one micro-batch (one transaction).
+    #[arg(long, default_value_t = 512)]
+    max_batch_records: usize,
+    /// How long a micro-batch waits to fill once it has its first record, in
+    /// milliseconds.
+    #[arg(long, default_value_t = 20)]
+    linger_ms: u64,
+    /// Attempts at a record the model fails on before it is dead-lettered.
+    #[arg(long, default_value_t = 3)]
+    max_attempts: u32,
+    /// Feature names of flat rows for a one-input model, in the input's order
+    /// (default: the profile's, when config.yaml names one).
+    #[arg(long, value_delimiter = ',')]
+    features: Vec<String>,
+    /// A librdkafka property, KEY=VALUE, repeatable (TLS, SASL, tuning).
+    #[arg(long = "property", value_name = "KEY=VALUE", value_parser = parse_property)]
+    properties: Vec<(String, String)>,
+    /// A file of KEY=VALUE librdkafka properties (a mounted Secret).
+    #[arg(long, env = "SLUICE_KAFKA_PROPERTIES_FILE")]
+    properties_file: Option<PathBuf>,
+    /// ONNX Runtime intra-op threads (0: the model's config.yaml).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Serve Prometheus metrics at http://ADDRESS/metrics while running.
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics_address: Option<std::net::SocketAddr>,
+    /// Stop once this many records are committed (tests, benchmarks).
+    #[arg(long, hide = true)]
+    stop_after: Option<u64>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -597,6 +665,30 @@ pub fn run() -> anyhow::Result<()> {
             outcome?;
             println!("{line}");
             Ok(())
+        }
+        Command::Stream(args) => {
+            let request = StreamRequest {
+                model: args.model,
+                brokers: args.brokers,
+                input_topic: args.input_topic,
+                output_topic: args.output_topic,
+                dlq_topic: args.dlq_topic,
+                group: args.group,
+                delivery: args.delivery,
+                transactional_id: args.transactional_id,
+                max_batch_records: args.max_batch_records,
+                linger: Duration::from_millis(args.linger_ms),
+                max_attempts: args.max_attempts,
+                features: args.features,
+                properties: args.properties,
+                properties_file: args.properties_file,
+                threads: args.threads,
+                metrics_address: args.metrics_address,
+                stop_after: args.stop_after,
+            };
+            let (summary, outcome) = sluice_server::stream::run(&request);
+            println!("{}", serde_json::to_string(&summary)?);
+            Ok(outcome?)
         }
         Command::Bundle(args) => {
             let bundle = bundle(&BundleRequest {

@@ -8,8 +8,9 @@
 //! `metrics`; then, with ONNX Runtime, `runtime`, `monitoring`, `batcher`,
 //! `resilience` (circuit breaker and fallback), `model`, `repository`,
 //! `protocol` (the handlers) and `serve`; `optimize` (INT8 copies of models,
-//! measured on ONNX Runtime); and `bundle` (the server, ONNX Runtime and models
-//! in one archive that serves offline). The command line (`cli.rs`) belongs
+//! measured on ONNX Runtime); `bundle` (the server, ONNX Runtime and models
+//! in one archive that serves offline); and `batch` and `stream` (a model over
+//! files, and between Kafka topics). The command line (`cli.rs`) belongs
 //! to the binary.
 
 // Without ONNX Runtime (feature `onnx` off): everything a request's bytes
@@ -49,3 +50,5 @@ pub mod resilience;
 pub mod runtime;
 #[cfg(feature = "onnx")]
 pub mod serve;
+#[cfg(feature = "onnx")]
+pub mod stream;

@@ -338,6 +338,11 @@ impl Metrics {
         }
     }
 
+    /// The registry every family is in, for a command's own families.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut buffer = Vec::new();
@@ -542,6 +547,42 @@ impl VersionMetrics {
             .with_label_values(&[self.model.as_str(), self.version.as_str(), output, test])
             .set(score);
     }
+}
+
+/// Serves `registry` at `http://address/metrics` on a thread of its own, for
+/// the commands that run without the HTTP server (`batch`, `stream`); fails
+/// only when the address cannot be bound.
+pub fn serve(address: std::net::SocketAddr, registry: Registry) -> std::io::Result<()> {
+    let listener = std::net::TcpListener::bind(address)?;
+    listener.set_nonblocking(true)?;
+    std::thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a tokio runtime");
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("a listener");
+                let app = axum::Router::new().route(
+                    "/metrics",
+                    axum::routing::get(move || {
+                        let registry = registry.clone();
+                        async move {
+                            let mut text = Vec::new();
+                            TextEncoder::new()
+                                .encode(&registry.gather(), &mut text)
+                                .expect("metrics encode");
+                            String::from_utf8(text).expect("metrics are text")
+                        }
+                    }),
+                );
+                if let Err(error) = axum::serve(listener, app).await {
+                    tracing::warn!(%error, "the metrics endpoint stopped");
+                }
+            });
+        })?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -126,23 +126,40 @@ fn scan_model(name: &str, dir: &Path, metrics: &Metrics) -> BTreeMap<u64, Arc<Mo
     numbers
         .into_iter()
         .map(|number| {
-            let series = metrics.for_version(name, number);
             let version = match &config {
-                Ok(config) => ModelVersion::new(
+                Ok(config) => version(name, number, dir, config.clone(), metrics),
+                Err(error) => ModelVersion::failed(
                     name,
                     number,
-                    dir.join(number.to_string()).join("model.onnx"),
-                    config.clone(),
-                    series,
-                    config
-                        .fallback
-                        .as_ref()
-                        .is_some_and(|f| f.model.is_some())
-                        .then(|| metrics.for_fallback(name, number)),
+                    error.to_string(),
+                    metrics.for_version(name, number),
                 ),
-                Err(error) => ModelVersion::failed(name, number, error.to_string(), series),
             };
             (number, Arc::new(version))
         })
         .collect()
+}
+
+/// Version `number` of the model in `dir` (`dir/<number>/model.onnx`), not
+/// loaded yet, with its series (and its fallback's) in `metrics`.
+pub fn version(
+    name: &str,
+    number: u64,
+    dir: &Path,
+    config: ModelConfig,
+    metrics: &Metrics,
+) -> ModelVersion {
+    let fallback_metrics = config
+        .fallback
+        .as_ref()
+        .is_some_and(|f| f.model.is_some())
+        .then(|| metrics.for_fallback(name, number));
+    ModelVersion::new(
+        name,
+        number,
+        dir.join(number.to_string()).join("model.onnx"),
+        config,
+        metrics.for_version(name, number),
+        fallback_metrics,
+    )
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use serde::Serialize;
 
 use super::{BatchError, BatchRequest};
@@ -72,7 +72,8 @@ impl Progress {
             rows_metric.with_label_values(&[outcome]);
         }
         if let Some(address) = request.metrics_address {
-            serve_metrics(address, registry)?;
+            crate::metrics::serve(address, registry)
+                .map_err(|e| BatchError::Usage(format!("--metrics-address {address}: {e}")))?;
         }
         let bar = (request.progress_bar && std::io::stderr().is_terminal()).then(|| {
             let bar = ProgressBar::new(files as u64);
@@ -185,37 +186,4 @@ impl Progress {
             }
         }
     }
-}
-
-/// Serves `registry` at `http://ADDRESS/metrics` from a thread of its own.
-fn serve_metrics(address: std::net::SocketAddr, registry: Registry) -> Result<(), BatchError> {
-    let listener = std::net::TcpListener::bind(address)
-        .and_then(|l| l.set_nonblocking(true).map(|()| l))
-        .map_err(|e| BatchError::Usage(format!("--metrics-address {address}: {e}")))?;
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a tokio runtime");
-        runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).expect("a listener");
-            let app = axum::Router::new().route(
-                "/metrics",
-                axum::routing::get(move || {
-                    let registry = registry.clone();
-                    async move {
-                        let mut text = Vec::new();
-                        TextEncoder::new()
-                            .encode(&registry.gather(), &mut text)
-                            .expect("metrics encode");
-                        String::from_utf8(text).expect("metrics are text")
-                    }
-                }),
-            );
-            if let Err(error) = axum::serve(listener, app).await {
-                tracing::warn!(%error, "the metrics endpoint stopped");
-            }
-        });
-    });
-    Ok(())
 }

@@ -16,7 +16,10 @@ use super::{EXTENSIONS, PLATFORM, SERVER_NAME, ServerState, select_outputs};
 use crate::error::InferError;
 use crate::model::ModelVersion;
 use crate::resilience::fallback::FallbackUse;
-use crate::wire::json::{HEADER_LENGTH, ResponseOutput, encode_response, parse_infer_body};
+use crate::tensor::NamedTensor;
+use crate::wire::json::{
+    HEADER_LENGTH, InferRequestJson, ResponseOutput, encode_response, parse_infer_body,
+};
 
 type SharedState = Arc<ServerState>;
 
@@ -292,16 +295,14 @@ async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, InferE
     })
 }
 
-/// Reads, decodes, runs and encodes one inference request.
-async fn run_inference(
-    state: &ServerState,
+/// Runs a decoded inference request and encodes its response: the body and,
+/// when it has a binary section, the length of its JSON part. `stream` answers
+/// its records through this too.
+pub async fn answer(
     model: &ModelVersion,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<Response, InferError> {
-    let bytes = read_body(body, state.max_body_bytes).await?;
-    let (request, inputs) = parse_infer_body(headers.get(HEADER_LENGTH), &bytes)?;
-    state.security.limits.check_inputs(&inputs)?;
+    request: &InferRequestJson<'_>,
+    inputs: Vec<NamedTensor>,
+) -> Result<(Vec<u8>, Option<usize>), InferError> {
     let serving = model.serving()?;
     let binary_default = request.binary_output_default();
     let requested: Vec<(&str, bool)> = request
@@ -333,6 +334,20 @@ async fn run_inference(
         parameters.as_ref().map_or(&[][..], |p| &p[..]),
         &response_outputs,
     );
+    Ok((body, header_length))
+}
+
+/// Reads, decodes, runs and encodes one inference request.
+async fn run_inference(
+    state: &ServerState,
+    model: &ModelVersion,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, InferError> {
+    let bytes = read_body(body, state.max_body_bytes).await?;
+    let (request, inputs) = parse_infer_body(headers.get(HEADER_LENGTH), &bytes)?;
+    state.security.limits.check_inputs(&inputs)?;
+    let (body, header_length) = answer(model, &request, inputs).await?;
     let mut response = Response::new(Body::from(body));
     let content_type = match header_length {
         Some(length) => {

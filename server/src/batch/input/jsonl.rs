@@ -30,7 +30,7 @@ struct OwnedOptions {
 }
 
 /// One row's keys and values, in the order the line gives them.
-struct Ordered(Vec<(String, Value)>);
+pub struct Ordered(pub Vec<(String, Value)>);
 
 impl<'de> Deserialize<'de> for Ordered {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -69,35 +69,10 @@ impl JsonlReader {
         }
     }
 
-    /// The row's values by column name (arrays flattened), and its id.
-    fn flatten(&self, row: Ordered) -> (Vec<(String, Value)>, Option<String>) {
-        let mut flat = Vec::with_capacity(row.0.len());
-        let mut id = None;
-        for (key, value) in row.0 {
-            if self.options.id_column.as_deref() == Some(key.as_str()) {
-                id = Some(match value {
-                    Value::String(text) => text,
-                    other => other.to_string(),
-                });
-                continue;
-            }
-            match value {
-                Value::Array(items) => flat.extend(
-                    items
-                        .into_iter()
-                        .enumerate()
-                        .map(|(i, item)| (format!("{key}_{i}"), item)),
-                ),
-                other => flat.push((key, other)),
-            }
-        }
-        (flat, id)
-    }
-
     fn accept(&mut self, text: &str, into: &mut Rows) -> Result<(), Result<String, BatchError>> {
         let row: Ordered =
             serde_json::from_str(text).map_err(|e| Ok(format!("is not a JSON object: {e}")))?;
-        let (flat, id) = self.flatten(row);
+        let (flat, id) = flatten(row, self.options.id_column.as_deref());
         if self.columns.is_none() {
             let mut names: Vec<String> = flat.iter().map(|(k, _)| k.clone()).collect();
             if let Some(id_column) = &self.options.id_column {
@@ -127,17 +102,7 @@ impl JsonlReader {
         let values: HashMap<&str, &Value> = flat.iter().map(|(k, v)| (k.as_str(), v)).collect();
         for (position, column) in columns.features.iter().enumerate() {
             let name = &columns.names[*column];
-            let value = match values.get(name.as_str()) {
-                None => return Err(Ok(format!("has no key '{name}'"))),
-                Some(Value::Number(number)) => number.as_f64().unwrap_or(f64::NAN),
-                Some(Value::Bool(flag)) => f64::from(u8::from(*flag)),
-                Some(other) => {
-                    return Err(Ok(format!(
-                        "key '{name}': {} is not a number",
-                        cut(&other.to_string())
-                    )));
-                }
-            };
+            let value = number(&values, name).map_err(Ok)?;
             into.features
                 .push(check_value(value, name, columns.integral[position]).map_err(Ok)?);
         }
@@ -146,6 +111,45 @@ impl JsonlReader {
             into.ids.push(id);
         }
         Ok(())
+    }
+}
+
+/// A row's values by key (arrays flattened to `key_0`, `key_1`, ...), in
+/// the row's order, and the value of `id_column` (taken out of the values).
+pub fn flatten(row: Ordered, id_column: Option<&str>) -> (Vec<(String, Value)>, Option<String>) {
+    let mut flat = Vec::with_capacity(row.0.len());
+    let mut id = None;
+    for (key, value) in row.0 {
+        if id_column == Some(key.as_str()) {
+            id = Some(match value {
+                Value::String(text) => text,
+                other => other.to_string(),
+            });
+            continue;
+        }
+        match value {
+            Value::Array(items) => flat.extend(
+                items
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, item)| (format!("{key}_{i}"), item)),
+            ),
+            other => flat.push((key, other)),
+        }
+    }
+    (flat, id)
+}
+
+/// The number under `name` (a boolean counts as 0 or 1), or why there is none.
+pub fn number(values: &HashMap<&str, &Value>, name: &str) -> Result<f64, String> {
+    match values.get(name) {
+        None => Err(format!("has no key '{name}'")),
+        Some(Value::Number(number)) => Ok(number.as_f64().unwrap_or(f64::NAN)),
+        Some(Value::Bool(flag)) => Ok(f64::from(u8::from(*flag))),
+        Some(other) => Err(format!(
+            "key '{name}': {} is not a number",
+            cut(&other.to_string())
+        )),
     }
 }
 

@@ -8,7 +8,7 @@
 //! reject.
 
 mod csv;
-mod jsonl;
+pub mod jsonl;
 mod npy;
 mod parquet;
 
