@@ -17,7 +17,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -83,7 +83,9 @@ fn run_worker(
         ))
         .map_err(|e| StreamError::Client(format!("cannot create the consumer: {e}")))?;
     let transactional_id = transactional_id(request);
-    let producer: BaseProducer<ProducerCallbacks> =
+    // The threaded producer serves delivery reports on a thread of its own,
+    // which committing and aborting a transaction wait for.
+    let producer: ThreadedProducer<ProducerCallbacks> =
         client_config(producer_settings(request, &transactional_id)?)
             .create_with_context(ProducerCallbacks::default())
             .map_err(|e| StreamError::Client(format!("cannot create the producer: {e}")))?;
@@ -216,7 +218,7 @@ enum Outcome {
 struct Worker<'a> {
     request: &'a StreamRequest,
     consumer: BaseConsumer<ConsumerCallbacks>,
-    producer: BaseProducer<ProducerCallbacks>,
+    producer: ThreadedProducer<ProducerCallbacks>,
     reader: Reader,
     model: Arc<ModelVersion>,
     model_label: String,
@@ -419,7 +421,7 @@ impl Worker<'_> {
                 Ok(()) => return Ok(()),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
                     // The producer's queue is full: let it drain, then retry.
-                    self.producer.poll(Duration::from_millis(100));
+                    std::thread::sleep(Duration::from_millis(10));
                     record = returned;
                 }
                 Err((error, _)) => return Err(failure(error)),
