@@ -7,7 +7,9 @@
 #   - the ONNX Runtime shared library from the onnxruntime wheel, copied beside
 #     the server binaries in target/{debug,release}/ where sluice-server finds it;
 #   - the fixture models (server/fixtures/generate.py);
-#   - the S3 server the S3 tests run against (s3s-fs, pinned; e2e/s3/deps.sh).
+#   - the S3 server the S3 tests run against (s3s-fs, pinned; e2e/s3/deps.sh);
+#   - the Kafka broker the Kafka tests run against (Apache Kafka's jars, pinned in
+#     e2e/kafka/pom.xml; e2e/kafka/deps.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -70,3 +72,5 @@ fi
 
 # The S3 tests' server: built once with cargo (a few minutes), then reused.
 e2e/s3/deps.sh >/dev/null
+# The Kafka tests' broker: jars from Maven Central, copied once (about 15 s), then reused.
+e2e/kafka/deps.sh >/dev/null

@@ -361,6 +361,8 @@ down_inner() {
     done
     # The S3 server (e2e/s3/s3.sh) keeps its objects here and may listen on the bridge.
     [[ -e $CLUSTER_DIR/s3/pid ]] && stop "$CLUSTER_DIR/s3/pid" 10
+    # So does the Kafka broker (e2e/kafka/kafka.sh); a controlled shutdown takes a second or two.
+    [[ -e $CLUSTER_DIR/kafka/pid ]] && stop "$CLUSTER_DIR/kafka/pid" 30
     # The node agent first: it stops its pods (SIGTERM, then SIGKILL).
     for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do
         c=${COMPONENTS[i]}
