@@ -15,7 +15,7 @@ export SLUICE_CACHE
 # TEST_TARGETS, which `make test` runs after the server's tests.
 TEST_TARGETS :=
 -include mk/*.mk
-.PHONY: help deps build test lint lint-tools test-rust test-python bench bench-rotation bench-optimize bench-bundle up \
+.PHONY: help deps build test lint lint-tools test-rust test-python bench bench-stream bench-rotation bench-optimize bench-bundle up \
 	up-server fmt python-lock fresh-check
 
 ## help: this list (also what a bare `make` prints)
@@ -75,6 +75,11 @@ bench: build
 	taskset -c 1 target/release/examples/bench
 	target/release/examples/bench_monitoring
 	taskset -c 1 target/release/examples/bench_batch target/release/sluice-server $(PYTHON)
+
+## bench-stream: `stream` records/s (exactly-once and at-least-once) against raw session.run on one core, and end-to-end p50/p99 at a steady 2,000 events/s, on a Kafka broker started for the run (prints figures)
+bench-stream: build kafka-deps
+	$(CARGO) build --release -p sluice-server --examples
+	@scripts/bench-stream.sh
 
 ## bench-rotation: reconnects/s, p50/p99, throughput and CPU per request with connection rotation against a server without, loaded side by side (prints figures)
 bench-rotation: build

@@ -17,9 +17,8 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use sluice_server::config::ModelConfig;
-use sluice_server::runtime::OnnxModel;
-use sluice_server::tensor::{Tensor, TensorData};
+
+mod common;
 
 const ROWS: usize = 200_000;
 const BATCH: usize = 256;
@@ -47,30 +46,6 @@ fn write_csv(path: &Path, rows: usize) -> anyhow::Result<Vec<f32>> {
         writeln!(file)?;
     }
     Ok(features)
-}
-
-/// Rows per second of raw `session.run` over batches of already-parsed rows.
-fn raw(model_path: &Path, features: &[f32]) -> anyhow::Result<f64> {
-    let config = ModelConfig {
-        intra_op_threads: 1,
-        ..ModelConfig::default()
-    };
-    let mut model = OnnxModel::load(model_path, &config)?;
-    let rows = features.len() / 16;
-    let batches: Vec<Tensor> = features
-        .chunks(BATCH * 16)
-        .map(|chunk| {
-            Tensor::new(
-                vec![(chunk.len() / 16) as i64, 16],
-                TensorData::Fp32(chunk.to_vec()),
-            )
-        })
-        .collect::<Result<_, _>>()?;
-    let started = Instant::now();
-    for batch in &batches {
-        model.run(&[batch])?;
-    }
-    Ok(rows as f64 / started.elapsed().as_secs_f64())
 }
 
 /// Runs `command`, returning its wall seconds and peak RSS in MiB.
@@ -161,7 +136,12 @@ fn main() -> anyhow::Result<()> {
     let (mut raws, mut sluices, mut pythons) = (Vec::new(), Vec::new(), Vec::new());
     let (mut sluice_rss, mut python_rss) = (0.0f64, 0.0f64);
     for _ in 0..ROUNDS {
-        raws.push(raw(&model.join("1/model.onnx"), &features)?);
+        raws.push(common::raw_rows_per_second(
+            &model.join("1/model.onnx"),
+            &features,
+            16,
+            BATCH,
+        )?);
         let (seconds, rss) = measure(&mut sluice(
             binary,
             &model,

@@ -14,13 +14,11 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use common::kafka::KafkaBroker;
+use common::kafka::{self, KafkaBroker};
 use common::{Repository, server_binary};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::{Offset, TopicPartitionList};
 
 const PARTITIONS: u32 = 4;
 
@@ -30,7 +28,7 @@ const BAD_EVERY: usize = 997;
 
 /// The value of event `i`: a row of iris features, or a malformed record.
 fn event(i: usize) -> Option<Vec<u8>> {
-    if i % BAD_EVERY == 0 {
+    if i.is_multiple_of(BAD_EVERY) {
         return match (i / BAD_EVERY) % 5 {
             0 => Some(b"\x00\x01 not json".to_vec()),
             1 => Some(br#"{"float_input": [5.1, 3.5]}"#.to_vec()),
@@ -57,7 +55,7 @@ fn event(i: usize) -> Option<Vec<u8>> {
 
 fn bad_keys(events: usize) -> BTreeSet<String> {
     (0..events)
-        .filter(|i| i % BAD_EVERY == 0)
+        .filter(|i| i.is_multiple_of(BAD_EVERY))
         .map(|i| format!("e{i}"))
         .collect()
 }
@@ -128,37 +126,12 @@ fn read_topic(
     limit: Duration,
     settle: Duration,
 ) -> Vec<Out> {
-    let consumer: BaseConsumer = client(
-        bootstrap,
-        &[
-            ("group.id", "test-reader"),
-            ("isolation.level", "read_committed"),
-            ("enable.auto.commit", "false"),
-        ],
-    )
-    .create()
-    .unwrap();
-    let mut assignment = TopicPartitionList::new();
-    for partition in 0..partitions as i32 {
-        assignment
-            .add_partition_offset(topic, partition, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&assignment).unwrap();
-    let started = Instant::now();
-    let mut satisfied: Option<Instant> = None;
-    let mut records = Vec::new();
-    loop {
-        if satisfied.is_some_and(|at| at.elapsed() >= settle) {
-            return records;
-        }
-        assert!(
-            started.elapsed() < limit,
-            "{topic}: only {} records after {limit:?}",
-            records.len()
-        );
-        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
-            let headers = message.headers().map_or_else(HashMap::new, |h| {
+    kafka::read_topic(bootstrap, topic, partitions, enough, limit, settle)
+        .iter()
+        .map(|message| Out {
+            key: String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),
+            value: message.payload().unwrap_or_default().to_vec(),
+            headers: message.headers().map_or_else(HashMap::new, |h| {
                 (0..h.count())
                     .map(|i| h.get(i))
                     .map(|header| {
@@ -168,17 +141,9 @@ fn read_topic(
                         )
                     })
                     .collect()
-            });
-            records.push(Out {
-                key: String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),
-                value: message.payload().unwrap_or_default().to_vec(),
-                headers,
-            });
-        }
-        if satisfied.is_none() && enough(records.len()) {
-            satisfied = Some(Instant::now());
-        }
-    }
+            }),
+        })
+        .collect()
 }
 
 /// A `sluice-server stream` process, killed when dropped.

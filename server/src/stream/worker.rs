@@ -17,7 +17,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer, PurgeConfig};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -37,6 +37,9 @@ use crate::model::ModelVersion;
 const BROKER_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long an idle poll waits before the loop checks for a stop.
 const IDLE_POLL: Duration = Duration::from_millis(100);
+/// How long one wait for delivery reports lasts (rdkafka's `poll` waits
+/// out its whole timeout, events or not).
+const DRAIN_POLL: Duration = Duration::from_millis(1);
 /// How long a failed micro-batch waits before it is read again.
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 
@@ -83,9 +86,9 @@ fn run_worker(
         ))
         .map_err(|e| StreamError::Client(format!("cannot create the consumer: {e}")))?;
     let transactional_id = transactional_id(request);
-    // The threaded producer serves delivery reports on a thread of its own,
-    // which committing and aborting a transaction wait for.
-    let producer: ThreadedProducer<ProducerCallbacks> =
+    // Delivery reports are served on this thread (`Worker::drain`) before
+    // every commit and abort.
+    let producer: BaseProducer<ProducerCallbacks> =
         client_config(producer_settings(request, &transactional_id)?)
             .create_with_context(ProducerCallbacks::default())
             .map_err(|e| StreamError::Client(format!("cannot create the producer: {e}")))?;
@@ -218,7 +221,7 @@ enum Outcome {
 struct Worker<'a> {
     request: &'a StreamRequest,
     consumer: BaseConsumer<ConsumerCallbacks>,
-    producer: ThreadedProducer<ProducerCallbacks>,
+    producer: BaseProducer<ProducerCallbacks>,
     reader: Reader,
     model: Arc<ModelVersion>,
     model_label: String,
@@ -230,15 +233,25 @@ struct Worker<'a> {
 impl Worker<'_> {
     /// One micro-batch: read, answer, write and commit (or abort and rewind).
     fn step(&mut self) -> Result<(), StreamError> {
+        let started = Instant::now();
         let batch = self.read_batch();
         if batch.is_empty() {
             return Ok(());
         }
+        let read = started.elapsed();
         let outcomes = self
             .runtime
             .block_on(join_all(batch.iter().map(|message| self.answer(message))));
+        let answered = started.elapsed();
         match self.write_and_commit(&batch, &outcomes) {
             Ok(()) => {
+                tracing::debug!(
+                    records = batch.len(),
+                    ?read,
+                    answer = ?(answered - read),
+                    commit = ?(started.elapsed() - answered),
+                    "micro-batch committed"
+                );
                 self.count(&batch, &outcomes);
                 Ok(())
             }
@@ -351,11 +364,12 @@ impl Worker<'_> {
             self.producer
                 .send_offsets_to_transaction(&offsets, &group, BROKER_TIMEOUT)
                 .map_err(failure)?;
+            self.drain()?;
             self.producer
                 .commit_transaction(BROKER_TIMEOUT)
                 .map_err(failure)?;
         } else {
-            self.producer.flush(BROKER_TIMEOUT).map_err(failure)?;
+            self.drain()?;
             if let Some(error) = self.producer.context().take_failure() {
                 return Err(Failure::Retry(format!(
                     "a record was not delivered: {error}"
@@ -369,6 +383,25 @@ impl Worker<'_> {
         }
         // Stored offsets are what the lag gauge counts from.
         let _ = self.consumer.store_offsets(&offsets);
+        Ok(())
+    }
+
+    /// Waits until the broker has answered every record produced, serving
+    /// their delivery reports. rdkafka's own `flush` (which
+    /// `commit_transaction` calls first) polls in steps of 100 ms, and its
+    /// `poll` always waits out its timeout, which would add a tenth of a
+    /// second to every micro-batch; after this, `flush` finds nothing to do.
+    fn drain(&self) -> Result<(), Failure> {
+        let started = Instant::now();
+        while self.producer.in_flight_count() > 0 {
+            if started.elapsed() > BROKER_TIMEOUT {
+                return Err(Failure::Retry(format!(
+                    "{} records not acknowledged within {BROKER_TIMEOUT:?}",
+                    self.producer.in_flight_count()
+                )));
+            }
+            self.producer.poll(DRAIN_POLL);
+        }
         Ok(())
     }
 
@@ -418,10 +451,13 @@ impl Worker<'_> {
         }
         loop {
             match self.producer.send(record) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    self.producer.poll(Duration::ZERO);
+                    return Ok(());
+                }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
                     // The producer's queue is full: let it drain, then retry.
-                    std::thread::sleep(Duration::from_millis(10));
+                    self.producer.poll(DRAIN_POLL);
                     record = returned;
                 }
                 Err((error, _)) => return Err(failure(error)),
@@ -431,9 +467,14 @@ impl Worker<'_> {
 
     /// Aborts the open transaction, retrying while the broker cannot be
     /// reached; gives up (the process exits and is restarted) when the
-    /// producer is fenced or broken.
+    /// producer is fenced or broken. The records still queued are purged
+    /// first, and their (failed) delivery reports served, as an abort needs.
     fn abort(&self) -> Result<(), StreamError> {
         let started = Instant::now();
+        self.producer
+            .purge(PurgeConfig::default().queue().inflight());
+        let _ = self.drain();
+        let _ = self.producer.context().take_failure();
         loop {
             match self.producer.abort_transaction(BROKER_TIMEOUT) {
                 Ok(()) => return Ok(()),
