@@ -16,6 +16,7 @@ use sluice_server::monitoring::profile::{ProfileRequest, TrainingData, build};
 use sluice_server::optimize::calibrate::Method;
 use sluice_server::optimize::offline::GraphLevel;
 use sluice_server::optimize::{Mode, OptimizeError, OptimizeRequest, Report, optimize};
+use sluice_server::request_log::{DEFAULT_TOPIC, RequestLogOptions, parse_sample_ratio};
 use sluice_server::security::flags::SecurityArgs;
 use sluice_server::serve::{ServeOptions, serve};
 use sluice_server::stream::client::parse_property;
@@ -531,6 +532,85 @@ struct ServeArgs {
     max_connection_age_grace_seconds: f64,
     #[command(flatten)]
     security: SecurityArgs,
+    #[command(flatten)]
+    request_log: RequestLogArgs,
+}
+
+/// Request logging: sampled inference requests and their responses mirrored
+/// to a Kafka topic (docs/request-logging.md).
+#[derive(Debug, clap::Args)]
+struct RequestLogArgs {
+    /// Log a sample of the inference requests (REST and gRPC), each with its
+    /// response, to Kafka at these bootstrap servers, HOST:PORT[,HOST:PORT...]
+    /// (off without it). Serving never waits for the log.
+    #[arg(
+        long,
+        value_name = "HOST:PORT[,...]",
+        env = "SLUICE_REQUEST_LOG_BROKERS"
+    )]
+    request_log_brokers: Option<String>,
+    /// The topic request log records are written to, keyed by model name.
+    #[arg(
+        long,
+        value_name = "TOPIC",
+        default_value = DEFAULT_TOPIC,
+        env = "SLUICE_REQUEST_LOG_TOPIC",
+        requires = "request_log_brokers"
+    )]
+    request_log_topic: String,
+    /// The share of requests logged, from 0 to 1.
+    #[arg(
+        long,
+        value_name = "RATIO",
+        default_value_t = 1.0,
+        value_parser = parse_sample_ratio,
+        env = "SLUICE_REQUEST_LOG_SAMPLE_RATIO",
+        requires = "request_log_brokers"
+    )]
+    request_log_sample_ratio: f64,
+    /// Most records held while the broker is slow or down; more are dropped
+    /// (and counted) rather than delay a request.
+    #[arg(
+        long,
+        value_name = "RECORDS",
+        default_value_t = 10_000,
+        value_parser = clap::value_parser!(u32).range(1..=i64::from(i32::MAX)),
+        env = "SLUICE_REQUEST_LOG_MAX_QUEUE",
+        requires = "request_log_brokers"
+    )]
+    request_log_max_queue: u32,
+    /// A librdkafka property for the request log's producer, KEY=VALUE,
+    /// repeatable (TLS, SASL, tuning).
+    #[arg(
+        long = "request-log-property",
+        value_name = "KEY=VALUE",
+        value_parser = parse_property,
+        requires = "request_log_brokers"
+    )]
+    request_log_properties: Vec<(String, String)>,
+    /// A file of KEY=VALUE librdkafka properties for the request log (a
+    /// mounted Secret).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "SLUICE_REQUEST_LOG_PROPERTIES_FILE",
+        requires = "request_log_brokers"
+    )]
+    request_log_properties_file: Option<PathBuf>,
+}
+
+impl RequestLogArgs {
+    /// The request log's options, when it is on.
+    fn options(self) -> Option<RequestLogOptions> {
+        Some(RequestLogOptions {
+            brokers: self.request_log_brokers?,
+            topic: self.request_log_topic,
+            sample_ratio: self.request_log_sample_ratio,
+            max_queue: self.request_log_max_queue,
+            properties: self.request_log_properties,
+            properties_file: self.request_log_properties_file,
+        })
+    }
 }
 
 fn init_logging(format: LogFormat) {
@@ -577,6 +657,7 @@ pub fn run() -> anyhow::Result<()> {
                     )?,
                 },
                 security: args.security.options().map_err(anyhow::Error::msg)?,
+                request_log: args.request_log.options(),
             };
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

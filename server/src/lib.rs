@@ -7,11 +7,13 @@
 //! REST connection ends when its answer comes before the body is read); `config` and
 //! `metrics`; then, with ONNX Runtime, `runtime`, `monitoring`, `batcher`,
 //! `resilience` (circuit breaker and fallback), `model`, `repository`,
-//! `protocol` (the handlers) and `serve`; `optimize` (INT8 copies of models,
-//! measured on ONNX Runtime); `bundle` (the server, ONNX Runtime and models
-//! in one archive that serves offline); and `batch` and `stream` (a model over
-//! files, and between Kafka topics). The command line (`cli.rs`) belongs
-//! to the binary.
+//! `request_log` (sampled requests and their responses mirrored to Kafka; it
+//! reads librdkafka properties with `stream::client`, which uses nothing
+//! after it), `protocol` (the handlers) and `serve`; `optimize` (INT8 copies
+//! of models, measured on ONNX Runtime); `bundle` (the server, ONNX Runtime
+//! and models in one archive that serves offline); and `batch` and `stream` (a
+//! model over files, and between Kafka topics). The command line (`cli.rs`)
+//! belongs to the binary.
 
 // Without ONNX Runtime (feature `onnx` off): everything a request's bytes
 // reach before a model runs, which is what `server/fuzz` fuzzes.
@@ -44,6 +46,8 @@ pub mod optimize;
 pub mod protocol;
 #[cfg(feature = "onnx")]
 pub mod repository;
+#[cfg(feature = "onnx")]
+pub mod request_log;
 #[cfg(feature = "onnx")]
 pub mod resilience;
 #[cfg(feature = "onnx")]

@@ -25,6 +25,7 @@ use crate::protocol::grpc::InferenceService;
 use crate::protocol::guard::{Guarded, Peer};
 use crate::protocol::{ServerState, rest};
 use crate::repository::{Repository, RepositoryError};
+use crate::request_log::{FLUSH_TIMEOUT, RequestLog, RequestLogError, RequestLogOptions};
 use crate::security::tls::TlsListener;
 use crate::security::{Security, SecurityError, SecurityOptions};
 
@@ -50,6 +51,8 @@ pub struct ServeOptions {
     pub rotation: RotationPolicy,
     /// Authentication, rate limits, request limits, audit log and TLS.
     pub security: SecurityOptions,
+    /// Where sampled requests and their responses are mirrored (none: off).
+    pub request_log: Option<RequestLogOptions>,
 }
 
 /// Why the server could not start or stopped abnormally.
@@ -59,6 +62,8 @@ pub enum ServeError {
     Repository(#[from] RepositoryError),
     #[error(transparent)]
     Security(#[from] SecurityError),
+    #[error(transparent)]
+    RequestLog(#[from] RequestLogError),
     #[error("cannot listen on {address}: {source}")]
     Bind {
         address: SocketAddr,
@@ -121,12 +126,18 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     let security = Arc::new(Security::load(&options.security).await?);
     security.spawn_reloader();
     let metrics = Arc::new(Metrics::new());
+    let request_log = options
+        .request_log
+        .as_ref()
+        .map(|log| RequestLog::start(log, metrics.registry()))
+        .transpose()?;
     let repository = Repository::load(&options.model_repository, &metrics)?;
     let state = Arc::new(ServerState::new(
         repository,
         metrics,
         options.max_body_bytes,
         Arc::clone(&security),
+        request_log,
     ));
 
     let http = bind(options.host, options.http_port).await?;
@@ -219,6 +230,9 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         () = shutdown => {
             tracing::warn!("in-flight requests did not finish within the drain timeout; exiting anyway");
         }
+    }
+    if let Some(log) = state.request_log.clone() {
+        let _ = tokio::task::spawn_blocking(move || log.flush(FLUSH_TIMEOUT)).await;
     }
     Ok(())
 }

@@ -5,11 +5,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use prost::Message as _;
 use tonic::{Request, Response, Status};
 
 use super::{EXTENSIONS, PLATFORM, SERVER_NAME, ServerState, select_outputs};
 use crate::error::InferError;
 use crate::model::ModelVersion;
+use crate::request_log::{Bodies, Exchange};
 use crate::resilience::fallback::FallbackUse;
 use crate::security::limits::RequestLimits;
 use crate::wire::grpc::{decode_inputs, pb};
@@ -201,12 +203,29 @@ impl InferenceService {
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
         let started = Instant::now();
         let model = Arc::clone(self.resolve(&request.model_name, &request.model_version)?);
+        // tonic keeps no copy of the bytes it decoded: a logged request is
+        // encoded again, before decoding takes its inputs apart.
+        let logged = self
+            .state
+            .sampled_request_log()
+            .map(|log| (log, request.encode_to_vec()));
         let result = run_inference(&model, request, &self.state.security.limits).await;
         let status = match &result {
             Ok(_) => 200,
             Err(error) => error.http_status(),
         };
         model.metrics.observe_request(status, started.elapsed());
+        if let (Some((log, request)), Ok(response)) = (logged, &result) {
+            log.log(&Exchange {
+                model: &model.name,
+                version: model.version,
+                id: (!response.id.is_empty()).then_some(response.id.as_str()),
+                bodies: Bodies::Grpc {
+                    request: &request,
+                    response: &response.encode_to_vec(),
+                },
+            });
+        }
         Ok(Response::new(result?))
     }
 }

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::error::InferError;
 use crate::metrics::Metrics;
 use crate::repository::Repository;
+use crate::request_log::RequestLog;
 use crate::runtime::TensorSpec;
 use crate::security::Security;
 
@@ -34,6 +35,8 @@ pub struct ServerState {
     pub max_body_bytes: usize,
     /// Authentication, rate limits, request limits and the audit log.
     pub security: Arc<Security>,
+    /// Where sampled requests and their responses are mirrored, when on.
+    pub request_log: Option<RequestLog>,
     draining: AtomicBool,
 }
 
@@ -44,14 +47,22 @@ impl ServerState {
         metrics: Arc<Metrics>,
         max_body_bytes: usize,
         security: Arc<Security>,
+        request_log: Option<RequestLog>,
     ) -> ServerState {
         ServerState {
             repository,
             metrics,
             max_body_bytes,
             security,
+            request_log,
             draining: AtomicBool::new(false),
         }
+    }
+
+    /// The request log, when it is on and the request at hand is drawn into
+    /// its sample: the handlers copy nothing for the log otherwise.
+    pub fn sampled_request_log(&self) -> Option<&RequestLog> {
+        self.request_log.as_ref().filter(|log| log.sample())
     }
 
     /// Readiness: every model has finished loading and the server is not shutting down.

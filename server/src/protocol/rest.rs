@@ -15,10 +15,11 @@ use serde_json::json;
 use super::{EXTENSIONS, PLATFORM, SERVER_NAME, ServerState, select_outputs};
 use crate::error::InferError;
 use crate::model::ModelVersion;
+use crate::request_log::{Bodies, Exchange, RestBody};
 use crate::resilience::fallback::FallbackUse;
 use crate::tensor::NamedTensor;
 use crate::wire::json::{
-    HEADER_LENGTH, InferRequestJson, ResponseOutput, encode_response, parse_infer_body,
+    HEADER_LENGTH, InferRequestJson, ResponseOutput, encode_response, parse_infer_body, split_body,
 };
 
 type SharedState = Arc<ServerState>;
@@ -337,7 +338,8 @@ pub async fn answer(
     Ok((body, header_length))
 }
 
-/// Reads, decodes, runs and encodes one inference request.
+/// Reads, decodes, runs and encodes one inference request, and logs it when
+/// it is drawn into the request log's sample.
 async fn run_inference(
     state: &ServerState,
     model: &ModelVersion,
@@ -348,6 +350,25 @@ async fn run_inference(
     let (request, inputs) = parse_infer_body(headers.get(HEADER_LENGTH), &bytes)?;
     state.security.limits.check_inputs(&inputs)?;
     let (body, header_length) = answer(model, &request, inputs).await?;
+    if let Some(log) = state.sampled_request_log() {
+        let (request_json, request_binary) = split_body(headers.get(HEADER_LENGTH), &bytes)?;
+        let (response_json, response_binary) = body.split_at(header_length.unwrap_or(body.len()));
+        log.log(&Exchange {
+            model: &model.name,
+            version: model.version,
+            id: request.id.as_deref(),
+            bodies: Bodies::Rest {
+                request: RestBody {
+                    json: request_json,
+                    binary: request_binary,
+                },
+                response: RestBody {
+                    json: response_json,
+                    binary: response_binary,
+                },
+            },
+        });
+    }
     let mut response = Response::new(Body::from(body));
     let content_type = match header_length {
         Some(length) => {

@@ -1,6 +1,7 @@
 //! The librdkafka settings of a worker's consumer and producer, and the
 //! callbacks librdkafka makes into the worker.
 
+use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -84,15 +85,22 @@ pub fn transactional_id(request: &StreamRequest) -> String {
 fn user_properties(request: &StreamRequest) -> Result<Vec<(String, String)>, StreamError> {
     let mut properties = Vec::new();
     if let Some(path) = &request.properties_file {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            StreamError::Usage(format!("--properties-file {}: {e}", path.display()))
-        })?;
-        properties.extend(parse_properties(&text).map_err(|e| {
-            StreamError::Usage(format!("--properties-file {}: {e}", path.display()))
-        })?);
+        properties.extend(
+            read_properties(path)
+                .map_err(|e| StreamError::Usage(format!("--properties-file {e}")))?,
+        );
     }
     properties.extend(request.properties.iter().cloned());
     Ok(properties)
+}
+
+/// The properties of a file of `key=value` lines (see [`parse_properties`]);
+/// the error names the file.
+pub fn read_properties(path: &Path) -> Result<Vec<(String, String)>, String> {
+    std::fs::read_to_string(path)
+        .map_err(|e| e.to_string())
+        .and_then(|text| parse_properties(&text))
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// `key=value` lines; blank lines and lines starting with `#` are skipped.

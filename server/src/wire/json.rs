@@ -154,21 +154,7 @@ pub fn parse_infer_body<'a>(
     header_length: Option<&HeaderValue>,
     bytes: &'a [u8],
 ) -> Result<(InferRequestJson<'a>, Vec<NamedTensor>), InferError> {
-    let header_length = match header_length {
-        None => bytes.len(),
-        Some(value) => value
-            .to_str()
-            .ok()
-            .and_then(|v| v.trim().parse::<usize>().ok())
-            .filter(|length| *length <= bytes.len())
-            .ok_or_else(|| {
-                InferError::InvalidInput(format!(
-                    "{HEADER_LENGTH} must be a byte count no larger than the body ({} bytes)",
-                    bytes.len()
-                ))
-            })?,
-    };
-    let (json_part, binary_part) = bytes.split_at(header_length);
+    let (json_part, binary_part) = split_body(header_length, bytes)?;
     let malformed = |e: serde_json::Error| {
         InferError::InvalidInput(format!("malformed inference request: {e}"))
     };
@@ -186,6 +172,29 @@ pub fn parse_infer_body<'a>(
             Ok((request.without_inputs(), inputs))
         }
     }
+}
+
+/// A body's JSON part and its binary section, split where the
+/// `inference-header-content-length` header says (no binary section without it).
+pub fn split_body<'a>(
+    header_length: Option<&HeaderValue>,
+    bytes: &'a [u8],
+) -> Result<(&'a [u8], &'a [u8]), InferError> {
+    let header_length = match header_length {
+        None => bytes.len(),
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .filter(|length| *length <= bytes.len())
+            .ok_or_else(|| {
+                InferError::InvalidInput(format!(
+                    "{HEADER_LENGTH} must be a byte count no larger than the body ({} bytes)",
+                    bytes.len()
+                ))
+            })?,
+    };
+    Ok(bytes.split_at(header_length))
 }
 
 /// Parameters on an output sent in the binary section.

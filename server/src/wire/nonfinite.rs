@@ -33,18 +33,36 @@ pub fn rewrite(json: &[u8]) -> Option<Vec<u8>> {
     if !json.contains(&b'N') && !json.contains(&b'I') {
         return None;
     }
-    rewrite_into(json, None)?;
+    rewrite_into(json, None, Spelling::Marker)?;
     if json.windows(6).any(|w| w == b"\\u0000") {
         return None;
     }
     let mut out = Vec::with_capacity(json.len() + 32);
-    rewrite_into(json, Some(&mut out))?;
+    rewrite_into(json, Some(&mut out), Spelling::Marker)?;
     Some(out)
 }
 
+/// `json` with each bare literal that stands as an array element written as
+/// `null`, as responses write non-finite values (the request log's copy of a
+/// request), or `None` when it holds none.
+pub fn as_null(json: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(json.len());
+    rewrite_into(json, Some(&mut out), Spelling::Null)?;
+    Some(out)
+}
+
+/// What a literal is rewritten as.
+#[derive(Clone, Copy)]
+enum Spelling {
+    /// Its marker string, which decoding reads back as its value.
+    Marker,
+    /// `null`.
+    Null,
+}
+
 /// Scans `json`, copying it into `out` (when given) with the literals
-/// replaced; `None` when it holds no literal.
-fn rewrite_into(json: &[u8], mut out: Option<&mut Vec<u8>>) -> Option<()> {
+/// written as `spelling` says; `None` when it holds no literal.
+fn rewrite_into(json: &[u8], mut out: Option<&mut Vec<u8>>, spelling: Spelling) -> Option<()> {
     let mut found = false;
     let mut in_string = false;
     let mut escaped = false;
@@ -76,9 +94,14 @@ fn rewrite_into(json: &[u8], mut out: Option<&mut Vec<u8>>) -> Option<()> {
             let Some(out) = out.as_deref_mut() else {
                 return Some(());
             };
-            out.extend_from_slice(b"\"\\u0000");
-            out.extend_from_slice(literal.as_bytes());
-            out.push(b'"');
+            match spelling {
+                Spelling::Marker => {
+                    out.extend_from_slice(b"\"\\u0000");
+                    out.extend_from_slice(literal.as_bytes());
+                    out.push(b'"');
+                }
+                Spelling::Null => out.extend_from_slice(b"null"),
+            }
             i += literal.len();
             found = true;
             continue;
@@ -140,6 +163,15 @@ mod tests {
         assert_eq!(rewritten("[1, 2]"), None);
         assert_eq!(rewritten(r#"NaN"#), None);
         assert_eq!(rewritten(r#"[{"id": NaN, "a":[1]}]"#), None);
+    }
+
+    #[test]
+    fn the_logged_copy_writes_literals_as_null() {
+        let json = br#"{"data":[NaN, "NaN", Infinity,-Infinity],"id":"a"}"#;
+        let nulled = String::from_utf8(as_null(json).unwrap()).unwrap();
+        assert_eq!(nulled, r#"{"data":[null, "NaN", null,null],"id":"a"}"#);
+        assert!(serde_json::from_str::<serde_json::Value>(&nulled).is_ok());
+        assert_eq!(as_null(b"[1, 2]"), None);
     }
 
     #[test]

@@ -26,6 +26,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::OwnedMessage;
+use rdkafka::{Offset, TopicPartitionList};
+
 /// How long a start may take before the test fails.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -381,6 +386,53 @@ impl Drop for KafkaBroker {
     fn drop(&mut self) {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Reads every partition of `topic` (it has `partitions`) from its start,
+/// committed records only, until `enough(records read)` holds, then for
+/// `settle` more, so that a late extra record shows; panics when `limit`
+/// passes first.
+pub fn read_topic(
+    bootstrap: &str,
+    topic: &str,
+    partitions: u32,
+    enough: impl Fn(usize) -> bool,
+    limit: Duration,
+    settle: Duration,
+) -> Vec<OwnedMessage> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "test-reader")
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..partitions as i32 {
+        assignment
+            .add_partition_offset(topic, partition, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    let started = Instant::now();
+    let mut satisfied: Option<Instant> = None;
+    let mut records = Vec::new();
+    loop {
+        if satisfied.is_some_and(|at| at.elapsed() >= settle) {
+            return records;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "{topic}: only {} records after {limit:?}",
+            records.len()
+        );
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
+            records.push(message.detach());
+        }
+        if satisfied.is_none() && enough(records.len()) {
+            satisfied = Some(Instant::now());
+        }
     }
 }
 
