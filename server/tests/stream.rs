@@ -11,7 +11,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::kafka::{self, KafkaBroker};
@@ -192,8 +192,9 @@ impl Worker {
         self.child.wait().unwrap();
     }
 
-    /// SIGTERM, then the exit status and the summary line it printed.
-    fn stop(mut self) -> (ExitStatus, serde_json::Value) {
+    /// SIGTERM, then the summary line it printed; fails the test unless it
+    /// exited with success.
+    fn stop(mut self) -> serde_json::Value {
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
@@ -215,7 +216,8 @@ impl Worker {
         std::io::Read::read_to_string(self.child.stdout.as_mut().unwrap(), &mut stdout).unwrap();
         let summary = serde_json::from_str(stdout.trim())
             .unwrap_or_else(|e| panic!("no summary ({e}): {stdout}\n{}", self.log()));
-        (status, summary)
+        assert!(status.success(), "{status}: {summary}\n{}", self.log());
+        summary
     }
 }
 
@@ -307,6 +309,29 @@ fn account(events: usize, predictions: &[Out], dead: &[Out]) -> usize {
     duplicates
 }
 
+/// Reads the predictions and the dead letters of `events` events, for
+/// `settle` past the expected counts, so that a duplicate would show.
+fn read_outcomes(bootstrap: &str, events: usize, settle: Duration) -> (Vec<Out>, Vec<Out>) {
+    let bad = bad_keys(events).len();
+    let predictions = read_topic(
+        bootstrap,
+        "predictions",
+        PARTITIONS,
+        |n| n >= events - bad,
+        Duration::from_secs(300),
+        settle,
+    );
+    let dead = read_topic(
+        bootstrap,
+        "dead-letters",
+        1,
+        |n| n >= bad,
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+    );
+    (predictions, dead)
+}
+
 /// Waits until `topic` holds at least `count` committed records.
 fn wait_for(bootstrap: &str, topic: &str, count: usize) {
     read_topic(
@@ -356,27 +381,9 @@ fn exactly_once_survives_a_killed_worker_a_rebalance_and_a_broker_restart() {
     std::thread::sleep(Duration::from_secs(2));
     kafka.start_again();
 
-    let bad = bad_keys(EVENTS).len();
-    let predictions = read_topic(
-        &bootstrap,
-        "predictions",
-        PARTITIONS,
-        |n| n >= EVENTS - bad,
-        Duration::from_secs(300),
-        Duration::from_secs(3),
-    );
-    let dead = read_topic(
-        &bootstrap,
-        "dead-letters",
-        1,
-        |n| n >= bad,
-        Duration::from_secs(60),
-        Duration::from_secs(1),
-    );
-    let (status, summary) = second.stop();
-    assert!(status.success(), "{summary}");
-    let (status, replaced) = replacement.stop();
-    assert!(status.success(), "{replaced}");
+    let (predictions, dead) = read_outcomes(&bootstrap, EVENTS, Duration::from_secs(3));
+    let summary = second.stop();
+    let replaced = replacement.stop();
     let duplicates = account(EVENTS, &predictions, &dead);
     println!(
         "exactly-once: {EVENTS} events, {} predictions, {} dead letters, {duplicates} duplicated, 0 lost; \
@@ -411,26 +418,8 @@ fn at_least_once_loses_nothing_and_the_duplicates_are_counted() {
         &bootstrap,
         &["--delivery", "at-least-once"],
     );
-    let bad = bad_keys(EVENTS).len();
-    // Read until every key has an answer: duplicates make the count higher.
-    let predictions = read_topic(
-        &bootstrap,
-        "predictions",
-        PARTITIONS,
-        |n| n >= EVENTS - bad,
-        Duration::from_secs(180),
-        Duration::from_secs(5),
-    );
-    let dead = read_topic(
-        &bootstrap,
-        "dead-letters",
-        1,
-        |n| n >= bad,
-        Duration::from_secs(60),
-        Duration::from_secs(1),
-    );
-    let (status, summary) = second.stop();
-    assert!(status.success(), "{summary}");
+    let (predictions, dead) = read_outcomes(&bootstrap, EVENTS, Duration::from_secs(5));
+    let summary = second.stop();
     let duplicates = account(EVENTS, &predictions, &dead);
     println!(
         "at-least-once: {EVENTS} events, 0 lost, {duplicates} duplicated by the kill \
@@ -487,8 +476,7 @@ fn inference_requests_are_answered_with_protocol_responses_and_a_graceful_stop_c
         Duration::from_secs(120),
         Duration::ZERO,
     );
-    let (status, summary) = worker.stop();
-    assert!(status.success(), "{summary}");
+    let summary = worker.stop();
     assert_eq!(summary["consumed"], 2, "{summary}");
     assert_eq!(summary["produced"], 2, "{summary}");
     let json_answer = answers.iter().find(|o| o.key == "json").unwrap();
@@ -517,7 +505,6 @@ fn inference_requests_are_answered_with_protocol_responses_and_a_graceful_stop_c
     // The offsets were committed at the stop: a new worker finds nothing to do.
     let again = Worker::start("protocol-again", &model, &bootstrap, &[]);
     std::thread::sleep(Duration::from_secs(8));
-    let (status, summary) = again.stop();
-    assert!(status.success());
+    let summary = again.stop();
     assert_eq!(summary["consumed"], 0, "{summary}");
 }
