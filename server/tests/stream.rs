@@ -423,7 +423,7 @@ fn at_least_once_loses_nothing_and_the_duplicates_are_counted() {
     let duplicates = account(EVENTS, &predictions, &dead);
     println!(
         "at-least-once: {EVENTS} events, 0 lost, {duplicates} duplicated by the kill \
-         ({} predictions, {} dead letters)",
+         ({} predictions, {} dead letters); the second worker's summary: {summary}",
         predictions.len(),
         dead.len()
     );
