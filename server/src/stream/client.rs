@@ -133,9 +133,9 @@ fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
 /// The consumer's callbacks: rebalances and statistics.
 pub struct ConsumerCallbacks {
     /// The input topic, whose partitions' lag is exported.
-    pub topic: String,
+    topic: String,
     /// `sluice_stream_consumer_lag_records{topic,partition}`.
-    pub lag: IntGaugeVec,
+    lag: IntGaugeVec,
     /// Counts revocations: a micro-batch being read when one happens is
     /// dropped (its partitions may belong to another worker now).
     revocations: AtomicU64,

@@ -312,13 +312,12 @@ impl Worker<'_> {
     /// not fit the model; tried up to `max_attempts` times when the model
     /// fails on it.
     async fn answer(&self, message: &OwnedMessage) -> Outcome {
-        let value = message.payload().unwrap_or_default();
+        let Some(value) = message.payload() else {
+            return refused("invalid", "the record has no value".into(), 0);
+        };
         let header_length = header(message, headers::HEADER_LENGTH);
         let mut attempts = 0;
         loop {
-            if message.payload().is_none() {
-                return refused("invalid", "the record has no value".into(), attempts);
-            }
             let decoded = match self.reader.decode(value, header_length) {
                 Ok(decoded) => decoded,
                 Err(reason) => return refused("invalid", reason, attempts),
