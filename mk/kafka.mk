@@ -5,7 +5,8 @@
 # Included by the root Makefile.
 
 KAFKA_SH := $(REPO_ROOT)/e2e/kafka/kafka.sh
-.PHONY: kafka-deps kafka-up kafka-down
+TEST_TARGETS += test-stream-e2e
+.PHONY: kafka-deps kafka-up kafka-down test-stream-e2e
 
 ## kafka-deps: copy the pinned Kafka broker's jars (e2e/kafka/deps.sh, Maven) into $SLUICE_CACHE/kafka-4.4.0 when missing (also part of deps)
 kafka-deps:
@@ -18,3 +19,8 @@ kafka-up: kafka-deps
 ## kafka-down: stop the local cluster's Kafka broker (its topics stay until cluster-down)
 kafka-down:
 	@REPO_ROOT=$(REPO_ROOT) $(KAFKA_SH) stop
+
+## test-stream-e2e: spec.streaming on the local cluster: workers scaled out on consumer lag up to the partitions and back, a canary on the stream promoted, every event answered exactly once (SLUICE_STREAM_EVENTS, default 20000)
+test-stream-e2e: build cluster-deps kafka-deps
+	$(CARGO) build --release -p sluice-server --example stream_e2e
+	@$(REPO_ROOT)/e2e/operator/stream.sh

@@ -135,6 +135,10 @@ pub fn revision(spec: &InferenceServiceSpec, cfg: &BuildConfig) -> Result<String
     if !spec.placement.is_default() {
         bytes.extend(serde_json::to_vec(&("placement", &spec.placement))?);
     }
+    // A stream's topics, group and delivery are the workers' arguments.
+    if let Some(streaming) = &spec.streaming {
+        bytes.extend(serde_json::to_vec(&("streaming", streaming))?);
+    }
     Ok(short_hash(&bytes))
 }
 

@@ -227,7 +227,19 @@ fn every_fixture_builds_a_secure_observable_deployment() {
             None => assert_eq!(args.len(), 5),
         }
         let server_args = server.args.clone().unwrap();
-        assert_eq!(server_args[..3], ["serve", "--model-repository", "/models"]);
+        let streaming = isvc.spec.streaming.is_some();
+        if streaming {
+            assert_eq!(
+                server_args[..3],
+                [
+                    "stream".to_string(),
+                    "--model".into(),
+                    format!("/models/{name}")
+                ]
+            );
+        } else {
+            assert_eq!(server_args[..3], ["serve", "--model-repository", "/models"]);
+        }
         assert_eq!(env(&server, "SLUICE_ISVC"), Some(name.clone()));
         assert_eq!(env(&server, "SLUICE_REVISION"), Some(d.revision.clone()));
         let ready = server
@@ -237,10 +249,12 @@ fn every_fixture_builds_a_secure_observable_deployment() {
             .http_get
             .as_ref()
             .unwrap();
-        assert_eq!(
-            ready.path.as_deref(),
-            Some(format!("/v2/models/{name}/ready").as_str())
-        );
+        let ready_path = if streaming {
+            "/v2/health/ready".to_string()
+        } else {
+            format!("/v2/models/{name}/ready")
+        };
+        assert_eq!(ready.path.as_deref(), Some(ready_path.as_str()));
         let live = server
             .liveness_probe
             .as_ref()
@@ -264,7 +278,8 @@ fn every_fixture_builds_a_secure_observable_deployment() {
             .flatten()
             .map(|p| p.port)
             .collect();
-        assert_eq!(ports, [8080, 8081]);
+        let want_ports: &[i32] = if streaming { &[8080] } else { &[8080, 8081] };
+        assert_eq!(ports, want_ports, "{ctx}");
         assert_eq!(
             d.pdb.is_some(),
             isvc.spec.min_replicas >= 2 && !per_node,
@@ -937,5 +952,102 @@ fn a_static_answer_reaches_the_server_typed_and_must_fill_its_shape() {
     assert!(
         error.contains("spec.fallback.static[1].data has 1 values, but shape [1, 2] holds 2"),
         "{error}"
+    );
+}
+
+#[test]
+fn a_stream_runs_workers_of_one_group_each_with_its_own_transactional_id() {
+    let isvc = fixture("streaming");
+    let d = built(&isvc);
+    let (_, server) = containers(&d);
+    let args = server.args.clone().unwrap();
+    let flag = |name: &str| {
+        let at = args.iter().position(|a| a == name)?;
+        args.get(at + 1).cloned()
+    };
+    assert_eq!(
+        flag("--brokers").as_deref(),
+        Some("kafka-0.kafka.data:9093,kafka-1.kafka.data:9093")
+    );
+    assert_eq!(flag("--input-topic").as_deref(), Some("transactions"));
+    assert_eq!(flag("--output-topic").as_deref(), Some("fraud-scores"));
+    assert_eq!(flag("--dlq-topic").as_deref(), Some("fraud-scores-dlq"));
+    assert_eq!(
+        flag("--group").as_deref(),
+        Some("sluice-risk-fraud-stream"),
+        "one group for every revision: a canary's workers join the stable's"
+    );
+    assert_eq!(flag("--delivery").as_deref(), Some("exactly-once"));
+    assert_eq!(flag("--metrics-address").as_deref(), Some("0.0.0.0:8080"));
+    assert_eq!(flag("--max-batch-records").as_deref(), Some("256"));
+    assert_eq!(flag("--linger-ms").as_deref(), Some("10"));
+    assert_eq!(
+        flag("--features").as_deref(),
+        Some("amount,merchant_risk,hour")
+    );
+    assert_eq!(
+        flag("--properties-file").as_deref(),
+        Some("/var/run/sluice/kafka/client.properties")
+    );
+    assert_eq!(flag("--max-attempts"), None, "the worker's default");
+    // Each pod its own transactional id, from its name.
+    assert_eq!(
+        env(&server, "SLUICE_TRANSACTIONAL_ID").as_deref(),
+        Some("sluice-risk-fraud-stream-$(POD_NAME)")
+    );
+    let pod_name = server
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == "POD_NAME")
+        .and_then(|e| e.value_from.as_ref()?.field_ref.as_ref())
+        .map(|f| f.field_path.clone());
+    assert_eq!(pod_name.as_deref(), Some("metadata.name"));
+    // The Kafka Secret mounted read-only where the properties file points.
+    let mount = server
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.mount_path == "/var/run/sluice/kafka")
+        .expect("the credentials mount");
+    assert_eq!(mount.read_only, Some(true));
+    let volume = pod_spec(&d)
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == mount.name)
+        .unwrap();
+    assert_eq!(
+        volume
+            .secret
+            .as_ref()
+            .and_then(|s| s.secret_name.as_deref()),
+        Some("kafka-client")
+    );
+    let ports: Vec<_> = server
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| p.container_port)
+        .collect();
+    assert_eq!(ports, [8080], "metrics and probes only");
+
+    // At-least-once, a named group, no Secret.
+    let mut plain = isvc.clone();
+    let streaming = plain.spec.streaming.as_mut().unwrap();
+    streaming.delivery = sluice_operator::crd::StreamDelivery::AtLeastOnce;
+    streaming.group = Some("fraud-workers".into());
+    streaming.credentials_secret = None;
+    let d = built(&plain);
+    let args = containers(&d).1.args.unwrap();
+    let at = args.iter().position(|a| a == "--delivery").unwrap();
+    assert_eq!(args[at + 1], "at-least-once");
+    let at = args.iter().position(|a| a == "--group").unwrap();
+    assert_eq!(args[at + 1], "fraud-workers");
+    assert!(!args.iter().any(|a| a == "--properties-file"));
+    assert_ne!(
+        built(&isvc).revision,
+        d.revision,
+        "the stream's settings are part of the revision"
     );
 }

@@ -36,6 +36,7 @@ fn canary(revision: &str) -> Target<'_> {
         stable: "stable",
         stable_offset_seconds: None,
         role: "canary",
+        streaming: false,
     }
 }
 

@@ -18,7 +18,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use processes::{sluice_server, wait_until};
 use sluice_operator::autoscale::decision::{self, Input, Signals};
-use sluice_operator::autoscale::signals;
+use sluice_operator::autoscale::signals::{self, PodKind};
 use sluice_operator::crd::autoscaling::Signal;
 use sluice_operator::crd::{AutoscalingMode, AutoscalingSpec, AutoscalingStatus};
 use support::free_port;
@@ -41,6 +41,7 @@ fn decide(signals: &Signals, current: i32) -> AutoscalingStatus {
         max_replicas: Some(50),
         cpu_request_cores: Some(0.5),
         gpu: false,
+        streaming: false,
         current,
         previous: None,
         signals,
@@ -87,7 +88,7 @@ async fn signals_from_a_real_prometheus_scraping_a_real_server() {
     let client =
         sluice_operator::prometheus::client(&format!("http://127.0.0.1:{prom_port}")).unwrap();
     let spec = spec();
-    let queries = signals::queries("ml", "fraud", &spec, &[], false);
+    let queries = signals::queries("ml", "fraud", &spec, &[], PodKind::default());
 
     // Idle: scraped pods that served nothing read 0 requests/s, not missing.
     let idle = wait_until(
@@ -157,7 +158,11 @@ async fn signals_from_a_real_prometheus_scraping_a_real_server() {
     assert_eq!(decided.mode, AutoscalingMode::Sluice);
 
     // A service Prometheus has no series for: every signal is missing, so hold.
-    let unknown = signals::read(&client, &signals::queries("ml", "other", &spec, &[], false)).await;
+    let unknown = signals::read(
+        &client,
+        &signals::queries("ml", "other", &spec, &[], PodKind::default()),
+    )
+    .await;
     assert_eq!(unknown, Signals::default());
     let held = decide(&unknown, 7);
     assert_eq!(

@@ -550,11 +550,15 @@ impl VersionMetrics {
 }
 
 /// Serves `registry` at `http://address/metrics` on a thread of its own, for
-/// the commands that run without the HTTP server (`batch`, `stream`); fails
-/// only when the address cannot be bound.
-pub fn serve(address: std::net::SocketAddr, registry: Registry) -> std::io::Result<()> {
+/// the commands that run without the HTTP server (`batch`, `stream`), with
+/// the probes of the serving API: `/v2/health/live` answers 200 while the
+/// process runs, `/v2/health/ready` 200 once [`Readiness::set_ready`] was
+/// called (503 before). Fails only when the address cannot be bound.
+pub fn serve(address: std::net::SocketAddr, registry: Registry) -> std::io::Result<Readiness> {
     let listener = std::net::TcpListener::bind(address)?;
     listener.set_nonblocking(true)?;
+    let readiness = Readiness::default();
+    let ready = readiness.clone();
     std::thread::Builder::new()
         .name("metrics".into())
         .spawn(move || {
@@ -564,25 +568,56 @@ pub fn serve(address: std::net::SocketAddr, registry: Registry) -> std::io::Resu
                 .expect("a tokio runtime");
             runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).expect("a listener");
-                let app = axum::Router::new().route(
-                    "/metrics",
-                    axum::routing::get(move || {
-                        let registry = registry.clone();
-                        async move {
-                            let mut text = Vec::new();
-                            TextEncoder::new()
-                                .encode(&registry.gather(), &mut text)
-                                .expect("metrics encode");
-                            String::from_utf8(text).expect("metrics are text")
-                        }
-                    }),
-                );
+                let app = axum::Router::new()
+                    .route(
+                        "/metrics",
+                        axum::routing::get(move || {
+                            let registry = registry.clone();
+                            async move {
+                                let mut text = Vec::new();
+                                TextEncoder::new()
+                                    .encode(&registry.gather(), &mut text)
+                                    .expect("metrics encode");
+                                String::from_utf8(text).expect("metrics are text")
+                            }
+                        }),
+                    )
+                    .route("/v2/health/live", axum::routing::get(|| async { "live" }))
+                    .route(
+                        "/v2/health/ready",
+                        axum::routing::get(move || {
+                            let ready = ready.is_ready();
+                            async move {
+                                if ready {
+                                    (axum::http::StatusCode::OK, "ready")
+                                } else {
+                                    (axum::http::StatusCode::SERVICE_UNAVAILABLE, "not ready")
+                                }
+                            }
+                        }),
+                    );
                 if let Err(error) = axum::serve(listener, app).await {
                     tracing::warn!(%error, "the metrics endpoint stopped");
                 }
             });
         })?;
-    Ok(())
+    Ok(readiness)
+}
+
+/// Whether a command served by [`serve`] is ready for work (`/v2/health/ready`).
+#[derive(Clone, Debug, Default)]
+pub struct Readiness(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Readiness {
+    /// From now on `/v2/health/ready` answers 200.
+    pub fn set_ready(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether [`Readiness::set_ready`] was called.
+    pub fn is_ready(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
 }
 
 #[cfg(test)]

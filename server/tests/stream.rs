@@ -467,7 +467,14 @@ fn inference_requests_are_answered_with_protocol_responses_and_a_graceful_stop_c
         .unwrap();
     producer.flush(Duration::from_secs(30)).unwrap();
 
-    let worker = Worker::start("protocol", &model, &bootstrap, &[]);
+    let metrics_port = common::free_port();
+    let metrics_address = format!("127.0.0.1:{metrics_port}");
+    let worker = Worker::start(
+        "protocol",
+        &model,
+        &bootstrap,
+        &["--metrics-address", &metrics_address],
+    );
     let answers = read_topic(
         &bootstrap,
         "predictions",
@@ -476,6 +483,31 @@ fn inference_requests_are_answered_with_protocol_responses_and_a_graceful_stop_c
         Duration::from_secs(120),
         Duration::ZERO,
     );
+    // The probes a Deployment uses, and the partition count the operator's
+    // autoscaler caps the workers at (from librdkafka's statistics, each second).
+    let get = |path: &str| {
+        let response = reqwest::blocking::get(format!("http://{metrics_address}{path}")).unwrap();
+        (response.status().as_u16(), response.text().unwrap())
+    };
+    assert_eq!(get("/v2/health/live").0, 200);
+    assert_eq!(
+        get("/v2/health/ready").0,
+        200,
+        "ready once it answers records"
+    );
+    let partitions = format!("sluice_stream_input_partitions{{topic=\"events\"}} {PARTITIONS}");
+    let started = Instant::now();
+    loop {
+        let (_, metrics) = get("/metrics");
+        if metrics.contains(&partitions) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no {partitions} in\n{metrics}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let summary = worker.stop();
     assert_eq!(summary["consumed"], 2, "{summary}");
     assert_eq!(summary["produced"], 2, "{summary}");

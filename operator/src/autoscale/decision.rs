@@ -7,14 +7,18 @@
 //!    count), and the CPU, GPU and queue-depth triggers, `ceil(current x value /
 //!    target)` as an HPA computes it. A value within 10% above the current count
 //!    keeps it ([`TOLERANCE`]), so noise at an integer boundary does not scale.
+//!    With `spec.streaming` the request rate is the records consumed per second,
+//!    and the consumer-lag trigger asks for `ceil(total lag / target)` workers.
 //! 2. The highest recommendation wins (so triggers only raise), clamped to
-//!    `minReplicas`..`maxReplicas`.
+//!    `minReplicas`..`maxReplicas`; a stream's workers also never outnumber its
+//!    input topic's partitions (a worker more would read nothing).
 //! 3. Scale-up goes one step per `scaleUp.periodSeconds`, each step adding at most
 //!    `max(scaleUp.maxReplicas, scaleUp.maxPercent % of current)`; burst mode skips
 //!    the limit. Scale-down goes only to the highest recommendation made within
 //!    `scaleDownStabilizationSeconds` (recommendations are kept in status).
 //!
-//! Missing data: when the request rate is missing while the rule needs it, or every
+//! Missing data: when the request rate is missing while the rule needs it (or a
+//! stream's consumer lag while its trigger is on), or every
 //! enabled signal is missing, the count is held where it is (signal `MissingData`):
 //! missing data never scales down, and it never scales up either. A missing trigger
 //! alone just does not raise. Values that are negative, NaN or infinite count as
@@ -48,6 +52,12 @@ pub struct Signals {
     pub gpu_utilization: Option<f64>,
     /// Requests waiting per pod.
     pub queue_depth_per_pod: Option<f64>,
+    /// Records of the input topic not yet committed by the stream's workers
+    /// (`spec.streaming` only).
+    pub consumer_lag: Option<f64>,
+    /// Partitions of the input topic, as the workers see them (`spec.streaming`
+    /// only).
+    pub partitions: Option<f64>,
 }
 
 /// Everything the decision depends on.
@@ -63,6 +73,9 @@ pub struct Input<'a> {
     pub cpu_request_cores: Option<f64>,
     /// Whether the pods run on a GPU (`device: cuda`), for the GPU trigger.
     pub gpu: bool,
+    /// Whether the pods are stream workers (`spec.streaming`), for the lag
+    /// trigger and the partition ceiling.
+    pub streaming: bool,
     /// Replicas wanted now (the previous decision).
     pub current: i32,
     /// The previous decision, with its recommendation history.
@@ -85,13 +98,24 @@ struct Candidate {
 pub fn decide(input: &Input) -> AutoscalingStatus {
     let spec = input.spec;
     let current = input.current.max(0);
-    let ceiling = input.max_replicas.unwrap_or(REPLICA_CEILING);
+    let (ceiling, ceiling_signal, ceiling_reason) = ceiling(input);
     let floor = input.min_replicas.min(ceiling);
+    // A floor lowered by the ceiling (a stream with fewer partitions than
+    // minReplicas) is the ceiling's doing.
+    let (floor_signal, floor_reason) = if floor < input.min_replicas {
+        (ceiling_signal, ceiling_reason.clone())
+    } else {
+        (Signal::MinReplicas, format!("floor minReplicas {floor}"))
+    };
     let (candidates, burst, missing) = recommendations(input, current);
 
     // The highest recommendation wins; missing data holds the count.
+    // The request rate, and a stream's lag, are primary: without them the
+    // count is held rather than left to the triggers.
     let needs_rate = spec.throughput_per_replica.is_some();
-    let rate_missing = needs_rate && missing.contains(&"request rate");
+    let needs_lag = input.streaming && spec.triggers.consumer_lag_records > 0;
+    let rate_missing = (needs_rate && missing.contains(&"request rate"))
+        || (needs_lag && missing.contains(&"consumer lag"));
     let mut best = candidates
         .into_iter()
         .fold(None::<Candidate>, |best, c| match best {
@@ -120,14 +144,14 @@ pub fn decide(input: &Input) -> AutoscalingStatus {
     if chosen.replicas < floor {
         chosen = Candidate {
             replicas: floor,
-            signal: Signal::MinReplicas,
-            reason: format!("floor minReplicas {floor} (above {})", chosen.reason),
+            signal: floor_signal,
+            reason: format!("{floor_reason} (above {})", chosen.reason),
         };
     } else if chosen.replicas > ceiling {
         chosen = Candidate {
             replicas: ceiling,
-            signal: Signal::MaxReplicas,
-            reason: format!("ceiling {ceiling} (below {})", chosen.reason),
+            signal: ceiling_signal,
+            reason: format!("{ceiling_reason} (below {})", chosen.reason),
         };
     }
     let recommended = chosen.replicas;
@@ -187,13 +211,9 @@ pub fn decide(input: &Input) -> AutoscalingStatus {
     };
     // The bounds hold whatever the history says (minReplicas raised, maxReplicas lowered).
     let (desired, signal, reason) = if desired < floor {
-        (
-            floor,
-            Signal::MinReplicas,
-            format!("floor minReplicas {floor}"),
-        )
+        (floor, floor_signal, floor_reason)
     } else if desired > ceiling {
-        (ceiling, Signal::MaxReplicas, format!("ceiling {ceiling}"))
+        (ceiling, ceiling_signal, ceiling_reason)
     } else {
         (desired, signal, reason)
     };
@@ -216,6 +236,26 @@ pub fn decide(input: &Input) -> AutoscalingStatus {
             previous_up
         },
         recommendations: history,
+    }
+}
+
+/// The most replicas wanted, what sets it and why: `maxReplicas` (else
+/// [`REPLICA_CEILING`]), or a stream's partition count when that is lower. A
+/// stream whose partitions are not known yet is bound by `maxReplicas` alone.
+fn ceiling(input: &Input) -> (i32, Signal, String) {
+    let max = input.max_replicas.unwrap_or(REPLICA_CEILING);
+    let partitions = input
+        .signals
+        .partitions
+        .filter(|p| input.streaming && usable(*p) && *p >= 1.0)
+        .map(|p| p.min(f64::from(REPLICA_CEILING)) as i32);
+    match partitions {
+        Some(partitions) if partitions < max => (
+            partitions,
+            Signal::Partitions,
+            format!("ceiling: the input topic's {partitions} partitions"),
+        ),
+        _ => (max, Signal::MaxReplicas, format!("ceiling {max}")),
     }
 }
 
@@ -308,6 +348,22 @@ fn recommendations(input: &Input, current: i32) -> (Vec<Candidate>, bool, Vec<&'
                 format!("queue depth {depth:.1} per pod"),
             )),
             None => missing.push("queue depth"),
+        }
+    }
+    if input.streaming && triggers.consumer_lag_records > 0 {
+        match signals.consumer_lag.filter(|v| usable(*v)) {
+            Some(lag) => {
+                let target = triggers.consumer_lag_records;
+                let raw = lag / f64::from(target);
+                candidates.push(Candidate {
+                    replicas: tolerated(raw, current),
+                    signal: Signal::ConsumerLag,
+                    reason: format!(
+                        "consumer lag {lag:.0} records / target {target} per worker = {raw:.2}"
+                    ),
+                });
+            }
+            None => missing.push("consumer lag"),
         }
     }
     (candidates, burst, missing)
@@ -534,6 +590,7 @@ mod tests {
         min: i32,
         max: Option<i32>,
         gpu: bool,
+        streaming: bool,
         current: i32,
         previous: Option<AutoscalingStatus>,
         signals: Signals,
@@ -547,6 +604,7 @@ mod tests {
             min: 2,
             max: Some(20),
             gpu: false,
+            streaming: false,
             current,
             previous: None,
             signals,
@@ -561,6 +619,7 @@ mod tests {
             max_replicas: c.max,
             cpu_request_cores: Some(0.5),
             gpu: c.gpu,
+            streaming: c.streaming,
             current: c.current,
             previous: c.previous.as_ref(),
             signals: &c.signals,
@@ -951,6 +1010,7 @@ mod tests {
                 max_replicas: Some(20),
                 cpu_request_cores: Some(0.5),
                 gpu: false,
+                streaming: false,
                 current: previous.as_ref().map_or(2, |p| p.desired_replicas),
                 previous: previous.as_ref(),
                 signals: &signals,
@@ -1024,5 +1084,114 @@ mod tests {
             Some(Time(t(0))),
             "unchanged count, unchanged time"
         );
+    }
+    /// A stream: lag / target per worker, at most the partitions, the
+    /// records-consumed rate as the request rate.
+    #[test]
+    fn stream_workers_follow_the_lag_up_to_the_partitions() {
+        let stream = |name, current, lag: Option<f64>, partitions: Option<f64>, want| Case {
+            streaming: true,
+            spec: spec(", throughputPerReplica: null"),
+            ..case(
+                name,
+                current,
+                Signals {
+                    consumer_lag: lag,
+                    partitions,
+                    queue_depth_per_pod: Some(0.0),
+                    ..Signals::default()
+                },
+                want,
+            )
+        };
+        let cases = [
+            stream(
+                "no lag: the floor",
+                3,
+                Some(0.0),
+                Some(8.0),
+                (2, MinReplicas),
+            ),
+            stream(
+                "5,500 records behind",
+                2,
+                Some(5500.0),
+                Some(8.0),
+                (6, ConsumerLag),
+            ),
+            stream(
+                "within 10% holds",
+                5,
+                Some(5400.0),
+                Some(8.0),
+                (5, ConsumerLag),
+            ),
+            stream(
+                "never above the partitions",
+                2,
+                Some(50_000.0),
+                Some(4.0),
+                (4, Partitions),
+            ),
+            stream(
+                "maxReplicas below the partitions",
+                2,
+                Some(50_000.0),
+                Some(64.0),
+                (20, MaxReplicas),
+            ),
+            stream(
+                "partitions not known yet: maxReplicas",
+                2,
+                Some(50_000.0),
+                None,
+                (20, MaxReplicas),
+            ),
+            stream(
+                "one partition caps the floor too",
+                2,
+                Some(0.0),
+                Some(1.0),
+                (1, Partitions),
+            ),
+            stream("no lag data holds", 5, None, Some(8.0), (5, MissingData)),
+            Case {
+                streaming: false,
+                ..stream(
+                    "lag and partitions mean nothing without spec.streaming",
+                    2,
+                    Some(50_000.0),
+                    Some(1.0),
+                    (2, MinReplicas),
+                )
+            },
+            Case {
+                spec: spec(""),
+                signals: Signals {
+                    peak_rps: Some(200.0),
+                    consumer_lag: Some(0.0),
+                    partitions: Some(8.0),
+                    ..Signals::default()
+                },
+                ..stream(
+                    "the consumed rate scales a stream too",
+                    2,
+                    Some(0.0),
+                    Some(8.0),
+                    (3, RequestRate),
+                )
+            },
+        ];
+        let mut failures = Vec::new();
+        for c in &cases {
+            let got = run(c);
+            if (got.desired_replicas, got.signal) != c.want {
+                failures.push(format!(
+                    "{}: want {:?}, got ({}, {:?}): {}",
+                    c.name, c.want, got.desired_replicas, got.signal, got.reason
+                ));
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
     }
 }

@@ -36,7 +36,10 @@ pub fn queries(isvc: &InferenceService, pods: &[Pod]) -> Option<Queries> {
             &isvc.name_any(),
             &spec.autoscaling,
             &names,
-            spec.runtime.device == Device::Cuda,
+            signals::PodKind {
+                gpu: spec.runtime.device == Device::Cuda,
+                streaming: spec.streaming.is_some(),
+            },
         )
     })
 }
@@ -76,6 +79,7 @@ pub fn decide(
             max_replicas: spec.max_replicas,
             cpu_request_cores: cpu_request_cores(isvc),
             gpu: spec.runtime.device == Device::Cuda,
+            streaming: spec.streaming.is_some(),
             current: current(running, previous).unwrap_or(spec.min_replicas),
             previous,
             signals,

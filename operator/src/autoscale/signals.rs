@@ -17,6 +17,12 @@
 //!   labels each GPU with the `namespace` and `pod` using it), averaged.
 //! - Queue depth: per-pod `sluice_inference_queue_depth`, averaged over pods and
 //!   over the rate window.
+//! - Stream workers (`spec.streaming`): the request rate is the rate of
+//!   `sluice_stream_records_total{outcome="consumed"}`; the consumer lag is the
+//!   sum over partitions of `sluice_stream_consumer_lag_records` (the highest
+//!   report per partition, as two workers can both report one for a moment
+//!   around a rebalance), averaged over the rate window; the partitions are
+//!   the highest `sluice_stream_input_partitions`.
 
 use futures::future::OptionFuture;
 use prometheus_http_query::Client;
@@ -38,16 +44,29 @@ pub struct Queries {
     pub gpu_utilization: Option<String>,
     /// Requests waiting per pod.
     pub queue_depth_per_pod: String,
+    /// Records the stream's workers have not committed (stream workers only).
+    pub consumer_lag: Option<String>,
+    /// Partitions of the stream's input topic (stream workers only).
+    pub partitions: Option<String>,
+}
+
+/// What kind of pods serve, for [`queries`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PodKind {
+    /// They use a GPU (`device: cuda`).
+    pub gpu: bool,
+    /// They are stream workers (`spec.streaming`).
+    pub streaming: bool,
 }
 
 /// Writes the queries for the InferenceService `name` in `namespace`. `pods` are its
-/// serving pods' names (the GPU query selects them); `gpu` is whether they use one.
+/// serving pods' names (the GPU query selects them).
 pub fn queries(
     namespace: &str,
     name: &str,
     spec: &AutoscalingSpec,
     pods: &[String],
-    gpu: bool,
+    kind: PodKind,
 ) -> Queries {
     let selector = format!(
         r#"{{namespace="{}",isvc="{}"}}"#,
@@ -56,17 +75,20 @@ pub fn queries(
     );
     let rate_window = spec.rate_window_seconds.max(1);
     let step = (rate_window / 3).max(1);
-    let rate = format!(
-        "sum(rate(sluice_inference_requests_total{selector}[{rate_window}s])) \
-         or (0 * sum(sluice_model_ready{selector}))"
-    );
+    let requests = if kind.streaming {
+        stream_selector(&selector, r#"outcome="consumed""#)
+    } else {
+        format!("sluice_inference_requests_total{selector}")
+    };
+    let rate =
+        format!("sum(rate({requests}[{rate_window}s])) or (0 * sum(sluice_model_ready{selector}))");
     let cpu_window = spec.triggers.cpu_window_seconds.max(1);
     let cpu_per_pod = format!(
         "avg(sum by (instance) (rate(process_cpu_seconds_total{selector}[{rate_window}s])))"
     );
     // The window must be (almost) covered: CPU above target for the whole window.
     let needed_points = (cpu_window / step) * 9 / 10;
-    let gpu_utilization = (gpu && !pods.is_empty()).then(|| {
+    let gpu_utilization = (kind.gpu && !pods.is_empty()).then(|| {
         let pods = pods
             .iter()
             .map(|p| regex_escape(p))
@@ -92,7 +114,21 @@ pub fn queries(
         queue_depth_per_pod: format!(
             "avg_over_time(avg(sum by (instance) (sluice_inference_queue_depth{selector}))[{rate_window}s:{step}s])"
         ),
+        consumer_lag: kind.streaming.then(|| {
+            format!(
+                "avg_over_time(sum(max by (topic, partition) (sluice_stream_consumer_lag_records{selector}))[{rate_window}s:{step}s])"
+            )
+        }),
+        partitions: kind
+            .streaming
+            .then(|| format!("max(sluice_stream_input_partitions{selector})")),
     }
+}
+
+/// `sluice_stream_records_total` selected by `selector` (`{...}`) and `extra`.
+fn stream_selector(selector: &str, extra: &str) -> String {
+    let inner = selector.trim_end_matches('}');
+    format!("sluice_stream_records_total{inner},{extra}}}")
 }
 
 /// Escapes a PromQL string literal's content.
@@ -108,17 +144,22 @@ fn regex_escape(value: &str) -> String {
 /// Runs the queries concurrently; a query that fails or returns nothing leaves its
 /// signal `None` (the failure is logged).
 pub async fn read(client: &Client, queries: &Queries) -> Signals {
-    let gpu: OptionFuture<_> = queries
-        .gpu_utilization
-        .as_deref()
-        .map(|q| scalar(client, q))
-        .into();
-    let (peak_rps, latest_rps, cpu_cores_per_pod, gpu_utilization, queue_depth_per_pod) = futures::join!(
+    let (
+        peak_rps,
+        latest_rps,
+        cpu_cores_per_pod,
+        gpu_utilization,
+        queue_depth_per_pod,
+        consumer_lag,
+        partitions,
+    ) = futures::join!(
         scalar(client, &queries.peak_rps),
         scalar(client, &queries.latest_rps),
         scalar(client, &queries.cpu_cores_per_pod),
-        gpu,
+        optional(client, queries.gpu_utilization.as_deref()),
         scalar(client, &queries.queue_depth_per_pod),
+        optional(client, queries.consumer_lag.as_deref()),
+        optional(client, queries.partitions.as_deref()),
     );
     Signals {
         peak_rps,
@@ -126,7 +167,17 @@ pub async fn read(client: &Client, queries: &Queries) -> Signals {
         cpu_cores_per_pod,
         gpu_utilization: gpu_utilization.flatten(),
         queue_depth_per_pod,
+        consumer_lag: consumer_lag.flatten(),
+        partitions: partitions.flatten(),
     }
+}
+
+/// [`scalar`] of a query that may not apply.
+fn optional<'a>(
+    client: &'a Client,
+    query: Option<&'a str>,
+) -> OptionFuture<impl Future<Output = Option<f64>> + 'a> {
+    query.map(|q| scalar(client, q)).into()
 }
 
 /// The value of a query that yields one sample (the first, if several).
@@ -154,7 +205,7 @@ mod tests {
     fn queries_select_the_service_across_revisions_with_the_spec_windows() {
         let spec: AutoscalingSpec =
             serde_saphyr::from_str("{rateWindowSeconds: 15, peakWindowSeconds: 120}").unwrap();
-        let q = queries("ml", "fraud", &spec, &[], false);
+        let q = queries("ml", "fraud", &spec, &[], PodKind::default());
         assert_eq!(
             q.latest_rps,
             r#"sum(rate(sluice_inference_requests_total{namespace="ml",isvc="fraud"}[15s])) or (0 * sum(sluice_model_ready{namespace="ml",isvc="fraud"}))"#
@@ -182,7 +233,7 @@ mod tests {
             "fraud-7d9f-abcde".to_string(),
             "fraud-7d9f-fghij".to_string(),
         ];
-        let q = queries("ml", "fraud", &spec, &pods, true);
+        let q = queries("ml", "fraud", &spec, &pods, gpu());
         assert_eq!(
             q.gpu_utilization.as_deref(),
             Some(
@@ -190,9 +241,47 @@ mod tests {
             )
         );
         assert_eq!(
-            queries("ml", "fraud", &spec, &[], true).gpu_utilization,
+            queries("ml", "fraud", &spec, &[], gpu()).gpu_utilization,
             None
         );
+    }
+
+    fn gpu() -> PodKind {
+        PodKind {
+            gpu: true,
+            streaming: false,
+        }
+    }
+
+    #[test]
+    fn stream_workers_are_scaled_on_records_lag_and_partitions() {
+        let kind = PodKind {
+            gpu: false,
+            streaming: true,
+        };
+        let q = queries("ml", "fraud", &AutoscalingSpec::default(), &[], kind);
+        assert_eq!(
+            q.latest_rps,
+            r#"sum(rate(sluice_stream_records_total{namespace="ml",isvc="fraud",outcome="consumed"}[30s])) or (0 * sum(sluice_model_ready{namespace="ml",isvc="fraud"}))"#
+        );
+        assert_eq!(
+            q.consumer_lag.as_deref(),
+            Some(
+                r#"avg_over_time(sum(max by (topic, partition) (sluice_stream_consumer_lag_records{namespace="ml",isvc="fraud"}))[30s:10s])"#
+            )
+        );
+        assert_eq!(
+            q.partitions.as_deref(),
+            Some(r#"max(sluice_stream_input_partitions{namespace="ml",isvc="fraud"})"#)
+        );
+        let http = queries(
+            "ml",
+            "fraud",
+            &AutoscalingSpec::default(),
+            &[],
+            PodKind::default(),
+        );
+        assert_eq!((http.consumer_lag, http.partitions), (None, None));
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub mod init;
 pub mod optimize;
 mod placement;
 pub mod pod;
+pub mod stream;
 
 pub use fetch::StorageUri;
 use fetch::{FetchSource, FetchTarget, fetch_container};
@@ -166,7 +167,7 @@ pub fn build(isvc: &InferenceService, cfg: &BuildConfig, layout: &Layout) -> Res
         match_labels: Some(revision_selector(&name, &revision)),
         ..LabelSelector::default()
     };
-    let template = pod_template(&name, &revision, &isvc.spec, cfg);
+    let template = pod_template(&name, &namespace, &revision, &isvc.spec, cfg);
     let placement = &isvc.spec.placement;
     let workload = if placement.per_node() {
         Workload::DaemonSet(stamp(DaemonSet {
@@ -181,15 +182,23 @@ pub fn build(isvc: &InferenceService, cfg: &BuildConfig, layout: &Layout) -> Res
             ..Deployment::default()
         })?)
     };
+    // Stream workers serve only metrics and probes, on the http port.
+    let service_ports: Vec<ServicePort> = [
+        Some(service_port("http", HTTP_PORT, "http")),
+        isvc.spec
+            .streaming
+            .is_none()
+            .then(|| service_port("grpc", GRPC_PORT, "kubernetes.io/h2c")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     let service_for =
         |object_name: String, extra: &[(&str, &str)], selector, traffic_policy| Service {
             metadata: meta(object_name, extra),
             spec: Some(ServiceSpec {
                 selector: Some(selector),
-                ports: Some(vec![
-                    service_port("http", HTTP_PORT, "http"),
-                    service_port("grpc", GRPC_PORT, "kubernetes.io/h2c"),
-                ]),
+                ports: Some(service_ports.clone()),
                 internal_traffic_policy: traffic_policy,
                 ..ServiceSpec::default()
             }),
@@ -437,13 +446,15 @@ fn deployment_spec(
 /// containers, `sluice-server`, placed as `spec.placement` says.
 fn pod_template(
     name: &str,
+    namespace: &str,
     revision: &str,
     spec: &InferenceServiceSpec,
     cfg: &BuildConfig,
 ) -> PodTemplateSpec {
     let mut pod_labels = common_labels(name);
     pod_labels.insert(REVISION_LABEL.into(), revision.into());
-    let tls = security::tls_scheme(spec.security.as_ref());
+    // Stream workers serve no requests: no TLS on their metrics and probes.
+    let tls = security::tls_scheme(spec.security.as_ref()).filter(|_| spec.streaming.is_none());
     let mut pod_annotations = scrape_annotations(HTTP_PORT);
     if let Some(scheme) = tls {
         pod_annotations.insert("prometheus.io/scheme".into(), scheme.to_lowercase());
@@ -464,7 +475,7 @@ fn pod_template(
         },
         empty_dir("tmp"),
     ];
-    let (security_volumes, security_mounts) = spec
+    let (security_volumes, mut security_mounts) = spec
         .security
         .as_ref()
         .map(security::volumes)
@@ -520,6 +531,35 @@ fn pod_template(
         env_var("SLUICE_ISVC", name),
         env_var("SLUICE_REVISION", revision),
     ];
+    // A stream worker serves only its metrics and probes, over plain HTTP.
+    let (args, ports, readiness_path) = match &spec.streaming {
+        Some(streaming) => {
+            let group = streaming.group_or_default(namespace, name);
+            env.extend(stream::env(&group));
+            if let Some((volume, credentials)) = stream::credentials(streaming) {
+                volumes.push(volume);
+                security_mounts.push(credentials);
+            }
+            (
+                stream::args(
+                    streaming,
+                    &group,
+                    &format!("{MODEL_REPOSITORY}/{name}"),
+                    HTTP_PORT,
+                ),
+                vec![container_port("http", HTTP_PORT)],
+                "/v2/health/ready".to_string(),
+            )
+        }
+        None => (
+            server_args(spec),
+            vec![
+                container_port("http", HTTP_PORT),
+                container_port("grpc", GRPC_PORT),
+            ],
+            format!("/v2/models/{name}/ready"),
+        ),
+    };
     env.extend(spec.runtime.env.iter().cloned());
     let probe = |path: String, period: i32, failures: i32| Probe {
         http_get: Some(HTTPGetAction {
@@ -537,35 +577,10 @@ fn pod_template(
         name: "server".into(),
         image: Some(image),
         image_pull_policy: Some("IfNotPresent".into()),
-        args: Some(
-            [
-                "serve",
-                "--model-repository",
-                MODEL_REPOSITORY,
-                "--http-port",
-                &HTTP_PORT.to_string(),
-                "--grpc-port",
-                &GRPC_PORT.to_string(),
-                "--shutdown-delay-seconds",
-                &SHUTDOWN_DELAY_SECONDS.to_string(),
-                "--drain-timeout-seconds",
-                &DRAIN_TIMEOUT_SECONDS.to_string(),
-                "--max-connection-age-seconds",
-                &MAX_CONNECTION_AGE_SECONDS.to_string(),
-                "--log-format",
-                "json",
-            ]
-            .map(String::from)
-            .into_iter()
-            .chain(spec.security.iter().flat_map(security::server_args))
-            .collect(),
-        ),
+        args: Some(args),
         env: Some(env),
-        ports: Some(vec![
-            container_port("http", HTTP_PORT),
-            container_port("grpc", GRPC_PORT),
-        ]),
-        readiness_probe: Some(probe(format!("/v2/models/{name}/ready"), 5, 3)),
+        ports: Some(ports),
+        readiness_probe: Some(probe(readiness_path, 5, 3)),
         liveness_probe: Some(probe("/v2/health/live".into(), 10, 3)),
         resources: Some(resources),
         security_context: Some(container_security()),
@@ -613,6 +628,32 @@ fn pod_template(
         }),
         spec: Some(pod),
     }
+}
+
+/// `sluice-server serve`'s arguments: the model repository, the ports, the
+/// graceful-shutdown timings and `spec.security`'s flags.
+fn server_args(spec: &InferenceServiceSpec) -> Vec<String> {
+    [
+        "serve",
+        "--model-repository",
+        MODEL_REPOSITORY,
+        "--http-port",
+        &HTTP_PORT.to_string(),
+        "--grpc-port",
+        &GRPC_PORT.to_string(),
+        "--shutdown-delay-seconds",
+        &SHUTDOWN_DELAY_SECONDS.to_string(),
+        "--drain-timeout-seconds",
+        &DRAIN_TIMEOUT_SECONDS.to_string(),
+        "--max-connection-age-seconds",
+        &MAX_CONNECTION_AGE_SECONDS.to_string(),
+        "--log-format",
+        "json",
+    ]
+    .map(String::from)
+    .into_iter()
+    .chain(spec.security.iter().flat_map(security::server_args))
+    .collect()
 }
 
 fn container_port(name: &str, port: i32) -> ContainerPort {

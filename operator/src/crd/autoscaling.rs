@@ -185,7 +185,8 @@ fn default_burst_threshold() -> f64 {
 }
 
 /// Resource triggers. Each asks for `ceil(current x value / target)` replicas (as an
-/// HPA does) and can only raise the count; 0 turns a trigger off.
+/// HPA does; the consumer-lag trigger `ceil(lag / target)`) and can only raise the
+/// count; 0 turns a trigger off.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct TriggersSpec {
@@ -207,6 +208,12 @@ pub struct TriggersSpec {
     #[serde(default = "default_queue_depth")]
     #[schemars(range(min = 0, max = 1000000))]
     pub queue_depth: u32,
+    /// With `spec.streaming`: records of input lag one worker may have behind
+    /// it. The workers wanted are `ceil(total lag / this)` (as KEDA's Kafka
+    /// scaler does), never more than the input topic's partitions. Default 1000.
+    #[serde(default = "default_consumer_lag")]
+    #[schemars(range(min = 0, max = 100000000))]
+    pub consumer_lag_records: u32,
 }
 
 impl Default for TriggersSpec {
@@ -216,6 +223,7 @@ impl Default for TriggersSpec {
             cpu_window_seconds: default_cpu_window(),
             gpu_utilization_percent: default_gpu(),
             queue_depth: default_queue_depth(),
+            consumer_lag_records: default_consumer_lag(),
         }
     }
 }
@@ -238,6 +246,9 @@ fn default_gpu() -> u32 {
 fn default_queue_depth() -> u32 {
     200
 }
+fn default_consumer_lag() -> u32 {
+    1000
+}
 
 /// What decided the replica count.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
@@ -252,6 +263,11 @@ pub enum Signal {
     Gpu,
     /// The queue-depth trigger.
     QueueDepth,
+    /// The consumer-lag trigger (`spec.streaming`).
+    ConsumerLag,
+    /// The input topic's partition count (`spec.streaming`): a worker more
+    /// would have no partition to read.
+    Partitions,
     /// The `minReplicas` floor.
     MinReplicas,
     /// The `maxReplicas` ceiling.

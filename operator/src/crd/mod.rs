@@ -20,6 +20,7 @@ pub mod optimize;
 pub mod placement;
 pub mod resilience;
 pub mod rollout;
+pub mod streaming;
 
 pub use autoscaling::{AutoscalingMode, AutoscalingSpec, AutoscalingStatus};
 pub use batch::{
@@ -35,6 +36,7 @@ pub use optimize::{OptimizationStatus, OptimizeSpec};
 pub use placement::{PlacementMode, PlacementSpec};
 pub use resilience::{CircuitBreakerSpec, FallbackSpec, StaticDatatype, StaticOutput};
 pub use rollout::{HistoryEntry, RolloutSpec, RolloutStatus};
+pub use streaming::{StreamDelivery, StreamingSpec};
 
 /// API group of every Sluice resource.
 pub const GROUP: &str = "serving.sluice.dev";
@@ -75,6 +77,15 @@ pub const GROUP: &str = "serving.sluice.dev";
 #[x_kube(validation = Rule::new(
     "!has(self.placement) || self.placement.mode != 'PerNode' || (has(self.rollout) && self.rollout.strategy == 'BlueGreen')"
 ).message("spec.placement.mode PerNode needs spec.rollout.strategy BlueGreen: every revision runs one pod on each matching node, so a canary step cannot give it a share of the traffic").field_path(".rollout"))]
+#[x_kube(validation = Rule::new(
+    "!has(self.streaming) || !has(self.placement) || self.placement.mode != 'PerNode'"
+).message("spec.streaming needs spec.placement.mode Replicas: stream workers share a consumer group, whose size the autoscaler sets from the lag").field_path(".streaming"))]
+#[x_kube(validation = Rule::new(
+    "!has(self.streaming) || !has(self.rollout) || self.rollout.strategy != 'BlueGreen'"
+).message("spec.streaming needs spec.rollout.strategy Canary: a new revision's workers join the consumer group and take their share of the partitions at once, so there is no idle preview to switch to").field_path(".rollout"))]
+#[x_kube(validation = Rule::new(
+    "!has(self.streaming) || !has(self.security) || (!has(self.security.tls) && !has(self.security.apiKeysSecret) && !has(self.security.jwt) && !has(self.security.rateLimit))"
+).message("spec.streaming takes no spec.security.tls, apiKeysSecret, jwt or rateLimit: stream workers answer no requests (Kafka's TLS and SASL settings go in spec.streaming.credentialsSecret)").field_path(".security"))]
 #[serde(rename_all = "camelCase")]
 pub struct InferenceServiceSpec {
     /// The model to serve.
@@ -123,6 +134,10 @@ pub struct InferenceServiceSpec {
     /// (see docs/placement.md). Any node, a replica count, when absent.
     #[serde(default, skip_serializing_if = "PlacementSpec::is_default")]
     pub placement: PlacementSpec,
+    /// Predict every record of a Kafka topic onto another instead of serving
+    /// HTTP and gRPC (see docs/streaming.md). Off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub streaming: Option<StreamingSpec>,
 }
 
 fn default_min_replicas() -> i32 {
@@ -437,6 +452,11 @@ spec:
             "spec.monitoring.profileSha256 must be 64 lowercase hexadecimal digits",
             "spec.monitoring.minRows must not be above spec.monitoring.windowRows",
             "spec.placement.mode PerNode needs spec.rollout.strategy BlueGreen",
+            "spec.streaming needs spec.placement.mode Replicas",
+            "spec.streaming needs spec.rollout.strategy Canary",
+            "spec.streaming takes no spec.security.tls",
+            "spec.streaming.outputTopic must differ from inputTopic",
+            "spec.streaming.deadLetterTopic must differ from inputTopic and outputTopic",
         ] {
             assert!(json.contains(message), "missing rule message {message:?}");
         }

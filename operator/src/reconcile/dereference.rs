@@ -234,6 +234,7 @@ fn due_analysis(
                 Strategy::Canary => "canary",
                 Strategy::BlueGreen => "preview",
             },
+            streaming: isvc.spec.streaming.is_some(),
         },
         isvc.spec
             .monitoring

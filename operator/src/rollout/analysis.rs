@@ -17,6 +17,11 @@
 //!   `spec.monitoring.feedback`): quality on labelled rows against the stable
 //!   revision's, once both have enough labels ([`super::quality`]).
 //!
+//! For stream workers (`spec.streaming`) a request is an input record: the error
+//! rate is the share of records dead-lettered or skipped (or answered by the
+//! fallback), the latency is `sluice_stream_end_to_end_latency_seconds`, from a
+//! record's timestamp to its prediction's commit, and `minRequests` counts records.
+//!
 //! Latency and error checks count only when the new revision served at least
 //! `minRequests` in the window; otherwise they are no data. No data holds a
 //! rollout and never passes it; a Prometheus error holds it and never promotes.
@@ -52,6 +57,45 @@ pub struct Target<'a> {
     pub stable_offset_seconds: Option<u64>,
     /// What messages call the new revision: `canary` or `preview`.
     pub role: &'a str,
+    /// Whether the revisions are stream workers (`spec.streaming`), whose
+    /// requests are records.
+    pub streaming: bool,
+}
+
+/// The series a revision's traffic is counted from: HTTP and gRPC requests,
+/// or, for stream workers, input records (failed ones are those
+/// dead-lettered or skipped; latency is from a record's timestamp to its
+/// prediction's commit).
+#[derive(Clone, Copy)]
+struct Series {
+    /// Counts every request (with the selector's labels appended).
+    requests: &'static str,
+    /// The label matcher that picks requests out of `requests`, if any.
+    all: &'static str,
+    /// The label matcher that picks failed requests.
+    failed: &'static str,
+    /// The latency histogram's buckets.
+    latency_buckets: &'static str,
+}
+
+impl Series {
+    fn of(t: &Target) -> Series {
+        if t.streaming {
+            Series {
+                requests: "sluice_stream_records_total",
+                all: r#",outcome="consumed""#,
+                failed: r#",outcome=~"dead_lettered|skipped""#,
+                latency_buckets: "sluice_stream_end_to_end_latency_seconds_bucket",
+            }
+        } else {
+            Series {
+                requests: "sluice_inference_requests_total",
+                all: "",
+                failed: r#",code=~"5..""#,
+                latency_buckets: "sluice_inference_request_duration_seconds_bucket",
+            }
+        }
+    }
 }
 
 /// The bound a check's value is held to.
@@ -129,30 +173,29 @@ fn selector(t: &Target, revision: &str) -> String {
     )
 }
 
-fn p99(selector: &str, window: &str) -> String {
+fn p99(series: Series, selector: &str, window: &str, offset: Option<u64>) -> String {
+    let offset = offset.map_or(String::new(), |seconds| format!(" offset {seconds}s"));
     format!(
-        "histogram_quantile(0.99, sum by (le) (rate(sluice_inference_request_duration_seconds_bucket{{{selector}}}[{window}])))"
+        "histogram_quantile(0.99, sum by (le) (rate({}{{{selector}}}[{window}]{offset})))",
+        series.latency_buckets
     )
 }
 
-fn p99_before(selector: &str, window: &str, offset: Option<u64>) -> String {
-    match offset {
-        Some(seconds) => format!(
-            "histogram_quantile(0.99, sum by (le) (rate(sluice_inference_request_duration_seconds_bucket{{{selector}}}[{window}] offset {seconds}s)))"
-        ),
-        None => p99(selector, window),
-    }
-}
-
-/// The share of a revision's requests answered 5xx or by the fallback, over
-/// `window` (ending `offset` seconds ago).
-fn error_rate(selector: &str, window: &str, offset: Option<u64>) -> String {
+/// The share of a revision's requests that failed or were answered by the
+/// fallback, over `window` (ending `offset` seconds ago).
+fn error_rate(series: Series, selector: &str, window: &str, offset: Option<u64>) -> String {
     let range = match offset {
         Some(seconds) => format!("[{window}] offset {seconds}s"),
         None => format!("[{window}]"),
     };
+    let Series {
+        requests,
+        all,
+        failed,
+        ..
+    } = series;
     format!(
-        r#"((sum(rate(sluice_inference_requests_total{{{selector},code=~"5.."}}{range})) or vector(0)) + (sum(rate(sluice_fallback_requests_total{{{selector}}}{range})) or vector(0))) / sum(rate(sluice_inference_requests_total{{{selector}}}{range}))"#
+        r#"((sum(rate({requests}{{{selector}{failed}}}{range})) or vector(0)) + (sum(rate(sluice_fallback_requests_total{{{selector}}}{range})) or vector(0))) / sum(rate({requests}{{{selector}{all}}}{range}))"#
     )
 }
 
@@ -160,18 +203,19 @@ fn error_rate(selector: &str, window: &str, offset: Option<u64>) -> String {
 /// `spec.monitoring.feedback`, when labels come back.
 pub fn plan(spec: &AnalysisSpec, t: &Target, feedback: Option<FeedbackTask>) -> Plan {
     let window = format!("{}s", spec.window_seconds);
+    let series = Series::of(t);
     let new = selector(t, t.revision);
     let stable = selector(t, t.stable);
     let mut checks = vec![
         Planned {
             name: "error-rate".into(),
-            query: error_rate(&new, &window, None),
+            query: error_rate(series, &new, &window, None),
             // A stable revision without requests has no error rate: 0, so that the
             // bound is `maxErrorRate` alone.
             bound: Bound::Relative {
                 query: format!(
                     "({}) or vector(0)",
-                    error_rate(&stable, &window, t.stable_offset_seconds)
+                    error_rate(series, &stable, &window, t.stable_offset_seconds)
                 ),
                 ratio: spec.max_error_rate_ratio,
                 tolerance: spec.max_error_rate,
@@ -180,9 +224,9 @@ pub fn plan(spec: &AnalysisSpec, t: &Target, feedback: Option<FeedbackTask>) -> 
         },
         Planned {
             name: "p99-latency-vs-stable".into(),
-            query: p99(&new, &window),
+            query: p99(series, &new, &window, None),
             bound: Bound::Relative {
-                query: p99_before(&stable, &window, t.stable_offset_seconds),
+                query: p99(series, &stable, &window, t.stable_offset_seconds),
                 ratio: spec.max_p99_latency_ratio,
                 tolerance: spec.latency_tolerance_seconds,
             },
@@ -192,7 +236,7 @@ pub fn plan(spec: &AnalysisSpec, t: &Target, feedback: Option<FeedbackTask>) -> 
     if let Some(max) = spec.max_p99_latency_seconds {
         checks.push(Planned {
             name: "p99-latency".into(),
-            query: p99(&new, &window),
+            query: p99(series, &new, &window, None),
             bound: Bound::AtMost(max),
             needs_traffic: true,
         });
@@ -226,7 +270,10 @@ pub fn plan(spec: &AnalysisSpec, t: &Target, feedback: Option<FeedbackTask>) -> 
         });
     }
     let requests = |selector: &str| {
-        format!("sum(increase(sluice_inference_requests_total{{{selector}}}[{window}]))")
+        format!(
+            "sum(increase({}{{{selector}{}}}[{window}]))",
+            series.requests, series.all
+        )
     };
     Plan {
         requests: requests(&new),
@@ -495,6 +542,7 @@ mod tests {
         stable: "old1",
         stable_offset_seconds: None,
         role: "canary",
+        streaming: false,
     };
 
     fn spec() -> AnalysisSpec {
@@ -521,6 +569,34 @@ mod tests {
         };
         assert!(query.contains(r#"revision="old1""#));
         assert_eq!(*ratio, 2.0);
+    }
+
+    #[test]
+    fn a_stream_canary_is_judged_on_its_records() {
+        let p = plan(
+            &spec(),
+            &Target {
+                streaming: true,
+                ..T
+            },
+            None,
+        );
+        assert_eq!(
+            p.requests,
+            r#"sum(increase(sluice_stream_records_total{isvc="fraud",namespace="ml",revision="new1",outcome="consumed"}[30s]))"#
+        );
+        assert_eq!(
+            p.checks[0].query,
+            r#"((sum(rate(sluice_stream_records_total{isvc="fraud",namespace="ml",revision="new1",outcome=~"dead_lettered|skipped"}[30s])) or vector(0)) + (sum(rate(sluice_fallback_requests_total{isvc="fraud",namespace="ml",revision="new1"}[30s])) or vector(0))) / sum(rate(sluice_stream_records_total{isvc="fraud",namespace="ml",revision="new1",outcome="consumed"}[30s]))"#
+        );
+        assert_eq!(
+            p.checks[1].query,
+            r#"histogram_quantile(0.99, sum by (le) (rate(sluice_stream_end_to_end_latency_seconds_bucket{isvc="fraud",namespace="ml",revision="new1"}[30s])))"#
+        );
+        let Bound::Relative { query, .. } = &p.checks[1].bound else {
+            panic!("relative latency bound expected");
+        };
+        assert!(query.contains(r#"revision="old1""#), "{query}");
     }
 
     #[test]

@@ -72,8 +72,10 @@ impl Progress {
             rows_metric.with_label_values(&[outcome]);
         }
         if let Some(address) = request.metrics_address {
+            // Nothing waits on a batch pod's readiness: ready at once.
             crate::metrics::serve(address, registry)
-                .map_err(|e| BatchError::Usage(format!("--metrics-address {address}: {e}")))?;
+                .map_err(|e| BatchError::Usage(format!("--metrics-address {address}: {e}")))?
+                .set_ready();
         }
         let bar = (request.progress_bar && std::io::stderr().is_terminal()).then(|| {
             let bar = ProgressBar::new(files as u64);

@@ -136,17 +136,21 @@ pub struct ConsumerCallbacks {
     topic: String,
     /// `sluice_stream_consumer_lag_records{topic,partition}`.
     lag: IntGaugeVec,
+    /// `sluice_stream_input_partitions{topic}`.
+    partitions: IntGaugeVec,
     /// Counts revocations: a micro-batch being read when one happens is
     /// dropped (its partitions may belong to another worker now).
     revocations: AtomicU64,
 }
 
 impl ConsumerCallbacks {
-    /// Callbacks that export the lag of `topic`'s partitions to `lag`.
-    pub fn new(topic: &str, lag: IntGaugeVec) -> ConsumerCallbacks {
+    /// Callbacks that export the lag of `topic`'s partitions to `lag`, and
+    /// their number to `partitions`.
+    pub fn new(topic: &str, lag: IntGaugeVec, partitions: IntGaugeVec) -> ConsumerCallbacks {
         ConsumerCallbacks {
             topic: topic.to_string(),
             lag,
+            partitions,
             revocations: AtomicU64::new(0),
         }
     }
@@ -161,11 +165,19 @@ impl ClientContext for ConsumerCallbacks {
     /// The lag of each partition this worker owns: the end of the partition
     /// (its last stable offset, as `read_committed` reads) less the offset
     /// the worker has committed, which it also stores in the consumer so
-    /// that librdkafka sees it whatever commits it (a transaction does).
+    /// that librdkafka sees it whatever commits it (a transaction does). And
+    /// the topic's partition count: the statistics list every partition the
+    /// metadata names (owned or not), plus an internal one numbered -1.
     fn stats(&self, statistics: Statistics) {
         let Some(topic) = statistics.topics.get(&self.topic) else {
             return;
         };
+        let known = topic.partitions.keys().filter(|p| **p >= 0).count();
+        if known > 0 {
+            self.partitions
+                .with_label_values(&[self.topic.as_str()])
+                .set(known as i64);
+        }
         for (partition, stats) in &topic.partitions {
             if *partition < 0 {
                 continue;

@@ -23,6 +23,9 @@ pub struct StreamMetrics {
     pub records: IntCounterVec,
     /// `sluice_stream_consumer_lag_records{topic,partition}`.
     pub lag: IntGaugeVec,
+    /// `sluice_stream_input_partitions{topic}`: the input topic's partitions,
+    /// the most workers that can share it (the operator's scaling ceiling).
+    pub partitions: IntGaugeVec,
     /// `sluice_stream_batch_records`: records per micro-batch.
     pub batch_records: Histogram,
     /// `sluice_stream_end_to_end_latency_seconds`: record timestamp to commit.
@@ -54,6 +57,14 @@ impl StreamMetrics {
             &["topic", "partition"],
         )
         .expect("a valid metric");
+        let partitions = IntGaugeVec::new(
+            Opts::new(
+                "sluice_stream_input_partitions",
+                "Partitions of the input topic: the most workers of one group that each read some.",
+            ),
+            &["topic"],
+        )
+        .expect("a valid metric");
         let batch_records = Histogram::with_opts(
             HistogramOpts::new("sluice_stream_batch_records", "Records per micro-batch.")
                 .buckets(BATCH_BUCKETS.to_vec()),
@@ -83,6 +94,7 @@ impl StreamMetrics {
         for collector in [
             Box::new(records.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(lag.clone()),
+            Box::new(partitions.clone()),
             Box::new(batch_records.clone()),
             Box::new(latency.clone()),
             Box::new(transactions.clone()),
@@ -99,6 +111,7 @@ impl StreamMetrics {
         StreamMetrics {
             records,
             lag,
+            partitions,
             batch_records,
             latency,
             transactions,

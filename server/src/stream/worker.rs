@@ -63,10 +63,13 @@ fn run_worker(
     check(request)?;
     let metrics = Metrics::new();
     let stream_metrics = StreamMetrics::register(metrics.registry());
-    if let Some(address) = request.metrics_address {
-        crate::metrics::serve(address, metrics.registry().clone())
-            .map_err(|e| StreamError::Usage(format!("--metrics-address {address}: {e}")))?;
-    }
+    let readiness = request
+        .metrics_address
+        .map(|address| {
+            crate::metrics::serve(address, metrics.registry().clone())
+                .map_err(|e| StreamError::Usage(format!("--metrics-address {address}: {e}")))
+        })
+        .transpose()?;
     let stop = stop_on_signal()?;
     let Loaded { version, features } = model::load(request, &metrics, scratch)?;
     let serving = version.serving().map_err(|e| StreamError::Model {
@@ -83,6 +86,7 @@ fn run_worker(
         .create_with_context(ConsumerCallbacks::new(
             &request.input_topic,
             stream_metrics.lag.clone(),
+            stream_metrics.partitions.clone(),
         ))
         .map_err(|e| StreamError::Client(format!("cannot create the consumer: {e}")))?;
     let transactional_id = transactional_id(request);
@@ -118,6 +122,10 @@ fn run_worker(
         transactional_id = %transactional_id,
         "stream worker started"
     );
+    // Ready: the model answers and the worker has joined its group.
+    if let Some(readiness) = &readiness {
+        readiness.set_ready();
+    }
     let mut worker = Worker {
         request,
         consumer,
