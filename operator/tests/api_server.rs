@@ -334,6 +334,32 @@ async fn invalid_manifests(client: Client) {
             json!({"model": {"storageUri": uri}, "monitoring": {"profileUri": uri, "feedback": {"output": "label", "task": "ranking"}}}),
             "spec.monitoring.feedback.task",
         ),
+        (
+            json!({"model": {"storageUri": uri}, "streaming": {"brokers": "kafka:9092", "inputTopic": "a", "outputTopic": "a"}}),
+            "spec.streaming.outputTopic must differ from inputTopic",
+        ),
+        (
+            json!({"model": {"storageUri": uri}, "streaming": {"brokers": "kafka:9092", "inputTopic": "a", "outputTopic": "b", "deadLetterTopic": "b"}}),
+            "spec.streaming.deadLetterTopic must differ from inputTopic and outputTopic",
+        ),
+        (
+            json!({"model": {"storageUri": uri}, "streaming": {"brokers": "kafka", "inputTopic": "a", "outputTopic": "b"}}),
+            "spec.streaming.brokers",
+        ),
+        (
+            json!({"model": {"storageUri": uri}, "streaming": {"brokers": "kafka:9092", "inputTopic": "a", "outputTopic": "b"},
+                "rollout": {"strategy": "BlueGreen"}}),
+            "spec.streaming needs spec.rollout.strategy Canary",
+        ),
+        (
+            json!({"model": {"storageUri": uri}, "streaming": {"brokers": "kafka:9092", "inputTopic": "a", "outputTopic": "b"},
+                "security": {"tls": {"secretName": "tls"}}}),
+            "spec.streaming takes no spec.security.tls",
+        ),
+        (
+            json!({"model": {"storageUri": uri}, "streaming": {"brokers": "kafka:9092", "inputTopic": "a", "outputTopic": "b", "delivery": "AtMostOnce"}}),
+            "spec.streaming.delivery",
+        ),
     ];
     for (i, (spec, expected)) in cases.into_iter().enumerate() {
         let err = api

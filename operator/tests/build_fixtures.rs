@@ -1051,3 +1051,17 @@ fn a_stream_runs_workers_of_one_group_each_with_its_own_transactional_id() {
         "the stream's settings are part of the revision"
     );
 }
+
+#[test]
+fn the_stream_sample_builds_stream_workers() {
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../config/samples/serving_v1alpha1_inferenceservice_iris_stream.yaml");
+    let mut isvc = load(&sample);
+    isvc.metadata.uid = Some("6b1f7c2e-0000-4000-8000-000000000012".into());
+    let args = containers(&built(&isvc)).1.args.unwrap();
+    assert_eq!(args[..3], ["stream", "--model", "/models/iris-stream"]);
+    assert!(
+        args.windows(2)
+            .any(|w| w == ["--brokers", "10.213.0.1:9092"])
+    );
+}
