@@ -51,6 +51,7 @@ pub fn decide(valid: &Validated, observed: &Observed, now: Timestamp) -> Plan {
         runtime: &spec.runtime,
         total: scale.desired_replicas,
         routed: spec.rollout.route.is_some(),
+        streaming: spec.streaming.is_some(),
         previous: status.rollout.as_ref(),
         stable: status.stable_revision.as_deref(),
         history: &status.history,

@@ -43,6 +43,11 @@ pub struct Input<'a> {
     pub total: i32,
     /// Whether traffic is split by an HTTPRoute rather than by replica ratio.
     pub routed: bool,
+    /// Whether the revisions are stream workers of one consumer group
+    /// (`spec.streaming`): a canary's workers then replace stable ones, so that
+    /// the group keeps the autoscaler's size (which the partitions cap) and the
+    /// canary's share of the members is the step's weight.
+    pub streaming: bool,
     /// `status.rollout`.
     pub previous: Option<&'a RolloutStatus>,
     /// `status.stableRevision`.
@@ -319,7 +324,7 @@ impl Run<'_, '_> {
             self.end(&mut s, RolloutPhase::RolledBack, reason);
             return s;
         }
-        let wanted = new_replicas(self.i.spec, &s, total, self.i.routed);
+        let wanted = new_replicas(self.i, &s, total);
         let ready = self.ready(&s.revision);
         if ready < wanted {
             s.step_started = None;
@@ -513,8 +518,8 @@ impl Run<'_, '_> {
         match (running, &self.stable) {
             (Some(s), _) => {
                 let stable = stable_of(s).to_string();
-                let new = new_replicas(self.i.spec, s, total, self.i.routed);
-                replicas.insert(stable.clone(), total);
+                let new = new_replicas(self.i, s, total);
+                replicas.insert(stable.clone(), stable_replicas(self.i, s, total, new));
                 replicas.insert(s.revision.clone(), new);
                 let new_ready = self.ready(&s.revision);
                 let serves_new = match s.strategy {
@@ -616,11 +621,29 @@ fn canary_step_weight(spec: &RolloutSpec, s: &RolloutStatus) -> i32 {
         .unwrap_or(100)
 }
 
-/// Pods the new revision needs at the rollout's current step.
-fn new_replicas(spec: &RolloutSpec, s: &RolloutStatus, total: i32, routed: bool) -> i32 {
+/// Pods the new revision needs at the rollout's current step. Stream workers
+/// are sized as routed traffic is: the step's share of the total.
+fn new_replicas(i: &Input, s: &RolloutStatus, total: i32) -> i32 {
     match s.strategy {
-        Strategy::Canary => traffic::canary_replicas(total, canary_step_weight(spec, s), routed),
+        Strategy::Canary => traffic::canary_replicas(
+            total,
+            canary_step_weight(i.spec, s),
+            i.routed || i.streaming,
+        ),
         Strategy::BlueGreen => total,
+    }
+}
+
+/// Pods the stable revision keeps while a rollout runs: all of them (capacity
+/// never drops), except for stream workers of a canary, whose `new` workers
+/// replace as many stable ones; the stable keeps at least one until the
+/// canary takes all the traffic.
+fn stable_replicas(i: &Input, s: &RolloutStatus, total: i32, new: i32) -> i32 {
+    if i.streaming && s.strategy == Strategy::Canary {
+        let floor = i32::from(canary_step_weight(i.spec, s) < 100);
+        (total - new).max(floor)
+    } else {
+        total
     }
 }
 
@@ -640,6 +663,7 @@ mod tests {
         runtime: RuntimeSpec,
         total: i32,
         routed: bool,
+        streaming: bool,
         rollout: Option<RolloutStatus>,
         stable: Option<String>,
         history: Vec<HistoryEntry>,
@@ -683,6 +707,7 @@ mod tests {
                 runtime: RuntimeSpec::default(),
                 total: 2,
                 routed: false,
+                streaming: false,
                 rollout: None,
                 stable: None,
                 history: Vec::new(),
@@ -711,6 +736,7 @@ mod tests {
                 runtime: &self.runtime,
                 total: self.total,
                 routed: self.routed,
+                streaming: self.streaming,
                 previous: self.rollout.as_ref(),
                 stable: self.stable.as_deref(),
                 history: &self.history,
@@ -1140,6 +1166,25 @@ mod tests {
         assert_eq!(d.replicas, replicas(&[("a", 10), ("b", 3)]));
         assert_eq!(d.canary_weight, Some(25));
         assert_eq!(d.route_weights, [("a".into(), 75), ("b".into(), 25)]);
+    }
+
+    #[test]
+    fn stream_canary_workers_replace_stable_ones() {
+        let mut w = World::rolling(Strategy::Canary);
+        w.streaming = true;
+        w.total = 4;
+        w.tick(None, None);
+        let d = w.tick(None, None);
+        // Step 25%: one of the group's four members.
+        assert_eq!(d.replicas, replicas(&[("a", 3), ("b", 1)]));
+        // One worker in all: the stable keeps it next to the canary's.
+        let mut w = World::rolling(Strategy::Canary);
+        w.streaming = true;
+        w.total = 1;
+        w.tick(None, None);
+        let d = w.tick(None, None);
+        assert_eq!(d.replicas, replicas(&[("a", 1), ("b", 1)]));
+        assert_eq!(d.canary_weight, Some(50));
     }
 
     #[test]
