@@ -183,10 +183,15 @@ impl ClientContext for ConsumerCallbacks {
                 continue;
             }
             let label = partition.to_string();
-            if stats.desired && stats.consumer_lag_stored >= 0 {
+            // A partition just assigned has no stored offset until its first
+            // micro-batch: its lag is then from the group's committed offset.
+            let lag = [stats.consumer_lag_stored, stats.consumer_lag]
+                .into_iter()
+                .find(|lag| *lag >= 0);
+            if let (true, Some(lag)) = (stats.desired, lag) {
                 self.lag
                     .with_label_values(&[self.topic.as_str(), &label])
-                    .set(stats.consumer_lag_stored);
+                    .set(lag);
             } else if !stats.desired {
                 let _ = self.lag.remove_label_values(&[self.topic.as_str(), &label]);
             }
