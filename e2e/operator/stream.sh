@@ -4,7 +4,7 @@
 # the host's Kafka broker (e2e/kafka/kafka.sh, on the pods' gateway address).
 #
 # 1. Lag-driven scale-out: one worker (minReplicas 1), made slow on purpose by
-#    one-record micro-batches (a transaction each), meets a backlog of EVENTS
+#    micro-batches of 10 records (a transaction each), meets a backlog of EVENTS
 #    events. The operator reads the workers' lag from Prometheus and scales them to
 #    the input topic's 4 partitions (maxReplicas is 6: the partitions cap it); once
 #    the backlog is gone they fall back to 1. Prints the timings: backlog written
@@ -69,7 +69,7 @@ spec:
     inputTopic: $IN
     outputTopic: $OUT
     deadLetterTopic: $DLQ
-    maxBatchRecords: 1
+    maxBatchRecords: 10
     lingerMs: 0
   autoscaling:
     rateWindowSeconds: 10
@@ -133,6 +133,11 @@ say "back to 1 worker $(since "$drained" "$(now)") s after the backlog drained (
 # each revision's share of the last 15 s of records is read from Prometheus.
 stable=$(field '{.status.stableRevision}')
 isvc two | "$KUBECTL" apply -f - >/dev/null
+deadline=$(($(date +%s) + 60))
+until [[ "$(field '{.status.rollout.revision}')" != "$stable" ]]; do
+    (($(date +%s) < deadline)) || { say "FAIL: no rollout started"; field '{.status}' >&2; exit 1; }
+    sleep 1
+done
 # share: "<stable records> <canary records>" consumed over the last 15 s.
 share() {
     python3 - "$PROMETHEUS_URL" "$NAME" "$stable" "$1" <<'PY'

@@ -184,10 +184,19 @@ impl ClientContext for ConsumerCallbacks {
             }
             let label = partition.to_string();
             // A partition just assigned has no stored offset until its first
-            // micro-batch: its lag is then from the group's committed offset.
+            // micro-batch: its lag is then from the group's committed offset,
+            // or, once fetching while the group has committed none, the whole
+            // partition (a new group starts at the earliest record). While
+            // the committed offset is still being asked for, nothing.
+            let whole = (stats.fetch_state == "active"
+                && stats.committed_offset < 0
+                && stats.lo_offset >= 0
+                && stats.ls_offset >= 0)
+                .then(|| stats.ls_offset - stats.lo_offset);
             let lag = [stats.consumer_lag_stored, stats.consumer_lag]
                 .into_iter()
-                .find(|lag| *lag >= 0);
+                .find(|lag| *lag >= 0)
+                .or(whole);
             if let (true, Some(lag)) = (stats.desired, lag) {
                 self.lag
                     .with_label_values(&[self.topic.as_str(), &label])

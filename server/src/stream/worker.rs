@@ -281,13 +281,17 @@ impl Worker<'_> {
         }
     }
 
-    /// Reads up to `max_batch_records` records, waiting at most `linger` once
-    /// the first has come; an empty batch after an idle poll.
+    /// Reads up to `max_batch_records` records: those already fetched, and
+    /// those that arrive within `linger` of the first; an empty batch after an
+    /// idle poll.
     fn read_batch(&self) -> Vec<OwnedMessage> {
         let mut batch: Vec<OwnedMessage> = Vec::new();
         let mut revocations = self.consumer.context().revocations();
         let mut deadline: Option<Instant> = None;
         while batch.len() < self.request.max_batch_records {
+            // Past the linger, records already fetched still join the batch;
+            // only waiting for new ones stops.
+            let expired = deadline.is_some_and(|d| Instant::now() >= d);
             let wait = match deadline {
                 None => IDLE_POLL,
                 Some(deadline) => deadline.saturating_duration_since(Instant::now()),
@@ -307,10 +311,8 @@ impl Worker<'_> {
                 }
                 Some(Err(error)) => tracing::warn!(%error, "consumer error"),
                 None if batch.is_empty() => return batch,
+                None if expired => break,
                 None => {}
-            }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                break;
             }
         }
         batch
