@@ -27,13 +27,15 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
 mod common;
+#[path = "common/kafka.rs"]
+mod kafka;
+use kafka::{config, send};
 
 const EVENTS: usize = 200_000;
 const WIDTH: usize = 16;
@@ -41,15 +43,6 @@ const PARTITIONS: i32 = 4;
 const BATCH: usize = 512;
 const STEADY_RATE: usize = 2_000;
 const STEADY_SECONDS: usize = 10;
-
-fn config(bootstrap: &str, settings: &[(&str, &str)]) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", bootstrap);
-    for (key, value) in settings {
-        config.set(*key, *value);
-    }
-    config
-}
 
 fn create_topics(bootstrap: &str, names: &[&str]) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = config(bootstrap, &[]).create()?;
@@ -77,21 +70,6 @@ fn features(rows: usize) -> Vec<f32> {
 fn row_json(row: &[f32]) -> String {
     let values: Vec<String> = row.iter().map(f32::to_string).collect();
     format!(r#"{{"input": [{}]}}"#, values.join(", "))
-}
-
-/// Sends one record, waiting while the producer's queue is full.
-fn send(producer: &BaseProducer, topic: &str, key: &str, value: &str) {
-    let mut record = BaseRecord::<str, str>::to(topic).key(key).payload(value);
-    loop {
-        match producer.send(record) {
-            Ok(()) => break,
-            Err((_, returned)) => {
-                producer.poll(Duration::from_millis(10));
-                record = returned;
-            }
-        }
-    }
-    producer.poll(Duration::ZERO);
 }
 
 fn worker(

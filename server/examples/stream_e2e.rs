@@ -15,23 +15,17 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::{Offset, TopicPartitionList};
+
+#[path = "common/kafka.rs"]
+mod kafka;
+use kafka::{config, send};
 
 /// Every this many events, one is malformed.
 const BAD_EVERY: u64 = 997;
-
-fn config(bootstrap: &str, settings: &[(&str, &str)]) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", bootstrap);
-    for (key, value) in settings {
-        config.set(*key, *value);
-    }
-    config
-}
 
 /// Event `i`'s value: a row of iris features, or (every [`BAD_EVERY`]th)
 /// bytes that are not JSON.
@@ -56,18 +50,7 @@ fn produce(bootstrap: &str, topic: &str, from: u64, to: u64) -> anyhow::Result<(
     )
     .create()?;
     for i in from..to {
-        let (key, value) = (format!("e{i}"), event(i));
-        let mut record = BaseRecord::<str, str>::to(topic).key(&key).payload(&value);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((_, returned)) => {
-                    producer.poll(Duration::from_millis(10));
-                    record = returned;
-                }
-            }
-        }
-        producer.poll(Duration::ZERO);
+        send(&producer, topic, &format!("e{i}"), &event(i));
     }
     producer.flush(Duration::from_secs(60))?;
     Ok(())

@@ -612,6 +612,23 @@ mod tests {
         }
     }
 
+    /// Runs every case; fails naming each one whose count or signal differs.
+    fn assert_cases(cases: &[Case]) {
+        let failures: Vec<String> = cases
+            .iter()
+            .filter_map(|c| {
+                let got = run(c);
+                ((got.desired_replicas, got.signal) != c.want).then(|| {
+                    format!(
+                        "{}: want {:?}, got ({}, {:?}): {}",
+                        c.name, c.want, got.desired_replicas, got.signal, got.reason
+                    )
+                })
+            })
+            .collect();
+        assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+    }
+
     fn run(c: &Case) -> AutoscalingStatus {
         decide(&Input {
             spec: &c.spec,
@@ -943,17 +960,7 @@ mod tests {
                 (3, RequestRate),
             ),
         ];
-        let mut failures = Vec::new();
-        for c in &cases {
-            let got = run(c);
-            if (got.desired_replicas, got.signal) != c.want {
-                failures.push(format!(
-                    "{}: want {:?}, got ({}, {:?}): {}",
-                    c.name, c.want, got.desired_replicas, got.signal, got.reason
-                ));
-            }
-        }
-        assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+        assert_cases(&cases);
     }
 
     #[test]
@@ -1182,16 +1189,6 @@ mod tests {
                 )
             },
         ];
-        let mut failures = Vec::new();
-        for c in &cases {
-            let got = run(c);
-            if (got.desired_replicas, got.signal) != c.want {
-                failures.push(format!(
-                    "{}: want {:?}, got ({}, {:?}): {}",
-                    c.name, c.want, got.desired_replicas, got.signal, got.reason
-                ));
-            }
-        }
-        assert!(failures.is_empty(), "{}", failures.join("\n"));
+        assert_cases(&cases);
     }
 }
