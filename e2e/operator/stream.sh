@@ -16,7 +16,8 @@
 #    share of the records during the canary.
 # 3. Every event of both phases has exactly one outcome: a prediction, or, for the
 #    malformed ones (every 997th), a dead letter; 0 lost and 0 duplicated,
-#    whatever the rebalances of scaling and the rollout did.
+#    whatever the rebalances of scaling, a worker pod killed mid-stream (right
+#    after the scale-out) and the rollout did.
 #
 # Uses the running local cluster or starts (and stops) one; starts the broker
 # unless it runs.
@@ -116,6 +117,11 @@ done
 [[ -n $decided ]] || { say "FAIL: the workers were never scaled out"; "$KUBECTL" get isvc "$NAME" -o yaml >&2; exit 1; }
 [[ -n $ready ]] || { say "FAIL: $peak workers never became ready"; "$KUBECTL" get pods -o wide >&2; exit 1; }
 say "scale-out: desired 1 -> $peak ($signal) $(since "$written" "$decided") s after the backlog was written; $peak workers ready after $(since "$written" "$ready") s"
+# A worker killed mid-stream (SIGKILL, no grace): its open transaction is aborted,
+# its partitions move to the others, and its replacement joins the group.
+victim=$("$KUBECTL" get pods -l serving.sluice.dev/inferenceservice="$NAME" -o jsonpath='{.items[0].metadata.name}')
+"$KUBECTL" delete pod "$victim" --grace-period=0 --force >/dev/null 2>&1
+say "worker pod $victim killed mid-stream"
 ((peak <= PARTITIONS)) || { say "FAIL: $peak workers for $PARTITIONS partitions"; exit 1; }
 [[ $peak -eq $PARTITIONS ]] || { say "FAIL: the lag asked for $PARTITIONS workers (the partitions), got $peak"; exit 1; }
 account=$("$TOOL" account "$BOOTSTRAP" "$OUT" "$DLQ" "$EVENTS") || { say "FAIL: $account"; exit 1; }
