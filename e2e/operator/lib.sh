@@ -5,6 +5,9 @@ SAMPLE="$REPO_ROOT/config/samples/serving_v1alpha1_inferenceservice_iris.yaml"
 MODELS_DIR=/opt/sluice/models
 
 say() { echo "sluice: $*" >&2; }
+# now: the time, in seconds with a fraction; since START END: END - START, one decimal.
+now() { date +%s.%N; }
+since() { python3 -c "print(f'{$2 - $1:.1f}')"; }
 
 # probe URL: one GET that must answer 2xx, bounded in time: a SYN that nobody
 # answers (a Service whose rules or endpoints are still settling) fails after 2 s

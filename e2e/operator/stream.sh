@@ -87,8 +87,6 @@ spec:
 EOF
 }
 field() { "$KUBECTL" get isvc "$NAME" -o jsonpath="$1" 2>/dev/null; }
-now() { date +%s.%N; }
-since() { python3 -c "print(f'{$2 - $1:.1f}')"; }
 
 isvc one | "$KUBECTL" apply -f - >/dev/null
 if ! "$KUBECTL" wait "isvc/$NAME" --for=condition=Ready --timeout=240s >/dev/null; then

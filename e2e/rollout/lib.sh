@@ -30,8 +30,6 @@ rollout_cleanup() {
 
 k() { "$KUBECTL" -n "$NS" "$@"; }
 isvc_field() { k get isvc "$ISVC" -o jsonpath="$1" 2>/dev/null; }
-now() { date +%s.%N; }
-since() { python3 -c "print(f'{$2 - $1:.1f}')"; }
 
 # apply_isvc MODEL [ROLLOUT [OPTIMIZE]]: server-side apply of the InferenceService
 # serving /opt/sluice/models/MODEL/model.onnx (or MODEL itself when it is a URI)

@@ -68,15 +68,16 @@ pub fn queries(
     pods: &[String],
     kind: PodKind,
 ) -> Queries {
-    let selector = format!(
-        r#"{{namespace="{}",isvc="{}"}}"#,
+    let labels = format!(
+        r#"namespace="{}",isvc="{}""#,
         escape(namespace),
         escape(name)
     );
+    let selector = format!("{{{labels}}}");
     let rate_window = spec.rate_window_seconds.max(1);
     let step = (rate_window / 3).max(1);
     let requests = if kind.streaming {
-        stream_selector(&selector, r#"outcome="consumed""#)
+        format!(r#"sluice_stream_records_total{{{labels},outcome="consumed"}}"#)
     } else {
         format!("sluice_inference_requests_total{selector}")
     };
@@ -123,12 +124,6 @@ pub fn queries(
             .streaming
             .then(|| format!("max(sluice_stream_input_partitions{selector})")),
     }
-}
-
-/// `sluice_stream_records_total` selected by `selector` (`{...}`) and `extra`.
-fn stream_selector(selector: &str, extra: &str) -> String {
-    let inner = selector.trim_end_matches('}');
-    format!("sluice_stream_records_total{inner},{extra}}}")
 }
 
 /// Escapes a PromQL string literal's content.
