@@ -11,6 +11,7 @@ use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::Api;
@@ -63,17 +64,27 @@ async fn inference_services(
     // A retraining Job that finishes updates status.drift at once.
     .owns(Api::<Job>::all(client.clone()), managed.clone())
     .watches(
-        Api::<Pod>::all(client),
+        Api::<Pod>::all(client.clone()),
         watcher::Config::default().labels(ISVC_LABEL),
-        |pod| {
-            let name = pod.labels().get(ISVC_LABEL)?.clone();
-            Some(ObjectRef::<InferenceService>::new(&name).within(&pod.namespace()?))
-        },
+        labelled_owner,
+    )
+    // Ready waits for the Service's EndpointSlices, which carry its labels.
+    .watches(
+        Api::<EndpointSlice>::all(client),
+        watcher::Config::default().labels(ISVC_LABEL),
+        labelled_owner,
     )
     .graceful_shutdown_on(shutdown)
     .run(reconcile, error_policy, ctx)
     .for_each(logged)
     .await;
+}
+
+/// The InferenceService that `object` (a serving pod, an EndpointSlice) names
+/// in its label.
+fn labelled_owner<K: Resource>(object: K) -> Option<ObjectRef<InferenceService>> {
+    let name = object.labels().get(ISVC_LABEL)?;
+    Some(ObjectRef::new(name).within(object.meta().namespace.as_deref()?))
 }
 
 /// Logs one reconcile's result.

@@ -148,14 +148,17 @@ impl Verdict {
 }
 
 /// Computes the new status from the Deployments (or DaemonSets) of every
-/// revision and their pods. `now` stamps conditions whose status changed; the
-/// others keep their transition time, so an unchanged world yields an identical
-/// status.
+/// revision, their pods and the ready endpoints that the main Service's
+/// EndpointSlices list (`endpoints`: Ready waits for one, since kube-proxy
+/// refuses a Service without any). `now` stamps conditions whose status
+/// changed; the others keep their transition time, so an unchanged world
+/// yields an identical status.
 pub fn compute(
     isvc: &InferenceService,
     outcome: &Outcome,
     workloads: &[Workload],
     pods: &[Pod],
+    endpoints: usize,
     now: Time,
 ) -> InferenceServiceStatus {
     let old = isvc.status.clone().unwrap_or_default();
@@ -283,6 +286,15 @@ pub fn compute(
         Verdict::new("False", nodes_matched.reason, nodes_matched.message.clone())
     } else if !available.is_true() {
         Verdict::new("False", available.reason, available.message.clone())
+    } else if endpoints == 0 {
+        Verdict::new(
+            "False",
+            "EndpointsNotReady",
+            format!(
+                "the Service {} lists no ready endpoint yet, so requests to it would be refused",
+                isvc.name_any()
+            ),
+        )
     } else if let Some(r) = rolled_back {
         Verdict::new(
             "False",
@@ -309,11 +321,18 @@ pub fn compute(
             ),
         )
     } else {
+        let rolled_back_to = match &old.rollback {
+            Some(r) => format!(
+                " (rolled back by command: the spec's revision {} waits for a change of the spec)",
+                r.spec_revision
+            ),
+            None => String::new(),
+        };
         Verdict::new(
             "True",
             "Ready",
             format!(
-                "revision {} serves on {ready_replicas} ready pods",
+                "revision {} serves on {ready_replicas} ready pods{rolled_back_to}",
                 revision.as_deref().unwrap_or("?")
             ),
         )
@@ -375,6 +394,7 @@ pub fn compute(
         canary_weight: view.running().and(view.canary_weight),
         rollout: view.rollout,
         history: view.history,
+        rollback: old.rollback.clone(),
         revision,
         replicas,
         ready_replicas,
@@ -889,6 +909,34 @@ mod tests {
     }
 
     #[test]
+    fn ready_waits_for_the_service_to_list_a_ready_endpoint() {
+        let at = |endpoints| {
+            compute(
+                &isvc(None),
+                &applied(REVISION, None, true),
+                &[deployment(REVISION, 2, 2)],
+                &[fetched(REVISION), fetched(REVISION)],
+                endpoints,
+                Time(Timestamp::UNIX_EPOCH),
+            )
+        };
+        let waiting = at(0);
+        assert_eq!(waiting.phase, Some(Phase::Progressing));
+        let ready = condition(&waiting, READY);
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "EndpointsNotReady")
+        );
+        assert!(
+            ready.message.contains("lists no ready endpoint"),
+            "{}",
+            ready.message
+        );
+        assert_eq!(condition(&waiting, AVAILABLE).status, "True");
+        assert_eq!(at(1).phase, Some(Phase::Ready));
+    }
+
+    #[test]
     fn status_follows_outcome_and_pods() {
         let refused = Outcome::Refused {
             reason: "InvalidSpec",
@@ -998,7 +1046,7 @@ mod tests {
             condition: (type_, status_, reason),
         } in rows
         {
-            let status = compute(&isvc(None), &outcome, &workloads, &pods, now.clone());
+            let status = compute(&isvc(None), &outcome, &workloads, &pods, 1, now.clone());
             assert_eq!(status.phase, Some(phase), "{case}");
             assert_eq!(status.observed_generation, Some(3), "{case}");
             assert_eq!(condition(&status, READY).reason, ready_reason, "{case}");
@@ -1063,6 +1111,7 @@ mod tests {
             &drift("False", "NoDrift"),
             &serving,
             &pods,
+            1,
             now.clone(),
         );
         assert_eq!(condition(&quiet, INPUT_DRIFT).reason, "NoDrift");
@@ -1076,6 +1125,7 @@ mod tests {
             &drift("True", "Drifting"),
             &serving,
             &pods,
+            1,
             now.clone(),
         );
         let events = transitions(Some(&quiet), &drifting);
@@ -1094,6 +1144,7 @@ mod tests {
             &drift("False", "NoDrift"),
             &serving,
             &pods,
+            1,
             now.clone(),
         );
         monitored.status = Some(drifting.clone());
@@ -1105,7 +1156,7 @@ mod tests {
             reason: "InvalidSpec",
             message: "spec.x is wrong".into(),
         };
-        let kept = compute(&monitored, &refused, &serving, &pods, now);
+        let kept = compute(&monitored, &refused, &serving, &pods, 1, now);
         assert_eq!(
             condition(&kept, INPUT_DRIFT),
             condition(&drifting, INPUT_DRIFT)
@@ -1116,6 +1167,7 @@ mod tests {
             &applied(REVISION, None, true),
             &serving,
             &pods,
+            1,
             Time(Timestamp::UNIX_EPOCH)
         )));
     }
@@ -1152,6 +1204,7 @@ mod tests {
                 &applied(REVISION, None, true),
                 &serving,
                 &[pod],
+                1,
                 now.clone(),
             );
             let profile = condition(&status, PROFILE_FETCHED);
@@ -1177,6 +1230,7 @@ mod tests {
             &applied(REVISION, None, true),
             &serving,
             &[done],
+            1,
             now.clone(),
         );
         assert_eq!(condition(&status, PROFILE_FETCHED).reason, "Fetched");
@@ -1186,6 +1240,7 @@ mod tests {
             &applied(REVISION, None, true),
             &serving,
             &[fetched(REVISION)],
+            1,
             now,
         );
         assert!(
@@ -1231,6 +1286,7 @@ mod tests {
             &applied(REVISION, None, true),
             &serving,
             &[done],
+            1,
             now.clone(),
         );
         let verdict = condition(&status, MODEL_OPTIMIZED);
@@ -1262,6 +1318,7 @@ mod tests {
             &applied(REVISION, None, true),
             &[deployment(REVISION, 2, 0)],
             &[refused],
+            1,
             now.clone(),
         );
         let verdict = condition(&status, MODEL_OPTIMIZED);
@@ -1285,6 +1342,7 @@ mod tests {
             &applied(REVISION, None, true),
             &serving,
             &[],
+            1,
             now.clone(),
         );
         assert_eq!(
@@ -1297,6 +1355,7 @@ mod tests {
             &applied(REVISION, None, true),
             &serving,
             &[fetched(REVISION)],
+            1,
             now,
         );
         assert!(
@@ -1311,7 +1370,7 @@ mod tests {
         let now = Time(Timestamp::UNIX_EPOCH);
         let deployments = [deployment(STABLE, 2, 2), deployment(REVISION, 1, 1)];
         let running = applied(STABLE, Some(rollout(RolloutPhase::Progressing)), true);
-        let status = compute(&isvc(None), &running, &deployments, &[], now.clone());
+        let status = compute(&isvc(None), &running, &deployments, &[], 1, now.clone());
         assert_eq!(status.canary_revision.as_deref(), Some(REVISION));
         assert_eq!(status.canary_weight, Some(25));
         assert_eq!(status.stable_revision.as_deref(), Some(STABLE));
@@ -1321,7 +1380,7 @@ mod tests {
             Some("serving.sluice.dev/inferenceservice=fraud")
         );
         let done = applied(REVISION, Some(rollout(RolloutPhase::Promoted)), true);
-        let status = compute(&isvc(None), &done, &deployments, &[], now);
+        let status = compute(&isvc(None), &done, &deployments, &[], 1, now);
         assert_eq!((status.canary_revision, status.canary_weight), (None, None));
     }
 
@@ -1335,6 +1394,7 @@ mod tests {
             &outcome,
             &deployments,
             &pods,
+            1,
             Time(Timestamp::UNIX_EPOCH),
         );
         let later = Time(Timestamp::from_second(60).unwrap());
@@ -1343,6 +1403,7 @@ mod tests {
             &outcome,
             &deployments,
             &pods,
+            1,
             later.clone(),
         );
         assert_eq!(
@@ -1357,6 +1418,7 @@ mod tests {
             &outcome,
             &fewer,
             &pods,
+            1,
             later.clone(),
         );
         let available = condition(&changed, AVAILABLE);
@@ -1391,6 +1453,7 @@ mod tests {
                 &applied(REVISION, None, true),
                 workloads,
                 &[fetched(REVISION)],
+                1,
                 now.clone(),
             )
         };
@@ -1452,6 +1515,7 @@ mod tests {
             &applied(REVISION, None, true),
             &[deployment(REVISION, 2, 2)],
             &[fetched(REVISION)],
+            1,
             now,
         );
         assert!(
@@ -1474,6 +1538,7 @@ mod tests {
             &applied(REVISION, None, true),
             &[deployment(REVISION, 2, 0)],
             &[pending],
+            1,
             Time(Timestamp::UNIX_EPOCH),
         );
         let available = condition(&status, AVAILABLE);

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -96,6 +97,10 @@ fn main() {
             (
                 "the scale subresource drives the count in mode External",
                 Box::pin(scale_subresource(client.clone())),
+            ),
+            (
+                "GitOps: a dry run of the applied manifest changes nothing after reconciles and a rollback",
+                Box::pin(gitops_no_drift(client.clone())),
             ),
             (
                 "leader election has one holder at a time",
@@ -604,8 +609,22 @@ async fn lifecycle(client: Client, metrics: Metrics) {
         "the command is removed once acted on"
     );
     mark_ready(&deployments, &deployment2, 2).await;
+    // Ready pods are not enough: kube-proxy refuses a Service until its
+    // EndpointSlices list a ready endpoint (this API server runs no
+    // EndpointSlice controller, so the test writes the slice as it would).
+    eventually("Ready waits for the Service's endpoints", || async {
+        let i = isvcs.get("iris").await.ok()?;
+        let status = i.status.as_ref()?;
+        ((status.replicas, status.ready_replicas) == (2, 2)
+            && condition(&i, "Ready")?.1 == "EndpointsNotReady")
+            .then_some(())
+    })
+    .await;
+    serve_endpoints(&client, ns, "iris", 2).await;
     // Until the old revision's Deployment is gone its pods count too (they
-    // still serve while they terminate), so the status settles at 2 of 2.
+    // still serve while they terminate), so the status settles at 2 of 2. The
+    // slice's watch event makes it Ready at once, well before the 30 s requeue.
+    let listed = Instant::now();
     let isvc = eventually(
         "the InferenceService is Ready on the new revision's 2 pods",
         || async {
@@ -617,6 +636,10 @@ async fn lifecycle(client: Client, metrics: Metrics) {
         },
     )
     .await;
+    assert!(
+        listed.elapsed() < Duration::from_secs(20),
+        "the EndpointSlice's watch event reconciled the InferenceService"
+    );
     let status = isvc.status.unwrap();
     assert_eq!(status.stable_revision.as_deref(), Some(revision2.as_str()));
     let outcomes: Vec<_> = status
@@ -826,6 +849,266 @@ async fn route_weights(client: Client) {
 
 /// Reports `ready` pods of a Deployment's current generation, as the controller
 /// manager would.
+/// Argo CD's field manager for server-side apply (its `ArgoCDSSAManager`).
+const ARGO_CD_MANAGER: &str = "argocd-controller";
+
+/// A manifest of `operator/tests/fixtures/gitops`, as a Git repository holds it.
+fn gitops_manifest(file: &str) -> DynamicObject {
+    let path = format!(
+        "{}/tests/fixtures/gitops/{file}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    serde_saphyr::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+/// What an Argo CD sync does with `manifest`: a server-side apply under its
+/// field manager, conflicts forced.
+async fn argo_cd_sync(api: &Api<DynamicObject>, manifest: &DynamicObject, dry_run: bool) -> Value {
+    let mut params = PatchParams::apply(ARGO_CD_MANAGER).force();
+    params.dry_run = dry_run;
+    let applied = api
+        .patch(&manifest.name_any(), &params, &Patch::Apply(manifest))
+        .await
+        .unwrap();
+    serde_json::to_value(applied).unwrap()
+}
+
+/// The fields (JSON paths) that a server-side dry run of `manifest` under Argo
+/// CD's field manager would change in the live object: what its diff reports.
+async fn gitops_drift(api: &Api<DynamicObject>, manifest: &DynamicObject) -> Vec<String> {
+    let predicted = argo_cd_sync(api, manifest, true).await;
+    let live = serde_json::to_value(api.get(&manifest.name_any()).await.unwrap()).unwrap();
+    let mut changed = Vec::new();
+    differing_paths(
+        "",
+        &without_managed_fields(live),
+        &without_managed_fields(predicted),
+        &mut changed,
+    );
+    changed
+}
+
+fn without_managed_fields(mut object: Value) -> Value {
+    if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("managedFields");
+    }
+    object
+}
+
+/// Appends to `out` every leaf path where `a` and `b` differ.
+fn differing_paths(path: &str, a: &Value, b: &Value, out: &mut Vec<String>) {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: std::collections::BTreeSet<_> = x.keys().chain(y.keys()).collect();
+            for key in keys {
+                let (va, vb) = (
+                    x.get(key).unwrap_or(&Value::Null),
+                    y.get(key).unwrap_or(&Value::Null),
+                );
+                differing_paths(&format!("{path}.{key}"), va, vb, out);
+            }
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+            for (i, (va, vb)) in x.iter().zip(y).enumerate() {
+                differing_paths(&format!("{path}[{i}]"), va, vb, out);
+            }
+        }
+        _ if a != b => out.push(path.to_string()),
+        _ => {}
+    }
+}
+
+/// GitOps: the operator never writes what Argo CD applied. After it reconciled
+/// each manifest (minimal, every section, a stream), a dry run of the same apply
+/// changes no field; a `rollback` command is held in status, so the spec still
+/// matches Git, and a revert in Git ends it.
+async fn gitops_no_drift(client: Client) {
+    let ns = "gitops";
+    namespace(&client, ns).await;
+    let api = dynamic(&client, ns);
+    let isvcs: Api<InferenceService> = Api::namespaced(client.clone(), ns);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    for file in ["minimal.yaml", "full.yaml", "stream.yaml"] {
+        let manifest = gitops_manifest(file);
+        let name = manifest.name_any();
+        argo_cd_sync(&api, &manifest, false).await;
+        let isvc = eventually("the operator reconciled the manifest", || async {
+            let i = isvcs.get(&name).await.ok()?;
+            let status = i.status.as_ref()?;
+            (status.observed_generation == i.metadata.generation
+                && status.revision.is_some()
+                && !i.finalizers().is_empty())
+            .then_some(i)
+        })
+        .await;
+        assert_eq!(
+            condition(&isvc, "Reconciled").unwrap().0,
+            "True",
+            "{file}: {:?}",
+            condition(&isvc, "Reconciled")
+        );
+        let changed = gitops_drift(&api, &manifest).await;
+        println!(
+            "  {file}: {} fields changed by a dry run of the same apply after the reconcile",
+            changed.len()
+        );
+        assert!(
+            changed.is_empty(),
+            "{file}: a re-apply would change {changed:?}"
+        );
+    }
+
+    // The dry run sees a real change (so the zeros above are counted).
+    let mut edited = gitops_manifest("minimal.yaml");
+    edited.data["spec"]["minReplicas"] = json!(3);
+    assert_eq!(
+        gitops_drift(&api, &edited).await,
+        [".metadata.generation", ".spec.minReplicas"]
+    );
+
+    // A rollback under GitOps: revision 1 stable, Git moves to model 2, which
+    // is promoted; the rollback command serves model 1 again without a write
+    // to the spec.
+    let mut manifest = gitops_manifest("minimal.yaml");
+    let name = manifest.name_any();
+    let revision1 = isvcs
+        .get(&name)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .revision
+        .unwrap();
+    mark_ready(&deployments, &format!("{name}-{revision1}"), 2).await;
+    eventually("revision 1 is stable", || async {
+        let s = isvcs.get(&name).await.ok()?.status?;
+        (s.stable_revision.as_deref() == Some(revision1.as_str())).then_some(())
+    })
+    .await;
+    let uri1 = manifest.data["spec"]["model"]["storageUri"].clone();
+    manifest.data["spec"]["model"]["storageUri"] = json!("file:///models/iris/2/model.onnx");
+    argo_cd_sync(&api, &manifest, false).await;
+    let revision2 = eventually("Git's model 2 rolls out", || async {
+        let r = isvcs.get(&name).await.ok()?.status?.revision?;
+        (r != revision1).then_some(r)
+    })
+    .await;
+    let command = |value: &'static str| {
+        let isvcs = isvcs.clone();
+        let name = name.clone();
+        async move {
+            isvcs
+                .patch(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(
+                        json!({"metadata": {"annotations": {"serving.sluice.dev/rollout": value}}}),
+                    ),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    eventually("the canary's Deployment exists", || async {
+        deployments
+            .get_opt(&format!("{name}-{revision2}"))
+            .await
+            .ok()?
+    })
+    .await;
+    let deployment2 = format!("{name}-{revision2}");
+    mark_ready(&deployments, &deployment2, 1).await;
+    command("promote").await;
+    eventually("promotion scales the canary to full size", || async {
+        let d = deployments.get(&deployment2).await.ok()?;
+        (d.spec?.replicas == Some(2)).then_some(())
+    })
+    .await;
+    mark_ready(&deployments, &deployment2, 2).await;
+    eventually("revision 2 is stable", || async {
+        let s = isvcs.get(&name).await.ok()?.status?;
+        (s.stable_revision.as_deref() == Some(revision2.as_str()) && s.rollout?.phase.finished())
+            .then_some(())
+    })
+    .await;
+
+    command("rollback").await;
+    let isvc = eventually("the rollback is held in status and rolls out", || async {
+        let i = isvcs.get(&name).await.ok()?;
+        let status = i.status.as_ref()?;
+        (status.rollback.as_ref()?.revision == revision1
+            && status.revision.as_deref() == Some(revision1.as_str()))
+        .then_some(i)
+    })
+    .await;
+    assert_eq!(
+        isvc.spec.model.storage_uri, "file:///models/iris/2/model.onnx",
+        "the spec is Git's"
+    );
+    let rollback = isvc.status.as_ref().unwrap().rollback.clone().unwrap();
+    assert_eq!(
+        (
+            rollback.spec_revision.as_str(),
+            rollback.model.storage_uri.as_str()
+        ),
+        (revision2.as_str(), "file:///models/iris/1/model.onnx")
+    );
+    // Only Argo CD owns fields of the spec: the operator wrote status, the
+    // finalizer and the command's removal.
+    let spec_owners: Vec<_> = isvc
+        .managed_fields()
+        .iter()
+        .filter(|m| m.subresource.is_none())
+        .filter(|m| {
+            m.fields_v1
+                .as_ref()
+                .is_some_and(|f| f.0.get("f:spec").is_some())
+        })
+        .filter_map(|m| m.manager.clone())
+        .collect();
+    assert_eq!(spec_owners, [ARGO_CD_MANAGER], "owners of spec fields");
+    let changed = gitops_drift(&api, &manifest).await;
+    println!(
+        "  after a rollback: {} fields changed by a dry run of Git's manifest",
+        changed.len()
+    );
+    assert!(
+        changed.is_empty(),
+        "after a rollback a re-apply would change {changed:?}"
+    );
+
+    // The revert in Git: model 1 is the spec's again, and the rollback is over.
+    manifest.data["spec"]["model"]["storageUri"] = uri1;
+    argo_cd_sync(&api, &manifest, false).await;
+    eventually("a revert in Git ends the rollback", || async {
+        let s = isvcs.get(&name).await.ok()?.status?;
+        (s.rollback.is_none() && s.revision.as_deref() == Some(revision1.as_str())).then_some(())
+    })
+    .await;
+}
+
+/// Writes the EndpointSlice that the EndpointSlice controller would write for
+/// `service` with `ready` ready endpoints: the Service's labels, its name label.
+async fn serve_endpoints(client: &Client, ns: &str, service: &str, ready: usize) {
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    let mut labels = services.get(service).await.unwrap().labels().clone();
+    labels.insert("kubernetes.io/service-name".into(), service.into());
+    let endpoints: Vec<Value> = (0..ready)
+        .map(|i| json!({"addresses": [format!("10.0.0.{}", i + 1)], "conditions": {"ready": true}}))
+        .collect();
+    let slice: EndpointSlice = serde_json::from_value(json!({
+        "metadata": {"name": format!("{service}-test"), "labels": labels},
+        "addressType": "IPv4",
+        "endpoints": endpoints,
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+    }))
+    .unwrap();
+    Api::<EndpointSlice>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &slice)
+        .await
+        .unwrap();
+}
+
 async fn mark_ready(deployments: &Api<Deployment>, name: &str, ready: i32) {
     let generation = deployments.get(name).await.unwrap().metadata.generation;
     deployments

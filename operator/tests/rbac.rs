@@ -43,6 +43,8 @@ const EXPECTED: &[(&str, &str, &[&str])] = &[
     ("policy", "poddisruptionbudgets", OWN),
     ("networking.k8s.io", "networkpolicies", OWN),
     ("", "pods", READ),
+    // Ready waits until the Service's EndpointSlices list a ready endpoint.
+    ("discovery.k8s.io", "endpointslices", READ),
     // Retraining Jobs (spec.monitoring.onDrift): created once, then only
     // watched. Batch runs: created once, suspended or resumed (patch), and
     // deleted once old (their figures stay in status.history).

@@ -35,7 +35,7 @@ pub use monitoring::{
 pub use optimize::{OptimizationStatus, OptimizeSpec};
 pub use placement::{PlacementMode, PlacementSpec};
 pub use resilience::{CircuitBreakerSpec, FallbackSpec, StaticDatatype, StaticOutput};
-pub use rollout::{HistoryEntry, RolloutSpec, RolloutStatus};
+pub use rollout::{HistoryEntry, RollbackStatus, RolloutSpec, RolloutStatus};
 pub use streaming::{StreamDelivery, StreamingSpec};
 
 /// API group of every Sluice resource.
@@ -313,6 +313,10 @@ pub struct InferenceServiceStatus {
     /// One entry per finished rollout, oldest first, at most `spec.rollout.historyLimit`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<HistoryEntry>,
+    /// A `rollback` command in force: which revision serves in place of the
+    /// spec's, until the spec changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<RollbackStatus>,
     /// Serving pods (all revisions).
     #[serde(default)]
     pub replicas: i32,

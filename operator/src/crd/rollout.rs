@@ -542,11 +542,32 @@ pub struct HistoryEntry {
     pub reason: String,
     /// When it ended.
     pub time: Time,
-    /// The model of that revision; the `rollback` annotation restores it.
+    /// The model of that revision; the `rollback` command serves it again.
     pub model: ModelRecord,
     /// The runtime of that revision, unless it was the default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<RuntimeSpec>,
+}
+
+/// A `rollback` command in force (`status.rollback`): the revision it returned
+/// to serves in place of the spec's model and runtime, without the spec being
+/// written (a GitOps tool keeps owning it), until the spec changes: a revert in
+/// Git, or a new model.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RollbackStatus {
+    /// The revision of the spec when the command came; once the spec's revision
+    /// differs, the rollback is over.
+    pub spec_revision: String,
+    /// The revision rolled back to, from `status.history`.
+    pub revision: String,
+    /// Its model, served in place of `spec.model`.
+    pub model: ModelRecord,
+    /// Its runtime, served in place of `spec.runtime` (none: the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<RuntimeSpec>,
+    /// When the command was acted on.
+    pub time: Time,
 }
 
 /// `spec.model` as recorded in status: the same fields, without the spec's

@@ -1,16 +1,21 @@
 //! Manual commands from the `serving.sluice.dev/rollout` annotation that write to
 //! the InferenceService itself: removing the annotation once acted on, and
-//! `rollback`, which puts the previous stable revision back into the spec.
+//! `rollback`, which records the previous stable revision in `status.rollback`.
 
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::EventType;
 use serde_json::json;
 
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
 use super::context::Context;
 use super::events::publish;
+use super::update_status::write_status;
 use super::validate::Validated;
 use crate::Result;
 use crate::crd::InferenceService;
+use crate::names::revision;
 use crate::rollout::control;
 
 /// Removes the manual-command annotation once it was acted on.
@@ -26,53 +31,36 @@ pub async fn clear(valid: &Validated<'_>, ctx: &Context) -> Result<()> {
     Ok(())
 }
 
-/// The `rollback` command: puts the previous stable revision's model and runtime
-/// back into the spec (which starts a rollout to it) and removes the annotation.
+/// The `rollback` command: records in `status.rollback` that the previous stable
+/// revision's model and runtime serve in place of the spec's (the next reconcile
+/// rolls out to it, see [`control::in_force`]) and removes the annotation. The
+/// spec is never written, so a GitOps tool that owns it sees no drift; a revert
+/// in Git, or a new model, ends the rollback.
 pub async fn rollback(valid: &Validated<'_>, ctx: &Context) -> Result<()> {
     let isvc = valid.isvc;
-    let status = isvc.status.clone().unwrap_or_default();
-    let target = match control::rollback_target(&status.history, status.stable_revision.as_deref())
-    {
-        Ok(target) => target,
+    let mut status = isvc.status.clone().unwrap_or_default();
+    let spec_revision = revision(&isvc.spec, &ctx.config)?;
+    let pinned = control::rollback(
+        &status.history,
+        status.stable_revision.as_deref(),
+        spec_revision,
+        Time(Timestamp::now()),
+    );
+    let pinned = match pinned {
+        Ok(pinned) => pinned,
         Err(message) => {
             publish(ctx, isvc, EventType::Warning, "RollbackRefused", message).await;
             return clear(valid, ctx).await;
         }
     };
-    let api = api(valid, ctx);
-    let mut replacement = json!({
-        "metadata": {"annotations": {control::ANNOTATION: null}},
-        "spec": {"model": null, "runtime": null},
-    });
-    // A merge patch merges objects; null first, then the whole value, replaces them.
-    api.patch(
-        &valid.name,
-        &PatchParams::default(),
-        &Patch::Merge(&replacement),
-    )
-    .await?;
-    replacement["spec"]["model"] = serde_json::to_value(&target.model)?;
-    replacement["spec"]["runtime"] =
-        serde_json::to_value(target.runtime.clone().unwrap_or_default())?;
-    replacement["metadata"] = json!({});
-    api.patch(
-        &valid.name,
-        &PatchParams::default(),
-        &Patch::Merge(&replacement),
-    )
-    .await?;
-    ctx.metrics.write("InferenceService", "rollback");
-    publish(
-        ctx,
-        isvc,
-        EventType::Normal,
-        "RollbackRequested",
-        format!(
-            "spec.model set back to revision {} ({}); it rolls out like any new revision",
-            target.revision, target.model.storage_uri
-        ),
-    )
-    .await;
+    let message = format!(
+        "revision {} ({}) serves in place of the spec's until the spec changes; it rolls out like any new revision",
+        pinned.revision, pinned.model.storage_uri
+    );
+    status.rollback = Some(pinned);
+    write_status(isvc, &status, ctx).await?;
+    clear(valid, ctx).await?;
+    publish(ctx, isvc, EventType::Normal, "RollbackRequested", message).await;
     Ok(())
 }
 

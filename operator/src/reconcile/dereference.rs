@@ -9,6 +9,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, ListParams};
@@ -67,6 +68,9 @@ pub struct Objects {
     pub config_maps: Vec<ConfigMap>,
     /// Serving pods of every revision.
     pub pods: Vec<Pod>,
+    /// Ready endpoints listed by the main Service's EndpointSlices: what
+    /// kube-proxy routes to, so Ready waits for one.
+    pub ready_endpoints: usize,
 }
 
 impl Objects {
@@ -109,6 +113,7 @@ impl Objects {
 }
 
 /// Reads everything one reconcile of `cached` needs; `None` when it is gone.
+/// A rollback in force is applied to the spec read ([`control::in_force`]).
 ///
 /// The InferenceService is read fresh: the rollout decides from its status, and the
 /// watch cache may not have seen this operator's last status write yet, so a
@@ -123,6 +128,7 @@ pub async fn dereference(
     let Some(isvc) = api.get_opt(&cached.name_any()).await? else {
         return Ok(None);
     };
+    let isvc = control::in_force(isvc, &ctx.config)?;
     let objects = objects(&isvc, &ctx.client).await?;
     let signals = match (&ctx.prometheus, autoscale::queries(&isvc, &objects.pods)) {
         (Some(client), Some(queries)) => Some(autoscale::signals::read(client, &queries).await),
@@ -266,7 +272,9 @@ pub async fn objects(isvc: &InferenceService, client: &Client) -> Result<Objects
     let network_policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &namespace);
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
-    let (deployments, daemon_sets, services, pdb, network_policy, config_maps, pods) = futures::try_join!(
+    let endpoint_slices: Api<EndpointSlice> = Api::namespaced(client.clone(), &namespace);
+    let of_main_service = ListParams::default().labels(&format!("{SERVICE_NAME_LABEL}={name}"));
+    let (deployments, daemon_sets, services, pdb, network_policy, config_maps, pods, slices) = futures::try_join!(
         deployments.list(&labelled),
         daemon_sets.list(&labelled),
         services.list(&labelled),
@@ -274,6 +282,7 @@ pub async fn objects(isvc: &InferenceService, client: &Client) -> Result<Objects
         network_policies.get_opt(&name),
         config_maps.list(&labelled),
         pods.list(&labelled),
+        endpoint_slices.list(&of_main_service),
     )?;
     Ok(Objects {
         workloads: owned(deployments.items, isvc)
@@ -290,7 +299,21 @@ pub async fn objects(isvc: &InferenceService, client: &Client) -> Result<Objects
         network_policy: network_policy.filter(|p| owned_by(p, isvc)),
         config_maps: owned(config_maps.items, isvc),
         pods: pods.items,
+        ready_endpoints: slices.items.iter().map(ready_endpoints).sum(),
     })
+}
+
+/// The label by which an EndpointSlice names its Service.
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// The endpoints of `slice` that are ready; an unset `ready` means ready, as
+/// the EndpointSlice API defines it.
+fn ready_endpoints(slice: &EndpointSlice) -> usize {
+    slice
+        .endpoints
+        .iter()
+        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false))
+        .count()
 }
 
 /// `metadata.namespace`, which every namespaced object has.
