@@ -91,7 +91,7 @@ fn main() {
                 Box::pin(profile_failures(client.clone())),
             ),
             (
-                "a named HTTPRoute gets per-revision weights",
+                "spec.rollout.route: an owned HTTPRoute with per-revision weights",
                 Box::pin(route_weights(client.clone())),
             ),
             (
@@ -750,21 +750,14 @@ async fn route_weights(client: Client) {
             "httproutes",
         ),
     );
-    let route: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "gateway.networking.k8s.io/v1",
-        "kind": "HTTPRoute",
-        "metadata": {"name": "web", "namespace": ns},
-        "spec": {
-            "parentRefs": [{"name": "gateway"}],
-            "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/v2"}}], "backendRefs": [{"name": "placeholder", "port": 8080}]}],
-        },
-    }))
-    .unwrap();
-    routes.create(&PostParams::default(), &route).await.unwrap();
     let isvcs: Api<InferenceService> = Api::namespaced(client.clone(), ns);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    let spec =
-        |uri: &str| json!({"model": {"storageUri": uri}, "rollout": {"route": {"name": "web"}}});
+    let spec = |uri: &str| {
+        json!({"model": {"storageUri": uri}, "rollout": {"route": {
+            "parentRefs": [{"name": "gateway"}],
+            "matches": [{"path": {"type": "PathPrefix", "value": "/v2"}}],
+        }}})
+    };
     dynamic(&client, ns)
         .create(
             &PostParams::default(),
@@ -773,7 +766,7 @@ async fn route_weights(client: Client) {
         .await
         .unwrap();
     let backends = || async {
-        let route = routes.get("web").await.ok()?;
+        let route = routes.get("routed").await.ok()?;
         let refs = route
             .data
             .pointer("/spec/rules/0/backendRefs")?
@@ -782,7 +775,7 @@ async fn route_weights(client: Client) {
         let matches = route.data.pointer("/spec/rules/0/matches")?.clone();
         assert_eq!(
             matches[0]["path"]["value"], "/v2",
-            "the rule's matches are kept"
+            "the rule's matches are the spec's"
         );
         Some(
             refs.iter()
@@ -845,6 +838,65 @@ async fn route_weights(client: Client) {
     .await;
     let status = isvcs.get("routed").await.unwrap().status.unwrap();
     assert_eq!(status.canary_weight, Some(25), "exact with a route");
+    let route = routes.get("routed").await.unwrap();
+    let isvc = isvcs.get("routed").await.unwrap();
+    assert_eq!(
+        route.owner_references()[0].uid,
+        isvc.uid().unwrap(),
+        "the operator owns its route"
+    );
+
+    // Dropping spec.rollout.route deletes the route; one the InferenceService
+    // does not own is never written.
+    isvcs
+        .patch(
+            "routed",
+            &PatchParams::default(),
+            &Patch::Json::<()>(
+                serde_json::from_value(json!([{"op": "remove", "path": "/spec/rollout/route"}]))
+                    .unwrap(),
+            ),
+        )
+        .await
+        .unwrap();
+    eventually("the route is deleted with the spec's route", || async {
+        routes.get_opt("routed").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    let foreign: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "routed", "namespace": ns},
+        "spec": {"parentRefs": [{"name": "gateway"}], "rules": [{"backendRefs": [{"name": "elsewhere", "port": 80}]}]},
+    }))
+    .unwrap();
+    routes
+        .create(&PostParams::default(), &foreign)
+        .await
+        .unwrap();
+    isvcs
+        .patch(
+            "routed",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"spec": {"rollout": {"route": {"parentRefs": [{"name": "gateway"}]}}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    eventually("a RouteConflict event names the foreign route", || async {
+        events(&client, ns, "routed")
+            .await
+            .iter()
+            .any(|e| e.1 == "RouteConflict")
+            .then_some(())
+    })
+    .await;
+    let kept = routes.get("routed").await.unwrap();
+    assert_eq!(
+        kept.data["spec"]["rules"][0]["backendRefs"][0]["name"],
+        "elsewhere"
+    );
 }
 
 /// Reports `ready` pods of a Deployment's current generation, as the controller

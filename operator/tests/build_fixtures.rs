@@ -531,6 +531,7 @@ fn layout_places_the_revision_and_selects_the_active_one() {
         replicas: 1,
         total: 4,
         active: Some("0123456789".into()),
+        route_weights: Vec::new(),
     };
     let d = build::build(&isvc, &BuildConfig::default(), &layout).unwrap();
     let name = format!("fraud-{revision}");

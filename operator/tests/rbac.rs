@@ -61,8 +61,13 @@ const EXPECTED: &[(&str, &str, &[&str])] = &[
         &["get", "list", "watch", "create", "patch", "delete"],
     ),
     ("events.k8s.io", "events", &["create", "patch"]),
-    // Rollouts write per-revision weights into the HTTPRoute a spec names.
-    ("gateway.networking.k8s.io", "httproutes", &["get", "patch"]),
+    // spec.rollout.route: the operator's own HTTPRoute, applied server-side
+    // with the rollout's weights, deleted when the spec drops it.
+    (
+        "gateway.networking.k8s.io",
+        "httproutes",
+        &["get", "create", "patch", "delete"],
+    ),
 ];
 
 fn permissions(rules: &[PolicyRule]) -> Vec<(String, String, Vec<String>)> {

@@ -16,7 +16,9 @@ use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec}
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
+use kube::api::DynamicObject;
 use serde::Serialize;
+use serde_json::json;
 
 pub mod fetch;
 pub mod init;
@@ -37,6 +39,7 @@ use crate::names::{
     revision, revision_object_name, revision_selector, selector, server_image, short_hash,
 };
 use crate::resources::{cpu_limit_threads, resources};
+use crate::rollout::traffic;
 use crate::security;
 use crate::workload::Workload;
 use crate::{Error, Result};
@@ -88,6 +91,9 @@ pub struct Desired {
     /// Present when `spec.security.allowedSources` is set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub network_policy: Option<NetworkPolicy>,
+    /// The Gateway API HTTPRoute, present with `spec.rollout.route`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<DynamicObject>,
 }
 
 /// Where the rollout puts the current spec's revision: its pod count, the total
@@ -100,6 +106,9 @@ pub struct Layout {
     pub total: i32,
     /// The only revision the main Service selects; every revision when absent.
     pub active: Option<String>,
+    /// With `spec.rollout.route`: each revision's percent of the route's
+    /// traffic (none: the current revision takes it all).
+    pub route_weights: Vec<(String, i32)>,
 }
 
 impl Layout {
@@ -109,6 +118,7 @@ impl Layout {
             replicas: total,
             total,
             active: None,
+            route_weights: Vec::new(),
         }
     }
 }
@@ -243,6 +253,18 @@ pub fn build(isvc: &InferenceService, cfg: &BuildConfig, layout: &Layout) -> Res
         )
     });
 
+    let route = isvc.spec.rollout.route.as_ref().map(|route| {
+        let weights = match layout.route_weights.as_slice() {
+            [] => vec![(revision.clone(), 100)],
+            weights => weights.to_vec(),
+        };
+        let mut object = DynamicObject::new(&name, &traffic::http_route_resource())
+            .within(&namespace)
+            .data(json!({"spec": traffic::http_route_spec(&name, route, &weights)}));
+        object.metadata = meta(name.clone(), &[]);
+        object
+    });
+
     Ok(Desired {
         url: format!(
             "http://{name}.{namespace}.svc.{}:{HTTP_PORT}",
@@ -254,6 +276,7 @@ pub fn build(isvc: &InferenceService, cfg: &BuildConfig, layout: &Layout) -> Res
         revision_service: stamp(revision_service)?,
         pdb: pdb.map(stamp).transpose()?,
         network_policy: network_policy.map(stamp).transpose()?,
+        route: route.map(stamp).transpose()?,
         revision,
     })
 }

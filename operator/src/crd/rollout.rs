@@ -34,11 +34,12 @@ pub struct RolloutSpec {
     #[serde(default = "default_progress_deadline")]
     #[schemars(range(min = 10, max = 86400))]
     pub progress_deadline_seconds: u32,
-    /// A Gateway API HTTPRoute (same namespace) whose rules' backendRefs the
-    /// operator sets to the per-revision Services with the rollout's weights. Without
-    /// it, traffic splits by replica ratio behind the InferenceService's Service.
+    /// A Gateway API HTTPRoute that the operator makes and owns (named like the
+    /// InferenceService): its one rule sends traffic to the per-revision
+    /// Services with the rollout's exact weights. Without it, traffic splits by
+    /// replica ratio behind the InferenceService's Service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub route: Option<RouteRef>,
+    pub route: Option<RouteSpec>,
 }
 
 /// Rollout strategy.
@@ -344,11 +345,37 @@ pub struct CustomCheck {
     pub min: Option<f64>,
 }
 
-/// A Gateway API HTTPRoute in the InferenceService's namespace.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
-pub struct RouteRef {
-    /// Name of the HTTPRoute.
-    pub name: String,
+/// The HTTPRoute the operator makes for `spec.rollout.route`: where it attaches
+/// and what it matches. The operator owns the route (a GitOps tool never sees
+/// it change under its feet); its backendRefs are the per-revision Services.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("size(self.parentRefs) >= 1")
+    .message("spec.rollout.route.parentRefs needs at least one parent (a Gateway) for the route to attach to")
+    .field_path(".parentRefs"))]
+#[serde(rename_all = "camelCase")]
+pub struct RouteSpec {
+    /// The route's `parentRefs` as the Gateway API writes them (at least one),
+    /// e.g. `[{name: public, namespace: gateways}]`.
+    #[schemars(schema_with = "gateway_objects")]
+    pub parent_refs: Vec<serde_json::Value>,
+    /// The route's `hostnames` (none: every hostname its parents accept).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hostnames: Vec<String>,
+    /// The `matches` of its one rule, as the Gateway API writes them (none:
+    /// every request, the Gateway API's default of path prefix `/`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "gateway_objects")]
+    pub matches: Vec<serde_json::Value>,
+}
+
+/// A list of Gateway API objects, kept as written (the Gateway API's own
+/// schema checks them on the HTTPRoute).
+fn gateway_objects(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "maxItems": 32,
+        "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+    })
 }
 
 fn default_history_limit() -> u32 {

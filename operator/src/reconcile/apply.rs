@@ -5,9 +5,7 @@
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
-use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
-};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
@@ -16,7 +14,7 @@ use serde_json::json;
 use tracing::info;
 
 use super::context::{Context, FIELD_MANAGER};
-use super::dereference::Objects;
+use super::dereference::{Objects, owned_by};
 use super::events::publish;
 use super::validate::Validated;
 use crate::Result;
@@ -148,11 +146,16 @@ pub async fn apply(
         })
         .collect();
     delete_each(unused_config_maps, namespace, &params, ctx).await?;
-    if let Some(route) = &isvc.spec.rollout.route
-        && set_route_weights(isvc, namespace, &route.name, &decision.route_weights, ctx).await?
-    {
-        written.push("HTTPRoute".to_string());
-    }
+    written.extend(
+        apply_route(
+            isvc,
+            namespace,
+            desired.route.as_ref(),
+            observed.route.as_ref(),
+            ctx,
+        )
+        .await?,
+    );
 
     if !written.is_empty() {
         let (reason, note) = if observed.workloads.is_empty() {
@@ -210,47 +213,57 @@ async fn apply_workload(
     }
 }
 
-/// The Gateway API HTTPRoute kind.
-fn http_route() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute"),
-        "httproutes",
-    )
-}
-
-/// Points every rule of the named HTTPRoute at the per-revision Services with the
-/// rollout's weights. Returns whether it wrote.
-async fn set_route_weights(
+/// Server-side applies the HTTPRoute of `spec.rollout.route` when its hash
+/// differs from the cluster's, or deletes the owned one the spec no longer
+/// wants. A route of that name that the InferenceService does not own is left
+/// alone, with a Warning Event. Returns what it wrote.
+async fn apply_route(
     isvc: &InferenceService,
     namespace: &str,
-    route: &str,
-    weights: &[(String, i32)],
+    desired: Option<&DynamicObject>,
+    current: Option<&DynamicObject>,
     ctx: &Context,
-) -> Result<bool> {
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(ctx.client.clone(), namespace, &http_route());
-    let Some(current) = api.get_opt(route).await? else {
-        publish(
-            ctx,
-            isvc,
-            EventType::Warning,
-            "RouteNotFound",
-            format!("spec.rollout.route: HTTPRoute {route} not found in {namespace}; traffic splits by replica ratio"),
-        )
-        .await;
-        return Ok(false);
-    };
-    let Some(rules) = traffic::route_rules(&current.data, &isvc.name_any(), weights) else {
-        return Ok(false);
-    };
-    api.patch(
-        route,
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"rules": rules}})),
-    )
-    .await?;
-    ctx.metrics.write("HTTPRoute", "patch");
-    Ok(true)
+) -> Result<Option<String>> {
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        ctx.client.clone(),
+        namespace,
+        &traffic::http_route_resource(),
+    );
+    let ours = current.filter(|route| owned_by(*route, isvc));
+    match (desired, current) {
+        (Some(_), Some(other)) if ours.is_none() => {
+            let name = other.name_any();
+            publish(
+                ctx,
+                isvc,
+                EventType::Warning,
+                "RouteConflict",
+                format!("spec.rollout.route: an HTTPRoute {name} that this InferenceService does not own exists in {namespace}; delete or rename it (traffic splits by replica ratio meanwhile)"),
+            )
+            .await;
+            Ok(None)
+        }
+        (Some(route), _) => {
+            if ours.and_then(|r| applied_hash(r)) == applied_hash(route) {
+                return Ok(None);
+            }
+            api.patch(
+                &route.name_any(),
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(route),
+            )
+            .await?;
+            ctx.metrics.write("HTTPRoute", "apply");
+            Ok(Some("HTTPRoute".to_string()))
+        }
+        (None, Some(route)) if ours.is_some() => {
+            api.delete(&route.name_any(), &DeleteParams::background())
+                .await?;
+            ctx.metrics.write("HTTPRoute", "delete");
+            Ok(Some("HTTPRoute (deleted)".to_string()))
+        }
+        (None, _) => Ok(None),
+    }
 }
 
 /// Applies an object the spec may or may not want: applies it when wanted,

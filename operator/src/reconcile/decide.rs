@@ -65,6 +65,7 @@ pub fn decide(valid: &Validated, observed: &Observed, now: Timestamp) -> Plan {
         replicas: rollout.replicas.get(&valid.revision).copied().unwrap_or(0),
         total: scale.desired_replicas,
         active: rollout.active.clone(),
+        route_weights: rollout.route_weights.clone(),
     };
     let drift = match (&spec.monitoring, &observed.drift) {
         (Some(monitoring), Some(read)) => Some(drift::decide(&DriftInput {

@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{Api, ListParams};
+use kube::api::{Api, DynamicObject, ListParams};
 use kube::{Client, Resource, ResourceExt};
 
 use super::context::Context;
@@ -23,7 +23,7 @@ use crate::drift::decision::{ObservedJob, Reading};
 use crate::drift::prometheus as drift_prometheus;
 use crate::names::{retraining_labels, revision, selector_string};
 use crate::rollout::analysis::{self, Analysis, Target};
-use crate::rollout::{control, machine, prometheus};
+use crate::rollout::{control, machine, prometheus, traffic};
 use crate::workload::Workload;
 use crate::{Error, Result};
 
@@ -68,6 +68,9 @@ pub struct Objects {
     pub config_maps: Vec<ConfigMap>,
     /// Serving pods of every revision.
     pub pods: Vec<Pod>,
+    /// The HTTPRoute named like the InferenceService, if any (it is the
+    /// operator's only when owned: [`owned_by`]).
+    pub route: Option<DynamicObject>,
     /// Ready endpoints listed by the main Service's EndpointSlices: what
     /// kube-proxy routes to, so Ready waits for one.
     pub ready_endpoints: usize,
@@ -273,17 +276,21 @@ pub async fn objects(isvc: &InferenceService, client: &Client) -> Result<Objects
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
     let endpoint_slices: Api<EndpointSlice> = Api::namespaced(client.clone(), &namespace);
+    let routes: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), &namespace, &traffic::http_route_resource());
     let of_main_service = ListParams::default().labels(&format!("{SERVICE_NAME_LABEL}={name}"));
-    let (deployments, daemon_sets, services, pdb, network_policy, config_maps, pods, slices) = futures::try_join!(
-        deployments.list(&labelled),
-        daemon_sets.list(&labelled),
-        services.list(&labelled),
-        pdbs.get_opt(&name),
-        network_policies.get_opt(&name),
-        config_maps.list(&labelled),
-        pods.list(&labelled),
-        endpoint_slices.list(&of_main_service),
-    )?;
+    let (deployments, daemon_sets, services, pdb, network_policy, config_maps, pods, slices, route) =
+        futures::try_join!(
+            deployments.list(&labelled),
+            daemon_sets.list(&labelled),
+            services.list(&labelled),
+            pdbs.get_opt(&name),
+            network_policies.get_opt(&name),
+            config_maps.list(&labelled),
+            pods.list(&labelled),
+            endpoint_slices.list(&of_main_service),
+            http_route(&routes, &name),
+        )?;
     Ok(Objects {
         workloads: owned(deployments.items, isvc)
             .into_iter()
@@ -300,7 +307,19 @@ pub async fn objects(isvc: &InferenceService, client: &Client) -> Result<Objects
         config_maps: owned(config_maps.items, isvc),
         pods: pods.items,
         ready_endpoints: slices.items.iter().map(ready_endpoints).sum(),
+        route,
     })
+}
+
+/// The HTTPRoute `name`; none as well where the Gateway API is not installed.
+async fn http_route(
+    routes: &Api<DynamicObject>,
+    name: &str,
+) -> kube::Result<Option<DynamicObject>> {
+    match routes.get_opt(name).await {
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(None),
+        other => other,
+    }
 }
 
 /// The label by which an EndpointSlice names its Service.

@@ -8,8 +8,10 @@
 //! the steps 25% and 50% become 33% and 50%. With an HTTPRoute the weights are exact
 //! and the new revision gets `ceil(total * w / 100)` pods for its share.
 
+use kube::api::{ApiResource, GroupVersionKind};
 use serde_json::{Value, json};
 
+use crate::crd::rollout::RouteSpec;
 use crate::names::{HTTP_PORT, revision_object_name};
 
 /// Pods the new revision runs for a traffic share of `weight` percent, next to
@@ -57,27 +59,27 @@ pub fn backend_refs(isvc: &str, weights: &[(String, i32)]) -> Value {
     )
 }
 
-/// The route's rules with every rule's backendRefs pointing at the per-revision
-/// Services with `weights` (for a merge patch of `spec.rules`); `None` when every
-/// rule already has them, or the route has no rules.
-pub fn route_rules(route: &Value, isvc: &str, weights: &[(String, i32)]) -> Option<Value> {
-    let refs = backend_refs(isvc, weights);
-    let rules = route.pointer("/spec/rules")?.as_array()?;
-    if rules
-        .iter()
-        .all(|rule| rule.get("backendRefs") == Some(&refs))
-    {
-        return None;
+/// The Gateway API HTTPRoute kind.
+pub fn http_route_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute"),
+        "httproutes",
+    )
+}
+
+/// The `spec` of the HTTPRoute the operator owns for `route`: its parents and
+/// hostnames, and one rule with the spec's matches whose backendRefs are the
+/// per-revision Services with `weights`.
+pub fn http_route_spec(isvc: &str, route: &RouteSpec, weights: &[(String, i32)]) -> Value {
+    let mut rule = json!({"backendRefs": backend_refs(isvc, weights)});
+    if !route.matches.is_empty() {
+        rule["matches"] = json!(route.matches);
     }
-    let rules = rules
-        .iter()
-        .map(|rule| {
-            let mut rule = rule.clone();
-            rule["backendRefs"] = refs.clone();
-            rule
-        })
-        .collect();
-    Some(Value::Array(rules))
+    let mut spec = json!({"parentRefs": route.parent_refs, "rules": [rule]});
+    if !route.hostnames.is_empty() {
+        spec["hostnames"] = json!(route.hostnames);
+    }
+    spec
 }
 
 #[cfg(test)]
@@ -122,19 +124,27 @@ mod tests {
     }
 
     #[test]
-    fn route_rules_point_every_rule_at_the_revisions_and_are_idempotent() {
+    fn the_route_has_one_rule_with_the_spec_matches_and_weighted_revisions() {
         let weights = vec![("aaa".to_string(), 75), ("bbb".to_string(), 25)];
-        let route = json!({"spec": {"rules": [
-            {"matches": [{"path": {"type": "PathPrefix", "value": "/"}}], "backendRefs": [{"name": "x", "port": 80}]},
-            {"backendRefs": backend_refs("iris", &weights)},
-        ]}});
-        let rules = route_rules(&route, "iris", &weights).unwrap();
-        assert_eq!(rules[0]["matches"], route["spec"]["rules"][0]["matches"]);
+        let route: RouteSpec = serde_json::from_value(json!({
+            "parentRefs": [{"name": "public", "namespace": "gateways"}],
+            "hostnames": ["iris.example.com"],
+            "matches": [{"path": {"type": "PathPrefix", "value": "/v2"}}],
+        }))
+        .unwrap();
+        let spec = http_route_spec("iris", &route, &weights);
+        assert_eq!(spec["parentRefs"][0]["namespace"], "gateways");
+        assert_eq!(spec["hostnames"], json!(["iris.example.com"]));
+        let rules = spec["rules"].as_array().unwrap();
+        assert_eq!(rules.len(), 1);
+        assert_eq!(rules[0]["matches"][0]["path"]["value"], "/v2");
         assert_eq!(rules[0]["backendRefs"][0]["name"], "iris-aaa");
         assert_eq!(rules[0]["backendRefs"][1]["weight"], 25);
-        assert_eq!(rules[1], route["spec"]["rules"][1]);
-        let patched = json!({"spec": {"rules": rules}});
-        assert_eq!(route_rules(&patched, "iris", &weights), None);
-        assert_eq!(route_rules(&json!({"spec": {}}), "iris", &weights), None);
+
+        // Without hostnames and matches, the Gateway API's defaults apply.
+        let bare: RouteSpec =
+            serde_json::from_value(json!({"parentRefs": [{"name": "public"}]})).unwrap();
+        let spec = http_route_spec("iris", &bare, &weights);
+        assert!(spec.get("hostnames").is_none() && spec["rules"][0].get("matches").is_none());
     }
 }

@@ -100,7 +100,7 @@ mod tests {
             ),
             (
                 json!({"placement": per_node,
-                    "rollout": {"strategy": "BlueGreen", "route": {"name": "web"}}}),
+                    "rollout": {"strategy": "BlueGreen", "route": {"parentRefs": [{"name": "web"}]}}}),
                 "spec.rollout.route cannot be used with spec.placement.mode PerNode",
             ),
             (
