@@ -2,6 +2,7 @@
 //! shows (the Deployments or DaemonSets and the serving pods) to `status` and to
 //! the condition transitions that become Events.
 
+use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
@@ -147,6 +148,50 @@ impl Verdict {
     }
 }
 
+/// How long after its EndpointSlice lists an endpoint kube-proxy may take to
+/// route to it: its default `--iptables-min-sync-period` (1 s), and the time to
+/// write the rules. Ready waits this long when it turns True.
+pub const ENDPOINTS_SETTLE: SignedDuration = SignedDuration::from_millis(1_000);
+
+/// The main Service's endpoints, as its EndpointSlices list them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Endpoints {
+    /// Ready endpoints that are pods of this InferenceService.
+    pub ready: usize,
+    /// When a slice was last written (kube-proxy learns of a change from then).
+    pub changed: Option<Timestamp>,
+}
+
+impl Endpoints {
+    /// Why requests to the Service `name` may not be routed yet, or `None` when
+    /// they are: no ready endpoint, or (unless the service `was_ready`, so that
+    /// a scale-up does not flip Ready) a slice written less than
+    /// [`ENDPOINTS_SETTLE`] before `now`.
+    pub fn not_routed(&self, name: &str, was_ready: bool, now: Timestamp) -> Option<String> {
+        if self.ready == 0 {
+            return Some(format!(
+                "the Service {name} lists no ready endpoint yet, so requests to it would be refused"
+            ));
+        }
+        let since = self.changed.map(|t| now.duration_since(t))?;
+        (!was_ready && since < ENDPOINTS_SETTLE).then(|| {
+            format!(
+                "the Service {name} listed {} ready endpoints {} ms ago; kube-proxy may take up to {} ms to route to them",
+                self.ready,
+                since.as_millis().max(0),
+                ENDPOINTS_SETTLE.as_millis()
+            )
+        })
+    }
+
+    /// How long until [`Self::not_routed`] can turn `None` on its own (only time
+    /// is missing), for the requeue.
+    pub fn settles_in(&self, now: Timestamp) -> Option<std::time::Duration> {
+        let left = ENDPOINTS_SETTLE - now.duration_since(self.changed?);
+        (self.ready > 0 && left.is_positive()).then(|| left.unsigned_abs())
+    }
+}
+
 /// Computes the new status from the Deployments (or DaemonSets) of every
 /// revision, their pods and the ready endpoints that the main Service's
 /// EndpointSlices list (`endpoints`: Ready waits for one, since kube-proxy
@@ -158,7 +203,7 @@ pub fn compute(
     outcome: &Outcome,
     workloads: &[Workload],
     pods: &[Pod],
-    endpoints: usize,
+    endpoints: &Endpoints,
     now: Time,
 ) -> InferenceServiceStatus {
     let old = isvc.status.clone().unwrap_or_default();
@@ -269,6 +314,10 @@ pub fn compute(
             )
         }
     };
+    let was_ready = old
+        .conditions
+        .iter()
+        .any(|c| c.type_ == READY && c.status == "True");
     let rollout_message = view.rollout.as_ref().map(|r| r.message.clone());
     let rolled_back = view.rollout.as_ref().filter(|r| {
         Some(&r.revision) == revision.as_ref()
@@ -286,15 +335,8 @@ pub fn compute(
         Verdict::new("False", nodes_matched.reason, nodes_matched.message.clone())
     } else if !available.is_true() {
         Verdict::new("False", available.reason, available.message.clone())
-    } else if endpoints == 0 {
-        Verdict::new(
-            "False",
-            "EndpointsNotReady",
-            format!(
-                "the Service {} lists no ready endpoint yet, so requests to it would be refused",
-                isvc.name_any()
-            ),
-        )
+    } else if let Some(waiting) = endpoints.not_routed(&isvc.name_any(), was_ready, now.0) {
+        Verdict::new("False", "EndpointsNotReady", waiting)
     } else if let Some(r) = rolled_back {
         Verdict::new(
             "False",
@@ -759,7 +801,6 @@ pub fn transitions(
 mod tests {
     use super::*;
     use crate::crd::rollout::{ModelRecord, Strategy};
-    use jiff::Timestamp;
     use serde_json::{Value, json};
 
     const REVISION: &str = "new0000001";
@@ -908,32 +949,64 @@ mod tests {
         condition: (&'static str, &'static str, &'static str),
     }
 
+    /// The endpoints of a Service that has served for long.
+    const SERVED: Endpoints = Endpoints {
+        ready: 1,
+        changed: None,
+    };
+
     #[test]
-    fn ready_waits_for_the_service_to_list_a_ready_endpoint() {
-        let at = |endpoints| {
+    fn ready_waits_until_the_service_routes_to_a_ready_endpoint() {
+        let now = Timestamp::UNIX_EPOCH + jiff::SignedDuration::from_secs(100);
+        let at = |old: Option<InferenceServiceStatus>, endpoints: Endpoints| {
+            let mut isvc = isvc(None);
+            isvc.status = old;
             compute(
-                &isvc(None),
+                &isvc,
                 &applied(REVISION, None, true),
                 &[deployment(REVISION, 2, 2)],
                 &[fetched(REVISION), fetched(REVISION)],
-                endpoints,
-                Time(Timestamp::UNIX_EPOCH),
+                &endpoints,
+                Time(now),
             )
         };
-        let waiting = at(0);
-        assert_eq!(waiting.phase, Some(Phase::Progressing));
-        let ready = condition(&waiting, READY);
+        let listed = |ready, seconds_ago| Endpoints {
+            ready,
+            changed: Some(now - jiff::SignedDuration::from_millis(seconds_ago)),
+        };
+        let reason = |status: &InferenceServiceStatus| {
+            let ready = condition(status, READY);
+            (
+                ready.status.clone(),
+                ready.reason.clone(),
+                ready.message.clone(),
+            )
+        };
+
+        // No ready endpoint: kube-proxy would refuse the Service.
+        let none = at(None, listed(0, 5_000));
+        assert_eq!(none.phase, Some(Phase::Progressing));
+        let (status, why, message) = reason(&none);
         assert_eq!(
-            (ready.status.as_str(), ready.reason.as_str()),
+            (status.as_str(), why.as_str()),
             ("False", "EndpointsNotReady")
         );
-        assert!(
-            ready.message.contains("lists no ready endpoint"),
-            "{}",
-            ready.message
+        assert!(message.contains("lists no ready endpoint"), "{message}");
+        assert_eq!(condition(&none, AVAILABLE).status, "True");
+
+        // Listed 300 ms ago: kube-proxy may not route it yet.
+        let fresh = at(None, listed(2, 300));
+        let (status, why, message) = reason(&fresh);
+        assert_eq!(
+            (status.as_str(), why.as_str()),
+            ("False", "EndpointsNotReady")
         );
-        assert_eq!(condition(&waiting, AVAILABLE).status, "True");
-        assert_eq!(at(1).phase, Some(Phase::Ready));
+        assert!(message.contains("kube-proxy"), "{message}");
+
+        // Settled: Ready. Once Ready, a slice that changes (a scale-up) keeps it.
+        let settled = at(None, listed(2, 1_500));
+        assert_eq!(settled.phase, Some(Phase::Ready));
+        assert_eq!(at(Some(settled), listed(3, 100)).phase, Some(Phase::Ready));
     }
 
     #[test]
@@ -1046,7 +1119,14 @@ mod tests {
             condition: (type_, status_, reason),
         } in rows
         {
-            let status = compute(&isvc(None), &outcome, &workloads, &pods, 1, now.clone());
+            let status = compute(
+                &isvc(None),
+                &outcome,
+                &workloads,
+                &pods,
+                &SERVED,
+                now.clone(),
+            );
             assert_eq!(status.phase, Some(phase), "{case}");
             assert_eq!(status.observed_generation, Some(3), "{case}");
             assert_eq!(condition(&status, READY).reason, ready_reason, "{case}");
@@ -1111,7 +1191,7 @@ mod tests {
             &drift("False", "NoDrift"),
             &serving,
             &pods,
-            1,
+            &SERVED,
             now.clone(),
         );
         assert_eq!(condition(&quiet, INPUT_DRIFT).reason, "NoDrift");
@@ -1125,7 +1205,7 @@ mod tests {
             &drift("True", "Drifting"),
             &serving,
             &pods,
-            1,
+            &SERVED,
             now.clone(),
         );
         let events = transitions(Some(&quiet), &drifting);
@@ -1144,7 +1224,7 @@ mod tests {
             &drift("False", "NoDrift"),
             &serving,
             &pods,
-            1,
+            &SERVED,
             now.clone(),
         );
         monitored.status = Some(drifting.clone());
@@ -1156,7 +1236,7 @@ mod tests {
             reason: "InvalidSpec",
             message: "spec.x is wrong".into(),
         };
-        let kept = compute(&monitored, &refused, &serving, &pods, 1, now);
+        let kept = compute(&monitored, &refused, &serving, &pods, &SERVED, now);
         assert_eq!(
             condition(&kept, INPUT_DRIFT),
             condition(&drifting, INPUT_DRIFT)
@@ -1167,7 +1247,7 @@ mod tests {
             &applied(REVISION, None, true),
             &serving,
             &pods,
-            1,
+            &SERVED,
             Time(Timestamp::UNIX_EPOCH)
         )));
     }
@@ -1204,7 +1284,7 @@ mod tests {
                 &applied(REVISION, None, true),
                 &serving,
                 &[pod],
-                1,
+                &SERVED,
                 now.clone(),
             );
             let profile = condition(&status, PROFILE_FETCHED);
@@ -1230,7 +1310,7 @@ mod tests {
             &applied(REVISION, None, true),
             &serving,
             &[done],
-            1,
+            &SERVED,
             now.clone(),
         );
         assert_eq!(condition(&status, PROFILE_FETCHED).reason, "Fetched");
@@ -1240,7 +1320,7 @@ mod tests {
             &applied(REVISION, None, true),
             &serving,
             &[fetched(REVISION)],
-            1,
+            &SERVED,
             now,
         );
         assert!(
@@ -1286,7 +1366,7 @@ mod tests {
             &applied(REVISION, None, true),
             &serving,
             &[done],
-            1,
+            &SERVED,
             now.clone(),
         );
         let verdict = condition(&status, MODEL_OPTIMIZED);
@@ -1318,7 +1398,7 @@ mod tests {
             &applied(REVISION, None, true),
             &[deployment(REVISION, 2, 0)],
             &[refused],
-            1,
+            &SERVED,
             now.clone(),
         );
         let verdict = condition(&status, MODEL_OPTIMIZED);
@@ -1342,7 +1422,7 @@ mod tests {
             &applied(REVISION, None, true),
             &serving,
             &[],
-            1,
+            &SERVED,
             now.clone(),
         );
         assert_eq!(
@@ -1355,7 +1435,7 @@ mod tests {
             &applied(REVISION, None, true),
             &serving,
             &[fetched(REVISION)],
-            1,
+            &SERVED,
             now,
         );
         assert!(
@@ -1370,7 +1450,14 @@ mod tests {
         let now = Time(Timestamp::UNIX_EPOCH);
         let deployments = [deployment(STABLE, 2, 2), deployment(REVISION, 1, 1)];
         let running = applied(STABLE, Some(rollout(RolloutPhase::Progressing)), true);
-        let status = compute(&isvc(None), &running, &deployments, &[], 1, now.clone());
+        let status = compute(
+            &isvc(None),
+            &running,
+            &deployments,
+            &[],
+            &SERVED,
+            now.clone(),
+        );
         assert_eq!(status.canary_revision.as_deref(), Some(REVISION));
         assert_eq!(status.canary_weight, Some(25));
         assert_eq!(status.stable_revision.as_deref(), Some(STABLE));
@@ -1380,7 +1467,7 @@ mod tests {
             Some("serving.sluice.dev/inferenceservice=fraud")
         );
         let done = applied(REVISION, Some(rollout(RolloutPhase::Promoted)), true);
-        let status = compute(&isvc(None), &done, &deployments, &[], 1, now);
+        let status = compute(&isvc(None), &done, &deployments, &[], &SERVED, now);
         assert_eq!((status.canary_revision, status.canary_weight), (None, None));
     }
 
@@ -1394,7 +1481,7 @@ mod tests {
             &outcome,
             &deployments,
             &pods,
-            1,
+            &SERVED,
             Time(Timestamp::UNIX_EPOCH),
         );
         let later = Time(Timestamp::from_second(60).unwrap());
@@ -1403,7 +1490,7 @@ mod tests {
             &outcome,
             &deployments,
             &pods,
-            1,
+            &SERVED,
             later.clone(),
         );
         assert_eq!(
@@ -1418,7 +1505,7 @@ mod tests {
             &outcome,
             &fewer,
             &pods,
-            1,
+            &SERVED,
             later.clone(),
         );
         let available = condition(&changed, AVAILABLE);
@@ -1453,7 +1540,7 @@ mod tests {
                 &applied(REVISION, None, true),
                 workloads,
                 &[fetched(REVISION)],
-                1,
+                &SERVED,
                 now.clone(),
             )
         };
@@ -1515,7 +1602,7 @@ mod tests {
             &applied(REVISION, None, true),
             &[deployment(REVISION, 2, 2)],
             &[fetched(REVISION)],
-            1,
+            &SERVED,
             now,
         );
         assert!(
@@ -1538,7 +1625,7 @@ mod tests {
             &applied(REVISION, None, true),
             &[deployment(REVISION, 2, 0)],
             &[pending],
-            1,
+            &SERVED,
             Time(Timestamp::UNIX_EPOCH),
         );
         let available = condition(&status, AVAILABLE);

@@ -32,7 +32,7 @@ use sluice_operator::config::BuildConfig;
 use sluice_operator::crd::InferenceService;
 use sluice_operator::leader::LeaseLock;
 use sluice_operator::metrics::Metrics;
-use sluice_operator::names::{ISVC_LABEL, REVISION_LABEL};
+use sluice_operator::names::{self, ISVC_LABEL, REVISION_LABEL};
 use sluice_operator::reconcile::Context;
 use support::ApiServer;
 use tokio::sync::oneshot;
@@ -101,6 +101,10 @@ fn main() {
             (
                 "GitOps: a dry run of the applied manifest changes nothing after reconciles and a rollback",
                 Box::pin(gitops_no_drift(client.clone())),
+            ),
+            (
+                "docs: every InferenceService and BatchInference example passes a server-side dry run",
+                Box::pin(docs_examples(client.clone())),
             ),
             (
                 "leader election has one holder at a time",
@@ -901,6 +905,109 @@ async fn route_weights(client: Client) {
 
 /// Reports `ready` pods of a Deployment's current generation, as the controller
 /// manager would.
+/// The Sluice objects among the YAML examples of `text` (a Markdown file's
+/// ```yaml blocks, or a YAML file): whole objects as they are, and `spec:`
+/// fragments as an InferenceService's spec (with a model when they have none).
+fn sluice_examples(text: &str, markdown: bool) -> Vec<Value> {
+    let blocks: Vec<&str> = if markdown {
+        text.split("```yaml\n")
+            .skip(1)
+            .filter_map(|rest| rest.split("```").next())
+            .collect()
+    } else {
+        vec![text]
+    };
+    let mut examples = Vec::new();
+    for block in blocks {
+        let mut document = String::new();
+        for line in block.lines().chain(["---"]) {
+            if line.trim_end() != "---" {
+                document.push_str(line);
+                document.push('\n');
+                continue;
+            }
+            let text = std::mem::take(&mut document);
+            let Ok(mut value) = serde_saphyr::from_str::<Value>(&text) else {
+                continue;
+            };
+            let api_version = value["apiVersion"].as_str().unwrap_or("");
+            if api_version.starts_with("serving.sluice.dev/") {
+                examples.push(value);
+            } else if api_version.is_empty()
+                && value.get("spec").is_some()
+                && value.as_object().is_some_and(|o| o.len() == 1)
+            {
+                if value["spec"].get("model").is_none() {
+                    value["spec"]["model"] =
+                        json!({"storageUri": "s3://models/example/1/model.onnx"});
+                }
+                value["apiVersion"] = json!("serving.sluice.dev/v1alpha1");
+                value["kind"] = json!("InferenceService");
+                value["metadata"] = json!({"name": "fragment"});
+                examples.push(value);
+            }
+        }
+    }
+    examples
+}
+
+/// Every Sluice example in the docs, the README and `config/samples` is accepted
+/// by the API server with the committed CRDs (a server-side dry run), so the
+/// docs cannot drift from the schema.
+async fn docs_examples(client: Client) {
+    let ns = "docs";
+    namespace(&client, ns).await;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut files: Vec<_> = std::fs::read_dir(root.join("docs"))
+        .unwrap()
+        .chain(std::fs::read_dir(root.join("config/samples")).unwrap())
+        .map(|e| e.unwrap().path())
+        .chain([root.join("README.md")])
+        .filter(|p| p.extension().is_some_and(|e| e == "md" || e == "yaml"))
+        .collect();
+    files.sort();
+    let (mut checked, mut failures) = (0, Vec::new());
+    for file in &files {
+        let markdown = file.extension().is_some_and(|e| e == "md");
+        for mut example in sluice_examples(&std::fs::read_to_string(file).unwrap(), markdown) {
+            example["metadata"]["namespace"] = json!(ns);
+            let object: DynamicObject = serde_json::from_value(example.clone()).unwrap();
+            let kind = example["kind"].as_str().unwrap_or("?").to_string();
+            let resource = match kind.as_str() {
+                "InferenceService" => ApiResource::erase::<InferenceService>(&()),
+                "BatchInference" => ApiResource::erase::<sluice_operator::crd::BatchInference>(&()),
+                other => panic!("{}: unknown Sluice kind {other}", file.display()),
+            };
+            let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &resource);
+            let params = PostParams {
+                dry_run: true,
+                ..PostParams::default()
+            };
+            checked += 1;
+            if let Err(e) = api.create(&params, &object).await {
+                failures.push(format!(
+                    "{} ({kind} {}): {e}",
+                    file.display(),
+                    object.name_any()
+                ));
+            }
+        }
+    }
+    println!(
+        "  {checked} examples from {} files passed a server-side dry run",
+        files.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "examples the API server refuses:\n{}",
+        failures.join("\n")
+    );
+    assert!(
+        checked >= 20,
+        "only {checked} examples found: the extraction broke"
+    );
+}
+
 /// Argo CD's field manager for server-side apply (its `ArgoCDSSAManager`).
 const ARGO_CD_MANAGER: &str = "argocd-controller";
 
@@ -1139,17 +1246,36 @@ async fn gitops_no_drift(client: Client) {
     .await;
 }
 
-/// Writes the EndpointSlice that the EndpointSlice controller would write for
-/// `service` with `ready` ready endpoints: the Service's labels, its name label.
+/// Writes what the EndpointSlice controller would write for `service` with
+/// `ready` ready pods of its InferenceService: the pods themselves (pending
+/// forever: this API server has no kubelet), and a slice owned by the Service,
+/// with its labels, listing them.
 async fn serve_endpoints(client: &Client, ns: &str, service: &str, ready: usize) {
     let services: Api<Service> = Api::namespaced(client.clone(), ns);
-    let mut labels = services.get(service).await.unwrap().labels().clone();
+    let owner = services.get(service).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let mut endpoints = Vec::new();
+    for i in 0..ready {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": format!("{service}-endpoint-{i}"), "labels": names::selector(service)},
+            "spec": {"containers": [{"name": "server", "image": "sluice-server"}]},
+        }))
+        .unwrap();
+        let pod = pods.create(&PostParams::default(), &pod).await.unwrap();
+        endpoints.push(json!({
+            "addresses": [format!("10.0.0.{}", i + 1)],
+            "conditions": {"ready": true},
+            "targetRef": {"kind": "Pod", "namespace": ns, "name": pod.name_any(), "uid": pod.uid()},
+        }));
+    }
+    let mut labels = owner.labels().clone();
     labels.insert("kubernetes.io/service-name".into(), service.into());
-    let endpoints: Vec<Value> = (0..ready)
-        .map(|i| json!({"addresses": [format!("10.0.0.{}", i + 1)], "conditions": {"ready": true}}))
-        .collect();
     let slice: EndpointSlice = serde_json::from_value(json!({
-        "metadata": {"name": format!("{service}-test"), "labels": labels},
+        "metadata": {
+            "name": format!("{service}-test"),
+            "labels": labels,
+            "ownerReferences": [{"apiVersion": "v1", "kind": "Service", "name": service, "uid": owner.uid(), "controller": true}],
+        },
         "addressType": "IPv4",
         "endpoints": endpoints,
         "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],

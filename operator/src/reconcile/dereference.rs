@@ -24,6 +24,7 @@ use crate::drift::prometheus as drift_prometheus;
 use crate::names::{retraining_labels, revision, selector_string};
 use crate::rollout::analysis::{self, Analysis, Target};
 use crate::rollout::{control, machine, prometheus, traffic};
+use crate::status::Endpoints;
 use crate::workload::Workload;
 use crate::{Error, Result};
 
@@ -71,9 +72,9 @@ pub struct Objects {
     /// The HTTPRoute named like the InferenceService, if any (it is the
     /// operator's only when owned: [`owned_by`]).
     pub route: Option<DynamicObject>,
-    /// Ready endpoints listed by the main Service's EndpointSlices: what
-    /// kube-proxy routes to, so Ready waits for one.
-    pub ready_endpoints: usize,
+    /// The main Service's endpoints: what kube-proxy routes to, so Ready
+    /// waits for one.
+    pub endpoints: Endpoints,
 }
 
 impl Objects {
@@ -291,7 +292,9 @@ pub async fn objects(isvc: &InferenceService, client: &Client) -> Result<Objects
             endpoint_slices.list(&of_main_service),
             http_route(&routes, &name),
         )?;
+    let isvc_services = owned(services.items, isvc);
     Ok(Objects {
+        endpoints: endpoints(&isvc_services, &slices.items, &pods.items, isvc),
         workloads: owned(deployments.items, isvc)
             .into_iter()
             .map(Workload::Deployment)
@@ -301,12 +304,11 @@ pub async fn objects(isvc: &InferenceService, client: &Client) -> Result<Objects
                     .map(Workload::DaemonSet),
             )
             .collect(),
-        services: owned(services.items, isvc),
+        services: isvc_services,
         pdb: pdb.filter(|p| owned_by(p, isvc)),
         network_policy: network_policy.filter(|p| owned_by(p, isvc)),
         config_maps: owned(config_maps.items, isvc),
         pods: pods.items,
-        ready_endpoints: slices.items.iter().map(ready_endpoints).sum(),
         route,
     })
 }
@@ -325,14 +327,69 @@ async fn http_route(
 /// The label by which an EndpointSlice names its Service.
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
-/// The endpoints of `slice` that are ready; an unset `ready` means ready, as
-/// the EndpointSlice API defines it.
-fn ready_endpoints(slice: &EndpointSlice) -> usize {
-    slice
-        .endpoints
+/// The ready endpoints of the main Service that are pods of this
+/// InferenceService, and when its slices were last written. Only the slices
+/// the Service owns count (not a deleted namesake's), and only pods created
+/// since the InferenceService was (not those of a deleted namesake, which
+/// carry the same labels until they are gone).
+fn endpoints(
+    services: &[Service],
+    slices: &[EndpointSlice],
+    pods: &[Pod],
+    isvc: &InferenceService,
+) -> Endpoints {
+    let name = isvc.name_any();
+    let Some(service_uid) = services
         .iter()
+        .find(|s| s.metadata.name.as_deref() == Some(name.as_str()))
+        .and_then(|s| s.metadata.uid.as_deref())
+    else {
+        return Endpoints::default();
+    };
+    let created = isvc.metadata.creation_timestamp.as_ref().map(|t| t.0);
+    let current: Vec<&str> = pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0) >= created)
+        .filter_map(|p| p.metadata.uid.as_deref())
+        .collect();
+    let slices: Vec<&EndpointSlice> = slices
+        .iter()
+        .filter(|slice| {
+            slice
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| o.uid == service_uid)
+        })
+        .collect();
+    let ready = slices
+        .iter()
+        .flat_map(|slice| &slice.endpoints)
         .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false))
-        .count()
+        .filter(|e| {
+            e.target_ref
+                .as_ref()
+                .and_then(|r| r.uid.as_deref())
+                .is_some_and(|uid| current.contains(&uid))
+        })
+        .count();
+    // A slice's last write: its newest managed-fields entry, else its creation.
+    let changed = slices
+        .iter()
+        .filter_map(|slice| {
+            let meta = &slice.metadata;
+            meta.managed_fields
+                .iter()
+                .flatten()
+                .filter_map(|m| m.time.as_ref())
+                .chain(meta.creation_timestamp.as_ref())
+                .map(|t| t.0)
+                .max()
+        })
+        .max();
+    Endpoints { ready, changed }
 }
 
 /// `metadata.namespace`, which every namespaced object has.

@@ -150,7 +150,14 @@ async fn serve(cached: &InferenceService, ctx: &Context) -> Result<Action> {
         ctx.prometheus.is_some(),
     );
     let ready = update_status(isvc, &outcome, &observed.objects, ctx).await?;
-    Ok(Action::requeue(next_look(&valid, requeue, ready, ctx)))
+    let mut look = next_look(&valid, requeue, ready, ctx);
+    // Endpoints that only need time to be routed: look again when they are.
+    if let Some(settled) = observed.objects.endpoints.settles_in(Timestamp::now())
+        && !ready
+    {
+        look = look.min(settled + Duration::from_millis(50));
+    }
+    Ok(Action::requeue(look))
 }
 
 /// Records in status why the objects could not be applied.

@@ -30,7 +30,7 @@ pub async fn update_status(
         outcome,
         &observed.workloads,
         &observed.pods,
-        observed.ready_endpoints,
+        &observed.endpoints,
         Time(Timestamp::now()),
     );
     let ready = new.phase == Some(Phase::Ready);
