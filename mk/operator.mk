@@ -31,7 +31,7 @@ test-operator: build cluster-deps
 		SLUICE_K8S_BIN=$$bins $(CARGO) test -p sluice-operator -- --include-ignored && \
 		SLUICE_K8S_BIN=$$bins $(CARGO) test -p sluice-node-agent -- --include-ignored
 
-## test-operator-e2e: kubectl apply a sample on the local cluster, infer, delete; a fallback model; a monitored one whose drift reaches Prometheus; one pod per edge node; BatchInference runs over S3 (a shard's pod deleted mid-run), file:// and pvc://
+## test-operator-e2e: kubectl apply a sample on the local cluster, infer right after Ready, delete; Argo CD health of every live state; two tenants under RBAC; a fallback model; a monitored one whose drift reaches Prometheus; one pod per edge node; BatchInference runs over S3 (a shard's pod deleted mid-run), file:// and pvc://
 test-operator-e2e: build cluster-deps
 	@$(REPO_ROOT)/e2e/operator/e2e.sh
 

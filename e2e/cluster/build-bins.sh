@@ -19,27 +19,8 @@ module_version() {
     awk -v m="$2" '($1 == m && $2 ~ /^v/) {print $2; exit} ($1 == "require" && $2 == m) {print $3; exit}' "$1/go.mod"
 }
 
-# A Go toolchain new enough for both modules (Prometheus needs 1.26): the one on PATH,
-# or upstream's, fetched once from the Go module proxy (golang.org/toolchain, the
-# module `go` itself downloads toolchains from) into the cache.
-GO_TOOLCHAIN=v0.0.1-go1.26.11.linux-amd64
-ensure_go() {
-    local have
-    have="$(go env GOVERSION 2>/dev/null || true)"
-    if [[ $have =~ ^go1\.([0-9]+) ]] && ((BASH_REMATCH[1] >= 26)); then return 0; fi
-    local dir="$cache/go-$GO_TOOLCHAIN"
-    if [[ ! -x $dir/bin/go ]]; then
-        command -v unzip >/dev/null || { echo "build-bins: unzip is required" >&2; return 1; }
-        echo "build-bins: fetching Go toolchain $GO_TOOLCHAIN from the Go module proxy" >&2
-        local tmp="$dir.partial"
-        rm -rf "$tmp" && mkdir -p "$tmp"
-        curl -fsSL "${GOPROXY_URL:-https://proxy.golang.org}/golang.org/toolchain/@v/$GO_TOOLCHAIN.zip" -o "$tmp/go.zip"
-        unzip -q "$tmp/go.zip" -d "$tmp"
-        mv "$tmp/golang.org/toolchain@$GO_TOOLCHAIN" "$dir"
-        rm -rf "$tmp"
-    fi
-    export PATH="$dir/bin:$PATH" GOTOOLCHAIN=local
-}
+# shellcheck source=scripts/go-toolchain.sh
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/scripts/go-toolchain.sh"
 
 # build NAME DIR TAGS LDFLAGS TOOL=PACKAGE...: builds into the module's cache directory
 # and prints it.
@@ -51,7 +32,7 @@ build() {
     for spec in "$@"; do [[ -x "$out/${spec%%=*}" ]] || missing=1; done
     if ((missing == 0)); then echo "$out"; return 0; fi
     ((cached_only)) && return 1
-    ensure_go
+    ensure_go 26 # Prometheus needs Go 1.26
     echo "build-bins: building $name into $out (first run only; Kubernetes takes ~15 min on 2 cores)" >&2
     staging="$out.partial"
     mkdir -p "$staging"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end: kubectl apply -f config/samples/... -> sluice-server pods run -> the
-# Service answers an inference with the fixture's reference output -> kubectl delete
-# removes everything; then a fallback model, drift monitoring (monitoring.sh),
+# Service answers a request made right after `kubectl wait` with the fixture's
+# reference output -> kubectl delete removes everything; then Argo CD's health of
+# every live state (gitops.sh), two tenants' RBAC (tenants.sh), a fallback model, drift monitoring (monitoring.sh),
 # edge placement (placement.sh) and batch inference (batch.sh: a scheduled run over
 # S3 with a shard's pod deleted mid-run, and a one-time run over file://). Uses the
 # running local cluster or starts (and stops) one.
@@ -15,6 +16,10 @@ source "$REPO_ROOT/e2e/operator/monitoring.sh"
 source "$REPO_ROOT/e2e/operator/placement.sh"
 # shellcheck source=e2e/operator/batch.sh
 source "$REPO_ROOT/e2e/operator/batch.sh"
+# shellcheck source=e2e/operator/gitops.sh
+source "$REPO_ROOT/e2e/operator/gitops.sh"
+# shellcheck source=e2e/operator/tenants.sh
+source "$REPO_ROOT/e2e/operator/tenants.sh"
 
 cluster_up
 cleanup() {
@@ -31,8 +36,10 @@ say "InferenceService iris Ready ${seconds}s after kubectl apply"
 pods=$("$KUBECTL" get pods -l serving.sluice.dev/inferenceservice=iris --field-selector=status.phase=Running -o name | wc -l)
 [[ $pods -ge 2 ]] || { say "FAIL: expected 2 running sluice-server pods, found $pods"; exit 1; }
 
+# Ready means servable: the first request goes out right after the wait, with no
+# retry (Ready waits until the Service's EndpointSlices list a ready endpoint).
 url="$(service_url)/v2/models/iris/infer"
-response=$(curl -fsS --retry 5 --retry-all-errors -H 'Content-Type: application/json' -d "$(reference_request)" "$url")
+response=$(curl -fsS -H 'Content-Type: application/json' -d "$(reference_request)" "$url")
 python3 - "$REPO_ROOT/server/fixtures/models/iris/1/reference.json" "$response" <<'PY'
 import json, math, sys
 ref = json.load(open(sys.argv[1]))["outputs"]
@@ -45,6 +52,9 @@ for name, want in ref.items():
     assert all(math.isclose(x, y, rel_tol=1e-4, abs_tol=1e-5) for x, y in zip(a, b)) and len(a) == len(b), name
 print("sluice: the Service answered with the reference outputs:", ", ".join(ref), file=sys.stderr)
 PY
+
+gitops_e2e
+tenants_e2e
 
 # Degraded mode through the operator: a model that fails on every non-zero row
 # (the faulty fixture) with mlp as its fallback model, fetched by a second init

@@ -48,7 +48,7 @@ wait_until() {
 # not written yet, so it is retried.
 crds_established() {
     local crd i
-    for crd in inferenceservices batchinferences; do
+    for crd in inferenceservices batchinferences servingpolicies; do
         for ((i = 0; i < 60; i++)); do
             "$KUBECTL" wait --for=condition=Established "crd/$crd.serving.sluice.dev" --timeout=1s \
                 >/dev/null 2>&1 && break

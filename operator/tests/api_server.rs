@@ -15,6 +15,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::admissionregistration::v1::{
+    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -29,7 +32,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use sluice_operator::config::BuildConfig;
-use sluice_operator::crd::InferenceService;
+use sluice_operator::crd::{InferenceService, ServingPolicy};
 use sluice_operator::leader::LeaseLock;
 use sluice_operator::metrics::Metrics;
 use sluice_operator::names::{self, ISVC_LABEL, REVISION_LABEL};
@@ -130,6 +133,12 @@ fn main() {
                 "BatchInference: a missing InferenceService, then its model",
                 Box::pin(batch::inference_service_reference(client.clone())),
             ),
+            // Last: while its ServingPolicy "default" exists it guards every
+            // unlabelled namespace.
+            (
+                "guardrails: the API server enforces a ServingPolicy through the admission policy",
+                Box::pin(guardrails(client.clone())),
+            ),
         ];
         let ran = scenarios.len();
         for (name, scenario) in scenarios {
@@ -170,6 +179,7 @@ async fn install_crds(client: &Client) {
     for file in [
         "serving.sluice.dev_inferenceservices.yaml",
         "serving.sluice.dev_batchinferences.yaml",
+        "serving.sluice.dev_servingpolicies.yaml",
     ] {
         install_crd(client, file).await;
     }
@@ -1006,6 +1016,163 @@ async fn docs_examples(client: Client) {
         checked >= 20,
         "only {checked} examples found: the extraction broke"
     );
+}
+
+/// Creates each object of `config/policy/guardrails.yaml`: the admission policy
+/// and its bindings.
+async fn install_guardrails(client: &Client) {
+    let path = format!(
+        "{}/../config/policy/guardrails.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(path).unwrap();
+    let policies: Api<ValidatingAdmissionPolicy> = Api::all(client.clone());
+    let bindings: Api<ValidatingAdmissionPolicyBinding> = Api::all(client.clone());
+    for document in text.split("\n---\n") {
+        let value: Value = serde_saphyr::from_str(document).unwrap();
+        match value["kind"].as_str() {
+            Some("ValidatingAdmissionPolicy") => {
+                let policy = serde_json::from_value(value).unwrap();
+                policies
+                    .create(&PostParams::default(), &policy)
+                    .await
+                    .unwrap();
+            }
+            Some("ValidatingAdmissionPolicyBinding") => {
+                let binding = serde_json::from_value(value).unwrap();
+                bindings
+                    .create(&PostParams::default(), &binding)
+                    .await
+                    .unwrap();
+            }
+            other => panic!("unexpected kind {other:?} in config/policy/guardrails.yaml"),
+        }
+    }
+}
+
+/// The guardrails of a ServingPolicy hold without the operator: the API server
+/// refuses, with the policy's message, what the namespace's ServingPolicy
+/// forbids, on create and on update; a namespace bound to a policy that does not
+/// exist accepts nothing.
+async fn guardrails(client: Client) {
+    install_guardrails(&client).await;
+    let ns = "guarded";
+    namespace(&client, ns).await;
+    let restricted: Namespace = serde_json::from_value(json!({"metadata": {
+        "name": "restricted-team", "labels": {"serving.sluice.dev/policy": "restricted"}}}))
+    .unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &restricted)
+        .await
+        .unwrap();
+    let policies: Api<ServingPolicy> = Api::all(client.clone());
+    let policy: ServingPolicy = serde_json::from_value(json!({
+        "apiVersion": "serving.sluice.dev/v1alpha1",
+        "kind": "ServingPolicy",
+        "metadata": {"name": "default"},
+        "spec": {"allowedStorageUriPrefixes": ["s3://approved/"], "maxReplicas": 4, "requireAuthentication": true},
+    }))
+    .unwrap();
+    policies
+        .create(&PostParams::default(), &policy)
+        .await
+        .unwrap();
+
+    let api = dynamic(&client, ns);
+    let create = |name: &'static str, spec: Value| {
+        let api = api.clone();
+        async move {
+            match api
+                .create(&PostParams::default(), &manifest(name, spec))
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err(kube::Error::Api(e)) => Err(e.message),
+                Err(e) => panic!("{e}"),
+            }
+        }
+    };
+    let secured = json!({"apiKeysSecret": "team-keys"});
+    let refusals = [
+        (
+            json!({"model": {"storageUri": "s3://elsewhere/m.onnx"}, "maxReplicas": 4, "security": secured}),
+            "must start with one of s3://approved/ (ServingPolicy default)",
+        ),
+        (
+            json!({"model": {"storageUri": "s3://approved/m.onnx"}, "maxReplicas": 4, "security": secured,
+                   "fallback": {"model": {"storageUri": "https://elsewhere/m.onnx"}}}),
+            "must start with one of s3://approved/",
+        ),
+        (
+            json!({"model": {"storageUri": "s3://approved/m.onnx"}, "security": secured}),
+            "spec.maxReplicas must be set and at most 4",
+        ),
+        (
+            json!({"model": {"storageUri": "s3://approved/m.onnx"}, "maxReplicas": 8, "security": secured}),
+            "spec.maxReplicas must be set and at most 4",
+        ),
+        (
+            json!({"model": {"storageUri": "s3://approved/m.onnx"}, "maxReplicas": 4}),
+            "spec.security.apiKeysSecret or spec.security.jwt must be set",
+        ),
+    ];
+    // The policy is in force once the API server has loaded it and its parameter.
+    eventually(
+        "the admission policy refuses a model from elsewhere",
+        || async { create("probe", refusals[0].0.clone()).await.err() },
+    )
+    .await;
+    for (spec, message) in refusals {
+        let refused = create("refused", spec.clone())
+            .await
+            .expect_err(&spec.to_string());
+        assert!(refused.contains(message), "{spec}: {refused}");
+        println!("  refused: {refused}");
+    }
+    create(
+        "allowed",
+        json!({"model": {"storageUri": "s3://approved/m.onnx"}, "minReplicas": 2, "maxReplicas": 4, "security": secured}),
+    )
+    .await
+    .unwrap();
+    let isvcs: Api<InferenceService> = Api::namespaced(client.clone(), ns);
+    let raised = isvcs
+        .patch(
+            "allowed",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"maxReplicas": 10}})),
+        )
+        .await
+        .expect_err("an update past the ceiling is refused");
+    assert!(raised.to_string().contains("at most 4"), "{raised}");
+
+    // A namespace bound to a ServingPolicy that does not exist accepts nothing.
+    let nothing = dynamic(&client, "restricted-team")
+        .create(
+            &PostParams::default(),
+            &manifest(
+                "any",
+                json!({"model": {"storageUri": "s3://approved/m.onnx"}}),
+            ),
+        )
+        .await
+        .expect_err("no ServingPolicy restricted: refused");
+    println!("  restricted-team without its ServingPolicy: {nothing}");
+
+    // Without a ServingPolicy named default, unlabelled namespaces are free again.
+    policies
+        .delete("default", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("deleting the policy lifts the guardrails", || async {
+        create(
+            "free",
+            json!({"model": {"storageUri": "s3://elsewhere/m.onnx"}}),
+        )
+        .await
+        .ok()
+    })
+    .await;
 }
 
 /// Argo CD's field manager for server-side apply (its `ArgoCDSSAManager`).

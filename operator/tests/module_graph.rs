@@ -35,6 +35,7 @@ const PURE: &[&str] = &[
     "crd::monitoring",
     "crd::optimize",
     "crd::placement",
+    "crd::policy",
     "crd::rollout",
     "drift::decision",
     "drift::job",

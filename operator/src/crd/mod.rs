@@ -18,6 +18,7 @@ pub mod model;
 pub mod monitoring;
 pub mod optimize;
 pub mod placement;
+pub mod policy;
 pub mod resilience;
 pub mod rollout;
 pub mod streaming;
@@ -34,6 +35,7 @@ pub use monitoring::{
 };
 pub use optimize::{OptimizationStatus, OptimizeSpec};
 pub use placement::{PlacementMode, PlacementSpec};
+pub use policy::{ServingPolicy, ServingPolicySpec};
 pub use resilience::{CircuitBreakerSpec, FallbackSpec, StaticDatatype, StaticOutput};
 pub use rollout::{HistoryEntry, RollbackStatus, RolloutSpec, RolloutStatus};
 pub use streaming::{StreamDelivery, StreamingSpec};
@@ -356,7 +358,11 @@ pub enum Phase {
 /// Every CustomResourceDefinition of Sluice, as `crdgen` writes them to `crds/`.
 pub fn all() -> Vec<CustomResourceDefinition> {
     use kube::CustomResourceExt;
-    vec![InferenceService::crd(), BatchInference::crd()]
+    vec![
+        InferenceService::crd(),
+        BatchInference::crd(),
+        ServingPolicy::crd(),
+    ]
 }
 
 /// The file a CRD is checked in as under `crds/`: `<group>_<plural>.yaml`.
@@ -402,7 +408,8 @@ spec:
             names,
             [
                 "serving.sluice.dev_inferenceservices.yaml",
-                "serving.sluice.dev_batchinferences.yaml"
+                "serving.sluice.dev_batchinferences.yaml",
+                "serving.sluice.dev_servingpolicies.yaml"
             ]
         );
         for crd in all() {

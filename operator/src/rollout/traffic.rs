@@ -8,7 +8,7 @@
 //! the steps 25% and 50% become 33% and 50%. With an HTTPRoute the weights are exact
 //! and the new revision gets `ceil(total * w / 100)` pods for its share.
 
-use kube::api::{ApiResource, GroupVersionKind};
+use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{Value, json};
 
 use crate::crd::rollout::RouteSpec;
