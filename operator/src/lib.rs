@@ -25,6 +25,7 @@ pub mod leader;
 pub mod metrics;
 pub mod names;
 pub mod optimization;
+pub mod policy;
 pub mod prometheus;
 pub mod reconcile;
 pub mod resources;

@@ -437,6 +437,7 @@ pub fn compute(
         rollout: view.rollout,
         history: view.history,
         rollback: old.rollback.clone(),
+        policy: old.policy.clone(),
         revision,
         replicas,
         ready_replicas,

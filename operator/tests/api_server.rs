@@ -106,7 +106,7 @@ fn main() {
                 Box::pin(gitops_no_drift(client.clone())),
             ),
             (
-                "docs: every InferenceService and BatchInference example passes a server-side dry run",
+                "docs: every Sluice example (InferenceService, BatchInference, ServingPolicy) passes a server-side dry run",
                 Box::pin(docs_examples(client.clone())),
             ),
             (
@@ -980,15 +980,28 @@ async fn docs_examples(client: Client) {
     for file in &files {
         let markdown = file.extension().is_some_and(|e| e == "md");
         for mut example in sluice_examples(&std::fs::read_to_string(file).unwrap(), markdown) {
-            example["metadata"]["namespace"] = json!(ns);
-            let object: DynamicObject = serde_json::from_value(example.clone()).unwrap();
             let kind = example["kind"].as_str().unwrap_or("?").to_string();
-            let resource = match kind.as_str() {
-                "InferenceService" => ApiResource::erase::<InferenceService>(&()),
-                "BatchInference" => ApiResource::erase::<sluice_operator::crd::BatchInference>(&()),
+            let api: Api<DynamicObject> = match kind.as_str() {
+                "InferenceService" => Api::namespaced_with(
+                    client.clone(),
+                    ns,
+                    &ApiResource::erase::<InferenceService>(&()),
+                ),
+                "BatchInference" => Api::namespaced_with(
+                    client.clone(),
+                    ns,
+                    &ApiResource::erase::<sluice_operator::crd::BatchInference>(&()),
+                ),
+                // Cluster-scoped.
+                "ServingPolicy" => {
+                    Api::all_with(client.clone(), &ApiResource::erase::<ServingPolicy>(&()))
+                }
                 other => panic!("{}: unknown Sluice kind {other}", file.display()),
             };
-            let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &resource);
+            if kind != "ServingPolicy" {
+                example["metadata"]["namespace"] = json!(ns);
+            }
+            let object: DynamicObject = serde_json::from_value(example.clone()).unwrap();
             let params = PostParams {
                 dry_run: true,
                 ..PostParams::default()
@@ -1070,7 +1083,8 @@ async fn guardrails(client: Client) {
         "apiVersion": "serving.sluice.dev/v1alpha1",
         "kind": "ServingPolicy",
         "metadata": {"name": "default"},
-        "spec": {"allowedStorageUriPrefixes": ["s3://approved/"], "maxReplicas": 4, "requireAuthentication": true},
+        "spec": {"allowedStorageUriPrefixes": ["s3://approved/"], "maxReplicas": 4, "requireAuthentication": true,
+                 "defaults": {"runtimeImage": "registry.internal/sluice-server:1.4"}},
     }))
     .unwrap();
     policies
@@ -1117,9 +1131,14 @@ async fn guardrails(client: Client) {
         ),
     ];
     // The policy is in force once the API server has loaded it and its parameter.
+    // Until the API server has loaded the policy, its binding and its
+    // parameter, a create may pass or fail for another reason.
     eventually(
         "the admission policy refuses a model from elsewhere",
-        || async { create("probe", refusals[0].0.clone()).await.err() },
+        || async {
+            let refused = create("probe", refusals[0].0.clone()).await.err()?;
+            refused.contains(refusals[0].1).then_some(())
+        },
     )
     .await;
     for (spec, message) in refusals {
@@ -1136,6 +1155,51 @@ async fn guardrails(client: Client) {
     .await
     .unwrap();
     let isvcs: Api<InferenceService> = Api::namespaced(client.clone(), ns);
+    // The operator fills in the policy's defaults (never into the spec) and
+    // says so in status.
+    let policy_status = eventually("status.policy lists the defaults", || async {
+        isvcs.get("allowed").await.ok()?.status?.policy
+    })
+    .await;
+    assert_eq!(
+        (
+            policy_status.name.as_str(),
+            policy_status.defaulted.as_slice()
+        ),
+        ("default", ["runtime.image".to_string()].as_slice())
+    );
+    let revision = isvcs
+        .get("allowed")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .revision
+        .unwrap();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let deployment = eventually("the Deployment runs the policy's image", || async {
+        deployments
+            .get_opt(&format!("allowed-{revision}"))
+            .await
+            .ok()?
+    })
+    .await;
+    let containers = deployment.spec.unwrap().template.spec.unwrap().containers;
+    assert_eq!(
+        containers[0].image.as_deref(),
+        Some("registry.internal/sluice-server:1.4")
+    );
+    assert!(
+        isvcs
+            .get("allowed")
+            .await
+            .unwrap()
+            .spec
+            .runtime
+            .image
+            .is_none(),
+        "the spec is untouched"
+    );
     let raised = isvcs
         .patch(
             "allowed",

@@ -41,6 +41,7 @@ const PURE: &[&str] = &[
     "drift::job",
     "names",
     "optimization",
+    "policy",
     "reconcile::decide",
     "reconcile::validate",
     "reconcile::validate::autoscaling",

@@ -43,6 +43,9 @@ const EXPECTED: &[(&str, &str, &[&str])] = &[
     ("policy", "poddisruptionbudgets", OWN),
     ("networking.k8s.io", "networkpolicies", OWN),
     ("", "pods", READ),
+    // A namespace's label names its ServingPolicy, whose defaults apply.
+    ("", "namespaces", &["get"]),
+    ("serving.sluice.dev", "servingpolicies", &["get"]),
     // Ready waits until the Service's EndpointSlices list a ready endpoint.
     ("discovery.k8s.io", "endpointslices", READ),
     // Retraining Jobs (spec.monitoring.onDrift): created once, then only

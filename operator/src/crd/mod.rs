@@ -35,7 +35,7 @@ pub use monitoring::{
 };
 pub use optimize::{OptimizationStatus, OptimizeSpec};
 pub use placement::{PlacementMode, PlacementSpec};
-pub use policy::{ServingPolicy, ServingPolicySpec};
+pub use policy::{PolicyStatus, ServingDefaults, ServingPolicy, ServingPolicySpec};
 pub use resilience::{CircuitBreakerSpec, FallbackSpec, StaticDatatype, StaticOutput};
 pub use rollout::{HistoryEntry, RollbackStatus, RolloutSpec, RolloutStatus};
 pub use streaming::{StreamDelivery, StreamingSpec};
@@ -319,6 +319,9 @@ pub struct InferenceServiceStatus {
     /// spec's, until the spec changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback: Option<RollbackStatus>,
+    /// The ServingPolicy of its namespace, and the spec fields it filled in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyStatus>,
     /// Serving pods (all revisions).
     #[serde(default)]
     pub replicas: i32,

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -18,10 +18,11 @@ use kube::{Client, Resource, ResourceExt};
 use super::context::Context;
 use crate::autoscale::{self, decision::Signals};
 use crate::crd::rollout::{RolloutStatus, Strategy};
-use crate::crd::{InferenceService, JobOutcome};
+use crate::crd::{InferenceService, JobOutcome, ServingPolicy};
 use crate::drift::decision::{ObservedJob, Reading};
 use crate::drift::prometheus as drift_prometheus;
 use crate::names::{retraining_labels, revision, selector_string};
+use crate::policy;
 use crate::rollout::analysis::{self, Analysis, Target};
 use crate::rollout::{control, machine, prometheus, traffic};
 use crate::status::Endpoints;
@@ -117,7 +118,8 @@ impl Objects {
 }
 
 /// Reads everything one reconcile of `cached` needs; `None` when it is gone.
-/// A rollback in force is applied to the spec read ([`control::in_force`]).
+/// The namespace's ServingPolicy defaults ([`policy::apply`]) and a rollback in
+/// force ([`control::in_force`]) are applied to the spec read.
 ///
 /// The InferenceService is read fresh: the rollout decides from its status, and the
 /// watch cache may not have seen this operator's last status write yet, so a
@@ -132,6 +134,10 @@ pub async fn dereference(
     let Some(isvc) = api.get_opt(&cached.name_any()).await? else {
         return Ok(None);
     };
+    let isvc = policy::apply(
+        isvc,
+        serving_policy(&namespace, &ctx.client).await?.as_ref(),
+    );
     let isvc = control::in_force(isvc, &ctx.config)?;
     let objects = objects(&isvc, &ctx.client).await?;
     let signals = match (&ctx.prometheus, autoscale::queries(&isvc, &objects.pods)) {
@@ -150,6 +156,24 @@ pub async fn dereference(
         analysis,
         drift,
     }))
+}
+
+/// The ServingPolicy that `namespace` selects ([`policy::selected`]), if it
+/// exists; none as well where its CRD is not installed.
+async fn serving_policy(namespace: &str, client: &Client) -> Result<Option<ServingPolicy>> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let labels = namespaces
+        .get_opt(namespace)
+        .await?
+        .map(|n| n.metadata.labels);
+    let name = policy::selected(labels.flatten().as_ref()).to_string();
+    match Api::<ServingPolicy>::all(client.clone())
+        .get_opt(&name)
+        .await
+    {
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(None),
+        other => Ok(other?),
+    }
 }
 
 /// The stable revision's drift and the newest retraining Job, for an
