@@ -29,6 +29,14 @@ cleanup() {
 trap cleanup EXIT
 
 install_operator
+# docs/getting-started.md "On any cluster": the kustomize install it gives must be
+# accepted by the API server as it is (a server-side dry run: this cluster's
+# operator runs on the host, see lib.sh). A dry run creates no namespace, so the
+# install's own namespace is made first.
+"$KUBECTL" create namespace sluice-system --dry-run=client -o yaml | "$KUBECTL" apply -f - >/dev/null
+"$KUBECTL" apply --server-side --force-conflicts --dry-run=server -k "$REPO_ROOT/config/default" >/dev/null ||
+    { say "FAIL: kubectl apply -k config/default (docs/getting-started.md) is refused"; exit 1; }
+say "kubectl apply --server-side -k config/default passes a server-side dry run"
 "$KUBECTL" delete -f "$SAMPLE" --ignore-not-found --wait=true >/dev/null
 seconds=$(apply_sample_and_wait)
 say "InferenceService iris Ready ${seconds}s after kubectl apply"
