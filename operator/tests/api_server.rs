@@ -259,6 +259,18 @@ fn condition(isvc: &InferenceService, type_: &str) -> Option<(String, String, St
     Some((c.status.clone(), c.reason.clone(), c.message.clone()))
 }
 
+/// Waits until an Event with `reason` regards `name`.
+async fn published(client: &Client, ns: &str, name: &str, reason: &str) {
+    eventually(&format!("a {reason} event regards {name}"), || async {
+        events(client, ns, name)
+            .await
+            .iter()
+            .any(|e| e.1 == reason)
+            .then_some(())
+    })
+    .await;
+}
+
 async fn events(client: &Client, ns: &str, name: &str) -> Vec<(String, String, String)> {
     let api: Api<Event> = Api::namespaced(client.clone(), ns);
     api.list(&ListParams::default())
@@ -483,14 +495,7 @@ async fn lifecycle(client: Client, metrics: Metrics) {
         .filter_map(|m| m.manager.clone())
         .collect();
     assert_eq!(managers, ["sluice-operator"], "one field manager");
-    eventually("a Created event is published", || async {
-        events(&client, ns, "iris")
-            .await
-            .iter()
-            .any(|e| e.1 == "Created")
-            .then_some(())
-    })
-    .await;
+    published(&client, ns, "iris", "Created").await;
 
     // No-op: reconciles run (an annotation triggers one, and so does time) but write nothing.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -898,14 +903,7 @@ async fn route_weights(client: Client) {
         )
         .await
         .unwrap();
-    eventually("a RouteConflict event names the foreign route", || async {
-        events(&client, ns, "routed")
-            .await
-            .iter()
-            .any(|e| e.1 == "RouteConflict")
-            .then_some(())
-    })
-    .await;
+    published(&client, ns, "routed", "RouteConflict").await;
     let kept = routes.get("routed").await.unwrap();
     assert_eq!(
         kept.data["spec"]["rules"][0]["backendRefs"][0]["name"],
