@@ -23,13 +23,14 @@ check-crds:
 	@for dir in $(CRD_COPIES); do for crd in $(CRD_DIR)/*.yaml; do \
 		diff -q $$crd $$dir/$$(basename $$crd) || exit 1; done; done
 
-## test-operator: operator unit, fixture, API-server and Prometheus-analysis integration tests; the node agent's API-server tests
+## test-operator: operator unit, fixture, API-server and Prometheus-analysis integration tests; the node agent's and kubectl-sluice's API-server tests
 # A plain `cargo test` ignores the tests that need the upstream binaries (so it never
 # starts the Go build); this target builds them once and runs those tests too.
 test-operator: build cluster-deps
 	bins=$$($(REPO_ROOT)/e2e/cluster/build-bins.sh --cached) && \
 		SLUICE_K8S_BIN=$$bins $(CARGO) test -p sluice-operator -- --include-ignored && \
-		SLUICE_K8S_BIN=$$bins $(CARGO) test -p sluice-node-agent -- --include-ignored
+		SLUICE_K8S_BIN=$$bins $(CARGO) test -p sluice-node-agent -- --include-ignored && \
+		SLUICE_K8S_BIN=$$bins $(CARGO) test -p kubectl-sluice -- --include-ignored
 
 ## test-operator-e2e: kubectl apply a sample on the local cluster, infer right after Ready, delete; Argo CD health of every live state; two tenants under RBAC; a fallback model; a monitored one whose drift reaches Prometheus; one pod per edge node; BatchInference runs over S3 (a shard's pod deleted mid-run), file:// and pvc://
 test-operator-e2e: build cluster-deps
