@@ -148,47 +148,78 @@ impl Verdict {
     }
 }
 
-/// How long after its EndpointSlice lists an endpoint kube-proxy may take to
-/// route to it: its default `--iptables-min-sync-period` (1 s), and the time to
-/// write the rules. Ready waits this long when it turns True.
-pub const ENDPOINTS_SETTLE: SignedDuration = SignedDuration::from_millis(1_000);
+/// When the operator cannot tell whether kube-proxy routes the Service yet (its
+/// probe of the ClusterIP neither connects nor is refused, e.g. it runs outside
+/// the cluster), how long after its EndpointSlice lists an endpoint Ready waits
+/// instead: kube-proxy's default `--iptables-min-sync-period` (1 s) and the time
+/// to write the rules.
+pub const ENDPOINTS_SETTLE: SignedDuration = SignedDuration::from_millis(2_000);
 
-/// The main Service's endpoints, as its EndpointSlices list them.
+/// How soon to look again while kube-proxy still refuses the ClusterIP.
+pub const ROUTE_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The main Service's endpoints, as its EndpointSlices list them, and whether
+/// its ClusterIP is routed to them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Endpoints {
     /// Ready endpoints that are pods of this InferenceService.
     pub ready: usize,
     /// When a slice was last written (kube-proxy learns of a change from then).
     pub changed: Option<Timestamp>,
+    /// The operator's TCP probe of the ClusterIP's HTTP port: `Some(true)` it
+    /// connected, `Some(false)` it was refused (kube-proxy has no rule for the
+    /// endpoints yet), `None` not probed or no answer either way.
+    pub routed: Option<bool>,
 }
 
 impl Endpoints {
     /// Why requests to the Service `name` may not be routed yet, or `None` when
-    /// they are: no ready endpoint, or (unless the service `was_ready`, so that
-    /// a scale-up does not flip Ready) a slice written less than
-    /// [`ENDPOINTS_SETTLE`] before `now`.
+    /// they are. No ready endpoint; or, unless the service `was_ready` (so that a
+    /// scale-up does not flip Ready): a refused probe, or with no probe answer a
+    /// slice written less than [`ENDPOINTS_SETTLE`] before `now`.
     pub fn not_routed(&self, name: &str, was_ready: bool, now: Timestamp) -> Option<String> {
         if self.ready == 0 {
             return Some(format!(
                 "the Service {name} lists no ready endpoint yet, so requests to it would be refused"
             ));
         }
-        let since = self.changed.map(|t| now.duration_since(t))?;
-        (!was_ready && since < ENDPOINTS_SETTLE).then(|| {
-            format!(
-                "the Service {name} listed {} ready endpoints {} ms ago; kube-proxy may take up to {} ms to route to them",
-                self.ready,
-                since.as_millis().max(0),
-                ENDPOINTS_SETTLE.as_millis()
-            )
-        })
+        if was_ready {
+            return None;
+        }
+        match self.routed {
+            Some(true) => None,
+            Some(false) => Some(format!(
+                "the Service {name} lists {} ready endpoints, but its ClusterIP still refuses connections: kube-proxy has not routed them yet",
+                self.ready
+            )),
+            None => {
+                let since = now.duration_since(self.changed?);
+                (since < ENDPOINTS_SETTLE).then(|| {
+                    format!(
+                        "the Service {name} listed {} ready endpoints {} ms ago; kube-proxy may take up to {} ms to route to them",
+                        self.ready,
+                        since.as_millis().max(0),
+                        ENDPOINTS_SETTLE.as_millis()
+                    )
+                })
+            }
+        }
     }
 
-    /// How long until [`Self::not_routed`] can turn `None` on its own (only time
-    /// is missing), for the requeue.
-    pub fn settles_in(&self, now: Timestamp) -> Option<std::time::Duration> {
-        let left = ENDPOINTS_SETTLE - now.duration_since(self.changed?);
-        (self.ready > 0 && left.is_positive()).then(|| left.unsigned_abs())
+    /// When to look again while only kube-proxy is missing: soon after a refused
+    /// probe, or once the settle time has passed.
+    pub fn look_again_in(&self, now: Timestamp) -> Option<std::time::Duration> {
+        if self.ready == 0 {
+            return None;
+        }
+        match self.routed {
+            Some(true) => None,
+            Some(false) => Some(ROUTE_RETRY),
+            None => {
+                let left = ENDPOINTS_SETTLE - now.duration_since(self.changed?);
+                left.is_positive().then(|| left.unsigned_abs())
+            }
+        }
     }
 }
 
@@ -954,6 +985,7 @@ mod tests {
     const SERVED: Endpoints = Endpoints {
         ready: 1,
         changed: None,
+        routed: None,
     };
 
     #[test]
@@ -971,9 +1003,10 @@ mod tests {
                 Time(now),
             )
         };
-        let listed = |ready, seconds_ago| Endpoints {
+        let listed = |ready, millis_ago, routed| Endpoints {
             ready,
-            changed: Some(now - jiff::SignedDuration::from_millis(seconds_ago)),
+            changed: Some(now - jiff::SignedDuration::from_millis(millis_ago)),
+            routed,
         };
         let reason = |status: &InferenceServiceStatus| {
             let ready = condition(status, READY);
@@ -985,7 +1018,7 @@ mod tests {
         };
 
         // No ready endpoint: kube-proxy would refuse the Service.
-        let none = at(None, listed(0, 5_000));
+        let none = at(None, listed(0, 5_000, None));
         assert_eq!(none.phase, Some(Phase::Progressing));
         let (status, why, message) = reason(&none);
         assert_eq!(
@@ -995,19 +1028,35 @@ mod tests {
         assert!(message.contains("lists no ready endpoint"), "{message}");
         assert_eq!(condition(&none, AVAILABLE).status, "True");
 
-        // Listed 300 ms ago: kube-proxy may not route it yet.
-        let fresh = at(None, listed(2, 300));
-        let (status, why, message) = reason(&fresh);
+        // Listed, but the ClusterIP still refuses: not yet, however long ago.
+        let refused = at(None, listed(2, 60_000, Some(false)));
+        let (_, why, message) = reason(&refused);
+        assert_eq!(why, "EndpointsNotReady");
+        assert!(message.contains("still refuses connections"), "{message}");
         assert_eq!(
-            (status.as_str(), why.as_str()),
-            ("False", "EndpointsNotReady")
+            listed(2, 60_000, Some(false)).look_again_in(now),
+            Some(ROUTE_RETRY)
         );
-        assert!(message.contains("kube-proxy"), "{message}");
+        // The probe connected: Ready at once.
+        assert_eq!(
+            at(None, listed(2, 10, Some(true))).phase,
+            Some(Phase::Ready)
+        );
 
-        // Settled: Ready. Once Ready, a slice that changes (a scale-up) keeps it.
-        let settled = at(None, listed(2, 1_500));
+        // No probe answer: the settle time decides.
+        let fresh = at(None, listed(2, 300, None));
+        let (_, why, message) = reason(&fresh);
+        assert_eq!(why, "EndpointsNotReady");
+        assert!(message.contains("kube-proxy may take"), "{message}");
+        assert!(listed(2, 300, None).look_again_in(now).is_some());
+        let settled = at(None, listed(2, 2_500, None));
         assert_eq!(settled.phase, Some(Phase::Ready));
-        assert_eq!(at(Some(settled), listed(3, 100)).phase, Some(Phase::Ready));
+
+        // Once Ready, a slice that changes (a scale-up) keeps it.
+        assert_eq!(
+            at(Some(settled), listed(3, 100, Some(false))).phase,
+            Some(Phase::Ready)
+        );
     }
 
     #[test]

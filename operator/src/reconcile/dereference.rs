@@ -21,11 +21,11 @@ use crate::crd::rollout::{RolloutStatus, Strategy};
 use crate::crd::{InferenceService, JobOutcome, ServingPolicy};
 use crate::drift::decision::{ObservedJob, Reading};
 use crate::drift::prometheus as drift_prometheus;
-use crate::names::{retraining_labels, revision, selector_string};
+use crate::names::{HTTP_PORT, retraining_labels, revision, selector_string};
 use crate::policy;
 use crate::rollout::analysis::{self, Analysis, Target};
 use crate::rollout::{control, machine, prometheus, traffic};
-use crate::status::Endpoints;
+use crate::status::{self, Endpoints};
 use crate::workload::Workload;
 use crate::{Error, Result};
 
@@ -139,7 +139,23 @@ pub async fn dereference(
         serving_policy(&namespace, &ctx.client).await?.as_ref(),
     );
     let isvc = control::in_force(isvc, &ctx.config)?;
-    let objects = objects(&isvc, &ctx.client).await?;
+    let mut objects = objects(&isvc, &ctx.client).await?;
+    // Until Ready, ask kube-proxy itself whether the Service is routed yet.
+    let ready = isvc.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == status::READY && c.status == "True")
+    });
+    if objects.endpoints.ready > 0 && !ready {
+        let name = isvc.name_any();
+        if let Some(service) = objects
+            .services
+            .iter()
+            .find(|s| s.metadata.name.as_deref() == Some(name.as_str()))
+        {
+            objects.endpoints.routed = routed(service).await;
+        }
+    }
     let signals = match (&ctx.prometheus, autoscale::queries(&isvc, &objects.pods)) {
         (Some(client), Some(queries)) => Some(autoscale::signals::read(client, &queries).await),
         _ => None,
@@ -413,7 +429,28 @@ fn endpoints(
                 .max()
         })
         .max();
-    Endpoints { ready, changed }
+    Endpoints {
+        ready,
+        changed,
+        routed: None,
+    }
+}
+
+/// How long the ClusterIP probe waits for an answer.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Whether kube-proxy routes `service`'s ClusterIP (HTTP port) from here: a TCP
+/// connection that opens (`Some(true)`) or is refused (`Some(false)`: the rule
+/// that rejects a Service without endpoints is still in place), else `None`
+/// (no route from where the operator runs, a policy that drops it, a timeout).
+async fn routed(service: &Service) -> Option<bool> {
+    let ip: std::net::IpAddr = service.spec.as_ref()?.cluster_ip.as_deref()?.parse().ok()?;
+    let connect = tokio::net::TcpStream::connect((ip, HTTP_PORT as u16));
+    match tokio::time::timeout(PROBE_TIMEOUT, connect).await {
+        Ok(Ok(_)) => Some(true),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => Some(false),
+        _ => None,
+    }
 }
 
 /// `metadata.namespace`, which every namespaced object has.

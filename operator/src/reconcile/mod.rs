@@ -151,11 +151,11 @@ async fn serve(cached: &InferenceService, ctx: &Context) -> Result<Action> {
     );
     let ready = update_status(isvc, &outcome, &observed.objects, ctx).await?;
     let mut look = next_look(&valid, requeue, ready, ctx);
-    // Endpoints that only need time to be routed: look again when they are.
-    if let Some(settled) = observed.objects.endpoints.settles_in(Timestamp::now())
+    // Endpoints that only kube-proxy has yet to route: look again soon.
+    if let Some(soon) = observed.objects.endpoints.look_again_in(Timestamp::now())
         && !ready
     {
-        look = look.min(settled + Duration::from_millis(50));
+        look = look.min(soon + Duration::from_millis(50));
     }
     Ok(Action::requeue(look))
 }
