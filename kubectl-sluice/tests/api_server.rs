@@ -13,7 +13,6 @@
 #[path = "../../operator/tests/support/mod.rs"]
 mod support;
 
-use std::future::Future;
 use std::net::{IpAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -33,12 +32,11 @@ use sha2::{Digest, Sha256};
 use sluice_operator::crd::InferenceService;
 use sluice_operator::crd::rollout::RolloutPhase;
 use sluice_operator::names::{ISVC_LABEL, REVISION_LABEL};
-use support::{ApiServer, free_port, repo_root};
+use support::{ApiServer, TIMEOUT, eventually, free_port, repo_root};
 
 const NS: &str = "plugin";
 /// The field manager a GitOps tool applies the spec with.
 const GITOPS: &str = "argocd-controller";
-const TIMEOUT: Duration = Duration::from_secs(60);
 
 #[test]
 #[ignore = "needs the upstream binaries (SLUICE_K8S_BIN) and the release sluice-server and sluice-operator"]
@@ -158,22 +156,6 @@ async fn install_crds(client: &Client) {
                 .then_some(())
         })
         .await;
-    }
-}
-
-/// Polls `check` until it returns `Some`, or panics naming `what`.
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

@@ -37,10 +37,8 @@ use sluice_operator::leader::LeaseLock;
 use sluice_operator::metrics::Metrics;
 use sluice_operator::names::{self, ISVC_LABEL, REVISION_LABEL};
 use sluice_operator::reconcile::Context;
-use support::ApiServer;
+use support::{ApiServer, TIMEOUT, eventually};
 use tokio::sync::oneshot;
-
-const TIMEOUT: Duration = Duration::from_secs(30);
 
 fn main() {
     // Like a `#[ignore]`d test: a plain `cargo test` skips it, `make test-operator`
@@ -213,22 +211,6 @@ async fn namespace(client: &Client, name: &str) {
     let api: Api<Namespace> = Api::all(client.clone());
     let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
     api.create(&PostParams::default(), &ns).await.unwrap();
-}
-
-/// Polls `check` until it returns `Some`, or panics naming `what`.
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 fn dynamic(client: &Client, ns: &str) -> Api<DynamicObject> {

@@ -199,3 +199,25 @@ impl Drop for ApiServer {
         }
     }
 }
+
+/// How long [`eventually`] waits.
+#[allow(dead_code)] // not every file that includes this module polls
+pub const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Polls `check` every 200 ms until it returns `Some`, or panics naming `what`
+/// after [`TIMEOUT`].
+#[allow(dead_code)] // not every file that includes this module polls
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
