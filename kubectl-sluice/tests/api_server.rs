@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Endpoints, Namespace, Pod};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use kubectl_sluice::commands::CommandView;
@@ -32,7 +31,7 @@ use sha2::{Digest, Sha256};
 use sluice_operator::crd::InferenceService;
 use sluice_operator::crd::rollout::RolloutPhase;
 use sluice_operator::names::{ISVC_LABEL, REVISION_LABEL};
-use support::{ApiServer, TIMEOUT, eventually, free_port, repo_root};
+use support::{ApiServer, TIMEOUT, eventually, free_port, install_crds, repo_root};
 
 const NS: &str = "plugin";
 /// The field manager a GitOps tool applies the spec with.
@@ -125,37 +124,6 @@ impl Plugin {
         args.extend(["-o", "json"]);
         let out = self.ok(&args).await;
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
-    }
-}
-
-async fn install_crds(client: &Client) {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let dir = repo_root().join("crds");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    files.sort();
-    for file in files {
-        let crd: CustomResourceDefinition =
-            serde_saphyr::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
-        api.patch(
-            &crd.name_any(),
-            &PatchParams::apply("sluice-test").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .unwrap();
-        eventually("the CRD is established", || async {
-            let crd = api.get(&crd.name_any()).await.ok()?;
-            crd.status?
-                .conditions?
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True")
-                .then_some(())
-        })
-        .await;
     }
 }
 

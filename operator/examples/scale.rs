@@ -12,9 +12,7 @@ use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use kube::{Client, ResourceExt};
 use serde_json::json;
 use sluice_operator::crd::InferenceService;
 
@@ -26,7 +24,7 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or(200);
     let server = support::ApiServer::start();
     let client = server.client().await;
-    install_crds(&client).await?;
+    support::install_crds(&client).await;
     let ns = "scale";
     let namespaces: Api<Namespace> = Api::all(client.clone());
     namespaces
@@ -147,42 +145,6 @@ async fn main() -> anyhow::Result<()> {
         noop_writes as f64 / noop_reconciles.max(1) as f64
     );
     Ok(())
-}
-
-/// Installs every committed CRD: the operator watches BatchInferences too.
-async fn install_crds(client: &Client) -> anyhow::Result<()> {
-    for file in [
-        "serving.sluice.dev_inferenceservices.yaml",
-        "serving.sluice.dev_batchinferences.yaml",
-    ] {
-        install_crd(client, file).await?;
-    }
-    Ok(())
-}
-
-async fn install_crd(client: &Client, file: &str) -> anyhow::Result<()> {
-    let path = support::repo_root().join("crds").join(file);
-    let crd: CustomResourceDefinition = serde_saphyr::from_str(&std::fs::read_to_string(path)?)?;
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    api.patch(
-        &crd.name_any(),
-        &PatchParams::apply("sluice-scale").force(),
-        &Patch::Apply(&crd),
-    )
-    .await?;
-    for _ in 0..100 {
-        let c = api.get(&crd.name_any()).await?;
-        if c.status
-            .and_then(|s| s.conditions)
-            .into_iter()
-            .flatten()
-            .any(|c| c.type_ == "Established" && c.status == "True")
-        {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    anyhow::bail!("CRD not established")
 }
 
 fn rss_kib(pid: u32, field: &str) -> f64 {

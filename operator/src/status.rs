@@ -345,10 +345,7 @@ pub fn compute(
             )
         }
     };
-    let was_ready = old
-        .conditions
-        .iter()
-        .any(|c| c.type_ == READY && c.status == "True");
+    let was_ready = is_ready(&old);
     let rollout_message = view.rollout.as_ref().map(|r| r.message.clone());
     let rolled_back = view.rollout.as_ref().filter(|r| {
         Some(&r.revision) == revision.as_ref()
@@ -547,6 +544,14 @@ fn optimized(
             (verdict, old.optimization.clone())
         }
     }
+}
+
+/// Whether `status` says Ready (its `Ready` condition is `True`).
+pub fn is_ready(status: &InferenceServiceStatus) -> bool {
+    status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == READY && c.status == "True")
 }
 
 /// The condition `type_` as `verdict` says, for an object at `generation`: it

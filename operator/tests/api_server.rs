@@ -37,7 +37,7 @@ use sluice_operator::leader::LeaseLock;
 use sluice_operator::metrics::Metrics;
 use sluice_operator::names::{self, ISVC_LABEL, REVISION_LABEL};
 use sluice_operator::reconcile::Context;
-use support::{ApiServer, TIMEOUT, eventually};
+use support::{ApiServer, TIMEOUT, eventually, install_crds};
 use tokio::sync::oneshot;
 
 fn main() {
@@ -170,41 +170,6 @@ fn main() {
         std::process::exit(1);
     }
     println!("\ntest result: ok. {ran} passed; 0 failed");
-}
-
-/// Installs every committed CRD (`crds/`) and waits until each is established.
-async fn install_crds(client: &Client) {
-    for file in [
-        "serving.sluice.dev_inferenceservices.yaml",
-        "serving.sluice.dev_batchinferences.yaml",
-        "serving.sluice.dev_servingpolicies.yaml",
-    ] {
-        install_crd(client, file).await;
-    }
-}
-
-async fn install_crd(client: &Client, file: &str) {
-    let path = support::repo_root().join("crds").join(file);
-    let crd: CustomResourceDefinition =
-        serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    api.patch(
-        &crd.name_any(),
-        &PatchParams::apply("sluice-test").force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .unwrap();
-    eventually("the CRD is established", || async {
-        let crd = api.get(&crd.name_any()).await.ok()?;
-        let established = crd
-            .status?
-            .conditions?
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True");
-        established.then_some(())
-    })
-    .await;
 }
 
 async fn namespace(client: &Client, name: &str) {
@@ -1258,6 +1223,20 @@ async fn gitops_drift(api: &Api<DynamicObject>, manifest: &DynamicObject) -> Vec
     changed
 }
 
+/// Prints how many fields [`gitops_drift`] finds for `manifest` (`what` says
+/// which, and when) and asserts there are none.
+async fn assert_no_drift(api: &Api<DynamicObject>, manifest: &DynamicObject, what: &str) {
+    let changed = gitops_drift(api, manifest).await;
+    println!(
+        "  {what}: {} fields changed by a dry run of the same apply",
+        changed.len()
+    );
+    assert!(
+        changed.is_empty(),
+        "{what}: a re-apply would change {changed:?}"
+    );
+}
+
 fn without_managed_fields(mut object: Value) -> Value {
     if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.remove("managedFields");
@@ -1317,15 +1296,7 @@ async fn gitops_no_drift(client: Client) {
             "{file}: {:?}",
             condition(&isvc, "Reconciled")
         );
-        let changed = gitops_drift(&api, &manifest).await;
-        println!(
-            "  {file}: {} fields changed by a dry run of the same apply after the reconcile",
-            changed.len()
-        );
-        assert!(
-            changed.is_empty(),
-            "{file}: a re-apply would change {changed:?}"
-        );
+        assert_no_drift(&api, &manifest, &format!("{file}, after the reconcile")).await;
     }
 
     // The dry run sees a real change (so the zeros above are counted).
@@ -1437,15 +1408,7 @@ async fn gitops_no_drift(client: Client) {
         .filter_map(|m| m.manager.clone())
         .collect();
     assert_eq!(spec_owners, [ARGO_CD_MANAGER], "owners of spec fields");
-    let changed = gitops_drift(&api, &manifest).await;
-    println!(
-        "  after a rollback: {} fields changed by a dry run of Git's manifest",
-        changed.len()
-    );
-    assert!(
-        changed.is_empty(),
-        "after a rollback a re-apply would change {changed:?}"
-    );
+    assert_no_drift(&api, &manifest, "Git's manifest, after a rollback").await;
 
     // The revert in Git: model 1 is the spec's again, and the rollback is over.
     manifest.data["spec"]["model"]["storageUri"] = uri1;

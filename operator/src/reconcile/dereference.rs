@@ -141,20 +141,12 @@ pub async fn dereference(
     let isvc = control::in_force(isvc, &ctx.config)?;
     let mut objects = objects(&isvc, &ctx.client).await?;
     // Until Ready, ask kube-proxy itself whether the Service is routed yet.
-    let ready = isvc.status.as_ref().is_some_and(|s| {
-        s.conditions
-            .iter()
-            .any(|c| c.type_ == status::READY && c.status == "True")
-    });
-    if objects.endpoints.ready > 0 && !ready {
-        let name = isvc.name_any();
-        if let Some(service) = objects
-            .services
-            .iter()
-            .find(|s| s.metadata.name.as_deref() == Some(name.as_str()))
-        {
-            objects.endpoints.routed = routed(service).await;
-        }
+    let ready = isvc.status.as_ref().is_some_and(status::is_ready);
+    if objects.endpoints.ready > 0
+        && !ready
+        && let Some(service) = main_service(&objects.services, &isvc)
+    {
+        objects.endpoints.routed = routed(service).await;
     }
     let signals = match (&ctx.prometheus, autoscale::queries(&isvc, &objects.pods)) {
         (Some(client), Some(queries)) => Some(autoscale::signals::read(client, &queries).await),
@@ -378,11 +370,7 @@ fn endpoints(
     pods: &[Pod],
     isvc: &InferenceService,
 ) -> Endpoints {
-    let name = isvc.name_any();
-    let Some(service_uid) = services
-        .iter()
-        .find(|s| s.metadata.name.as_deref() == Some(name.as_str()))
-        .and_then(|s| s.metadata.uid.as_deref())
+    let Some(service_uid) = main_service(services, isvc).and_then(|s| s.metadata.uid.as_deref())
     else {
         return Endpoints::default();
     };
@@ -434,6 +422,14 @@ fn endpoints(
         changed,
         routed: None,
     }
+}
+
+/// The InferenceService's main Service (named like it) among `services`.
+fn main_service<'a>(services: &'a [Service], isvc: &InferenceService) -> Option<&'a Service> {
+    let name = isvc.metadata.name.as_deref()?;
+    services
+        .iter()
+        .find(|s| s.metadata.name.as_deref() == Some(name))
 }
 
 /// How long the ClusterIP probe waits for an answer.
