@@ -15,7 +15,6 @@ use super::update_status::write_status;
 use super::validate::Validated;
 use crate::Result;
 use crate::crd::InferenceService;
-use crate::names::revision;
 use crate::rollout::control;
 
 /// Removes the manual-command annotation once it was acted on.
@@ -39,7 +38,7 @@ pub async fn clear(valid: &Validated<'_>, ctx: &Context) -> Result<()> {
 pub async fn rollback(valid: &Validated<'_>, ctx: &Context) -> Result<()> {
     let isvc = valid.isvc;
     let mut status = isvc.status.clone().unwrap_or_default();
-    let spec_revision = revision(&isvc.spec, &ctx.config)?;
+    let spec_revision = control::spec_revision(isvc, &ctx.config)?;
     let pinned = control::rollback(
         &status.history,
         status.stable_revision.as_deref(),

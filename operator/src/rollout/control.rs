@@ -98,6 +98,16 @@ pub fn rollback(
     })
 }
 
+/// The revision of the spec as written, for a rollback command's record: while a
+/// rollback is in force the spec read serves the rolled-back model, so its own
+/// revision is the one that rollback recorded.
+pub fn spec_revision(isvc: &InferenceService, cfg: &BuildConfig) -> crate::Result<String> {
+    match isvc.status.as_ref().and_then(|s| s.rollback.as_ref()) {
+        Some(held) => Ok(held.spec_revision.clone()),
+        None => revision(&isvc.spec, cfg),
+    }
+}
+
 /// The InferenceService as the rest of the reconcile sees it: with a rollback in
 /// force, its model and runtime are the rolled-back revision's; once the spec's
 /// own revision moved on (a revert in Git, a new model), `status.rollback` is
@@ -184,6 +194,8 @@ mod tests {
         let served = in_force(isvc("file:///m/2", Some(pinned.clone())), &cfg).unwrap();
         assert_eq!(served.spec.model.storage_uri, "file:///m/1");
         assert_eq!(served.spec.runtime, crate::crd::RuntimeSpec::default());
+        // A second rollback meanwhile still records the spec as written.
+        assert_eq!(super::spec_revision(&served, &cfg).unwrap(), spec_revision);
         assert_eq!(served.status.unwrap().rollback, Some(pinned.clone()));
 
         // A revert in Git (or any new spec) ends it: the spec serves again.
