@@ -264,7 +264,10 @@ pub fn run(
     location: &ModelLocation,
     options: &ProfileOptions,
 ) -> Result<ProfileReport> {
-    let scratch = Scratch::new()?;
+    let scratch = tempfile::Builder::new()
+        .prefix("kubectl-sluice-profile-")
+        .tempdir()
+        .map_err(|e| Error::io(std::env::temp_dir(), e))?;
     let (model_path, model, source) = match location {
         ModelLocation::File(path) => (
             path.clone(),
@@ -272,9 +275,9 @@ pub fn run(
             "--model-file".to_string(),
         ),
         ModelLocation::Fetch { uri, sha256 } => {
-            execute(server, &fetch_args(uri, &scratch.0, sha256.as_deref()))?;
+            execute(server, &fetch_args(uri, scratch.path(), sha256.as_deref()))?;
             (
-                scratch.0.join(MODEL_FILE),
+                scratch.path().join(MODEL_FILE),
                 uri.clone(),
                 choice.source.to_string(),
             )
@@ -282,10 +285,7 @@ pub fn run(
     };
     execute(server, &profile_args(&model_path, options))?;
     let bytes = std::fs::read(&options.output).map_err(|e| Error::io(&options.output, e))?;
-    let digest: String = Sha256::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let digest = hex::encode(Sha256::digest(&bytes));
     let profile: serde_json::Value = serde_json::from_slice(&bytes)
         .map_err(|e| Error::json(options.output.display().to_string(), e))?;
     let count = |key: &str| profile[key].as_array().map(Vec::len);
@@ -368,25 +368,6 @@ fn execute(server: &Path, args: &[OsString]) -> Result<()> {
         command: line.join(" "),
         status,
     })
-}
-
-/// A private folder for the downloaded model, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Result<Self> {
-        let dir =
-            std::env::temp_dir().join(format!("kubectl-sluice-profile-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        Ok(Self(dir))
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 #[cfg(test)]
