@@ -68,6 +68,11 @@ pub struct Cli {
     /// Log format on stderr: `text` or `json`; `RUST_LOG` filters.
     #[arg(long, env = "SLUICE_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
+    /// Namespaces to reconcile, comma-separated. Unset, the operator reconciles
+    /// every namespace under a ClusterRole; listed, it needs a Role in each of
+    /// them and reads nothing cluster-scoped (so no ServingPolicy applies).
+    #[arg(long, env = "SLUICE_WATCH_NAMESPACES", value_delimiter = ',')]
+    pub watch_namespaces: Vec<String>,
 }
 
 impl Cli {
@@ -79,6 +84,70 @@ impl Cli {
             cluster_domain: self.cluster_domain.clone(),
         }
     }
+
+    /// The namespaces `--watch-namespaces` lists, checked: each a DNS label,
+    /// none twice; empty entries (a trailing comma) are skipped.
+    pub fn watch_scope(&self) -> Result<WatchScope, InvalidNamespace> {
+        let mut listed: Vec<String> = Vec::new();
+        for name in self.watch_namespaces.iter().map(|n| n.trim()) {
+            if name.is_empty() || listed.iter().any(|n| n == name) {
+                continue;
+            }
+            if !is_dns_label(name) {
+                return Err(InvalidNamespace(name.to_string()));
+            }
+            listed.push(name.to_string());
+        }
+        Ok(if listed.is_empty() {
+            WatchScope::Cluster
+        } else {
+            WatchScope::Namespaces(listed)
+        })
+    }
+}
+
+/// A `--watch-namespaces` entry that cannot name a namespace.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error(
+    "--watch-namespaces: {0:?} is not a namespace name (lower-case letters, digits and '-', at most 63, starting and ending alphanumeric)"
+)]
+pub struct InvalidNamespace(pub String);
+
+/// RFC 1123 label, what Kubernetes requires of a namespace name.
+fn is_dns_label(name: &str) -> bool {
+    let alphanumeric = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    name.len() <= 63
+        && name.starts_with(alphanumeric)
+        && name.ends_with(alphanumeric)
+        && name.chars().all(|c| alphanumeric(c) || c == '-')
+}
+
+/// Which namespaces the operator reconciles.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WatchScope {
+    /// Every namespace, under a ClusterRole. A namespace's label selects the
+    /// ServingPolicy whose defaults apply (the operator reads Namespaces and
+    /// ServingPolicies, both cluster-scoped).
+    Cluster,
+    /// Only these namespaces, each under a Role. The operator reads nothing
+    /// cluster-scoped, so ServingPolicy defaults do not apply; its admission
+    /// guardrails still do, as the API server enforces them.
+    Namespaces(Vec<String>),
+}
+
+impl WatchScope {
+    /// The namespaces to watch one by one; `None` stands for all of them.
+    pub fn namespaces(&self) -> Vec<Option<&str>> {
+        match self {
+            WatchScope::Cluster => vec![None],
+            WatchScope::Namespaces(listed) => listed.iter().map(|n| Some(n.as_str())).collect(),
+        }
+    }
+
+    /// Whether ServingPolicies (cluster-scoped) are read and applied.
+    pub fn applies_serving_policies(&self) -> bool {
+        *self == WatchScope::Cluster
+    }
 }
 
 /// Log output format.
@@ -88,4 +157,45 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn scope(args: &[&str]) -> Result<WatchScope, InvalidNamespace> {
+        let mut argv = vec!["sluice-operator"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).unwrap().watch_scope()
+    }
+
+    #[test]
+    fn without_the_flag_every_namespace_is_watched() {
+        assert_eq!(scope(&[]), Ok(WatchScope::Cluster));
+        assert!(WatchScope::Cluster.applies_serving_policies());
+        assert_eq!(WatchScope::Cluster.namespaces(), vec![None]);
+    }
+
+    #[test]
+    fn listed_namespaces_are_watched_one_by_one_without_policies() {
+        let listed = scope(&["--watch-namespaces", "team-a, team-b,,team-a"]).unwrap();
+        assert_eq!(
+            listed,
+            WatchScope::Namespaces(vec!["team-a".into(), "team-b".into()])
+        );
+        assert_eq!(listed.namespaces(), vec![Some("team-a"), Some("team-b")]);
+        assert!(!listed.applies_serving_policies());
+        assert_eq!(scope(&["--watch-namespaces", ","]), Ok(WatchScope::Cluster));
+    }
+
+    #[test]
+    fn a_name_that_is_no_namespace_is_refused_by_name() {
+        for bad in ["Team-A", "-a", "a-", "a_b", &"a".repeat(64)] {
+            let error = scope(&["--watch-namespaces", &format!("ok,{bad}")]).unwrap_err();
+            assert_eq!(error, InvalidNamespace(bad.to_string()));
+            assert!(error.to_string().contains(bad));
+        }
+    }
 }

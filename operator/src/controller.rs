@@ -1,13 +1,16 @@
 //! Wires the reconciles into kube-runtime Controllers, both in this process:
 //! InferenceService (its watch, watches on the objects it owns and on its pods)
 //! and BatchInference (its watch, its CronJob, its runs' Jobs and pods, and the
-//! InferenceServices it names), each with its error policy.
+//! InferenceServices it names), each with its error policy. A cluster-wide
+//! operator runs one of each over all namespaces; a namespace-scoped one runs a
+//! pair per listed namespace, whose watches a Role in that namespace allows.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
+use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Pod, Service};
@@ -32,45 +35,61 @@ use crate::reconcile::{Context, reconcile};
 /// Label selector of everything the operator creates.
 const MANAGED: &str = "app.kubernetes.io/managed-by=sluice-operator";
 
-/// Runs both controllers over all namespaces until `shutdown` resolves, then
-/// lets in-flight reconciles finish.
+/// Runs both controllers over the namespaces of `ctx.scope` until `shutdown`
+/// resolves, then lets in-flight reconciles finish.
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let shutdown = shutdown.shared();
-    futures::join!(
-        inference_services(ctx.clone(), shutdown.clone()),
-        batch_inferences(ctx, shutdown),
-    );
+    let scope = ctx.scope.clone();
+    let pairs = scope.namespaces().into_iter().map(|namespace| {
+        futures::future::join(
+            inference_services(ctx.clone(), namespace, shutdown.clone()),
+            batch_inferences(ctx.clone(), namespace, shutdown.clone()),
+        )
+    });
+    futures::future::join_all(pairs).await;
 }
 
-/// The InferenceService controller.
+/// Watches `K` in `namespace`, or in all namespaces for `None`.
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// The InferenceService controller of `namespace` (all for `None`).
 async fn inference_services(
     ctx: Arc<Context>,
+    namespace: Option<&str>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let client: Client = ctx.client.clone();
+    let client = ctx.client.clone();
     let managed = watcher::Config::default().labels(MANAGED);
     Controller::new(
-        Api::<InferenceService>::all(client.clone()),
+        api::<InferenceService>(&client, namespace),
         watcher::Config::default().any_semantic(),
     )
-    .owns(Api::<Deployment>::all(client.clone()), managed.clone())
-    .owns(Api::<DaemonSet>::all(client.clone()), managed.clone())
-    .owns(Api::<Service>::all(client.clone()), managed.clone())
+    .owns(api::<Deployment>(&client, namespace), managed.clone())
+    .owns(api::<DaemonSet>(&client, namespace), managed.clone())
+    .owns(api::<Service>(&client, namespace), managed.clone())
     .owns(
-        Api::<PodDisruptionBudget>::all(client.clone()),
+        api::<PodDisruptionBudget>(&client, namespace),
         managed.clone(),
     )
-    .owns(Api::<NetworkPolicy>::all(client.clone()), managed.clone())
+    .owns(api::<NetworkPolicy>(&client, namespace), managed.clone())
     // A retraining Job that finishes updates status.drift at once.
-    .owns(Api::<Job>::all(client.clone()), managed.clone())
+    .owns(api::<Job>(&client, namespace), managed.clone())
     .watches(
-        Api::<Pod>::all(client.clone()),
+        api::<Pod>(&client, namespace),
         watcher::Config::default().labels(ISVC_LABEL),
         labelled_owner,
     )
     // Ready waits for the Service's EndpointSlices, which carry its labels.
     .watches(
-        Api::<EndpointSlice>::all(client),
+        api::<EndpointSlice>(&client, namespace),
         watcher::Config::default().labels(ISVC_LABEL),
         labelled_owner,
     )
@@ -121,33 +140,35 @@ where
     Action::requeue(Duration::from_secs(15))
 }
 
-/// The BatchInference controller. Its Jobs and pods are found by label (a
-/// CronJob's Jobs are owned by the CronJob), and an InferenceService's change
-/// reaches every BatchInference that names it (the next run uses its model).
+/// The BatchInference controller of `namespace` (all for `None`). Its Jobs and
+/// pods are found by label (a CronJob's Jobs are owned by the CronJob), and an
+/// InferenceService's change reaches every BatchInference that names it (the
+/// next run uses its model).
 async fn batch_inferences(
     ctx: Arc<Context>,
+    namespace: Option<&str>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let client: Client = ctx.client.clone();
+    let client = ctx.client.clone();
     let labelled = watcher::Config::default().labels(BATCH_LABEL);
     let controller = Controller::new(
-        Api::<BatchInference>::all(client.clone()),
+        api::<BatchInference>(&client, namespace),
         watcher::Config::default().any_semantic(),
     );
     let batches = controller.store();
     controller
         .owns(
-            Api::<CronJob>::all(client.clone()),
+            api::<CronJob>(&client, namespace),
             watcher::Config::default().labels(MANAGED),
         )
-        .watches(Api::<Job>::all(client.clone()), labelled.clone(), |job| {
+        .watches(api::<Job>(&client, namespace), labelled.clone(), |job| {
             labelled_batch(&job)
         })
-        .watches(Api::<Pod>::all(client.clone()), labelled, |pod| {
+        .watches(api::<Pod>(&client, namespace), labelled, |pod| {
             labelled_batch(&pod)
         })
         .watches(
-            Api::<InferenceService>::all(client),
+            api::<InferenceService>(&client, namespace),
             watcher::Config::default().any_semantic(),
             move |isvc| {
                 let (name, namespace) = (isvc.name_any(), isvc.namespace());

@@ -25,6 +25,7 @@ const RETRY_EVERY: Duration = Duration::from_secs(2);
 /// Runs the operator until a termination signal (returns `Ok`) or until it loses
 /// the leader Lease (returns an error, so the process restarts as a standby).
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let scope = cli.watch_scope()?;
     let client = Client::try_default()
         .await
         .context("connecting to the Kubernetes API (KUBECONFIG or in-cluster config)")?;
@@ -44,6 +45,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         server_image = %cli.server_image,
         prometheus_url = cli.prometheus_url.as_deref().unwrap_or("(none)"),
         %addr,
+        namespaces = ?scope,
         "sluice-operator starting"
     );
 
@@ -134,6 +136,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             .map(crate::prometheus::client)
             .transpose()
             .context("--prometheus-url")?,
+        scope,
     });
     let (stop_c, lost_c) = (stop.clone(), lost.clone());
     let shutdown = async move {

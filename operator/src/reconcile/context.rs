@@ -3,7 +3,7 @@
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 
-use crate::config::BuildConfig;
+use crate::config::{BuildConfig, WatchScope};
 use crate::metrics::Metrics;
 
 /// Field manager of every server-side apply the operator makes.
@@ -30,4 +30,7 @@ pub struct Context {
     /// hold at their first analysis (never promote) until promoted by hand, the
     /// replica count stays at `minReplicas`, and status says so.
     pub prometheus: Option<prometheus_http_query::Client>,
+    /// The namespaces reconciled; in a namespace-scoped install no ServingPolicy
+    /// is read.
+    pub scope: WatchScope,
 }

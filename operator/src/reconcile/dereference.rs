@@ -134,10 +134,12 @@ pub async fn dereference(
     let Some(isvc) = api.get_opt(&cached.name_any()).await? else {
         return Ok(None);
     };
-    let isvc = policy::apply(
-        isvc,
-        serving_policy(&namespace, &ctx.client).await?.as_ref(),
-    );
+    let policy = if ctx.scope.applies_serving_policies() {
+        serving_policy(&namespace, &ctx.client).await?
+    } else {
+        None
+    };
+    let isvc = policy::apply(isvc, policy.as_ref());
     let isvc = control::in_force(isvc, &ctx.config)?;
     let mut objects = objects(&isvc, &ctx.client).await?;
     // Until Ready, ask kube-proxy itself whether the Service is routed yet.
