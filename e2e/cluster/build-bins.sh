@@ -3,6 +3,7 @@
 #   e2e/k8s-bins        etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
 #                       kube-proxy, kubectl (k8s.io/kubernetes at the k8s-openapi version)
 #   e2e/prometheus-bin  prometheus (with Kubernetes service discovery only)
+#   e2e/helm-bin        helm (the chart's lint, template and install tests)
 # Each module builds into $SLUICE_CACHE/<name>-<version>-<hash of go.mod+go.sum>/, so
 # only the first run compiles; the directory printed on stdout links them all.
 #   build-bins.sh           build what is missing, print the bin directory
@@ -79,11 +80,17 @@ prom_ldflags="-s -w -X github.com/prometheus/common/version.Version=$prom_semver
 prom_out="$(build "prometheus-$prom_version" "$prom_dir" "remove_all_sd,enable_kubernetes_sd" "$prom_ldflags" \
     prometheus="$prom_module/cmd/prometheus")"
 
-# One directory that links every binary, named after both builds.
-bin="$cache/bin-$(basename "$k8s_out")-$(basename "$prom_out")"
+helm_dir="$here/../helm-bin"
+helm_version="$(module_version "$helm_dir" helm.sh/helm/v4)"
+helm_out="$(build "helm-$helm_version" "$helm_dir" "" \
+    "-s -w -X helm.sh/helm/v4/internal/version.version=$helm_version -X helm.sh/helm/v4/internal/version.gitTreeState=clean" \
+    helm=helm.sh/helm/v4/cmd/helm)"
+
+# One directory that links every binary, named after the builds.
+bin="$cache/bin-$(basename "$k8s_out")-$(basename "$prom_out")-$(basename "$helm_out")"
 if [[ ! -d $bin ]]; then
     mkdir -p "$bin.tmp"
-    ln -sf "$k8s_out"/* "$prom_out"/* "$bin.tmp/"
+    ln -sf "$k8s_out"/* "$prom_out"/* "$helm_out"/* "$bin.tmp/"
     mv "$bin.tmp" "$bin"
 fi
 echo "$bin"
