@@ -23,11 +23,13 @@ check-crds:
 	@for dir in $(CRD_COPIES); do for crd in $(CRD_DIR)/*.yaml; do \
 		diff -q $$crd $$dir/$$(basename $$crd) || exit 1; done; done
 
-## test-operator: operator unit, fixture, API-server and Prometheus-analysis integration tests; the node agent's and kubectl-sluice's API-server tests
+## test-operator: `helm lint` of the chart; operator unit, fixture, chart-RBAC, API-server (a namespace-scoped install among them) and Prometheus-analysis integration tests; the node agent's and kubectl-sluice's API-server tests
 # A plain `cargo test` ignores the tests that need the upstream binaries (so it never
 # starts the Go build); this target builds them once and runs those tests too.
 test-operator: build cluster-deps
 	bins=$$($(REPO_ROOT)/e2e/cluster/build-bins.sh --cached) && \
+		$$bins/helm lint --strict $(REPO_ROOT)/charts/sluice && \
+		$$bins/helm lint --strict $(REPO_ROOT)/charts/sluice --set 'watchNamespaces={team-a}' && \
 		SLUICE_K8S_BIN=$$bins $(CARGO) test -p sluice-operator -- --include-ignored && \
 		SLUICE_K8S_BIN=$$bins $(CARGO) test -p sluice-node-agent -- --include-ignored && \
 		SLUICE_K8S_BIN=$$bins $(CARGO) test -p kubectl-sluice -- --include-ignored

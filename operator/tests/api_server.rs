@@ -10,11 +10,15 @@ mod support;
 
 #[path = "api_server/batch.rs"]
 mod batch;
+#[path = "api_server/scoped.rs"]
+mod scoped;
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use k8s_openapi::api::admissionregistration::v1::{
     ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
 };
@@ -31,7 +35,7 @@ use kube::api::{
 use kube::runtime::events::{Recorder, Reporter};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
-use sluice_operator::config::BuildConfig;
+use sluice_operator::config::{BuildConfig, WatchScope};
 use sluice_operator::crd::{InferenceService, ServingPolicy};
 use sluice_operator::leader::LeaseLock;
 use sluice_operator::metrics::Metrics;
@@ -56,18 +60,7 @@ fn main() {
         install_crds(&client).await;
         let metrics = Metrics::default();
         let (stop, stopped) = oneshot::channel::<()>();
-        let reporter = Reporter {
-            controller: "sluice-operator".into(),
-            instance: Some("test".into()),
-        };
-        let ctx = Arc::new(Context {
-            client: client.clone(),
-            config: BuildConfig::default(),
-            recorder: Recorder::new(client.clone(), reporter.clone()),
-            reporter,
-            metrics: metrics.clone(),
-            prometheus: None,
-        });
+        let ctx = context(client.clone(), metrics.clone(), WatchScope::Cluster);
         let controller = tokio::spawn(sluice_operator::controller::run(ctx, async {
             let _ = stopped.await;
         }));
@@ -157,7 +150,22 @@ fn main() {
             .await
             .expect("the controller shuts down gracefully")
             .unwrap();
-        (ran, failures)
+        // With the cluster-wide controller stopped, its namespace-scoped twin
+        // runs on a ServiceAccount that holds Roles only.
+        let name = "namespace-scoped install: the chart's Roles are all the operator needs in its namespaces, and it leaves the others alone";
+        let started = Instant::now();
+        let scenario = scoped::namespace_scoped_install(client.clone(), &server);
+        match AssertUnwindSafe(scenario).catch_unwind().await {
+            Ok(()) => println!(
+                "test {name} ... ok ({:.1}s)",
+                started.elapsed().as_secs_f64()
+            ),
+            Err(_) => {
+                println!("test {name} ... FAILED (its panic is printed above)");
+                failures.push(name);
+            }
+        }
+        (ran + 1, failures)
     });
     drop(server);
     let failed = failures.len();
@@ -170,6 +178,23 @@ fn main() {
         std::process::exit(1);
     }
     println!("\ntest result: ok. {ran} passed; 0 failed");
+}
+
+/// What the operator's reconciles share, as `run` makes it, over `scope`.
+fn context(client: Client, metrics: Metrics, scope: WatchScope) -> Arc<Context> {
+    let reporter = Reporter {
+        controller: "sluice-operator".into(),
+        instance: Some("test".into()),
+    };
+    Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter.clone()),
+        client,
+        config: BuildConfig::default(),
+        reporter,
+        metrics,
+        prometheus: None,
+        scope,
+    })
 }
 
 async fn namespace(client: &Client, name: &str) {

@@ -1,17 +1,25 @@
 //! The operator's permissions, listed: the ClusterRole in `config/rbac` and the
 //! Helm chart's must grant exactly this table, no wildcards, and nothing on
 //! Secrets (the operator mounts the Secrets a spec names into pods by name; it
-//! never reads them).
+//! never reads them). The chart's namespace-scoped install grants the same in a
+//! Role per watched namespace, less the cluster-scoped reads.
 
-use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule};
+#[allow(dead_code)] // the chart rendering only
+mod support;
+
+use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule, Role};
+use serde_json::Value;
 
 const READ: &[&str] = &["get", "list", "watch"];
 const OWN: &[&str] = &[
     "get", "list", "watch", "create", "patch", "update", "delete",
 ];
 
-/// Every permission the operator holds cluster-wide: (API group, resource, verbs).
-const EXPECTED: &[(&str, &str, &[&str])] = &[
+/// A permission: (API group, resource, verbs).
+type Permission = (&'static str, &'static str, &'static [&'static str]);
+
+/// Every permission the operator holds in a namespace it reconciles.
+const IN_NAMESPACE: &[Permission] = &[
     (
         "serving.sluice.dev",
         "inferenceservices",
@@ -43,9 +51,6 @@ const EXPECTED: &[(&str, &str, &[&str])] = &[
     ("policy", "poddisruptionbudgets", OWN),
     ("networking.k8s.io", "networkpolicies", OWN),
     ("", "pods", READ),
-    // A namespace's label names its ServingPolicy, whose defaults apply.
-    ("", "namespaces", &["get"]),
-    ("serving.sluice.dev", "servingpolicies", &["get"]),
     // Ready waits until the Service's EndpointSlices list a ready endpoint.
     ("discovery.k8s.io", "endpointslices", READ),
     // Retraining Jobs (spec.monitoring.onDrift): created once, then only
@@ -73,6 +78,13 @@ const EXPECTED: &[(&str, &str, &[&str])] = &[
     ),
 ];
 
+/// What a cluster-wide install adds: a namespace's label names its
+/// ServingPolicy, whose defaults apply (both objects are cluster-scoped).
+const CLUSTER_ONLY: &[Permission] = &[
+    ("", "namespaces", &["get"]),
+    ("serving.sluice.dev", "servingpolicies", &["get"]),
+];
+
 fn permissions(rules: &[PolicyRule]) -> Vec<(String, String, Vec<String>)> {
     let mut listed = Vec::new();
     for rule in rules {
@@ -94,9 +106,11 @@ fn permissions(rules: &[PolicyRule]) -> Vec<(String, String, Vec<String>)> {
     listed
 }
 
-fn expected() -> Vec<(String, String, Vec<String>)> {
-    let mut expected: Vec<_> = EXPECTED
+fn expected(cluster_wide: bool) -> Vec<(String, String, Vec<String>)> {
+    let cluster_only = if cluster_wide { CLUSTER_ONLY } else { &[] };
+    let mut expected: Vec<_> = IN_NAMESPACE
         .iter()
+        .chain(cluster_only)
         .map(|(group, resource, verbs)| {
             (
                 group.to_string(),
@@ -109,8 +123,8 @@ fn expected() -> Vec<(String, String, Vec<String>)> {
     expected
 }
 
-fn check(source: &str, role: &ClusterRole) {
-    let listed = permissions(role.rules.as_deref().unwrap_or_default());
+fn check(source: &str, rules: &[PolicyRule], cluster_wide: bool) {
+    let listed = permissions(rules);
     println!("{source}:");
     for (group, resource, verbs) in &listed {
         let group = if group.is_empty() { "core" } else { group };
@@ -123,7 +137,7 @@ fn check(source: &str, role: &ClusterRole) {
     }
     assert_eq!(
         listed,
-        expected(),
+        expected(cluster_wide),
         "{source} differs from the permission table"
     );
 }
@@ -136,19 +150,59 @@ fn root() -> std::path::PathBuf {
 fn config_rbac_grants_exactly_the_listed_permissions() {
     let text = std::fs::read_to_string(root().join("config/rbac/role.yaml")).unwrap();
     let role: ClusterRole = serde_saphyr::from_str(&text).unwrap();
-    check("config/rbac/role.yaml", &role);
+    check("config/rbac/role.yaml", &role.rules.unwrap(), true);
 }
 
 #[test]
-fn the_helm_chart_grants_the_same_permissions() {
-    let text = std::fs::read_to_string(root().join("charts/sluice/templates/rbac.yaml")).unwrap();
-    // The first document is the ClusterRole; drop the template lines around it.
-    let first = text.split("\n---").next().unwrap();
-    let plain: String = first
-        .lines()
-        .filter(|line| !line.contains("{{"))
-        .map(|line| format!("{line}\n"))
+#[ignore = "needs helm, built with the upstream binaries: run by `make test-operator`"]
+fn the_helm_chart_grants_the_same_permissions_cluster_wide() {
+    let chart = support::helm_template("sluice-system", &[]);
+    let roles = support::of_kind(&chart, "ClusterRole");
+    let operator: Vec<&&Value> = roles
+        .iter()
+        .filter(|r| r["metadata"]["name"] == "sluice")
         .collect();
-    let role: ClusterRole = serde_saphyr::from_str(&plain).unwrap();
-    check("charts/sluice/templates/rbac.yaml", &role);
+    let role: ClusterRole = serde_json::from_value((*operator[0]).clone()).unwrap();
+    check("helm template (cluster-wide)", &role.rules.unwrap(), true);
+    let bindings = support::of_kind(&chart, "ClusterRoleBinding");
+    assert_eq!(bindings.len(), 1, "{bindings:?}");
+    assert_eq!(bindings[0]["subjects"][0]["namespace"], "sluice-system");
+}
+
+#[test]
+#[ignore = "needs helm, built with the upstream binaries: run by `make test-operator`"]
+fn the_helm_chart_grants_roles_only_in_the_watched_namespaces() {
+    let chart = support::helm_template(
+        "sluice-system",
+        &[
+            "watchNamespaces={team-a,team-b}",
+            "rbac.aggregateToDefaultRoles=false",
+        ],
+    );
+    let kinds: Vec<&str> = chart.iter().filter_map(|o| o["kind"].as_str()).collect();
+    assert!(
+        !kinds.iter().any(|k| k.starts_with("Cluster")),
+        "nothing cluster-wide: {kinds:?}"
+    );
+    let mut watched = Vec::new();
+    for object in support::of_kind(&chart, "Role") {
+        let role: Role = serde_json::from_value(object.clone()).unwrap();
+        let namespace = role.metadata.namespace.clone().unwrap();
+        if role.metadata.name.as_deref() == Some("sluice-leader-election") {
+            assert_eq!(namespace, "sluice-system");
+            continue;
+        }
+        check(
+            &format!("helm template (Role in {namespace})"),
+            &role.rules.unwrap(),
+            false,
+        );
+        watched.push(namespace);
+    }
+    assert_eq!(watched, ["team-a", "team-b"]);
+    let bound: Vec<&Value> = support::of_kind(&chart, "RoleBinding")
+        .into_iter()
+        .map(|b| &b["metadata"]["namespace"])
+        .collect();
+    assert_eq!(bound, ["team-a", "team-b", "sluice-system"]);
 }

@@ -15,7 +15,7 @@ use sluice_operator::names::{BATCH_LABEL, COMPLETION_INDEX_ANNOTATION, JOB_NAME_
 
 use super::{dynamic, events, eventually, manifest, namespace};
 
-fn batches(client: &Client, ns: &str) -> Api<DynamicObject> {
+pub fn batches(client: &Client, ns: &str) -> Api<DynamicObject> {
     Api::namespaced_with(
         client.clone(),
         ns,
@@ -23,7 +23,7 @@ fn batches(client: &Client, ns: &str) -> Api<DynamicObject> {
     )
 }
 
-fn batch_manifest(name: &str, spec: Value) -> DynamicObject {
+pub fn batch_manifest(name: &str, spec: Value) -> DynamicObject {
     serde_json::from_value(json!({
         "apiVersion": "serving.sluice.dev/v1alpha1",
         "kind": "BatchInference",
@@ -68,7 +68,7 @@ async fn event(client: &Client, ns: &str, name: &str, type_: &str, reason: &str,
 }
 
 /// The run Jobs of `name`, oldest first.
-async fn jobs_of(jobs: &Api<Job>, name: &str) -> Vec<Job> {
+pub async fn jobs_of(jobs: &Api<Job>, name: &str) -> Vec<Job> {
     let mut listed = jobs.list(&labelled(name)).await.unwrap().items;
     listed.sort_by_key(|j| j.creation_timestamp());
     listed

@@ -134,9 +134,14 @@ impl ApiServer {
     }
 
     fn kubeconfig_yaml(&self) -> String {
+        self.kubeconfig_yaml_for(&self.token)
+    }
+
+    /// A kubeconfig that authenticates with a bearer `token`.
+    fn kubeconfig_yaml_for(&self, token: &str) -> String {
         format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster: {{server: \"{}\", insecure-skip-tls-verify: true}}\nusers:\n- name: admin\n  user: {{token: {}}}\ncontexts:\n- name: test\n  context: {{cluster: test, user: admin, namespace: default}}\ncurrent-context: test\n",
-            self.url, self.token
+            self.url, token
         )
     }
 
@@ -179,7 +184,13 @@ impl ApiServer {
 
     /// A client authenticated as a cluster admin.
     pub async fn client(&self) -> Client {
-        let kubeconfig = Kubeconfig::from_yaml(&self.kubeconfig_yaml()).unwrap();
+        self.client_with_token(&self.token).await
+    }
+
+    /// A client authenticated by a bearer `token`, such as a ServiceAccount's
+    /// from a TokenRequest: what an operator in a pod presents.
+    pub async fn client_with_token(&self, token: &str) -> Client {
+        let kubeconfig = Kubeconfig::from_yaml(&self.kubeconfig_yaml_for(token)).unwrap();
         let config =
             kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
                 .await
@@ -257,4 +268,36 @@ pub async fn install_crds(client: &Client) {
         })
         .await;
     }
+}
+
+/// The Helm chart `charts/sluice` rendered by the real `helm template` (built
+/// with the other upstream binaries) as release `sluice` in `namespace`, with
+/// `--set` values `sets`: its objects, CRDs left out.
+#[allow(dead_code)] // not every file that includes this module renders the chart
+pub fn helm_template(namespace: &str, sets: &[&str]) -> Vec<serde_json::Value> {
+    let mut helm = Command::new(k8s_bins().join("helm"));
+    helm.args(["template", "sluice"])
+        .arg(repo_root().join("charts/sluice"))
+        .args(["--namespace", namespace]);
+    for set in sets {
+        helm.args(["--set", set]);
+    }
+    let output = helm.output().expect("running helm");
+    assert!(
+        output.status.success(),
+        "helm template {sets:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8(output.stdout).unwrap();
+    serde_saphyr::from_multiple::<serde_json::Value>(&text)
+        .expect("helm's output is YAML")
+        .into_iter()
+        .filter(|object| !object.is_null())
+        .collect()
+}
+
+/// The objects of `kind` among `objects` (what [`helm_template`] rendered).
+#[allow(dead_code)] // not every file that includes this module renders the chart
+pub fn of_kind<'a>(objects: &'a [serde_json::Value], kind: &str) -> Vec<&'a serde_json::Value> {
+    objects.iter().filter(|o| o["kind"] == kind).collect()
 }
