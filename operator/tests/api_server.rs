@@ -133,17 +133,7 @@ fn main() {
         ];
         let ran = scenarios.len();
         for (name, scenario) in scenarios {
-            let started = Instant::now();
-            match tokio::spawn(scenario).await {
-                Ok(()) => println!(
-                    "test {name} ... ok ({:.1}s)",
-                    started.elapsed().as_secs_f64()
-                ),
-                Err(e) => {
-                    println!("test {name} ... FAILED: {e}");
-                    failures.push(name);
-                }
-            }
+            run_scenario(name, scenario, &mut failures).await;
         }
         let _ = stop.send(());
         tokio::time::timeout(Duration::from_secs(10), controller)
@@ -152,19 +142,12 @@ fn main() {
             .unwrap();
         // With the cluster-wide controller stopped, its namespace-scoped twin
         // runs on a ServiceAccount that holds Roles only.
-        let name = "namespace-scoped install: the chart's Roles are all the operator needs in its namespaces, and it leaves the others alone";
-        let started = Instant::now();
-        let scenario = scoped::namespace_scoped_install(client.clone(), &server);
-        match AssertUnwindSafe(scenario).catch_unwind().await {
-            Ok(()) => println!(
-                "test {name} ... ok ({:.1}s)",
-                started.elapsed().as_secs_f64()
-            ),
-            Err(_) => {
-                println!("test {name} ... FAILED (its panic is printed above)");
-                failures.push(name);
-            }
-        }
+        run_scenario(
+            "namespace-scoped install: the chart's Roles are all the operator needs in its namespaces, and it leaves the others alone",
+            scoped::namespace_scoped_install(client.clone(), &server),
+            &mut failures,
+        )
+        .await;
         (ran + 1, failures)
     });
     drop(server);
@@ -178,6 +161,26 @@ fn main() {
         std::process::exit(1);
     }
     println!("\ntest result: ok. {ran} passed; 0 failed");
+}
+
+/// Runs one scenario and prints its outcome as the test harness would; a panic
+/// (printed by the panic hook) records its name in `failures`.
+async fn run_scenario(
+    name: &'static str,
+    scenario: impl Future<Output = ()>,
+    failures: &mut Vec<&'static str>,
+) {
+    let started = Instant::now();
+    match AssertUnwindSafe(scenario).catch_unwind().await {
+        Ok(()) => println!(
+            "test {name} ... ok ({:.1}s)",
+            started.elapsed().as_secs_f64()
+        ),
+        Err(_) => {
+            println!("test {name} ... FAILED (its panic is printed above)");
+            failures.push(name);
+        }
+    }
 }
 
 /// What the operator's reconciles share, as `run` makes it, over `scope`.
