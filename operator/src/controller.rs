@@ -13,7 +13,7 @@ use futures::{FutureExt, StreamExt};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -21,14 +21,15 @@ use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use tracing::{debug, warn};
 
 use crate::Error;
 use crate::batch;
-use crate::crd::{BatchInference, InferenceService};
+use crate::crd::{BatchInference, InferenceService, ServingPolicy};
 use crate::names::{BATCH_LABEL, ISVC_LABEL};
+use crate::policy::POLICY_LABEL;
 use crate::reconcile::events::publish;
 use crate::reconcile::{Context, reconcile};
 
@@ -68,7 +69,7 @@ async fn inference_services(
 ) {
     let client = ctx.client.clone();
     let managed = watcher::Config::default().labels(MANAGED);
-    Controller::new(
+    let controller = Controller::new(
         api::<InferenceService>(&client, namespace),
         watcher::Config::default().any_semantic(),
     )
@@ -92,11 +93,51 @@ async fn inference_services(
         api::<EndpointSlice>(&client, namespace),
         watcher::Config::default().labels(ISVC_LABEL),
         labelled_owner,
+    );
+    let controller = if ctx.scope.applies_serving_policies() {
+        with_serving_policies(controller, &client)
+    } else {
+        controller
+    };
+    controller
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(logged)
+        .await;
+}
+
+/// `controller`, reconciling every InferenceService at once when a ServingPolicy
+/// changes or a namespace gains, changes or drops its policy label, instead of at
+/// their next requeue. Every one, because policies change rarely and which
+/// namespaces select a policy is known only from their labels. These watches
+/// retry on their own backoff and their errors are only logged, so a missing
+/// ServingPolicy CRD or permission never holds up the controller's other triggers.
+fn with_serving_policies(
+    controller: Controller<InferenceService>,
+    client: &Client,
+) -> Controller<InferenceService> {
+    let policies = watcher(
+        Api::<ServingPolicy>::all(client.clone()),
+        watcher::Config::default(),
     )
-    .graceful_shutdown_on(shutdown)
-    .run(reconcile, error_policy, ctx)
-    .for_each(logged)
-    .await;
+    .default_backoff()
+    .touched_objects()
+    .map(|change| change.map(drop));
+    let labels = watcher(
+        Api::<Namespace>::all(client.clone()),
+        watcher::Config::default().labels(POLICY_LABEL),
+    )
+    .default_backoff()
+    .touched_objects()
+    .map(|change| change.map(drop));
+    let changes = futures::stream::select(policies, labels).filter_map(|change| async move {
+        change
+            .inspect_err(
+                |error| warn!(%error, "watching ServingPolicies and namespace policy labels"),
+            )
+            .ok()
+    });
+    controller.reconcile_all_on(changes)
 }
 
 /// The InferenceService that `object` (a serving pod, an EndpointSlice) names

@@ -1173,6 +1173,46 @@ async fn guardrails(client: Client) {
             .is_none(),
         "the spec is untouched"
     );
+    // A new default image reaches a new revision at once: the operator watches
+    // ServingPolicies. Served and stable, the InferenceService is otherwise
+    // next reconciled in 5 minutes, so only the watch passes the 20 s below.
+    mark_ready(&deployments, &format!("allowed-{revision}"), 2).await;
+    serve_endpoints(&client, ns, "allowed", 2).await;
+    eventually("the InferenceService is Ready and stable", || async {
+        let isvc = isvcs.get("allowed").await.ok()?;
+        let stable = isvc.status.as_ref()?.stable_revision.as_deref() == Some(revision.as_str());
+        (stable && condition(&isvc, "Ready")?.0 == "True").then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let changed = Instant::now();
+    policies
+        .patch(
+            "default",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"defaults": {"runtimeImage": "registry.internal/sluice-server:1.5"}}})),
+        )
+        .await
+        .unwrap();
+    let image = eventually("the new default image reaches a new revision", || async {
+        let revision = isvcs.get("allowed").await.ok()?.status?.revision?;
+        let deployment = deployments
+            .get_opt(&format!("allowed-{revision}"))
+            .await
+            .ok()??;
+        let containers = deployment.spec?.template.spec?.containers;
+        containers[0]
+            .image
+            .clone()
+            .filter(|image| image.ends_with(":1.5"))
+    })
+    .await;
+    let elapsed = changed.elapsed();
+    println!("  policy image change to {image}: new revision's Deployment after {elapsed:.1?}");
+    assert!(
+        elapsed < Duration::from_secs(20),
+        "a policy change waited {elapsed:?}: is the ServingPolicy watch gone?"
+    );
     let raised = isvcs
         .patch(
             "allowed",

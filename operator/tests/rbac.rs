@@ -79,10 +79,11 @@ const IN_NAMESPACE: &[Permission] = &[
 ];
 
 /// What a cluster-wide install adds: a namespace's label names its
-/// ServingPolicy, whose defaults apply (both objects are cluster-scoped).
+/// ServingPolicy, whose defaults apply (both objects are cluster-scoped); both
+/// are watched, so that a change reaches the InferenceServices at once.
 const CLUSTER_ONLY: &[Permission] = &[
-    ("", "namespaces", &["get"]),
-    ("serving.sluice.dev", "servingpolicies", &["get"]),
+    ("", "namespaces", READ),
+    ("serving.sluice.dev", "servingpolicies", READ),
 ];
 
 fn permissions(rules: &[PolicyRule]) -> Vec<(String, String, Vec<String>)> {
