@@ -1,5 +1,6 @@
 //! `sluice-operator`: reconciles InferenceServices in every namespace of the cluster
-//! that `KUBECONFIG` (or the in-cluster service account) names.
+//! that `KUBECONFIG` (or the in-cluster service account) names, or only in those
+//! that `--watch-namespaces` lists.
 
 use std::process::ExitCode;
 
