@@ -599,7 +599,7 @@ pub fn container_failure(status: &ContainerStatus) -> Option<String> {
                 .or(t.reason.as_deref())
                 .unwrap_or("no message")
                 .trim();
-            format!("exit code {}: {}", t.exit_code, last_line(detail))
+            format!("exit code {}: {}", t.exit_code, error_line(detail))
         })
     };
     let current = status.state.as_ref().and_then(|s| s.terminated.as_ref());
@@ -614,13 +614,19 @@ pub fn container_failure(status: &ContainerStatus) -> Option<String> {
     }
 }
 
-/// The last line of `text` that is not blank, trimmed.
-pub fn last_line(text: &str) -> &str {
-    text.lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or(text)
-        .trim()
+/// The line of a container's termination message that says what went wrong,
+/// trimmed: the last one that begins with `error` in any case (anyhow's
+/// `Error: ...`, clap's `error: ...`, which a usage hint follows), else the last
+/// that is not blank.
+pub fn error_line(text: &str) -> &str {
+    let lines = || text.lines().rev().map(str::trim);
+    lines()
+        .find(|l| {
+            l.get(..5)
+                .is_some_and(|start| start.eq_ignore_ascii_case("error"))
+        })
+        .or_else(|| lines().find(|l| !l.is_empty()))
+        .unwrap_or(text.trim())
 }
 
 /// Whether the current revision's pods fetched and verified `file`.
@@ -735,7 +741,7 @@ fn availability(pods: &[&Pod], ready: i32, min: i32) -> Verdict {
                     .and_then(|l| l.terminated.as_ref())
                     .map(|t| {
                         let detail = t.message.as_deref().or(t.reason.as_deref()).unwrap_or("");
-                        format!(" (last exit code {}: {})", t.exit_code, last_line(detail))
+                        format!(" (last exit code {}: {})", t.exit_code, error_line(detail))
                     })
                     .unwrap_or_default();
                 format!(
@@ -842,6 +848,28 @@ mod tests {
 
     const REVISION: &str = "new0000001";
     const STABLE: &str = "old0000001";
+
+    #[test]
+    fn the_error_line_of_a_termination_message_is_the_one_that_says_what_failed() {
+        // clap's refusal of a bad environment value: its usage hint comes last.
+        let clap = "error: invalid value 'lots' for '--max-body-bytes <MAX_BODY_BYTES>': invalid digit found in string\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            error_line(clap),
+            "error: invalid value 'lots' for '--max-body-bytes <MAX_BODY_BYTES>': invalid digit found in string"
+        );
+        // anyhow at the edge, after log lines.
+        let anyhow = "{\"level\":\"INFO\"}\nError: ONNX Runtime failed: Protobuf parsing failed.\n";
+        assert_eq!(
+            error_line(anyhow),
+            "Error: ONNX Runtime failed: Protobuf parsing failed."
+        );
+        // No error line: the last line that is not blank; nothing: nothing.
+        assert_eq!(
+            error_line("starting\n  killed by the OOM killer  \n\n"),
+            "killed by the OOM killer"
+        );
+        assert_eq!(error_line(" \n"), "");
+    }
 
     fn isvc(status: Option<InferenceServiceStatus>) -> InferenceService {
         let mut isvc: InferenceService = serde_json::from_value(json!({

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use crate::names::COMPLETION_INDEX_ANNOTATION;
 use crate::optimization::OPTIMIZE_CONTAINER;
 use crate::status::{
-    FETCH_CONTAINER, PROFILE_FETCH_CONTAINER, container_failure, last_line, unschedulable,
+    FETCH_CONTAINER, PROFILE_FETCH_CONTAINER, container_failure, error_line, unschedulable,
 };
 
 /// Name of the container that runs `sluice-server batch`.
@@ -157,7 +157,7 @@ fn attempt(pod: &Pod) -> Option<Attempt> {
                 format!(
                     "exit code {}: {}",
                     terminated.exit_code,
-                    last_line(terminated.reason.as_deref().unwrap_or("no message"))
+                    error_line(terminated.reason.as_deref().unwrap_or("no message"))
                 )
             }),
         ),
