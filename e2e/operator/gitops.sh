@@ -7,10 +7,9 @@
 # spec as Git wrote it, and a revert must end it.
 #
 # SLUICE_CAPTURE_HEALTH=1 also writes each object as `kubectl get -o yaml` prints it
-# into the check's testdata/ (the cases of its health_test.yaml). A crash loop is not
-# staged here: a server whose model cannot load stays up, not ready, and the local
-# node agent restarts it only on its liveness probe, so CrashLoopBackOff takes
-# minutes; its case is written from operator/src/status.rs's wording.
+# into the check's testdata/ (the cases of its health_test.yaml). A crash loop is
+# staged with a typo in the server's environment (a byte limit that is no number):
+# the server refuses it and exits at once, each time it is restarted.
 
 HEALTH_TESTDATA="$REPO_ROOT/integrations/argocd/resource_customizations/serving.sluice.dev/InferenceService/testdata"
 
@@ -123,7 +122,8 @@ YAML
     expect_health health Degraded degraded_aborted status.conditions.Ready.reason RolloutAborted
     "$KUBECTL" delete isvc health --wait=true >/dev/null
 
-    # Failures that waiting does not cure.
+    # Failures that waiting does not cure. broken NAME MODEL [ENV]: an
+    # InferenceService of the model fields MODEL and the server environment ENV.
     broken() {
         cat <<YAML
 apiVersion: serving.sluice.dev/v1alpha1
@@ -132,13 +132,18 @@ metadata: {name: $1, namespace: default}
 spec:
   minReplicas: 1
   model: {$2}
+  runtime: {env: [${3:-}]}
 YAML
     }
-    broken digest "storageUri: \"file://$MODELS_DIR/iris/1/model.onnx\", sha256: \"$(printf '0%.0s' {1..64})\"" |
-        "$KUBECTL" apply -f - >/dev/null
+    local iris="storageUri: \"file://$MODELS_DIR/iris/1/model.onnx\""
+    broken digest "$iris, sha256: \"$(printf '0%.0s' {1..64})\"" | "$KUBECTL" apply -f - >/dev/null
     broken missing "storageUri: \"file://$MODELS_DIR/iris/9/model.onnx\"" | "$KUBECTL" apply -f - >/dev/null
+    broken crashing "$iris" "{name: SLUICE_MAX_BODY_BYTES, value: lots}" | "$KUBECTL" apply -f - >/dev/null
+    broken invalid "$iris" "{name: SLUICE_REVISION, value: mine}" | "$KUBECTL" apply -f - >/dev/null
     expect_health digest Degraded degraded_digest_mismatch
     expect_health missing Degraded degraded_fetch_failed
-    "$KUBECTL" delete isvc digest missing --wait=true >/dev/null
+    expect_health crashing Degraded degraded_crash_loop status.conditions.Available.reason CrashLooping
+    expect_health invalid Degraded degraded_invalid_spec status.conditions.Reconciled.reason InvalidSpec
+    "$KUBECTL" delete isvc digest missing crashing invalid --wait=true >/dev/null
     say "Argo CD's health check called every live state as documented"
 }
