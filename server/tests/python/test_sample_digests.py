@@ -34,12 +34,13 @@ def cluster_models_dir():
 
 
 def yaml_documents(path):
-    """(label, document) for each YAML document in a manifest or a Markdown yaml block."""
-    text = path.read_text()
+    """(label, document) for each YAML document in a manifest or a Markdown yaml block.
+
+    Other files (a plot beside the docs, for one) are not read at all."""
     if path.suffix == ".md":
-        blocks = re.findall(r"^```ya?ml\n(.*?)^```", text, re.MULTILINE | re.DOTALL)
+        blocks = re.findall(r"^```ya?ml\n(.*?)^```", path.read_text(), re.MULTILINE | re.DOTALL)
     elif path.suffix in (".yaml", ".yml"):
-        blocks = [text]
+        blocks = [path.read_text()]
     else:
         return
     for number, block in enumerate(blocks):
