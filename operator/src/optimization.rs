@@ -61,8 +61,11 @@ pub fn observe(pods: &[&Pod], revision: &str) -> Optimized {
             Some(t) if t.exit_code == 0 => {
                 done = done.or_else(|| figures(t, revision));
             }
-            Some(t) => return refused(pod, t),
-            None => {}
+            // A pod on its way out (a rollback deletes the canary's) has its
+            // optimizer killed (exit 143, no message): that says nothing of
+            // the model, and must not hide another pod's real refusal.
+            Some(t) if pod.metadata.deletion_timestamp.is_none() => return refused(pod, t),
+            Some(_) | None => {}
         }
     }
     done.map_or(Optimized::Pending, |figures| {
@@ -149,5 +152,26 @@ mod tests {
         assert!(!below_agreement);
         assert_eq!(message, "exit code 2: thread panicked");
         assert_eq!(observe(&[], "abc"), Optimized::Pending);
+    }
+
+    #[test]
+    fn a_deleted_pod_s_killed_optimizer_does_not_hide_a_refusal() {
+        let mut killed = pod(143, "");
+        killed.metadata.name = Some("killed".into());
+        killed.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                "2026-12-01T10:20:35Z".parse().unwrap(),
+            ));
+        let below = r#"{"error":"below --min-agreement 1","kind":"BelowAgreement"}"#;
+        let Optimized::Refused {
+            pod: refused_by,
+            below_agreement,
+            ..
+        } = observe(&[&killed, &pod(1, below)], "abc")
+        else {
+            panic!("not refused");
+        };
+        assert_eq!((refused_by.as_str(), below_agreement), ("p", true));
+        assert_eq!(observe(&[&killed], "abc"), Optimized::Pending);
     }
 }
