@@ -28,7 +28,6 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
 };
@@ -714,22 +713,7 @@ async fn install_httproute_crd(client: &Client) {
         String::from_utf8_lossy(&out.stderr)
     );
     let path = String::from_utf8(out.stdout).unwrap();
-    let crd: CustomResourceDefinition =
-        serde_saphyr::from_str(&std::fs::read_to_string(path.trim()).unwrap()).unwrap();
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.create(&PostParams::default(), &crd).await.unwrap();
-    eventually("the HTTPRoute CRD is established", || async {
-        let crd = crds
-            .get("httproutes.gateway.networking.k8s.io")
-            .await
-            .ok()?;
-        crd.status?
-            .conditions?
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True")
-            .then_some(())
-    })
-    .await;
+    support::install_crd(client, std::path::Path::new(path.trim())).await;
 }
 
 async fn route_weights(client: Client) {

@@ -206,4 +206,12 @@ fn the_helm_chart_grants_roles_only_in_the_watched_namespaces() {
         .map(|b| &b["metadata"]["namespace"])
         .collect();
     assert_eq!(bound, ["team-a", "team-b", "sluice-system"]);
+    let deployment = support::of_kind(&chart, "Deployment")[0];
+    let env = &deployment["spec"]["template"]["spec"]["containers"][0]["env"];
+    assert!(
+        env.as_array().unwrap().contains(
+            &serde_json::json!({"name": "SLUICE_WATCH_NAMESPACES", "value": "team-a,team-b"})
+        ),
+        "the operator watches the listed namespaces: {env}"
+    );
 }

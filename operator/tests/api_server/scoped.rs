@@ -54,7 +54,8 @@ pub async fn namespace_scoped_install(admin: Client, server: &ApiServer) {
         namespace(&admin, ns).await;
     }
     // What `helm install sluice charts/sluice -n scoped-system --set
-    // watchNamespaces={scoped-team}` would create, less the operator's pod.
+    // watchNamespaces={scoped-team}` would create, less the operator's pod
+    // (tests/rbac.rs checks what the chart renders in this mode).
     let chart = helm_template(
         SYSTEM,
         &[
@@ -62,31 +63,8 @@ pub async fn namespace_scoped_install(admin: Client, server: &ApiServer) {
             "rbac.aggregateToDefaultRoles=false",
         ],
     );
-    let kinds: Vec<&str> = chart.iter().filter_map(|o| o["kind"].as_str()).collect();
-    assert!(
-        !kinds.iter().any(|k| k.starts_with("Cluster")),
-        "a namespace-scoped install creates nothing cluster-wide: {kinds:?}"
-    );
-    let deployment = of_kind(&chart, "Deployment")[0];
-    let env = &deployment["spec"]["template"]["spec"]["containers"][0]["env"];
-    assert!(
-        env.as_array()
-            .unwrap()
-            .contains(&json!({"name": "SLUICE_WATCH_NAMESPACES", "value": TEAM})),
-        "{env}"
-    );
     create_all::<ServiceAccount>(&admin, &of_kind(&chart, "ServiceAccount")).await;
-    let roles = of_kind(&chart, "Role");
-    let role_namespaces: Vec<&str> = roles
-        .iter()
-        .filter_map(|r| r["metadata"]["namespace"].as_str())
-        .collect();
-    assert_eq!(
-        role_namespaces,
-        [TEAM, SYSTEM],
-        "a Role in the watched namespace, and the leader-election one"
-    );
-    create_all::<Role>(&admin, &roles).await;
+    create_all::<Role>(&admin, &of_kind(&chart, "Role")).await;
     create_all::<RoleBinding>(&admin, &of_kind(&chart, "RoleBinding")).await;
 
     // The operator's credentials: its ServiceAccount's token.

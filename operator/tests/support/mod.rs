@@ -237,11 +237,6 @@ where
 /// until each is established.
 #[allow(dead_code)] // not every file that includes this module installs CRDs
 pub async fn install_crds(client: &Client) {
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-    use kube::ResourceExt;
-    use kube::api::{Api, Patch, PatchParams};
-
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     let mut files: Vec<PathBuf> = std::fs::read_dir(repo_root().join("crds"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -249,25 +244,37 @@ pub async fn install_crds(client: &Client) {
         .collect();
     files.sort();
     for file in files {
-        let crd: CustomResourceDefinition =
-            serde_saphyr::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
-        api.patch(
-            &crd.name_any(),
-            &PatchParams::apply("sluice-test").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .unwrap();
-        eventually("the CRD is established", || async {
-            let crd = api.get(&crd.name_any()).await.ok()?;
-            crd.status?
-                .conditions?
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True")
-                .then_some(())
-        })
-        .await;
+        install_crd(client, &file).await;
     }
+}
+
+/// Installs the CRD in the YAML file `file` (server-side apply) and waits until
+/// it is established.
+#[allow(dead_code)] // not every file that includes this module installs CRDs
+pub async fn install_crd(client: &Client, file: &Path) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::ResourceExt;
+    use kube::api::{Api, Patch, PatchParams};
+
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd: CustomResourceDefinition =
+        serde_saphyr::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+    api.patch(
+        &crd.name_any(),
+        &PatchParams::apply("sluice-test").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .unwrap();
+    eventually("the CRD is established", || async {
+        let crd = api.get(&crd.name_any()).await.ok()?;
+        crd.status?
+            .conditions?
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True")
+            .then_some(())
+    })
+    .await;
 }
 
 /// The Helm chart `charts/sluice` rendered by the real `helm template` (built
