@@ -42,10 +42,9 @@ struct Figures {
 impl Figures {
     fn from_latencies(mut latencies: Vec<Duration>, elapsed: Duration, units: f64) -> Figures {
         latencies.sort();
-        let at = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q) as usize];
         Figures {
-            p50: at(0.50),
-            p99: at(0.99),
+            p50: support::quantile(&latencies, 0.50),
+            p99: support::quantile(&latencies, 0.99),
             per_second: units / elapsed.as_secs_f64(),
             cpu_per_request: None,
         }

@@ -43,7 +43,7 @@ use clap::Parser;
 use http_body_util::Full;
 use hyper::body::Bytes;
 use serde::{Deserialize, Serialize};
-use support::{Server, closed_loop, pinned, process_cpu};
+use support::{Server, closed_loop, free_ports, pinned, process_cpu, quantile};
 
 /// The name every peer serves the model under.
 const MODEL: &str = "mlp";
@@ -171,16 +171,13 @@ struct Ports {
 }
 
 impl Ports {
-    /// Three ports nothing listens on, held together while they are picked so
-    /// that they differ.
+    /// Three ports nothing listens on.
     fn free() -> anyhow::Result<Ports> {
-        let bind = || std::net::TcpListener::bind("127.0.0.1:0");
-        let held = [bind()?, bind()?, bind()?];
-        let port = |i: usize| held[i].local_addr().map(|address| address.port());
+        let [http, grpc, metrics] = free_ports()?;
         Ok(Ports {
-            http: port(0)?,
-            grpc: port(1)?,
-            metrics: port(2)?,
+            http,
+            grpc,
+            metrics,
         })
     }
 }
@@ -292,10 +289,7 @@ async fn measure(
     let cpu = process_cpu(server.0.id()) - cpu_before;
     anyhow::ensure!(!latencies.is_empty(), "no request was answered");
     latencies.sort();
-    let micros = |q: f64| {
-        let index = ((latencies.len() - 1) as f64 * q) as usize;
-        latencies[index].as_secs_f64() * 1e6
-    };
+    let micros = |q: f64| quantile(&latencies, q).as_secs_f64() * 1e6;
     let requests = latencies.len() as f64;
     Ok(Step {
         concurrency,

@@ -188,8 +188,7 @@ async fn measure(server: &Server, port: u16, protocol: Protocol) -> Round {
     let elapsed = started.elapsed().as_secs_f64();
     let cpu = process_cpu(pid) - cpu_before;
     all.latencies.sort();
-    let at =
-        |q: f64| all.latencies[((all.latencies.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e6;
+    let at = |q: f64| support::quantile(&all.latencies, q).as_secs_f64() * 1e6;
     let requests = all.latencies.len() as f64;
     Round {
         handshakes_per_second: all.reconnects as f64 / elapsed,

@@ -8,15 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::support::{Server, sluice_serve};
-
-/// Two ports nothing listens on, held together while they are picked so they
-/// differ.
-fn free_ports() -> anyhow::Result<(u16, u16)> {
-    let bind = || std::net::TcpListener::bind("127.0.0.1:0");
-    let (first, second) = (bind()?, bind()?);
-    Ok((first.local_addr()?.port(), second.local_addr()?.port()))
-}
+use crate::support::{Server, free_ports, sluice_serve};
 
 /// A server on `http_port`, or `None` if it exited before it was ready (a
 /// port taken in the meantime).
@@ -59,9 +51,9 @@ pub async fn launch(
     name: &str,
 ) -> anyhow::Result<(Server, u16)> {
     for _ in 0..3 {
-        let ports = free_ports()?;
-        if let Some(server) = start(binary, repository, ports, flags).await? {
-            return Ok((server, ports.0));
+        let [http_port, grpc_port] = free_ports()?;
+        if let Some(server) = start(binary, repository, (http_port, grpc_port), flags).await? {
+            return Ok((server, http_port));
         }
     }
     anyhow::bail!("the '{name}' server exited before it was ready, three times")

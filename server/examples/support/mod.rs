@@ -9,6 +9,27 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 
+/// `N` local ports nothing listens on, held together while they are picked so
+/// that they differ.
+#[allow(dead_code)] // not every benchmark starts servers of its own
+pub fn free_ports<const N: usize>() -> std::io::Result<[u16; N]> {
+    let held: Vec<std::net::TcpListener> = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()?;
+    let mut ports = [0; N];
+    for (port, listener) in ports.iter_mut().zip(&held) {
+        *port = listener.local_addr()?.port();
+    }
+    Ok(ports)
+}
+
+/// The value at quantile `q` (0.5 for the median, 0.99 for p99) of `sorted`,
+/// which is sorted and not empty: the nearest rank at or below.
+#[allow(dead_code)] // not every benchmark reports percentiles
+pub fn quantile<T: Copy>(sorted: &[T], q: f64) -> T {
+    sorted[((sorted.len() - 1) as f64 * q) as usize]
+}
+
 /// `program` to run on CPU 0 (`taskset -c 0`) with its output discarded; the
 /// benchmark itself runs on another CPU.
 pub fn pinned(program: &Path) -> Command {
