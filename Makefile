@@ -16,7 +16,7 @@ export SLUICE_CACHE
 TEST_TARGETS :=
 -include mk/*.mk
 .PHONY: help deps build test lint lint-tools test-rust test-python bench bench-stream bench-rotation bench-optimize bench-bundle up \
-	up-server fmt python-lock fresh-check
+	up-server fmt python-lock pip-tools fresh-check
 
 ## help: this list (also what a bare `make` prints)
 help:
@@ -108,11 +108,15 @@ fmt:
 # pip-compile and what it runs on, pinned, so that the same requirements.in and the
 # same Python give the same lock on every machine. The lock pins versions for the
 # Python that made it (its header names it: 3.11 or newer, which pip-tools needs no
-# tomli for); deps.sh installs it with python3.
-PIP_VERSION = $(shell sed -n 's/^PIP_VERSION=//p' $(REPO_ROOT)/scripts/deps.sh)
+# tomli for); deps.sh installs it with python3 (scripts/locked-venv.sh).
+PIP_VERSION = $(shell sed -n 's/^PIP_VERSION=//p' $(REPO_ROOT)/scripts/locked-venv.sh)
 PIP_TOOLS := pip-tools==7.6.2 build==1.6.1 click==8.5.1 packaging==26.4 \
 	pyproject_hooks==1.3.3 setuptools==80.9.0 wheel==0.48.0
 PIP_TOOLS_VENV = $(SLUICE_CACHE)/pip-tools-$(shell echo '$(PIP_VERSION) $(PIP_TOOLS)' | sha256sum | cut -c1-12)
+# How every lock is made (python-lock, bench-peers-lock): versions and hashes of
+# every package, nothing of this machine's index or wheel folders.
+PIP_COMPILE = "$(PIP_TOOLS_VENV)/bin/pip-compile" --quiet --generate-hashes --no-emit-index-url \
+	--no-emit-find-links --strip-extras $(if $(UPGRADE),--upgrade)
 LOCK_PYTHON = $(shell sed -n 's/.*pip-compile with Python \([0-9.]*\).*/\1/p' $(REPO_ROOT)/scripts/requirements.txt)
 
 ## python-lock: regenerate scripts/requirements.txt (hashes) from scripts/requirements.in with pinned pip-tools; UPGRADE=1 moves every pin
@@ -123,16 +127,19 @@ python-lock:
 			"pins would differ (use Python $(LOCK_PYTHON), or UPGRADE=1 to re-resolve on purpose)" >&2; \
 		exit 1; \
 	fi
+	@$(MAKE) --no-print-directory pip-tools
+	cd scripts && CUSTOM_COMPILE_COMMAND="make python-lock" $(PIP_COMPILE) \
+		--output-file=requirements.txt requirements.in
+	@git diff --stat -- scripts/requirements.txt
+
+# pip-tools: the pinned pip-compile in $(PIP_TOOLS_VENV), installed when missing.
+pip-tools:
 	@if [ ! -x "$(PIP_TOOLS_VENV)/bin/pip-compile" ]; then \
-		echo "python-lock: installing pip $(PIP_VERSION) and pip-tools into $(PIP_TOOLS_VENV)"; \
+		echo "pip-tools: installing pip $(PIP_VERSION) and pip-tools into $(PIP_TOOLS_VENV)"; \
 		rm -rf "$(PIP_TOOLS_VENV)" && python3 -m venv "$(PIP_TOOLS_VENV)" \
 		&& "$(PIP_TOOLS_VENV)/bin/pip" install --quiet "pip==$(PIP_VERSION)" \
 		&& "$(PIP_TOOLS_VENV)/bin/pip" install --quiet --no-deps $(PIP_TOOLS); \
 	fi
-	cd scripts && CUSTOM_COMPILE_COMMAND="make python-lock" "$(PIP_TOOLS_VENV)/bin/pip-compile" --quiet \
-		--generate-hashes --no-emit-index-url --no-emit-find-links --strip-extras \
-		$(if $(UPGRADE),--upgrade) --output-file=requirements.txt requirements.in
-	@git diff --stat -- scripts/requirements.txt
 
 ## fresh-check: `make up` then `make test` in a fresh clone of HEAD under /tmp with empty caches; prints each wall time (slow: not in `make test`)
 fresh-check:

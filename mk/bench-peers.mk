@@ -32,18 +32,11 @@ bench-peers: build bench-peers-deps
 bench-peers-deps:
 	@$(PEERS_DIR)/install.sh
 
-# The same pip-tools and flags as `make python-lock` (which installs them), so the
-# locks come out alike; UPGRADE=1 moves every pin.
-## bench-peers-lock: regenerate server/bench/peers/*/requirements.txt (hashes) from each requirements.in with the pinned pip-tools
-bench-peers-lock:
-	@if [ ! -x "$(PIP_TOOLS_VENV)/bin/pip-compile" ]; then \
-		echo "bench-peers-lock: no pip-compile in $(PIP_TOOLS_VENV); 'make python-lock' installs it" >&2; \
-		exit 1; \
-	fi
+# The same pinned pip-tools and flags as `make python-lock` (PIP_COMPILE).
+## bench-peers-lock: regenerate server/bench/peers/*/requirements.txt (hashes) from each requirements.in with the pinned pip-tools; UPGRADE=1 moves every pin
+bench-peers-lock: pip-tools
 	for requirements in $(PEERS_DIR)/*/requirements.in; do \
 		(cd "$$(dirname "$$requirements")" && CUSTOM_COMPILE_COMMAND="make bench-peers-lock" \
-			"$(PIP_TOOLS_VENV)/bin/pip-compile" --quiet --generate-hashes --no-emit-index-url \
-			--no-emit-find-links --strip-extras $(if $(UPGRADE),--upgrade) \
-			--output-file=requirements.txt requirements.in) || exit 1; \
+			$(PIP_COMPILE) --output-file=requirements.txt requirements.in) || exit 1; \
 	done
 	@git diff --stat -- $(PEERS_DIR)

@@ -33,22 +33,8 @@ if ! python3 -c 'import ensurepip' 2>/dev/null; then
   echo "deps: installing Debian's python3-venv (python3 -m venv needs it)"
   apt_install python3-venv
 fi
-# The pip that installs the lock; the lock itself pins every package with hashes.
-PIP_VERSION=26.3
 venv=$cache/venv
-requirements=scripts/requirements.txt
-# The venv is remade when Python, pip or a pin or hash changes; comments (the lock's
-# header, its "# via" notes) do not count.
-wanted=$( (python3 --version; echo "pip $PIP_VERSION"; grep -v '^ *#' "$requirements") | sha256sum | cut -d' ' -f1)
-
-if [ ! -x "$venv/bin/python" ] || [ "$(cat "$venv/.requirements" 2>/dev/null)" != "$wanted" ]; then
-  echo "deps: installing Python packages into $venv"
-  mkdir -p "$cache"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet "pip==$PIP_VERSION"
-  "$venv/bin/pip" install --quiet --require-hashes --no-deps -r "$requirements"
-  echo "$wanted" > "$venv/.requirements"
-fi
+scripts/locked-venv.sh "$venv" scripts/requirements.txt
 
 library=$("$venv/bin/python" - <<'PY'
 import glob, os, onnxruntime
