@@ -40,8 +40,7 @@ const MANAGED: &str = "app.kubernetes.io/managed-by=sluice-operator";
 /// resolves, then lets in-flight reconciles finish.
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let shutdown = shutdown.shared();
-    let scope = ctx.scope.clone();
-    let pairs = scope.namespaces().into_iter().map(|namespace| {
+    let pairs = ctx.scope.namespaces().into_iter().map(|namespace| {
         futures::future::join(
             inference_services(ctx.clone(), namespace, shutdown.clone()),
             batch_inferences(ctx.clone(), namespace, shutdown.clone()),
