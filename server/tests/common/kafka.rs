@@ -23,7 +23,6 @@ use std::io::Read;
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
@@ -77,17 +76,13 @@ impl KafkaBroker {
     /// Formats a fresh log directory and starts a broker on it; returns once it
     /// accepts requests (panics with its log after 60 s).
     pub fn start() -> KafkaBroker {
-        static STARTED: AtomicUsize = AtomicUsize::new(0);
         let libs = libs();
         assert!(
             libs.join("kafka_2.13-4.4.0.jar").exists(),
             "the test Kafka broker's jars are missing from {}: run `make deps` (or e2e/kafka/deps.sh, which installs just them)",
             libs.display()
         );
-        let n = STARTED.fetch_add(1, Ordering::SeqCst);
-        let dir = std::env::temp_dir().join(format!("sluice-kafka-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = super::scratch_dir("kafka");
         // Two free ports, held together so that they differ. Kafka binds them
         // itself later: another process could take one in between, unlikely
         // enough on a test machine.

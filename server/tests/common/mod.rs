@@ -8,6 +8,7 @@ pub mod s3;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
@@ -23,6 +24,18 @@ pub fn fixtures() -> PathBuf {
     dir
 }
 
+/// A fresh, empty folder `sluice-<prefix>-<pid>-<n>` under the temporary
+/// directory, its own for each call: the tests of one binary run in parallel in
+/// one process, so the process id alone would give them the same folder.
+pub fn scratch_dir(prefix: &str) -> PathBuf {
+    static MADE: AtomicUsize = AtomicUsize::new(0);
+    let n = MADE.fetch_add(1, Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("sluice-{prefix}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 /// A temporary model repository.
 pub struct Repository {
     pub dir: PathBuf,
@@ -31,10 +44,9 @@ pub struct Repository {
 impl Repository {
     /// An empty repository in a fresh temporary folder.
     pub fn new(name: &str) -> Repository {
-        let dir = std::env::temp_dir().join(format!("sluice-test-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Repository { dir }
+        Repository {
+            dir: scratch_dir(&format!("test-{name}")),
+        }
     }
 
     /// Adds fixture model `fixture` version 1 as `name` with `config` as its config.yaml.
