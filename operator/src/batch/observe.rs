@@ -22,6 +22,8 @@ pub fn observe(job: &Job, pods: &[&Pod]) -> BatchRun {
     let shards = job.spec.as_ref().and_then(|s| s.completions).unwrap_or(1);
     let succeeded = status.succeeded.unwrap_or(0);
     let failed = status.failed_indexes.as_deref().map_or(0, count_indexes);
+    let ready = status.ready.unwrap_or(0);
+    let starting = status.active.unwrap_or(0) - ready;
     let phase = phase(job);
     let attempts = summary::attempts(pods);
     let latest = summary::latest(&attempts);
@@ -76,10 +78,10 @@ pub fn observe(job: &Job, pods: &[&Pod]) -> BatchRun {
             message
         }
         BatchPhase::Running => {
-            let mut message = format!(
-                "{succeeded} of {shards} shards finished, {} running",
-                status.active.unwrap_or(0)
-            );
+            let mut message = format!("{succeeded} of {shards} shards finished, {ready} running");
+            if starting > 0 {
+                message.push_str(&format!(", {starting} starting"));
+            }
             if let Some(failure) = &first_failure {
                 message.push_str(&format!("; failed: {failure}"));
             }
@@ -88,8 +90,10 @@ pub fn observe(job: &Job, pods: &[&Pod]) -> BatchRun {
             }
             message
         }
-        BatchPhase::Pending => summary::stuck(pods)
-            .unwrap_or_else(|| "waiting for the Job controller to start the run's pods".into()),
+        BatchPhase::Pending => summary::stuck(pods).unwrap_or_else(|| match starting {
+            0 => "waiting for the Job controller to start the run's pods".into(),
+            n => format!("{n} of {shards} shards starting"),
+        }),
         BatchPhase::Suspended => format!(
             "suspended with {succeeded} of {shards} shards finished; the others go on from their last published part when resumed"
         ),
@@ -117,8 +121,9 @@ pub fn observe(job: &Job, pods: &[&Pod]) -> BatchRun {
 }
 
 /// The run's phase from its Job: ended (the Job's terminal conditions, or the
-/// targets it sets first), suspended, running (a pod active or a shard done),
-/// or pending.
+/// targets it sets first), suspended, running (a shard's pod ready, or a shard
+/// ended), or pending. The Job counts a pod that no node took, or whose model
+/// is still being fetched, as active: that run has not started yet.
 pub fn phase(job: &Job) -> BatchPhase {
     let status = job.status.as_ref();
     if ended(job, &["Complete", "SuccessCriteriaMet"]).is_some() {
@@ -128,7 +133,7 @@ pub fn phase(job: &Job) -> BatchPhase {
     } else if job.spec.as_ref().and_then(|s| s.suspend) == Some(true) {
         BatchPhase::Suspended
     } else if status.is_some_and(|s| {
-        s.active.unwrap_or(0) > 0 || s.succeeded.unwrap_or(0) > 0 || s.failed.unwrap_or(0) > 0
+        s.ready.unwrap_or(0) > 0 || s.succeeded.unwrap_or(0) > 0 || s.failed.unwrap_or(0) > 0
     }) {
         BatchPhase::Running
     } else {
@@ -300,7 +305,15 @@ mod tests {
             phase(&j)
         };
         assert_eq!(phase_of(json!({}), false), BatchPhase::Pending);
-        assert_eq!(phase_of(json!({"active": 2}), false), BatchPhase::Running);
+        assert_eq!(
+            phase_of(json!({"active": 2, "ready": 0}), false),
+            BatchPhase::Pending,
+            "pods no node took, or fetching the model, are active but not ready"
+        );
+        assert_eq!(
+            phase_of(json!({"active": 2, "ready": 1}), false),
+            BatchPhase::Running
+        );
         assert_eq!(
             phase_of(json!({"active": 0, "succeeded": 1}), true),
             BatchPhase::Suspended

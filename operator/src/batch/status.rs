@@ -385,7 +385,7 @@ mod tests {
         let running = compute(
             &b,
             &applied(),
-            &[job("score-r1", 1, json!({"active": 2}))],
+            &[job("score-r1", 1, json!({"active": 2, "ready": 2}))],
             &[],
             now(),
         );
@@ -515,7 +515,7 @@ mod tests {
         let running = compute(
             &b,
             &applied(),
-            &[job("score-r1", 1, json!({"active": 1}))],
+            &[job("score-r1", 1, json!({"active": 1, "ready": 1}))],
             &[],
             now(),
         );

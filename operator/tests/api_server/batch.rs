@@ -339,7 +339,7 @@ pub async fn one_time_runs(client: Client) {
     end_job(
         &jobs,
         &second,
-        json!({"startTime": "2026-01-15T09:00:00Z", "active": 1}),
+        json!({"startTime": "2026-01-15T09:00:00Z", "active": 1, "ready": 1}),
     )
     .await;
     finished_shard(
@@ -365,7 +365,7 @@ pub async fn one_time_runs(client: Client) {
         &jobs,
         &second,
         json!({
-            "active": 0, "succeeded": 1, "failed": 4, "completedIndexes": "0", "failedIndexes": "1",
+            "active": 0, "ready": 0, "succeeded": 1, "failed": 4, "completedIndexes": "0", "failedIndexes": "1",
             "conditions": [
                 {"type": "FailureTarget", "status": "True", "reason": "FailedIndexes", "message": "Job has failed indexes", "lastProbeTime": "2026-01-15T09:01:00Z", "lastTransitionTime": "2026-01-15T09:01:00Z"},
                 {"type": "Failed", "status": "True", "reason": "FailedIndexes", "message": "Job has failed indexes", "lastProbeTime": "2026-01-15T09:01:00Z", "lastTransitionTime": "2026-01-15T09:01:00Z"}
@@ -494,7 +494,7 @@ pub async fn scheduled_runs(client: Client) {
     end_job(
         &jobs,
         "nightly-29480000",
-        json!({"startTime": "2026-01-16T01:00:00Z", "active": 3}),
+        json!({"startTime": "2026-01-16T01:00:00Z", "active": 3, "ready": 3}),
     )
     .await;
     let run = latest_run(
