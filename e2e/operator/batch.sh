@@ -15,6 +15,15 @@
 # Then one-time runs over file:// (the node's own folder) and over pvc:// (a
 # claim on a hostPath volume), each with a bad row that lands in _rejects/ with
 # its reason.
+#
+# Along the way, Argo CD's health check of BatchInference (integrations/argocd,
+# run by Argo CD's Lua VM through gitops.sh's expect_health_of) must call each
+# live state what docs/gitops.md says: a schedule is Healthy while it waits,
+# runs and after a run, Degraded after a failed run and Suspended when held; a
+# one-time run is Progressing while pending (a pod no node takes), stale or
+# running or not yet seen by the operator, Suspended when held, Healthy when
+# done, Degraded when it failed or names no InferenceService that exists. SLUICE_CAPTURE_HEALTH=1 writes each
+# object into the check's testdata/.
 
 BATCH_NAME=nightly
 BATCH_FILES=8
@@ -83,7 +92,25 @@ batch_scheduled_e2e() {
     at=$(date -u -d "@$(( ($(date +%s) + 80) / 60 * 60 ))" '+%M %H')
     read -r minute hour <<<"$at"
     say "batch: a BatchInference scheduled at $hour:$minute UTC over s3:// with 4 shards"
+    say "batch: and nightly-broken at the same time, whose model takes 4 features, not 16"
     "$KUBECTL" apply -f - >/dev/null <<YAML
+apiVersion: serving.sluice.dev/v1alpha1
+kind: BatchInference
+metadata: {name: nightly-broken, namespace: default}
+spec:
+  model: {storageUri: "file://$MODELS_DIR/iris/1/model.onnx"}
+  credentialsSecret: batch-s3
+  input: s3://data/nightly/in
+  output: s3://predictions/broken
+  idColumn: id
+  schedule: "$((10#$minute)) $((10#$hour)) * * *"
+  retries: 0
+  runtime:
+    threads: 1
+    resources:
+      requests: {cpu: 100m, memory: 128Mi}
+      limits: {memory: 1Gi}
+---
 apiVersion: serving.sluice.dev/v1alpha1
 kind: BatchInference
 metadata: {name: $BATCH_NAME, namespace: default}
@@ -104,10 +131,12 @@ spec:
       requests: {cpu: 100m, memory: 128Mi}
       limits: {memory: 1Gi}
 YAML
+    expect_health_of BatchInference "$BATCH_NAME" Healthy healthy_scheduled_waiting status.phase Pending
     batch_wait 150 "the scheduled run's Job" \
         bash -c "[[ -n \$('$KUBECTL' get jobs -l serving.sluice.dev/batchinference=$BATCH_NAME -o name 2>/dev/null) ]]"
     job=$("$KUBECTL" get jobs -l "serving.sluice.dev/batchinference=$BATCH_NAME" -o jsonpath='{.items[0].metadata.name}')
     say "batch: run $job started"
+    expect_health_of BatchInference "$BATCH_NAME" Healthy healthy_scheduled_running status.phase Running
 
     # Shard 1's pod, once its first part is out and before it is done.
     local manifest="predictions/nightly/$job/_manifest/shard-00001-of-00004.json"
@@ -133,6 +162,8 @@ YAML
     [[ $shards == 4/4 ]] || { say "batch: status counts shards $shards"; return 1; }
     [[ $output == "s3://predictions/nightly/$job" ]] || { say "batch: status names output $output"; return 1; }
     [[ " $history " == *" $job "* ]] || { say "batch: $job is not in status.history"; return 1; }
+    expect_health_of BatchInference "$BATCH_NAME" Healthy healthy_scheduled_succeeded status.phase Succeeded
+    expect_health_of BatchInference nightly-broken Degraded degraded_scheduled_failed status.phase Failed
 
     # The shard that replaced the deleted pod kept the parts it found.
     local resumed
@@ -149,7 +180,8 @@ YAML
     done
     batch_check_output "$tmp/out" $((BATCH_FILES * BATCH_ROWS)) >&2 || return 1
     "$KUBECTL" patch batchinference "$BATCH_NAME" --type merge -p '{"spec":{"suspend":true}}' >/dev/null
-    "$KUBECTL" delete batchinference "$BATCH_NAME" --wait=false >/dev/null
+    expect_health_of BatchInference "$BATCH_NAME" Suspended suspended_scheduled
+    "$KUBECTL" delete batchinference "$BATCH_NAME" nightly-broken --wait=false >/dev/null
     rm -rf "$tmp"
 }
 
@@ -228,8 +260,87 @@ batch_pvc_e2e() {
     batch_claim | "$KUBECTL" delete -f - --wait=true >/dev/null
 }
 
+# batch_one_time NAME MODEL INPUT CPU [SPEC...]: applies a one-time
+# BatchInference NAME of the fixture MODEL over the node's folder INPUT, writing
+# beside it, its pods asking for CPU, with the extra spec lines SPEC (YAML).
+batch_one_time() {
+    local name=$1 model=$2 input=$3 cpu=$4 extra
+    extra=$(printf '  %s\n' "${@:5}")
+    "$KUBECTL" apply -f - >/dev/null <<YAML
+apiVersion: serving.sluice.dev/v1alpha1
+kind: BatchInference
+metadata: {name: $name, namespace: default}
+spec:
+  model: {storageUri: "file://$MODELS_DIR/$model/1/model.onnx"}
+  input: file://$input
+  output: file://$input-out
+  idColumn: id
+  parallelism: 2
+  runtime:
+    threads: 1
+    resources:
+      requests: {cpu: $cpu, memory: 128Mi}
+      limits: {memory: 1Gi}
+$extra
+YAML
+}
+
+# The one-time states of Argo CD's health of BatchInference, each on a live object.
+batch_health_e2e() {
+    local folder=/opt/sluice/batch-health
+    rm -rf "$folder"
+    mkdir -p "$folder/in" "$folder/bad"
+    BATCH_FILES=2 BATCH_ROWS=300 batch_inputs "$folder/in"
+    printf 'id,f0,f1\ne0-0,1,2\n' >"$folder/bad/day-00.csv"
+
+    # A run of `slow` (about 30 ms a batch) one row a batch: 10 s a shard, time
+    # to see it run, hold it and let it go on.
+    say "batch health: a one-time run, held with spec.suspend and let go"
+    batch_one_time running slow "$folder/in" 100m "batchSize: 1"
+    expect_health_of BatchInference running Progressing progressing_running status.phase Running
+    "$KUBECTL" patch batchinference running --type merge -p '{"spec":{"suspend":true}}' >/dev/null
+    expect_health_of BatchInference running Suspended suspended status.latestRun.phase Suspended
+    "$KUBECTL" patch batchinference running --type merge -p '{"spec":{"suspend":false}}' >/dev/null
+    expect_health_of BatchInference running Healthy healthy_succeeded status.phase Succeeded
+
+    say "batch health: a run whose rows do not fit the model, with no retry"
+    batch_one_time broken mlp "$folder/bad" 100m "retries: 0"
+    expect_health_of BatchInference broken Degraded degraded_failed_run status.phase Failed
+
+    say "batch health: a BatchInference naming an InferenceService that does not exist"
+    "$KUBECTL" apply -f - >/dev/null <<YAML
+apiVersion: serving.sluice.dev/v1alpha1
+kind: BatchInference
+metadata: {name: orphan, namespace: default}
+spec:
+  inferenceServiceRef: {name: absent}
+  input: file://$folder/in
+  output: file://$folder/orphan-out
+YAML
+    expect_health_of BatchInference orphan Degraded degraded_inference_service_not_found \
+        status.conditions.Reconciled.status False
+
+    # Pending: its pods ask for more CPU than the node has. Then, while the
+    # operator is stopped, Git changes that spec (a stale status) and adds a
+    # BatchInference (no status yet).
+    say "batch health: a run no node can take, then specs the operator has not seen"
+    batch_one_time pending mlp "$folder/in" 64
+    expect_health_of BatchInference pending Progressing progressing_pending status.phase Pending
+    unseen_specs() {
+        "$KUBECTL" patch batchinference pending --type merge -p '{"spec":{"historyLimit":5}}' >/dev/null
+        expect_health_of BatchInference pending Progressing progressing_stale_generation &&
+            batch_one_time unseen mlp "$folder/in" 100m &&
+            expect_health_of BatchInference unseen Progressing progressing_no_status status ''
+    }
+    operator_paused unseen_specs
+
+    "$KUBECTL" delete batchinference running broken orphan pending unseen --wait=true >/dev/null
+    rm -rf "$folder"
+}
+
 batch_e2e() {
     batch_scheduled_e2e
+    batch_health_e2e
     batch_local_e2e local-files file:///opt/sluice/batch-e2e/in file:///opt/sluice/batch-e2e/out /opt/sluice/batch-e2e
     batch_pvc_e2e
 }

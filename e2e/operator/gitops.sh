@@ -1,7 +1,7 @@
 # Argo CD's view of live InferenceServices (sourced by e2e.sh; needs lib.sh): the
 # health check of integrations/argocd, run by Argo CD's Lua VM (sluice-argocd-health),
 # must call each state the operator writes what docs/gitops.md says: Healthy,
-# Progressing (pods starting, a rollout, a stale status), Suspended (a paused
+# Progressing (pods starting, a rollout, a stale status, no status yet), Suspended (a paused
 # rollout), Degraded (a rollback command, an aborted rollout, a digest mismatch, a
 # model that cannot be fetched). A rollback command must leave the
 # spec as Git wrote it, and a revert must end it.
@@ -10,8 +10,12 @@
 # into the check's testdata/ (the cases of its health_test.yaml). A crash loop is
 # staged with a typo in the server's environment (a byte limit that is no number):
 # the server refuses it and exits at once, each time it is restarted.
+#
+# batch.sh uses expect_health_of and operator_paused for BatchInference's check,
+# and e2e/rollout/e2e.sh expect_health_of for an analysis rollback.
 
-HEALTH_TESTDATA="$REPO_ROOT/integrations/argocd/resource_customizations/serving.sluice.dev/InferenceService/testdata"
+# The Argo CD checks' tree: resource_customizations/<group>/<Kind>/{health.lua,testdata/}.
+HEALTH_CHECKS="$REPO_ROOT/integrations/argocd/resource_customizations/serving.sluice.dev"
 
 # field PATH: the value at PATH (dots; a condition by its type, as in
 # status.conditions.Ready.reason) of the JSON object on stdin; empty when absent.
@@ -27,33 +31,53 @@ for part in sys.argv[1].split("."):
 print("" if o is None else o)' "$1"
 }
 
-# expect_health NAME STATUS CASE [PATH VALUE]: waits (up to 3 minutes) until the
-# health of InferenceService NAME, as Argo CD's Lua says it (sluice-argocd-health),
-# is STATUS and, if given, its field PATH is VALUE, both read from one version of
-# the object; with SLUICE_CAPTURE_HEALTH writes that version to testdata/CASE.yaml.
-expect_health() {
-    local name=$1 want=$2 case=$3 path=${4:-} value=${5:-} object got version yaml i
+# expect_health_of KIND [NAMESPACE/]NAME STATUS CASE [PATH VALUE]: waits (up
+# to 3 minutes) until the health of the KIND (InferenceService, BatchInference)
+# NAME (in default unless NAMESPACE is given), as Argo CD's Lua says it
+# (sluice-argocd-health), is STATUS and, if given, its field PATH is VALUE, both
+# read from one version of the object; with SLUICE_CAPTURE_HEALTH writes that
+# version to KIND's testdata/CASE.yaml.
+expect_health_of() {
+    local kind=$1 name=${2#*/} want=$3 case=$4 path=${5:-} value=${6:-} object got version yaml i
+    local namespace=default
+    [[ $2 == */* ]] && namespace=${2%%/*}
+    ARGOCD_HEALTH=${ARGOCD_HEALTH:-"$("$REPO_ROOT/integrations/argocd/health.sh" bin)/sluice-argocd-health"}
     for ((i = 0; i < 360; i++)); do
-        object=$("$KUBECTL" get isvc "$name" -o json)
+        object=$("$KUBECTL" -n "$namespace" get "$kind" "$name" -o json)
         got=$("$ARGOCD_HEALTH" - <<<"$object" || true)
         if [[ ${got%%$'\t'*} == "$want" ]] && { [[ -z $path ]] || [[ $(field "$path" <<<"$object") == "$value" ]]; }; then
             if [[ -n ${SLUICE_CAPTURE_HEALTH:-} ]]; then
                 version=$(field metadata.resourceVersion <<<"$object")
-                yaml=$("$KUBECTL" get isvc "$name" -o yaml)
+                yaml=$("$KUBECTL" -n "$namespace" get "$kind" "$name" -o yaml)
                 if [[ $yaml != *"resourceVersion: \"$version\""* ]]; then
                     continue
                 fi
-                { echo "# Captured from the local cluster by e2e/operator/gitops.sh (SLUICE_CAPTURE_HEALTH=1)."
-                  echo "$yaml"; } >"$HEALTH_TESTDATA/$case.yaml"
+                { echo "# Captured from the local cluster by e2e/operator/e2e.sh (SLUICE_CAPTURE_HEALTH=1)."
+                  echo "$yaml"; } >"$HEALTH_CHECKS/$kind/testdata/$case.yaml"
             fi
-            say "argocd health of $name ($case): $got"
+            say "argocd health of $kind $name ($case): $got"
             return 0
         fi
         sleep 0.5
     done
-    say "FAIL: argocd health of $name never became $want ($case); last: $got"
+    say "FAIL: argocd health of $kind $name never became $want ($case); last: $got"
     echo "$object" >&2
     return 1
+}
+
+# expect_health NAME STATUS CASE [PATH VALUE]: expect_health_of an InferenceService.
+expect_health() { expect_health_of InferenceService "$@"; }
+
+# operator_paused CMD...: runs CMD while the operator is stopped (SIGSTOP), so
+# that what CMD sees was written before it; the operator goes on afterwards
+# whatever CMD returns, and CMD's status is returned.
+operator_paused() {
+    local operator_pid status=0
+    read -r operator_pid _ <"$REPO_ROOT/.cluster/pids/operator"
+    kill -STOP "$operator_pid"
+    "$@" || status=$?
+    kill -CONT "$operator_pid"
+    return $status
 }
 
 # rollout_command NAME COMMAND: the manual command annotation, as kubectl sets it.
@@ -62,7 +86,6 @@ rollout_command() {
 }
 
 gitops_e2e() {
-    ARGOCD_HEALTH="$("$REPO_ROOT/integrations/argocd/health.sh" bin)/sluice-argocd-health"
     local version
     expect_health iris Healthy healthy
 
@@ -81,13 +104,16 @@ YAML
     expect_health health Progressing progressing_pods_starting status.conditions.Ready.reason ReplicasUnavailable
     expect_health health Healthy healthy_one_pod
 
-    # A stale status: the operator is stopped (SIGSTOP) while Git changes the spec.
-    local operator_pid
-    read -r operator_pid _ <"$REPO_ROOT/.cluster/pids/operator"
-    kill -STOP "$operator_pid"
-    manifest 2 | "$KUBECTL" apply --server-side --field-manager=argocd-controller -f - >/dev/null
-    expect_health health Progressing progressing_stale_generation || { kill -CONT "$operator_pid"; return 1; }
-    kill -CONT "$operator_pid"
+    # While the operator is stopped (SIGSTOP), Git changes the spec (a stale
+    # status) and adds an InferenceService (no status yet).
+    unseen_specs() {
+        manifest 2 | "$KUBECTL" apply --server-side --field-manager=argocd-controller -f - >/dev/null
+        expect_health health Progressing progressing_stale_generation &&
+            manifest 1 | sed 's/name: health/name: unseen/' | "$KUBECTL" apply -f - >/dev/null &&
+            expect_health unseen Progressing progressing_no_status status ''
+    }
+    operator_paused unseen_specs
+    "$KUBECTL" delete isvc unseen --wait=true >/dev/null
 
     # Version 2 rolls out: Progressing, then Suspended while paused.
     expect_health health Progressing progressing_rollout status.conditions.Ready.reason RollingOut

@@ -2,7 +2,8 @@
 # Rollouts end to end on the local cluster, with real traffic and real Prometheus:
 #   1. a good new version (mlp v2) is promoted through every canary step;
 #   2. a much slower version (the `slow` fixture) is rolled back on latency;
-#   3. a version that fails requests (the `faulty` fixture) is rolled back on errors;
+#   3. a version that fails requests (the `faulty` fixture) is rolled back on errors
+#      (and Argo CD's health check calls the service Degraded);
 #      and one that answers fast and without errors but wrongly (the `inverted`
 #      fixture: negated logits) is rolled back on prediction agreement;
 #   4. Prometheus stopped mid-rollout holds it; started again, the rollout finishes;
@@ -21,6 +22,8 @@ REPO_ROOT="${REPO_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
 source "$REPO_ROOT/e2e/operator/lib.sh"
 # shellcheck source=e2e/rollout/lib.sh
 source "$REPO_ROOT/e2e/rollout/lib.sh"
+# shellcheck source=e2e/operator/gitops.sh
+source "$REPO_ROOT/e2e/operator/gitops.sh"
 
 rollout_setup
 
@@ -69,6 +72,9 @@ result "slow (defaults): rolled back ${T_END}s after apply; full rollback (no sl
 rollout faulty/1 "" RolledBack
 reason=$(last_history reason)
 [[ $reason == *error-rate* ]] || { say "FAIL: rollback reason does not name the error rate: $reason"; exit 1; }
+# Argo CD calls the service Degraded until Git changes (SLUICE_CAPTURE_HEALTH=1
+# writes it into the check's testdata/, as e2e/operator/gitops.sh does).
+expect_health_of InferenceService "$NS/$ISVC" Degraded degraded_rolled_back status.conditions.Ready.reason RolledBack
 result "faulty (defaults): full rollback $(since "$T_TRAFFIC" "$T_GONE")s after its first traffic; reason: $reason"
 
 # 3b. A silently wrong version: same signature and cost, no errors, inverted

@@ -56,7 +56,7 @@ func TestTheCommandPrintsOneLinePerObject(t *testing.T) {
 	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
 	if code != 0 || len(lines) != 2 ||
 		!strings.HasPrefix(lines[0], "InferenceService/default/iris\tHealthy\t") ||
-		!strings.HasPrefix(lines[1], "BatchInference/default/iris-rows\tDegraded\t") {
+		!strings.HasPrefix(lines[1], "BatchInference/default/broken\tDegraded\t") {
 		t.Fatalf("exit %d, stdout %q, stderr %q", code, out, errs)
 	}
 
