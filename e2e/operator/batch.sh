@@ -20,10 +20,10 @@
 # run by Argo CD's Lua VM through gitops.sh's expect_health_of) must call each
 # live state what docs/gitops.md says: a schedule is Healthy while it waits,
 # runs and after a run, Degraded after a failed run and Suspended when held; a
-# one-time run is Progressing while pending (a pod no node takes), stale or
-# running or not yet seen by the operator, Suspended when held, Healthy when
-# done, Degraded when it failed or names no InferenceService that exists. SLUICE_CAPTURE_HEALTH=1 writes each
-# object into the check's testdata/.
+# one-time run is Progressing while pending (a pod no node takes), running,
+# stale or not yet seen by the operator, Suspended when held, Healthy when done,
+# Degraded when it failed or names no InferenceService that exists.
+# SLUICE_CAPTURE_HEALTH=1 writes each object into the check's testdata/.
 
 BATCH_NAME=nightly
 BATCH_FILES=8
