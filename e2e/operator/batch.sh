@@ -36,6 +36,31 @@ batch_jsonpath() { "$KUBECTL" get batchinference "$1" -o "jsonpath=$2" 2>/dev/nu
 # batch_wait SECONDS WHAT CMD...: wait_until, listing what a BatchInference makes.
 batch_wait() { wait_until "$1" "$2" batchinference,cronjob,job,pod "${@:3}"; }
 
+# batch_apply NAME MODEL INPUT OUTPUT [SPEC...]: applies the BatchInference NAME
+# in default, of the model at the URI MODEL, from INPUT to OUTPUT (URIs), rows
+# named by their `id` column, one ORT thread a shard, each pod asking for
+# ${BATCH_CPU:-100m} of CPU, with the extra spec lines SPEC (YAML, as `key: value`).
+batch_apply() {
+    local name=$1 model=$2 input=$3 output=$4 extra
+    extra=$(printf '  %s\n' "${@:5}")
+    "$KUBECTL" apply -f - >/dev/null <<YAML
+apiVersion: serving.sluice.dev/v1alpha1
+kind: BatchInference
+metadata: {name: $name, namespace: default}
+spec:
+  model: {storageUri: "$model"}
+  input: $input
+  output: $output
+  idColumn: id
+$extra
+  runtime:
+    threads: 1
+    resources:
+      requests: {cpu: ${BATCH_CPU:-100m}, memory: 128Mi}
+      limits: {memory: 1Gi}
+YAML
+}
+
 # batch_inputs DIR: the input files, each row with an id that names it, for the
 # 16-feature models; prints nothing.
 batch_inputs() {
@@ -93,44 +118,12 @@ batch_scheduled_e2e() {
     read -r minute hour <<<"$at"
     say "batch: a BatchInference scheduled at $hour:$minute UTC over s3:// with 4 shards"
     say "batch: and nightly-broken at the same time, whose model takes 4 features, not 16"
-    "$KUBECTL" apply -f - >/dev/null <<YAML
-apiVersion: serving.sluice.dev/v1alpha1
-kind: BatchInference
-metadata: {name: nightly-broken, namespace: default}
-spec:
-  model: {storageUri: "file://$MODELS_DIR/iris/1/model.onnx"}
-  credentialsSecret: batch-s3
-  input: s3://data/nightly/in
-  output: s3://predictions/broken
-  idColumn: id
-  schedule: "$((10#$minute)) $((10#$hour)) * * *"
-  retries: 0
-  runtime:
-    threads: 1
-    resources:
-      requests: {cpu: 100m, memory: 128Mi}
-      limits: {memory: 1Gi}
----
-apiVersion: serving.sluice.dev/v1alpha1
-kind: BatchInference
-metadata: {name: $BATCH_NAME, namespace: default}
-spec:
-  model: {storageUri: "s3://models/slow/1/model.onnx"}
-  credentialsSecret: batch-s3
-  input: s3://data/nightly/in
-  output: s3://predictions/nightly
-  idColumn: id
-  batchSize: 16
-  rowsPerPart: 160
-  schedule: "$((10#$minute)) $((10#$hour)) * * *"
-  parallelism: 4
-  retries: 3
-  runtime:
-    threads: 1
-    resources:
-      requests: {cpu: 100m, memory: 128Mi}
-      limits: {memory: 1Gi}
-YAML
+    local schedule="$((10#$minute)) $((10#$hour)) * * *"
+    batch_apply nightly-broken "file://$MODELS_DIR/iris/1/model.onnx" s3://data/nightly/in s3://predictions/broken \
+        "credentialsSecret: batch-s3" "schedule: \"$schedule\"" "retries: 0"
+    batch_apply "$BATCH_NAME" s3://models/slow/1/model.onnx s3://data/nightly/in s3://predictions/nightly \
+        "credentialsSecret: batch-s3" "schedule: \"$schedule\"" "batchSize: 16" "rowsPerPart: 160" \
+        "parallelism: 4" "retries: 3"
     expect_health_of BatchInference "$BATCH_NAME" Healthy healthy_scheduled_waiting status.phase Pending
     batch_wait 150 "the scheduled run's Job" \
         bash -c "[[ -n \$('$KUBECTL' get jobs -l serving.sluice.dev/batchinference=$BATCH_NAME -o name 2>/dev/null) ]]"
@@ -195,23 +188,8 @@ batch_local_e2e() {
     BATCH_FILES=2 BATCH_ROWS=300 batch_inputs "$folder/in"
     echo "e9-0,1,2,3" >>"$folder/in/day-01.csv"
     say "batch: a one-time BatchInference from $input to $output with one bad row"
-    "$KUBECTL" apply -f - >/dev/null <<YAML
-apiVersion: serving.sluice.dev/v1alpha1
-kind: BatchInference
-metadata: {name: $name, namespace: default}
-spec:
-  model: {storageUri: "file://$MODELS_DIR/mlp/1/model.onnx"}
-  input: $input
-  output: $output
-  idColumn: id
-  maxRejectRatio: 0.01
-  parallelism: 2
-  runtime:
-    threads: 1
-    resources:
-      requests: {cpu: 100m, memory: 128Mi}
-      limits: {memory: 1Gi}
-YAML
+    batch_apply "$name" "file://$MODELS_DIR/mlp/1/model.onnx" "$input" "$output" \
+        "maxRejectRatio: 0.01" "parallelism: 2"
     batch_wait 180 "the run of $name to succeed" \
         bash -c "[[ \$('$KUBECTL' get batchinference $name -o jsonpath='{.status.latestRun.phase}') == Succeeded ]]"
     local job rows rejected
@@ -260,31 +238,6 @@ batch_pvc_e2e() {
     batch_claim | "$KUBECTL" delete -f - --wait=true >/dev/null
 }
 
-# batch_one_time NAME MODEL INPUT CPU [SPEC...]: applies a one-time
-# BatchInference NAME of the fixture MODEL over the node's folder INPUT, writing
-# beside it, its pods asking for CPU, with the extra spec lines SPEC (YAML).
-batch_one_time() {
-    local name=$1 model=$2 input=$3 cpu=$4 extra
-    extra=$(printf '  %s\n' "${@:5}")
-    "$KUBECTL" apply -f - >/dev/null <<YAML
-apiVersion: serving.sluice.dev/v1alpha1
-kind: BatchInference
-metadata: {name: $name, namespace: default}
-spec:
-  model: {storageUri: "file://$MODELS_DIR/$model/1/model.onnx"}
-  input: file://$input
-  output: file://$input-out
-  idColumn: id
-  parallelism: 2
-  runtime:
-    threads: 1
-    resources:
-      requests: {cpu: $cpu, memory: 128Mi}
-      limits: {memory: 1Gi}
-$extra
-YAML
-}
-
 # The one-time states of Argo CD's health of BatchInference, each on a live object.
 batch_health_e2e() {
     local folder=/opt/sluice/batch-health
@@ -296,7 +249,8 @@ batch_health_e2e() {
     # A run of `slow` (about 30 ms a batch) one row a batch: 10 s a shard, time
     # to see it run, hold it and let it go on.
     say "batch health: a one-time run, held with spec.suspend and let go"
-    batch_one_time running slow "$folder/in" 100m "batchSize: 1"
+    batch_apply running "file://$MODELS_DIR/slow/1/model.onnx" "file://$folder/in" "file://$folder/out" \
+        "parallelism: 2" "batchSize: 1"
     expect_health_of BatchInference running Progressing progressing_running status.phase Running
     "$KUBECTL" patch batchinference running --type merge -p '{"spec":{"suspend":true}}' >/dev/null
     expect_health_of BatchInference running Suspended suspended status.latestRun.phase Suspended
@@ -304,7 +258,8 @@ batch_health_e2e() {
     expect_health_of BatchInference running Healthy healthy_succeeded status.phase Succeeded
 
     say "batch health: a run whose rows do not fit the model, with no retry"
-    batch_one_time broken mlp "$folder/bad" 100m "retries: 0"
+    batch_apply broken "file://$MODELS_DIR/mlp/1/model.onnx" "file://$folder/bad" "file://$folder/out" \
+        "parallelism: 2" "retries: 0"
     expect_health_of BatchInference broken Degraded degraded_failed_run status.phase Failed
 
     say "batch health: a BatchInference naming an InferenceService that does not exist"
@@ -324,15 +279,15 @@ YAML
     # operator is stopped, Git changes that spec (a stale status) and adds a
     # BatchInference (no status yet).
     say "batch health: a run no node can take, then specs the operator has not seen"
-    batch_one_time pending mlp "$folder/in" 64
+    BATCH_CPU=64 batch_apply pending "file://$MODELS_DIR/mlp/1/model.onnx" "file://$folder/in" "file://$folder/out"
     expect_health_of BatchInference pending Progressing progressing_pending status.phase Pending
-    unseen_specs() {
+    unseen_batch_specs() {
         "$KUBECTL" patch batchinference pending --type merge -p '{"spec":{"historyLimit":5}}' >/dev/null
         expect_health_of BatchInference pending Progressing progressing_stale_generation &&
-            batch_one_time unseen mlp "$folder/in" 100m &&
+            batch_apply unseen "file://$MODELS_DIR/mlp/1/model.onnx" "file://$folder/in" "file://$folder/out" &&
             expect_health_of BatchInference unseen Progressing progressing_no_status status ''
     }
-    operator_paused unseen_specs
+    operator_paused unseen_batch_specs
 
     "$KUBECTL" delete batchinference running broken orphan pending unseen --wait=true >/dev/null
     rm -rf "$folder"

@@ -52,7 +52,7 @@ expect_health_of() {
                 if [[ $yaml != *"resourceVersion: \"$version\""* ]]; then
                     continue
                 fi
-                { echo "# Captured from the local cluster by e2e/operator/e2e.sh (SLUICE_CAPTURE_HEALTH=1)."
+                { echo "# Captured from the local cluster by expect_health_of (e2e/operator/gitops.sh), SLUICE_CAPTURE_HEALTH=1."
                   echo "$yaml"; } >"$HEALTH_CHECKS/$kind/testdata/$case.yaml"
             fi
             say "argocd health of $kind $name ($case): $got"

@@ -52,7 +52,7 @@ expect_status() {
 }
 
 tenants_e2e() {
-    local ns user key
+    local ns user key tenant
     "$KUBECTL" apply -f "$REPO_ROOT/config/rbac/aggregate_roles.yaml" >/dev/null
     for ns in team-a team-b; do
         "$KUBECTL" create namespace "$ns" --dry-run=client -o yaml | "$KUBECTL" apply -f - >/dev/null
@@ -70,8 +70,8 @@ tenants_e2e() {
     local key_of_team_a key_of_team_b
     key_of_team_a=$(new_api_key)
     key_of_team_b=$(new_api_key)
-    for user in alice:team-a:$key_of_team_a bob:team-b:$key_of_team_b; do
-        IFS=: read -r user ns key <<<"$user"
+    for tenant in alice:team-a:$key_of_team_a bob:team-b:$key_of_team_b; do
+        IFS=: read -r user ns key <<<"$tenant"
         as "$user" -n "$ns" create secret generic keys --from-literal=keys.yaml="$(keys_yaml "$user" "$key")" \
             --dry-run=client -o yaml | as "$user" apply -f - >/dev/null
         cat <<YAML | as "$user" apply -f - >/dev/null
